@@ -1,0 +1,92 @@
+"""Sans-IO core of Tidings: encoding, identities, signed entries, content (spec/protocol.md).
+
+Nothing here performs IO, reads the clock or draws randomness: callers pass ``now``, seeds and bytes in.
+"""
+
+from .content import (
+    Block,
+    Content,
+    Delete,
+    Follow,
+    Post,
+    Profile,
+    Reaction,
+    Repost,
+    Unblock,
+    Unfollow,
+    Unknown,
+    decode_content,
+    encode_content,
+    type_of,
+)
+from .encoding import decode, encode
+from .entry import (
+    MAX_ENTRY_SIZE,
+    MAX_PAYLOAD_SIZE,
+    VERSION,
+    Entry,
+    ForkProof,
+    check_fork,
+    create_entry,
+    signature_ok,
+    verify_entry,
+    verify_links,
+    verify_payload,
+    verify_signature,
+)
+from .errors import (
+    DecodeError,
+    InvalidContent,
+    InvalidEntry,
+    LocalProtocolError,
+    ProtocolError,
+    RemoteProtocolError,
+)
+from .identity import EntryId, FeedId, SigningKey, entry_id_text, feed_id_text, hash_bytes
+from .lipmaa import lipmaa, path_to_first, skip_target
+
+__all__ = [
+    "MAX_ENTRY_SIZE",
+    "MAX_PAYLOAD_SIZE",
+    "VERSION",
+    "Block",
+    "Content",
+    "DecodeError",
+    "Delete",
+    "Entry",
+    "EntryId",
+    "FeedId",
+    "Follow",
+    "ForkProof",
+    "InvalidContent",
+    "InvalidEntry",
+    "LocalProtocolError",
+    "Post",
+    "Profile",
+    "ProtocolError",
+    "Reaction",
+    "RemoteProtocolError",
+    "Repost",
+    "SigningKey",
+    "Unblock",
+    "Unfollow",
+    "Unknown",
+    "check_fork",
+    "create_entry",
+    "decode",
+    "decode_content",
+    "encode",
+    "encode_content",
+    "entry_id_text",
+    "feed_id_text",
+    "hash_bytes",
+    "lipmaa",
+    "path_to_first",
+    "signature_ok",
+    "skip_target",
+    "type_of",
+    "verify_entry",
+    "verify_links",
+    "verify_payload",
+    "verify_signature",
+]

@@ -1,0 +1,296 @@
+"""Content types carried in payloads (spec/protocol.md §8).
+
+A payload is the canonical encoding of a map with a text ``type``. Known types are validated against
+their schema and limits; keys a schema does not name are allowed and kept (newer writers may add
+fields). Unknown types are accepted as ``Unknown`` so they are stored and passed on, never shown.
+References to entries are 32-byte entry hashes; references to feeds are 32-byte keys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from .encoding import decode, encode
+from .entry import MAX_PAYLOAD_SIZE
+from .errors import DecodeError, InvalidContent, LocalProtocolError
+
+__all__ = [
+    "MAX_BIO",
+    "MAX_NAME",
+    "MAX_TEXT",
+    "Block",
+    "Content",
+    "Delete",
+    "Follow",
+    "Post",
+    "Profile",
+    "Reaction",
+    "Repost",
+    "Unblock",
+    "Unfollow",
+    "Unknown",
+    "decode_content",
+    "encode_content",
+]
+
+#: Limits, in UTF-8 bytes unless said (spec §8.3).
+MAX_TEXT = 8192
+MAX_NAME = 64
+MAX_BIO = 1024
+MAX_EMOJI = 32
+MAX_TAGS = 16
+MAX_TAG = 64
+MAX_MENTIONS = 32
+MAX_LANG = 16
+MAX_TYPE = 64
+
+
+def _bad(message: str) -> InvalidContent:
+    return InvalidContent(message, code="invalid_content")
+
+
+def _text(value: Any, name: str, limit: int, *, empty: bool = False) -> str:
+    if not isinstance(value, str):
+        raise _bad(f"{name} must be text")
+    size = len(value.encode("utf-8"))
+    if size > limit:
+        raise _bad(f"{name} longer than {limit} bytes")
+    if not empty and not value.strip():
+        raise _bad(f"{name} must not be empty")
+    return value
+
+
+def _ref(value: Any, name: str) -> bytes:
+    if not isinstance(value, bytes) or len(value) != 32:
+        raise _bad(f"{name} must be a 32-byte reference")
+    return value
+
+
+def _opt_ref(value: Any, name: str) -> bytes | None:
+    return None if value is None else _ref(value, name)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Content:
+    """Base of every content type; ``extra`` keeps keys the schema does not name."""
+
+    type: ClassVar[str] = ""
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def fields(self) -> dict[str, Any]:
+        """The schema fields that are set (None values left out)."""
+        return {}
+
+    def to_map(self) -> dict[str, Any]:
+        out = dict(self.extra)
+        out.update(self.fields())
+        out["type"] = self.type
+        return out
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Post(Content):
+    type: ClassVar[str] = "post"
+    text: str
+    reply: bytes | None = None
+    root: bytes | None = None
+    mentions: tuple[bytes, ...] = ()
+    tags: tuple[str, ...] = ()
+    lang: str | None = None
+
+    def __post_init__(self) -> None:
+        _text(self.text, "text", MAX_TEXT)
+        _opt_ref(self.reply, "reply")
+        _opt_ref(self.root, "root")
+        if (self.reply is None) != (self.root is None):
+            raise _bad("a reply names both reply and root")
+        if not isinstance(self.mentions, tuple) or len(self.mentions) > MAX_MENTIONS:
+            raise _bad(f"at most {MAX_MENTIONS} mentions")
+        for m in self.mentions:
+            _ref(m, "mention")
+        if not isinstance(self.tags, tuple) or len(self.tags) > MAX_TAGS:
+            raise _bad(f"at most {MAX_TAGS} tags")
+        for t in self.tags:
+            _text(t, "tag", MAX_TAG)
+        if self.lang is not None:
+            _text(self.lang, "lang", MAX_LANG)
+
+    def fields(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"text": self.text}
+        if self.reply is not None:
+            out["reply"], out["root"] = self.reply, self.root
+        if self.mentions:
+            out["mentions"] = list(self.mentions)
+        if self.tags:
+            out["tags"] = list(self.tags)
+        if self.lang is not None:
+            out["lang"] = self.lang
+        return out
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reaction(Content):
+    type: ClassVar[str] = "reaction"
+    target: bytes
+    emoji: str
+
+    def __post_init__(self) -> None:
+        _ref(self.target, "target")
+        _text(self.emoji, "emoji", MAX_EMOJI)
+
+    def fields(self) -> dict[str, Any]:
+        return {"target": self.target, "emoji": self.emoji}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Targeted(Content):
+    target: bytes
+
+    def __post_init__(self) -> None:
+        _ref(self.target, "target")
+
+    def fields(self) -> dict[str, Any]:
+        return {"target": self.target}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Repost(_Targeted):
+    type: ClassVar[str] = "repost"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Delete(_Targeted):
+    """Tombstone for one of the author's own payloads (spec §8.2.9)."""
+
+    type: ClassVar[str] = "delete"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Graph(Content):
+    feed: bytes
+
+    def __post_init__(self) -> None:
+        _ref(self.feed, "feed")
+
+    def fields(self) -> dict[str, Any]:
+        return {"feed": self.feed}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Follow(_Graph):
+    type: ClassVar[str] = "follow"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Unfollow(_Graph):
+    type: ClassVar[str] = "unfollow"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Block(_Graph):
+    type: ClassVar[str] = "block"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Unblock(_Graph):
+    type: ClassVar[str] = "unblock"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Profile(Content):
+    type: ClassVar[str] = "profile"
+    name: str | None = None
+    bio: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.name is None and self.bio is None:
+            raise _bad("a profile sets a name, a bio or both")
+        if self.name is not None:
+            _text(self.name, "name", MAX_NAME)
+        if self.bio is not None:
+            _text(self.bio, "bio", MAX_BIO, empty=True)
+
+    def fields(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.name is not None:
+            out["name"] = self.name
+        if self.bio is not None:
+            out["bio"] = self.bio
+        return out
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Unknown(Content):
+    """A type this version does not know: kept and passed on, not shown (spec §8.4)."""
+
+    kind: str
+
+    @property
+    def type_name(self) -> str:
+        return self.kind
+
+    def to_map(self) -> dict[str, Any]:
+        out = dict(self.extra)
+        out["type"] = self.kind
+        return out
+
+
+KNOWN: dict[str, type[Content]] = {
+    c.type: c for c in (Post, Reaction, Repost, Delete, Follow, Unfollow, Block, Unblock, Profile)
+}
+_SCHEMA: dict[str, tuple[str, ...]] = {
+    "post": ("text", "reply", "root", "mentions", "tags", "lang"),
+    "reaction": ("target", "emoji"),
+    "repost": ("target",),
+    "delete": ("target",),
+    "follow": ("feed",),
+    "unfollow": ("feed",),
+    "block": ("feed",),
+    "unblock": ("feed",),
+    "profile": ("name", "bio"),
+}
+
+
+def type_of(content: Content) -> str:
+    """The wire ``type`` of a content object (unknown types keep theirs)."""
+    return content.kind if isinstance(content, Unknown) else content.type
+
+
+def from_map(value: Any) -> Content:
+    """Validate a decoded map and build its content object (spec §8.1)."""
+    if not isinstance(value, dict):
+        raise _bad("a payload is a map")
+    kind = value.get("type")
+    if not isinstance(kind, str) or not kind or len(kind.encode("utf-8")) > MAX_TYPE:
+        raise _bad("a payload has a text 'type' of 1 to 64 bytes")
+    cls = KNOWN.get(kind)
+    if cls is None:
+        return Unknown(kind=kind, extra={k: v for k, v in value.items() if k != "type"})
+    names = _SCHEMA[kind]
+    args = {k: value[k] for k in names if k in value and value[k] is not None}
+    extra = {k: v for k, v in value.items() if k not in names and k != "type"}
+    for key in ("mentions", "tags"):
+        if key in args:
+            if not isinstance(args[key], list):
+                raise _bad(f"{key} must be an array")
+            args[key] = tuple(args[key])
+    try:
+        return cls(extra=extra, **args)
+    except TypeError:
+        raise _bad(f"a {kind} is missing a required field") from None
+
+
+def encode_content(content: Content) -> bytes:
+    """Canonical payload bytes for ``content`` (spec §8.1)."""
+    data = encode(content.to_map())
+    if len(data) > MAX_PAYLOAD_SIZE:
+        raise LocalProtocolError("payload larger than the maximum", code="payload_too_large")
+    return data
+
+
+def decode_content(payload: bytes) -> Content:
+    """Strictly decode and validate a payload; raise ``DecodeError`` or ``InvalidContent``."""
+    if len(payload) > MAX_PAYLOAD_SIZE:
+        raise DecodeError("payload larger than the maximum", code="too_large")
+    return from_map(decode(payload, max_size=MAX_PAYLOAD_SIZE))
