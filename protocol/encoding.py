@@ -24,6 +24,13 @@ _INT_MIN = -(2**63)
 _INT_MAX = 2**64 - 1
 
 
+def _utf8(text: str) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates have no UTF-8 form (spec §2.1)
+        raise LocalProtocolError("text is not encodable as UTF-8", code="bad_utf8") from None
+
+
 def _canonical(value: Any, depth: int) -> Any:
     """Check that ``value`` is encodable and return it with map keys sorted (spec §2.1)."""
     if depth > MAX_DEPTH:
@@ -41,15 +48,21 @@ def _canonical(value: Any, depth: int) -> Any:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise LocalProtocolError("map keys must be text", code="bad_key")
-            items.append((key.encode("utf-8"), key, _canonical(item, depth + 1)))
+            items.append((_utf8(key), key, _canonical(item, depth + 1)))
         items.sort(key=lambda kv: kv[0])
         return {key: item for _, key, item in items}
     raise LocalProtocolError(f"type {type(value).__name__} cannot be encoded", code="bad_type")
 
 
 def encode(value: Any) -> bytes:
-    """Return the canonical encoding of ``value`` (spec §2.1)."""
-    data: bytes = msgpack.packb(_canonical(value, 0), use_bin_type=True)
+    """Return the canonical encoding of ``value`` (spec §2.1).
+
+    Raises ``LocalProtocolError`` for values outside the format (spec §2.1, §2.3).
+    """
+    try:
+        data: bytes = msgpack.packb(_canonical(value, 0), use_bin_type=True)
+    except UnicodeEncodeError:  # a text value with lone surrogates (spec §2.1)
+        raise LocalProtocolError("text is not encodable as UTF-8", code="bad_utf8") from None
     return data
 
 
@@ -62,6 +75,8 @@ def _check_types(value: Any, depth: int) -> None:
         raise DecodeError("value nested too deeply", code="too_deep")
     if isinstance(value, float):
         raise DecodeError("floats are not allowed", code="bad_type")
+    if isinstance(value, msgpack.Timestamp):  # msgpack decodes extension type -1 itself
+        raise DecodeError("extension types are not allowed", code="bad_type")
     if isinstance(value, list):
         for item in value:
             _check_types(item, depth + 1)
@@ -70,6 +85,26 @@ def _check_types(value: Any, depth: int) -> None:
             if not isinstance(key, str):
                 raise DecodeError("map keys must be text", code="bad_key")
             _check_types(item, depth + 1)
+
+
+def _parse_error(exc: Exception) -> DecodeError:
+    """Map what msgpack raises while parsing to the codes of spec §2.2."""
+    if isinstance(exc, msgpack.ExtraData):
+        return DecodeError("trailing bytes after the value", code="trailing_bytes")
+    if isinstance(exc, UnicodeDecodeError):
+        return DecodeError("text is not valid UTF-8", code="bad_utf8")
+    if isinstance(exc, msgpack.StackError | RecursionError):
+        return DecodeError("value nested too deeply", code="too_deep")
+    if isinstance(exc, TypeError):  # an array or map used as a map key is unhashable
+        return DecodeError("map keys must be text", code="bad_key")
+    text = str(exc)
+    # msgpack reports input that ends early as "incomplete input", and a length or count that is
+    # larger than the whole input as "exceeds max_..._len": both mean the input is truncated.
+    if "incomplete input" in text or "exceeds max_" in text:
+        return DecodeError("input ends before the value is complete", code="truncated")
+    if "timestamp" in text.lower() or "nanoseconds" in text:  # a malformed extension type -1
+        return DecodeError("extension types are not allowed", code="bad_type")
+    return DecodeError(f"malformed msgpack: {type(exc).__name__}", code="malformed")
 
 
 def decode(data: bytes, *, max_size: int = 1 << 20) -> Any:
@@ -94,13 +129,8 @@ def decode(data: bytes, *, max_size: int = 1 << 20) -> Any:
         )
     except DecodeError:
         raise
-    except msgpack.ExtraData:
-        raise DecodeError("trailing bytes after the value", code="trailing_bytes") from None
-    except UnicodeDecodeError:
-        raise DecodeError("text is not valid UTF-8", code="bad_utf8") from None
     except (ValueError, TypeError, OverflowError, RecursionError, msgpack.UnpackException) as exc:
-        # msgpack signals truncation and malformed headers with several types; all mean "not valid".
-        raise DecodeError(f"malformed msgpack: {type(exc).__name__}", code="malformed") from None
+        raise _parse_error(exc) from None
     _check_types(value, 0)
     try:
         again = encode(value)

@@ -290,7 +290,10 @@ def verify_entry(
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ForkProof:
-    """Two validly signed, different entries of one author at one seq (spec §7)."""
+    """Two validly signed, different entries of one author at one seq (spec §7).
+
+    ``first`` is always the entry with the lower hash, whatever order the constructor got.
+    """
 
     first: Entry
     second: Entry
@@ -301,6 +304,9 @@ class ForkProof:
             raise _bad("not_a_fork", "a fork proof needs two different entries of one author and seq")
         verify_signature(a)
         verify_signature(b)
+        if a.hash > b.hash:  # one proof, one value: lower hash first, as encoded (spec §7.2)
+            object.__setattr__(self, "first", b)
+            object.__setattr__(self, "second", a)
 
     @property
     def author(self) -> bytes:
@@ -312,11 +318,11 @@ class ForkProof:
 
     def encode(self) -> bytes:
         """Canonical form: the two raw entries, lower hash first (spec §7.2)."""
-        pair = sorted([self.first, self.second], key=lambda e: e.hash)
-        return encode([pair[0].raw, pair[1].raw])
+        return encode([self.first.raw, self.second.raw])
 
     @classmethod
     def decode(cls, data: bytes) -> ForkProof:
+        """Strictly decode and check a fork proof (spec §7.2); raise a ``RemoteProtocolError``."""
         value = decode(data, max_size=4 * MAX_ENTRY_SIZE)
         if not isinstance(value, list) or len(value) != 2 or not all(isinstance(v, bytes) for v in value):
             raise _bad("bad_shape", "a fork proof is an array of two entries")

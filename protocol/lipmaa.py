@@ -7,13 +7,15 @@ a short certificate path, so the newest N entries of a feed can be checked witho
 
 from __future__ import annotations
 
+from .errors import LocalProtocolError
+
 __all__ = ["certificate_pool", "lipmaa", "path_to_first"]
 
 
 def lipmaa(n: int) -> int:
-    """The seq that entry ``n`` skips back to (``n >= 1``; ``lipmaa(1) == 0`` means none)."""
-    if n < 1:
-        raise ValueError("seq numbers start at 1")
+    """The seq that entry ``n`` skips back to (``n >= 1``; ``lipmaa(1) == 0`` means none) (spec §6.1)."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise LocalProtocolError("seq numbers are integers from 1", code="bad_seq")
     m, po3, u = 1, 3, n
     while m < n:
         po3 *= 3

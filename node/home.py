@@ -1,0 +1,168 @@
+"""A node's home folder: identity key file, store, config and the running node's ``node.json``.
+
+Layout::
+
+    HOME/secret.pem   Ed25519 secret key, PKCS#8 PEM, mode 0600, optionally passphrase-encrypted
+    HOME/store.db     the SQLite store (WAL)
+    HOME/config.toml  settings (optional)
+    HOME/node.json    written by ``tidings run`` while it runs
+
+The passphrase comes from ``TIDINGS_PASSPHRASE`` or is passed in by the caller (the CLI prompts).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from tidings.protocol import Profile, SigningKey
+from tidings.storage.store import Store
+
+__all__ = ["Home", "HomeError", "default_home"]
+
+
+class HomeError(Exception):
+    """A problem with the home folder or the identity in it; ``code`` is machine-readable."""
+
+    def __init__(self, message: str, *, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def default_home() -> Path:
+    env = os.environ.get("TIDINGS_HOME")
+    return Path(env).expanduser() if env else Path.home() / ".tidings"
+
+
+class Home:
+    """Paths and identity of one home folder."""
+
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        self.path = Path(path).expanduser() if path is not None else default_home()
+
+    @property
+    def key_path(self) -> Path:
+        return self.path / "secret.pem"
+
+    @property
+    def store_path(self) -> Path:
+        return self.path / "store.db"
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.toml"
+
+    @property
+    def node_file(self) -> Path:
+        return self.path / "node.json"
+
+    def exists(self) -> bool:
+        return self.key_path.exists()
+
+    # -- identity --------------------------------------------------------------------------------------
+    def init(self, *, name: str | None = None, passphrase: str | None = None) -> SigningKey:
+        """Create the identity and the store; refuse if an identity exists."""
+        if self.key_path.exists():
+            raise HomeError(f"an identity already exists in {self.path}", code="exists")
+        if self.path.exists() and not self.path.is_dir():
+            raise HomeError(f"{self.path} is not a folder", code="bad_home")
+        self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        key = SigningKey(secrets.token_bytes(32))
+        private = Ed25519PrivateKey.from_private_bytes(key.seed)
+        encryption: serialization.KeySerializationEncryption = (
+            serialization.BestAvailableEncryption(passphrase.encode("utf-8"))
+            if passphrase
+            else serialization.NoEncryption()
+        )
+        pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
+        tmp = self.key_path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, pem)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        with self.open_store() as store:
+            store.set_meta("self", key.public_key)
+            if name:
+                store.append(key, Profile(name=name))
+        os.replace(tmp, self.key_path)  # the identity exists only once the store is ready
+        return key
+
+    def key_is_encrypted(self) -> bool:
+        try:
+            return b"ENCRYPTED" in self.key_path.read_bytes()
+        except FileNotFoundError:
+            raise self._no_identity() from None
+
+    def _no_identity(self) -> HomeError:
+        if not self.path.exists():
+            return HomeError(f"no home at {self.path}; run 'tidings init' first", code="no_home")
+        return HomeError(f"no identity in {self.path}; run 'tidings init' first", code="no_identity")
+
+    def public_key(self) -> bytes:
+        """Our feed key, without needing the passphrase (read from the store)."""
+        if not self.key_path.exists():
+            raise self._no_identity()
+        with self.open_store() as store:
+            key = store.own_feed()
+        if key is None:
+            raise HomeError("the store does not name this home's identity", code="no_identity")
+        return key
+
+    def load_key(self, passphrase: str | None = None) -> SigningKey:
+        """Load the secret key, decrypting it with ``passphrase`` or ``TIDINGS_PASSPHRASE``."""
+        try:
+            data = self.key_path.read_bytes()
+        except FileNotFoundError:
+            raise self._no_identity() from None
+        if passphrase is None:
+            passphrase = os.environ.get("TIDINGS_PASSPHRASE")
+        password = passphrase.encode("utf-8") if passphrase else None
+        try:
+            private = serialization.load_pem_private_key(data, password=password)
+        except TypeError:
+            if password is None:
+                raise HomeError(
+                    "the secret key is encrypted: set TIDINGS_PASSPHRASE or enter the passphrase",
+                    code="passphrase_needed",
+                ) from None
+            private = serialization.load_pem_private_key(data, password=None)
+        except ValueError:
+            raise HomeError("wrong passphrase, or the key file is damaged", code="bad_passphrase") from None
+        if not isinstance(private, Ed25519PrivateKey):
+            raise HomeError("the key file does not hold an Ed25519 key", code="bad_key")
+        seed = private.private_bytes(
+            serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+        )
+        return SigningKey(seed)
+
+    # -- store, config, node file ----------------------------------------------------------------------
+    def open_store(self) -> Store:
+        if not self.path.is_dir():
+            raise self._no_identity()
+        return Store(self.store_path)
+
+    def config(self) -> dict[str, Any]:
+        try:
+            with self.config_path.open("rb") as fh:
+                return tomllib.load(fh)
+        except FileNotFoundError:
+            return {}
+        except tomllib.TOMLDecodeError as exc:
+            raise HomeError(f"{self.config_path}: {exc}", code="bad_config") from None
+
+    def running_node(self) -> dict[str, Any] | None:
+        """The running node's ``node.json`` if its process is alive."""
+        try:
+            info = json.loads(self.node_file.read_text())
+            os.kill(int(info["pid"]), 0)
+        except (FileNotFoundError, ValueError, KeyError, TypeError, ProcessLookupError, PermissionError):
+            return None
+        return info if isinstance(info, dict) else None

@@ -1,0 +1,125 @@
+"""SQLite schema and versioned migrations (``PRAGMA user_version``).
+
+Each migration runs in one transaction; a store opened by an older version is migrated forward on
+open, and a store newer than this code is refused rather than damaged.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from .errors import CorruptStore
+
+__all__ = ["SCHEMA_VERSION", "migrate"]
+
+_MIGRATIONS: list[str] = [
+    # 1: logs, payloads, forks and the projections the reading commands use.
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB) WITHOUT ROWID;
+    CREATE TABLE feeds (
+        author BLOB PRIMARY KEY,
+        head_seq INTEGER NOT NULL DEFAULT 0,
+        head_hash BLOB,
+        head_ts INTEGER NOT NULL DEFAULT 0,
+        count INTEGER NOT NULL DEFAULT 0,
+        forked INTEGER NOT NULL DEFAULT 0,
+        kind TEXT NOT NULL DEFAULT 'remote'
+    ) WITHOUT ROWID;
+    CREATE TABLE entries (
+        id INTEGER PRIMARY KEY,
+        hash BLOB NOT NULL UNIQUE,
+        author BLOB NOT NULL,
+        seq INTEGER NOT NULL,
+        ts INTEGER NOT NULL,
+        type TEXT,
+        raw BLOB NOT NULL,
+        payload BLOB,
+        deleted INTEGER NOT NULL DEFAULT 0,
+        received INTEGER NOT NULL,
+        UNIQUE (author, seq)
+    );
+    CREATE INDEX entries_ts ON entries (ts);
+    CREATE TABLE forks (
+        author BLOB NOT NULL,
+        seq INTEGER NOT NULL,
+        proof BLOB NOT NULL,
+        found INTEGER NOT NULL,
+        PRIMARY KEY (author, seq)
+    ) WITHOUT ROWID;
+    CREATE TABLE posts (
+        entry INTEGER PRIMARY KEY REFERENCES entries (id),
+        author BLOB NOT NULL,
+        ts INTEGER NOT NULL,
+        text TEXT NOT NULL,
+        reply BLOB,
+        root BLOB,
+        lang TEXT
+    );
+    CREATE INDEX posts_root ON posts (root) WHERE root IS NOT NULL;
+    CREATE INDEX posts_reply ON posts (reply) WHERE reply IS NOT NULL;
+    CREATE TABLE reactions (
+        entry INTEGER PRIMARY KEY REFERENCES entries (id),
+        author BLOB NOT NULL,
+        target BLOB NOT NULL,
+        emoji TEXT NOT NULL,
+        ts INTEGER NOT NULL
+    );
+    CREATE INDEX reactions_target ON reactions (target);
+    CREATE TABLE reposts (
+        entry INTEGER PRIMARY KEY REFERENCES entries (id),
+        author BLOB NOT NULL,
+        target BLOB NOT NULL,
+        ts INTEGER NOT NULL
+    );
+    CREATE INDEX reposts_target ON reposts (target);
+    CREATE TABLE graph (
+        author BLOB NOT NULL,
+        kind TEXT NOT NULL,
+        target BLOB NOT NULL,
+        active INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        PRIMARY KEY (author, kind, target)
+    ) WITHOUT ROWID;
+    CREATE INDEX graph_target ON graph (target, kind);
+    CREATE TABLE profiles (
+        feed BLOB PRIMARY KEY,
+        name TEXT,
+        bio TEXT,
+        seq INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE mutes (kind TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (kind, value)) WITHOUT ROWID;
+    CREATE TABLE tombstones (
+        target BLOB PRIMARY KEY,
+        author BLOB NOT NULL,
+        entry BLOB NOT NULL
+    ) WITHOUT ROWID;
+    CREATE VIRTUAL TABLE posts_fts USING fts5 (text, content='posts', content_rowid='entry');
+    """,
+]
+
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the schema up to ``SCHEMA_VERSION``; return the version found before."""
+    found = conn.execute("PRAGMA user_version").fetchone()[0]
+    if found > SCHEMA_VERSION:
+        raise CorruptStore(
+            f"store schema {found} is newer than this Tidings ({SCHEMA_VERSION}); upgrade Tidings",
+            code="store_too_new",
+        )
+    for version in range(found, SCHEMA_VERSION):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # re-check under the write lock: another process may have migrated meanwhile.
+            now = conn.execute("PRAGMA user_version").fetchone()[0]
+            if now == version:
+                for statement in _MIGRATIONS[version].split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {version + 1}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return int(found)
