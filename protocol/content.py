@@ -53,7 +53,10 @@ def _bad(message: str) -> InvalidContent:
 def _text(value: Any, name: str, limit: int, *, empty: bool = False) -> str:
     if not isinstance(value, str):
         raise _bad(f"{name} must be text")
-    size = len(value.encode("utf-8"))
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:  # lone surrogates: not text in the sense of spec §2.1
+        raise _bad(f"{name} is not valid Unicode text") from None
     if size > limit:
         raise _bad(f"{name} longer than {limit} bytes")
     if not empty and not value.strip():
@@ -71,12 +74,24 @@ def _opt_ref(value: Any, name: str) -> bytes | None:
     return None if value is None else _ref(value, name)
 
 
+def _check_extra(extra: Any, kind: str) -> None:
+    """Extra keys must be text and must not shadow ``type`` or a schema field (spec §8.1)."""
+    if not isinstance(extra, dict):
+        raise _bad("extra must be a map")
+    names = _SCHEMA.get(kind, ())
+    for key in extra:
+        if not isinstance(key, str) or key == "type" or key in names:
+            raise _bad(f"extra key {key!r} is not allowed")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Content:
     """Base of every content type; ``extra`` keeps keys the schema does not name."""
 
     type: ClassVar[str] = ""
-    extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    # Compared (two payloads that differ only in extra keys are different) but not hashed: a dict is
+    # not hashable.
+    extra: dict[str, Any] = field(default_factory=dict, hash=False, repr=False)
 
     def fields(self) -> dict[str, Any]:
         """The schema fields that are set (None values left out)."""
@@ -115,6 +130,7 @@ class Post(Content):
             _text(t, "tag", MAX_TAG)
         if self.lang is not None:
             _text(self.lang, "lang", MAX_LANG)
+        _check_extra(self.extra, self.type)
 
     def fields(self) -> dict[str, Any]:
         out: dict[str, Any] = {"text": self.text}
@@ -138,6 +154,7 @@ class Reaction(Content):
     def __post_init__(self) -> None:
         _ref(self.target, "target")
         _text(self.emoji, "emoji", MAX_EMOJI)
+        _check_extra(self.extra, self.type)
 
     def fields(self) -> dict[str, Any]:
         return {"target": self.target, "emoji": self.emoji}
@@ -149,6 +166,7 @@ class _Targeted(Content):
 
     def __post_init__(self) -> None:
         _ref(self.target, "target")
+        _check_extra(self.extra, self.type)
 
     def fields(self) -> dict[str, Any]:
         return {"target": self.target}
@@ -172,6 +190,7 @@ class _Graph(Content):
 
     def __post_init__(self) -> None:
         _ref(self.feed, "feed")
+        _check_extra(self.extra, self.type)
 
     def fields(self) -> dict[str, Any]:
         return {"feed": self.feed}
@@ -210,6 +229,7 @@ class Profile(Content):
             _text(self.name, "name", MAX_NAME)
         if self.bio is not None:
             _text(self.bio, "bio", MAX_BIO, empty=True)
+        _check_extra(self.extra, self.type)
 
     def fields(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -225,6 +245,12 @@ class Unknown(Content):
     """A type this version does not know: kept and passed on, not shown (spec §8.4)."""
 
     kind: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.kind, str) or self.kind in KNOWN:
+            raise _bad("an unknown type must not be the name of a known one")
+        _type_name(self.kind)
+        _check_extra(self.extra, self.kind)
 
     @property
     def type_name(self) -> str:
@@ -252,6 +278,14 @@ _SCHEMA: dict[str, tuple[str, ...]] = {
 }
 
 
+def _type_name(kind: Any) -> str:
+    """A ``type`` is text of 1 to ``MAX_TYPE`` UTF-8 bytes (spec §8.1)."""
+    if not isinstance(kind, str) or not kind:
+        raise _bad(f"a payload has a text 'type' of 1 to {MAX_TYPE} bytes")
+    _text(kind, "type", MAX_TYPE, empty=True)
+    return kind
+
+
 def type_of(content: Content) -> str:
     """The wire ``type`` of a content object (unknown types keep theirs)."""
     return content.kind if isinstance(content, Unknown) else content.type
@@ -261,9 +295,7 @@ def from_map(value: Any) -> Content:
     """Validate a decoded map and build its content object (spec §8.1)."""
     if not isinstance(value, dict):
         raise _bad("a payload is a map")
-    kind = value.get("type")
-    if not isinstance(kind, str) or not kind or len(kind.encode("utf-8")) > MAX_TYPE:
-        raise _bad("a payload has a text 'type' of 1 to 64 bytes")
+    kind = _type_name(value.get("type"))
     cls = KNOWN.get(kind)
     if cls is None:
         return Unknown(kind=kind, extra={k: v for k, v in value.items() if k != "type"})
