@@ -1,0 +1,263 @@
+"""The replication protocol spoken over an encrypted connection (spec/protocol.md §12).
+
+Theory of operation. Every plaintext frame is one canonical msgpack array whose first item names the
+message. Both sides start by sending ``hello`` (supported versions, agent); the first frame each side
+receives must be a ``hello`` with a version in common, else the connection ends (state HELLO -> ACTIVE,
+or CLOSED). In ACTIVE either side may send, in any order:
+
+- ``clock`` [[feed, seq, newest], ...]: feeds the sender wants and the highest seq it holds of each
+  (0: none). ``newest > 0`` asks for at most the newest ``newest`` entries (partial sync). A later clock
+  adds to or updates earlier ones.
+- ``entries`` [[raw, payload or nil], ...]: entries of feeds the receiver wants, oldest first per feed.
+- ``caught_up``: the sender has sent everything the receiver's clocks asked for so far.
+- ``forks`` [proof, ...]: fork proofs (spec §7).
+- ``bye`` code, reason: the sender closes the connection (state CLOSED).
+
+The machine never touches storage: it turns frames into events (``PeerWants``, ``EntriesReceived``,
+...) and the node answers them; it remembers what the peer holds of each feed it wants, so the node
+can push new entries live to exactly the peers that lack them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .encoding import decode, encode
+from .entry import MAX_ENTRY_SIZE, MAX_PAYLOAD_SIZE, Entry
+from .errors import DecodeError, LocalProtocolError, RemoteProtocolError
+from .handshake import MAX_PLAINTEXT
+from .identity import KEY_SIZE
+
+__all__ = [
+    "PROTOCOL_VERSIONS",
+    "ClockItem",
+    "Closed",
+    "EntriesReceived",
+    "ForksReceived",
+    "PeerCaughtUp",
+    "PeerHello",
+    "PeerWants",
+    "Replication",
+    "pack_entries",
+]
+
+PROTOCOL_VERSIONS = (1,)
+#: Most clock items in one frame (each ~40 bytes).
+MAX_CLOCK_ITEMS = 1000
+MAX_SEQ = 2**53 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class ClockItem:
+    feed: bytes
+    seq: int
+    newest: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.feed, bytes) or len(self.feed) != KEY_SIZE:
+            raise RemoteProtocolError("clock feed must be a 32-byte key", code="bad_message")
+        for value in (self.seq, self.newest):
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_SEQ:
+                raise RemoteProtocolError("clock numbers must be 0..2^53-1", code="bad_message")
+
+
+@dataclass(frozen=True, slots=True)
+class PeerHello:
+    version: int
+    agent: str
+
+
+@dataclass(frozen=True, slots=True)
+class PeerWants:
+    items: tuple[ClockItem, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class EntriesReceived:
+    items: tuple[tuple[bytes, bytes | None], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PeerCaughtUp:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class ForksReceived:
+    proofs: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Closed:
+    code: str
+    reason: str
+
+
+Event = PeerHello | PeerWants | EntriesReceived | PeerCaughtUp | ForksReceived | Closed
+
+
+def _bad(message: str) -> RemoteProtocolError:
+    return RemoteProtocolError(message, code="bad_message")
+
+
+def pack_entries(items: Iterable[tuple[bytes, bytes | None]], limit: int = MAX_PLAINTEXT) -> list[bytes]:
+    """Encode ``entries`` messages, as many items per frame as fit in ``limit`` bytes."""
+    frames: list[bytes] = []
+    batch: list[list[Any]] = []
+    size = 16
+    for raw, payload in items:
+        item_size = len(raw) + (len(payload) if payload else 0) + 12
+        if batch and size + item_size > limit:
+            frames.append(encode(["entries", batch]))
+            batch, size = [], 16
+        batch.append([raw, payload])
+        size += item_size
+    if batch:
+        frames.append(encode(["entries", batch]))
+    return frames
+
+
+class Replication:
+    """Per-connection replication state (sans-IO)."""
+
+    def __init__(self, *, agent: str = "tidings") -> None:
+        self.agent = agent
+        self.state = "HELLO"
+        self.peer_agent: str | None = None
+        #: feed -> highest seq the peer holds (as far as we know), for feeds the peer wants
+        self.peer_wants: dict[bytes, int] = {}
+        self.peer_newest: dict[bytes, int] = {}
+        self.received_entries = 0
+        self.sent_entries = 0
+
+    # -- sending ---------------------------------------------------------------------------------------
+    def hello(self) -> bytes:
+        return encode(["hello", list(PROTOCOL_VERSIONS), self.agent])
+
+    def clock(self, items: Sequence[ClockItem]) -> list[bytes]:
+        """Frames announcing what we want and hold (split to fit)."""
+        self._require_open()
+        rows = [[i.feed, i.seq, i.newest] for i in items]
+        return [
+            encode(["clock", rows[i : i + MAX_CLOCK_ITEMS]])
+            for i in range(0, max(len(rows), 1), MAX_CLOCK_ITEMS)
+        ]
+
+    def entries(self, items: Sequence[tuple[bytes, bytes | None]]) -> list[bytes]:
+        """Frames carrying entries; advances what we know the peer holds."""
+        self._require_open()
+        for raw, _ in items:
+            entry = Entry.decode(raw)
+            held = self.peer_wants.get(entry.author)
+            if held is not None and entry.seq > held:
+                self.peer_wants[entry.author] = entry.seq
+        self.sent_entries += len(items)
+        return pack_entries(items)
+
+    def caught_up(self) -> bytes:
+        self._require_open()
+        return encode(["caught_up"])
+
+    def forks(self, proofs: Sequence[bytes]) -> bytes:
+        self._require_open()
+        return encode(["forks", list(proofs)])
+
+    def bye(self, code: str, reason: str) -> bytes:
+        self.state = "CLOSED"
+        return encode(["bye", code, reason[:200]])
+
+    def peer_lacks(self, author: bytes, seq: int) -> bool:
+        """True when the peer wants ``author``'s feed and (as far as we know) lacks ``seq``."""
+        held = self.peer_wants.get(author)
+        return held is not None and seq > held
+
+    def _require_open(self) -> None:
+        if self.state != "ACTIVE" and self.state != "HELLO":
+            raise LocalProtocolError("connection is closed", code="closed")
+
+    # -- receiving -------------------------------------------------------------------------------------
+    def receive(self, frame: bytes) -> Event:
+        """Decode one plaintext frame into an event; raise ``RemoteProtocolError`` if it breaks §12."""
+        if self.state == "CLOSED":
+            raise LocalProtocolError("connection is closed", code="closed")
+        try:
+            message = decode(frame, max_size=MAX_PLAINTEXT)
+        except DecodeError as exc:
+            raise _bad(f"undecodable frame: {exc.args[0]}") from None
+        if not isinstance(message, list) or not message or not isinstance(message[0], str):
+            raise _bad("a message is an array starting with its name")
+        name, args = message[0], message[1:]
+        if self.state == "HELLO":
+            if name != "hello":
+                raise _bad(f"expected hello, got {name!r}")
+            return self._on_hello(args)
+        handler = _HANDLERS.get(name)
+        if handler is None or name == "hello":
+            raise _bad(f"unexpected message {name!r}")
+        return handler(self, args)
+
+    def _on_hello(self, args: list[Any]) -> Event:
+        if len(args) != 2 or not isinstance(args[0], list) or not isinstance(args[1], str):
+            raise _bad("hello is [versions, agent]")
+        common = [v for v in args[0] if isinstance(v, int) and v in PROTOCOL_VERSIONS]
+        if not common:
+            raise RemoteProtocolError(f"no common protocol version (peer has {args[0]!r})", code="version")
+        self.state = "ACTIVE"
+        self.peer_agent = args[1][:100]
+        return PeerHello(max(common), self.peer_agent)
+
+    def _on_clock(self, args: list[Any]) -> Event:
+        if len(args) != 1 or not isinstance(args[0], list) or len(args[0]) > MAX_CLOCK_ITEMS:
+            raise _bad("clock is [[feed, seq, newest], ...]")
+        items = []
+        for row in args[0]:
+            if not isinstance(row, list) or len(row) != 3:
+                raise _bad("clock item is [feed, seq, newest]")
+            item = ClockItem(row[0], row[1], row[2])
+            self.peer_wants[item.feed] = item.seq
+            items.append(item)
+        return PeerWants(tuple(items))
+
+    def _on_entries(self, args: list[Any]) -> Event:
+        if len(args) != 1 or not isinstance(args[0], list):
+            raise _bad("entries is [[raw, payload], ...]")
+        items = []
+        for row in args[0]:
+            if (
+                not isinstance(row, list)
+                or len(row) != 2
+                or not isinstance(row[0], bytes)
+                or len(row[0]) > MAX_ENTRY_SIZE
+                or not (row[1] is None or (isinstance(row[1], bytes) and len(row[1]) <= MAX_PAYLOAD_SIZE))
+            ):
+                raise _bad("entry item is [raw, payload or nil] within size limits")
+            items.append((row[0], row[1]))
+        self.received_entries += len(items)
+        return EntriesReceived(tuple(items))
+
+    def _on_caught_up(self, args: list[Any]) -> Event:
+        if args:
+            raise _bad("caught_up has no arguments")
+        return PeerCaughtUp()
+
+    def _on_forks(self, args: list[Any]) -> Event:
+        if len(args) != 1 or not isinstance(args[0], list) or not all(isinstance(p, bytes) for p in args[0]):
+            raise _bad("forks is [proof, ...]")
+        return ForksReceived(tuple(args[0]))
+
+    def _on_bye(self, args: list[Any]) -> Event:
+        self.state = "CLOSED"
+        code = args[0] if args and isinstance(args[0], str) else "bye"
+        reason = args[1] if len(args) > 1 and isinstance(args[1], str) else ""
+        return Closed(code[:50], reason[:200])
+
+
+_HANDLERS = {
+    "clock": Replication._on_clock,
+    "entries": Replication._on_entries,
+    "caught_up": Replication._on_caught_up,
+    "forks": Replication._on_forks,
+    "bye": Replication._on_bye,
+}
