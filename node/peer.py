@@ -1,0 +1,258 @@
+"""One replication connection: the trio side of ``protocol.replication.Replication``.
+
+Tasks (all in one nursery, so a failure anywhere ends the connection cleanly):
+- the reader: frames -> events; entries are verified and stored through the database thread;
+- the server: answers the peer's clocks from the store, oldest first, then says ``caught_up``;
+- the pusher: after each local change, sends new entries the peer wants and lacks (live push).
+A peer that breaks the protocol (bad frame, invalid entry, flood) is dropped with a logged reason and
+reported to the node, which backs off from it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import trio
+from tidings.protocol import (
+    Entry,
+    ForkProof,
+    ProtocolError,
+    RemoteProtocolError,
+    feed_id_text,
+)
+from tidings.protocol.replication import (
+    ClockItem,
+    Closed,
+    EntriesReceived,
+    ForksReceived,
+    PeerCaughtUp,
+    PeerWants,
+    Replication,
+)
+from tidings.storage import gossip
+from tidings.storage.store import Store
+
+from .transport import ChannelClosed, SecureChannel
+
+if TYPE_CHECKING:
+    from .node import Node
+
+__all__ = ["PeerConnection", "PeerMisbehaved"]
+
+log = logging.getLogger("tidings.peer")
+
+#: Rejection codes that mean the peer sent invalid data (as opposed to a fork it only relays).
+_BENIGN = {"fork", "feed_forked", "link_conflict"}
+
+
+class PeerMisbehaved(Exception):
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+
+
+class RateLimit:
+    """Token bucket: ``rate`` per second, bursts up to ``burst``."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate, self.burst = rate, burst
+        self.tokens = burst
+        self.stamp = time.monotonic()
+
+    def take(self, n: float = 1.0) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens < n:
+            return False
+        self.tokens -= n
+        return True
+
+
+class PeerConnection:
+    def __init__(
+        self, node: Node, channel: SecureChannel, address: str, *, initiator: bool, once: bool = False
+    ):
+        self.node = node
+        self.channel = channel
+        self.address = address
+        self.initiator = initiator
+        self.once = once
+        self.feed = channel.remote_feed
+        self.rep = Replication(agent=node.agent)
+        self.received = 0
+        self.sent = 0
+        self.useless = 0
+        self._clocks_out = 0
+        self._caught_up_in = 0
+        self._served_all = trio.Event()
+        self._serve_send, self._serve_recv = trio.open_memory_channel[tuple[ClockItem, ...]](16)
+        self._frames = RateLimit(node.limits["frames_per_second"], node.limits["frames_per_second"] * 2)
+        self._entries = RateLimit(node.limits["entries_per_second"], node.limits["entries_per_second"] * 2)
+        self._last_row = 0
+        self._asked: set[bytes] = set()
+        self.connected_at = time.time()
+        self.done = trio.Event()
+        self._nursery: trio.Nursery
+
+    def statistics(self) -> dict[str, Any]:
+        return {
+            "feed": feed_id_text(self.feed),
+            "address": self.address,
+            "received": self.received,
+            "sent": self.sent,
+            "bytes_in": self.channel.bytes_in,
+            "bytes_out": self.channel.bytes_out,
+        }
+
+    async def run(self) -> None:
+        """Run until the peer leaves, breaks the rules, or (``once``) both sides are caught up."""
+        db = self.node.db
+        self._last_row = await db.call(gossip.max_row)
+        await self.channel.send([self.rep.hello()])
+        with trio.fail_after(self.node.limits["handshake_timeout"]):
+            self.rep.receive(await self.channel.receive())
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._server)
+                if not self.once:
+                    nursery.start_soon(self._pusher)
+                await self.send_wants(await self.node.current_wants(extra={self.feed} if self.once else None))
+                await self._reader(nursery)
+        finally:
+            self.done.set()
+
+    async def send_wants(self, wants: set[bytes]) -> None:
+        """Tell the peer about feeds we want that we have not asked it for yet."""
+        new = wants - self._asked
+        if not new and self._clocks_out:
+            return
+        self._asked |= new
+        held = await self.node.db.call(gossip.heads, new)
+        newest = self.node.limits["newest"]
+        items = [ClockItem(feed, seq, newest if seq == 0 else 0) for feed, seq in sorted(held.items())]
+        self._clocks_out += 1
+        await self.channel.send(self.rep.clock(items))
+
+    async def _reader(self, nursery: trio.Nursery) -> None:
+        while True:
+            frame = await self.channel.receive()
+            if not self._frames.take():
+                raise PeerMisbehaved("flood", "too many frames per second")
+            event = self.rep.receive(frame)
+            if isinstance(event, EntriesReceived):
+                if not self._entries.take(len(event.items)):
+                    raise PeerMisbehaved("flood", "too many entries per second")
+                await self._ingest(event.items)
+            elif isinstance(event, PeerWants):
+                self._served_all = trio.Event()
+                await self._serve_send.send(event.items)
+            elif isinstance(event, PeerCaughtUp):
+                self._caught_up_in += 1
+                if self.once:
+                    # entries it sent may have widened what we want (follows of follows)
+                    await self.send_wants(await self.node.current_wants(extra={self.feed}))
+                    await self._maybe_finish()
+            elif isinstance(event, ForksReceived):
+                for raw in event.proofs:
+                    proof = ForkProof.decode(raw)
+                    await self.node.db.call(Store.add_fork_proof, proof)
+                    log.warning(
+                        "fork proof for %s seq %d from %s",
+                        feed_id_text(proof.author),
+                        proof.seq,
+                        self.address,
+                    )
+            elif isinstance(event, Closed):
+                log.info("peer %s closed: %s %s", self.address, event.code, event.reason)
+                nursery.cancel_scope.cancel()
+                return
+
+    async def _maybe_finish(self) -> None:
+        """``once`` mode: leave when the peer answered all our clocks and we answered all of its."""
+        if self.once and self._caught_up_in >= self._clocks_out and self._served_all.is_set():
+            await self.channel.send([self.rep.bye("done", "sync complete")])
+            self._nursery.cancel_scope.cancel()
+
+    async def _ingest(self, items: tuple[tuple[bytes, bytes | None], ...]) -> None:
+        wants = self.node.wanted | ({self.feed} if self.once else set())
+        keep: list[tuple[bytes, bytes | None]] = []
+        for raw, payload in items:
+            try:
+                author = Entry.decode(raw).author
+            except ProtocolError as exc:
+                raise PeerMisbehaved(exc.code, f"undecodable entry: {exc.args[0]}") from None
+            if author in wants:
+                keep.append((raw, payload))
+            else:
+                self.useless += 1  # not asked for: never stored (spam bound)
+        if not keep:
+            return
+        result = await self.node.db.call(Store.ingest, keep)
+        self.received += len(result.added)
+        self.node.note_ingested(len(result.added))
+        for proof in result.forks:
+            log.warning(
+                "fork detected in %s at seq %d (from %s)", feed_id_text(proof.author), proof.seq, self.address
+            )
+        bad = [r for r in result.rejected if r.code not in _BENIGN]
+        if bad:
+            first = bad[0]
+            raise PeerMisbehaved(first.code, f"sent {len(bad)} invalid entries ({first.reason})")
+
+    async def _server(self) -> None:
+        db = self.node.db
+        async for items in self._serve_recv:
+            for item in items:
+                after = item.seq
+                newest = item.newest
+                while True:
+                    batch = await db.call(gossip.entries_after, item.feed, after, limit=500, newest=newest)
+                    newest = 0
+                    if not batch:
+                        break
+                    await self.channel.send(self.rep.entries(batch))
+                    self.sent += len(batch)
+                    after = Entry.decode(batch[-1][0]).seq
+                    if len(batch) < 500:
+                        break
+            await self.channel.send([self.rep.caught_up()])
+            if self._serve_recv.statistics().current_buffer_used == 0:
+                self._served_all.set()
+                await self._maybe_finish()
+
+    async def _pusher(self) -> None:
+        db = self.node.db
+        while True:
+            await self.node.wait_changed()
+            while True:
+                rows = await db.call(gossip.new_rows, self._last_row)
+                if not rows:
+                    break
+                self._last_row = rows[-1][0]
+                items = [
+                    (raw, payload)
+                    for _, author, seq, _, raw, payload in rows
+                    if self.rep.peer_lacks(author, seq)
+                ]
+                if items:
+                    await self.channel.send(self.rep.entries(items))
+                    self.sent += len(items)
+
+
+def describe_error(exc: BaseException) -> tuple[str, str]:
+    """(code, reason) for a connection that ended with ``exc``."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = next((e for e in exc.exceptions if not isinstance(e, trio.Cancelled)), exc.exceptions[0])
+    if isinstance(exc, PeerMisbehaved):
+        return exc.code, str(exc)
+    if isinstance(exc, RemoteProtocolError):
+        return exc.code, str(exc.args[0])
+    if isinstance(exc, ChannelClosed):
+        return "closed", str(exc)
+    if isinstance(exc, trio.TooSlowError):
+        return "timeout", "peer too slow"
+    return "error", f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,87 @@
+"""Queries the replication layer needs: which feeds we want, what we hold, what to send.
+
+Kept apart from ``reads.py`` (what people read) because these run on the node's hot path.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .store import Store
+
+__all__ = ["entries_after", "heads", "new_rows", "wanted_feeds"]
+
+
+def wanted_feeds(store: Store, me: bytes, hops: int) -> set[bytes]:
+    """Our feed, follows up to ``hops`` away (1: our follows; 2: also theirs), never blocked feeds.
+
+    Blocks: our own blocks always; a feed blocked by us is neither wanted nor walked through.
+    """
+    blocked = {bytes(r[0]) for r in store.read(
+        "SELECT target FROM graph WHERE author = ? AND kind = 'block' AND active = 1", (me,)
+    )}
+    wanted = {me}
+    frontier = {me}
+    for _ in range(max(hops, 0)):
+        nxt: set[bytes] = set()
+        items = list(frontier)
+        for i in range(0, len(items), 500):
+            part = items[i : i + 500]
+            marks = ",".join("?" * len(part))
+            for (target,) in store.read(
+                f"SELECT target FROM graph WHERE kind = 'follow' AND active = 1 AND author IN ({marks})", part
+            ):
+                target = bytes(target)
+                if target not in wanted and target not in blocked:
+                    nxt.add(target)
+        wanted |= nxt
+        frontier = nxt
+        if not frontier:
+            break
+    return wanted - blocked
+
+
+def heads(store: Store, feeds: set[bytes]) -> dict[bytes, int]:
+    """Highest stored seq of each feed (0 when none is held)."""
+    out = dict.fromkeys(feeds, 0)
+    items = list(feeds)
+    for i in range(0, len(items), 500):
+        part = items[i : i + 500]
+        marks = ",".join("?" * len(part))
+        for author, head in store.read(f"SELECT author, head_seq FROM feeds WHERE author IN ({marks})", part):
+            out[bytes(author)] = int(head)
+    return out
+
+
+def entries_after(
+    store: Store, feed: bytes, after: int, *, limit: int = 1000, newest: int = 0
+) -> list[tuple[bytes, bytes | None]]:
+    """Entries of ``feed`` with seq > ``after``, oldest first; with ``newest``, only the last N of them.
+
+    Deleted payloads are never sent (spec §12.3).
+    """
+    if newest and after == 0:
+        head = store.read("SELECT head_seq FROM feeds WHERE author = ?", (feed,))
+        if head:
+            after = max(after, int(head[0][0]) - newest)
+    rows = store.read(
+        "SELECT raw, CASE WHEN deleted THEN NULL ELSE payload END FROM entries "
+        "WHERE author = ? AND seq > ? ORDER BY seq LIMIT ?",
+        (feed, after, limit),
+    )
+    return [(bytes(raw), None if payload is None else bytes(payload)) for raw, payload in rows]
+
+
+def new_rows(store: Store, after_id: int, *, limit: int = 2000) -> list[tuple[Any, ...]]:
+    """Entries stored after local row ``after_id``: (id, author, seq, type, raw, payload)."""
+    rows = store.read(
+        "SELECT id, author, seq, type, raw, CASE WHEN deleted THEN NULL ELSE payload END "
+        "FROM entries WHERE id > ? ORDER BY id LIMIT ?",
+        (after_id, limit),
+    )
+    return [(r[0], bytes(r[1]), r[2], r[3], bytes(r[4]), None if r[5] is None else bytes(r[5])) for r in rows]
+
+
+def max_row(store: Store) -> int:
+    return int(store.read("SELECT coalesce(max(id), 0) FROM entries")[0][0])
