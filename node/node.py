@@ -144,6 +144,8 @@ class Node:
             finally:
                 with trio.CancelScope(shield=True):
                     self._remove_node_file()
+                    for listener in listeners:
+                        await listener.aclose()
 
     def _write_node_file(self) -> None:
         info = {"pid": os.getpid(), "listen": self.address, "feed": feed_id_text(self.key.public_key)}
