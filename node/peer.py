@@ -128,7 +128,7 @@ class PeerConnection:
     async def send_wants(self, wants: set[bytes]) -> None:
         """Tell the peer about feeds we want that we have not asked it for yet."""
         new = wants - self._asked
-        if not new and self._clocks_out:
+        if (not new and self._clocks_out) or self.rep.state == "CLOSED":
             return
         self._asked |= new
         held = await self.node.db.call(gossip.heads, new)
@@ -151,11 +151,12 @@ class PeerConnection:
                 self._served_all = trio.Event()
                 await self._serve_send.send(event.items)
             elif isinstance(event, PeerCaughtUp):
-                self._caught_up_in += 1
                 if self.once:
-                    # entries it sent may have widened what we want (follows of follows)
+                    # entries it sent may have widened what we want (follows of follows); ask
+                    # before counting this answer, so the finish check sees the new clock.
                     await self.send_wants(await self.node.current_wants(extra={self.feed}))
-                    await self._maybe_finish()
+                self._caught_up_in += 1
+                await self._maybe_finish()
             elif isinstance(event, ForksReceived):
                 for raw in event.proofs:
                     proof = ForkProof.decode(raw)
@@ -173,7 +174,12 @@ class PeerConnection:
 
     async def _maybe_finish(self) -> None:
         """``once`` mode: leave when the peer answered all our clocks and we answered all of its."""
-        if self.once and self._caught_up_in >= self._clocks_out and self._served_all.is_set():
+        if (
+            self.once
+            and self.rep.state != "CLOSED"
+            and self._caught_up_in >= self._clocks_out
+            and self._served_all.is_set()
+        ):
             await self.channel.send([self.rep.bye("done", "sync complete")])
             self._nursery.cancel_scope.cancel()
 
