@@ -148,7 +148,14 @@ class Node:
                         await listener.aclose()
 
     def _write_node_file(self) -> None:
-        info = {"pid": os.getpid(), "listen": self.address, "feed": feed_id_text(self.key.public_key)}
+        info = {
+            "pid": os.getpid(),
+            "listen": self.address,
+            "feed": feed_id_text(self.key.public_key),
+            "peers": [
+                {"feed": feed_id_text(c.feed), "address": c.address} for c in self.connections.values()
+            ],
+        }
         tmp = self.home.node_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(info))
         os.replace(tmp, self.home.node_file)
@@ -234,6 +241,7 @@ class Node:
                 return None
             conn = PeerConnection(self, channel, address, initiator=initiator, once=once)
             self.connections[id(conn)] = conn
+            self._write_node_file()
             log.info("connected %s %s", feed_id_text(conn.feed), address)
             await conn.run()
         except Exception as exc:  # every peer fault ends here: none may take the node down
@@ -246,8 +254,8 @@ class Node:
                 log.warning("dropping peer %s: %s (%s)", address, reason, code)
                 self.penalties.strike(host, f"{code}: {reason}", self.limits["ban_seconds"])
         finally:
-            if conn is not None:
-                self.connections.pop(id(conn), None)
+            if conn is not None and self.connections.pop(id(conn), None) is not None:
+                self._write_node_file()
             with trio.CancelScope(shield=True):
                 await _close(stream)
         return conn

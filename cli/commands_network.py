@@ -1,0 +1,199 @@
+"""Network commands: ``run``, ``sync``, ``status`` (../shared/CLI.md, *Network*)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import sys
+from typing import Any
+
+import click
+
+from .common import CliError, Session, common_options, emit, json_option, pass_session
+
+__all__ = ["COMMANDS"]
+
+
+def network_key(text: str | None) -> bytes | None:
+    """A network key: 64 hex characters as is, any other text hashed to 32 bytes (spec §11.3)."""
+    if not text:
+        return None
+    try:
+        raw = bytes.fromhex(text)
+        if len(raw) == 32:
+            return raw
+    except ValueError:
+        pass
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=32, person=b"tidings-netkey").digest()
+
+
+def _address(value: str) -> str:
+    from tidings.node.node import parse_address
+
+    try:
+        parse_address(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
+
+
+@click.command()
+@common_options
+@click.option(
+    "--listen", default="0.0.0.0:7433", show_default=True, help="TCP address to listen on (port 0 picks one)."
+)
+@click.option(
+    "--peer", "peers", multiple=True, metavar="HOST:PORT", help="A peer to keep connected to (repeatable)."
+)
+@click.option("--network-key", metavar="KEY", help="Private network: only nodes with the same key can talk.")
+@click.option("--hops", type=click.IntRange(0, 4), default=None, help="Follow hops to replicate (default 2).")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@pass_session
+def run(
+    session: Session,
+    listen: str,
+    peers: tuple[str, ...],
+    network_key: str | None,
+    hops: int | None,
+    verbose: int,
+) -> None:
+    """Run the node in the foreground until Ctrl-C or SIGTERM."""
+    import signal
+
+    import trio
+    from tidings.node.node import Node
+
+    _address(listen)
+    for p in peers:
+        _address(p)
+    logging.basicConfig(
+        level=logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    home = session.home
+    if not home.exists():
+        key = home.init()
+        click.echo(f"created identity {key.feed} in {home.path}", err=True)
+    store = session.store()
+    key = session.key()
+    store.close()
+    session.close()
+    limits: dict[str, Any] = dict(home.config().get("limits", {}))
+    if hops is not None:
+        limits["hops"] = hops
+    node = Node(home, key, listen=listen, peers=list(peers), network_key=_netkey(network_key), limits=limits)
+
+    async def main() -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+                address = await nursery.start(node.run)
+                click.echo(f"listening on {address}")
+                sys.stdout.flush()
+                async for _ in signals:
+                    nursery.cancel_scope.cancel()
+                    break
+
+    try:
+        trio.run(main)
+    except OSError as exc:
+        raise CliError(f"cannot listen on {listen}: {exc.strerror or exc}", code="listen") from None
+
+
+def _netkey(text: str | None) -> bytes | None:
+    return network_key(text)
+
+
+@click.command()
+@common_options
+@click.argument("address", metavar="HOST:PORT", callback=lambda c, p, v: _address(v))
+@click.option("--network-key", metavar="KEY", help="Key of a private network.")
+@click.option(
+    "--timeout", type=float, default=300.0, show_default=True, help="Give up after this many seconds."
+)
+@json_option
+@pass_session
+def sync(session: Session, address: str, network_key: str | None, timeout: float, as_json: bool) -> None:
+    """Connect once to a peer, replicate both ways until both are caught up, then exit."""
+    import trio
+    from tidings.node.node import Node
+    from tidings.protocol import feed_id_text
+
+    home = session.home
+    session.store()  # errors for a missing home come out clean
+    key = session.key()
+    session.close()
+    limits = dict(home.config().get("limits", {}))
+    node = Node(home, key, listen="0.0.0.0:0", network_key=_netkey(network_key), limits=limits)
+    show = sys.stderr.isatty() and not as_json
+
+    async def main() -> Any:
+        with trio.fail_after(timeout):
+            if not show:
+                return await node.sync_once(address)
+            from rich.progress import Progress, SpinnerColumn, TextColumn
+
+            with Progress(SpinnerColumn(), TextColumn("{task.description}"), transient=True) as progress:
+                task = progress.add_task(f"syncing with {address}")
+                async with trio.open_nursery() as nursery:
+
+                    async def ticker() -> None:
+                        while True:
+                            progress.update(
+                                task,
+                                description=f"syncing with {address}: {node.statistics()['ingested']} received",
+                            )
+                            await trio.sleep(0.1)
+
+                    nursery.start_soon(ticker)
+                    conn = await node.sync_once(address)
+                    nursery.cancel_scope.cancel()
+                return conn
+
+    try:
+        conn = trio.run(main)
+    except trio.TooSlowError:
+        raise CliError(f"sync with {address} did not finish in {timeout:g} s", code="timeout") from None
+    except OSError as exc:
+        raise CliError(f"cannot reach {address}: {exc.strerror or exc}", code="unreachable") from None
+    except Exception as exc:
+        from tidings.node.peer import describe_error
+
+        code, reason = describe_error(exc)
+        raise CliError(f"sync with {address} failed: {reason}", code=code) from None
+    summary = {"received": conn.received, "sent": conn.sent, "peer": feed_id_text(conn.feed)}
+    if as_json:
+        emit(summary)
+    else:
+        click.echo(f"received {conn.received}, sent {conn.sent} entries with {summary['peer']}")
+
+
+@click.command()
+@common_options
+@json_option
+@pass_session
+def status(session: Session, as_json: bool) -> None:
+    """Whether the node runs, where it listens, and what the store holds."""
+    from tidings.protocol import feed_id_text
+
+    store = session.store()
+    info = session.home.running_node()
+    stats = store.stats()
+    out = {
+        "running": info is not None,
+        "listen": info.get("listen") if info else None,
+        "feed": feed_id_text(session.me()),
+        "peers": len(info.get("peers", [])) if info else 0,
+        "feeds": stats["feeds"],
+        "entries": stats["entries"],
+    }
+    if as_json:
+        emit(out)
+        return
+    state = f"running, listening on {out['listen']}" if out["running"] else "not running"
+    click.echo(
+        f"node:    {state}\nfeed:    {out['feed']}\nstore:   {out['feeds']} feeds, {out['entries']} entries"
+    )
+
+
+COMMANDS = [run, sync, status]
