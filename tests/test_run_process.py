@@ -1,0 +1,137 @@
+"""Real processes: ``tidings run`` nodes on loopback, driven by ``tidings`` commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from .nodes import next_host
+
+TIDINGS = [sys.executable, "-m", "tidings.cli.main"]
+
+
+def tidings(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    out = subprocess.run([*TIDINGS, "--home", str(home), *args], capture_output=True, text=True, timeout=60)
+    if check and out.returncode != 0:
+        raise AssertionError(f"tidings {' '.join(args)} failed: {out.stderr}")
+    return out
+
+
+class Running:
+    """A ``tidings run`` process; stopped with SIGTERM, and checked to stop cleanly."""
+
+    def __init__(self, home: Path, *args: str) -> None:
+        self.home = home
+        self.proc = subprocess.Popen(
+            [*TIDINGS, "--home", str(home), "run", "--listen", f"{next_host()}:0", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        line = self.proc.stdout.readline()
+        assert line.startswith("listening on "), line + self.proc.stderr.read()
+        self.address = line.split()[-1]
+
+    def stop(self) -> str:
+        self.proc.send_signal(signal.SIGTERM)
+        _, err = self.proc.communicate(timeout=15)
+        assert self.proc.returncode == 0, err
+        assert "Traceback" not in err, err
+        assert not (self.home / "node.json").exists()
+        return err
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate(timeout=10)
+
+
+def feed(home: Path) -> str:
+    return json.loads(tidings(home, "id", "--json").stdout)["feed"]
+
+
+def log_ids(home: Path, feed_id: str) -> set[str]:
+    out = tidings(home, "log", feed_id, "--json").stdout
+    return {json.loads(line)["id"] for line in out.splitlines() if line.strip()}
+
+
+def wait_for(predicate, timeout: float) -> float:
+    start = time.monotonic()
+    while not predicate():
+        if time.monotonic() - start > timeout:
+            raise AssertionError("timed out")
+        time.sleep(0.05)
+    return time.monotonic() - start
+
+
+@pytest.mark.slow
+def test_two_nodes_three_nodes_and_restart(tmp_path):
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    for home in (a, b, c):
+        tidings(home, "init", "--name", home.name)
+    fb, fa = feed(b), feed(a)
+    tidings(a, "follow", fb)
+    tidings(c, "follow", fa)
+    tidings(b, "post", "before the nodes ran")
+    nodes: list[Running] = []
+    try:
+        nb = Running(b)
+        nodes.append(nb)
+        na = Running(a, "--peer", nb.address)
+        nodes.append(na)
+        status = json.loads(tidings(a, "status", "--json").stdout)
+        assert status["running"] is True and status["listen"] == na.address and status["feed"] == fa
+        # B posts with the CLI while running; A has it within 2 s
+        posted = json.loads(tidings(b, "post", "live from b", "--json").stdout)
+        took = wait_for(lambda: posted["id"] in log_ids(a, fb), timeout=2.0)
+        assert took < 2.0
+        # C follows A only, never connects to B, yet gets B's posts through A (hops = 2)
+        nc = Running(c, "--peer", na.address)
+        nodes.append(nc)
+        wait_for(lambda: posted["id"] in log_ids(c, fb), timeout=5.0)
+        for node in reversed(nodes):
+            node.stop()
+        nodes.clear()
+        # restart both: only the missing entries move
+        tidings(b, "post", "while a was away")
+        nb = Running(b, "-v")
+        nodes.append(nb)
+        before = len(log_ids(a, fb))
+        out = json.loads(tidings(a, "sync", nb.address, "--json").stdout)
+        assert out["peer"] == fb
+        assert out["received"] == 1
+        assert len(log_ids(a, fb)) == before + 1
+        verify = json.loads(tidings(a, "verify", "--json").stdout)
+        assert verify["ok"] is True
+    finally:
+        for node in nodes:
+            node.kill()
+
+
+def test_sync_errors_are_one_line(tmp_path):
+    home = tmp_path / "h"
+    tidings(home, "init")
+    out = tidings(home, "sync", "127.0.0.1:1", check=False)
+    assert out.returncode == 1
+    assert out.stderr.startswith("error: ") and "Traceback" not in out.stderr
+    out = tidings(home, "sync", "nonsense", check=False)
+    assert out.returncode == 2
+
+
+def test_run_creates_an_identity_on_a_fresh_home(tmp_path):
+    home = tmp_path / "fresh"
+    node = Running(home)
+    try:
+        assert (home / "secret.pem").exists()
+        assert json.loads((home / "node.json").read_text())["pid"] == node.proc.pid
+        os.kill(node.proc.pid, 0)
+        node.stop()
+    finally:
+        node.kill()
