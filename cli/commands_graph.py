@@ -1,0 +1,115 @@
+"""Social graph: ``follow``, ``unfollow``, ``block``, ``unblock`` (published entries), ``mute`` and
+``unmute`` (local only, never published), ``following``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from .commands_write import append
+from .common import CliError, FeedType, Session, common_options, emit, emit_lines, json_option, pass_session
+
+__all__ = ["COMMANDS"]
+
+
+def _graph_command(kind: str, verb: str, summary: str) -> click.Command:
+    """One of follow/unfollow/block/unblock: each appends the matching entry to your log."""
+
+    @click.command(kind, help=f"{summary} Appends a '{kind}' entry to your log (public).")
+    @click.argument("feed", type=FeedType())
+    @common_options
+    @json_option
+    @pass_session
+    def command(session: Session, feed: bytes, as_json: bool) -> None:
+        from tidings import protocol
+
+        if feed == session.me() and kind in ("follow", "block"):
+            raise CliError(f"you cannot {kind} yourself", code="self")
+        content_type: Callable[..., Any] = getattr(protocol, kind.capitalize())
+        append(session, content_type(feed=feed), as_json, verb)
+
+    return command
+
+
+follow = _graph_command("follow", "followed; entry", "Follow FEED: its posts join your timeline.")
+unfollow = _graph_command("unfollow", "unfollowed; entry", "Stop following FEED.")
+block = _graph_command("block", "blocked; entry", "Block FEED: hidden everywhere, not replicated.")
+unblock = _graph_command("unblock", "unblocked; entry", "Lift a block of FEED.")
+
+
+def _mute_target(feed: bytes | None, word: str | None) -> tuple[str, str]:
+    from tidings.protocol import feed_id_text
+
+    if (feed is None) == (word is None):
+        raise click.UsageError("give either FEED or --word WORD")
+    if feed is not None:
+        return "feed", feed_id_text(feed)
+    assert word is not None
+    word = word.strip().lower()
+    if not word:
+        raise click.UsageError("--word must not be empty")
+    return "word", word
+
+
+@click.command()
+@click.argument("feed", required=False, type=FeedType())
+@click.option("--word", help="Hide posts containing this word (case-insensitive).")
+@click.option("--list", "list_", is_flag=True, help="List current mutes.")
+@common_options
+@json_option
+@pass_session
+def mute(session: Session, feed: bytes | None, word: str | None, list_: bool, as_json: bool) -> None:
+    """Hide FEED or posts with --word WORD from your timeline. Local only: never published."""
+    store = session.store()
+    if list_ or (feed is None and word is None):
+        mutes = store.mutes()
+        if as_json:
+            emit_lines(mutes)
+        elif not mutes:
+            click.echo("nothing is muted")
+        for m in [] if as_json else mutes:
+            click.echo(f"{m['kind']:5} {m['value']}")
+        return
+    kind, value = _mute_target(feed, word)
+    changed = store.mute(kind, value)
+    if as_json:
+        emit({"kind": kind, "value": value, "muted": True, "changed": changed})
+    else:
+        click.echo(f"muted {kind} {value}" if changed else f"{kind} {value} was already muted")
+
+
+@click.command()
+@click.argument("feed", required=False, type=FeedType())
+@click.option("--word", help="The muted word to show again.")
+@common_options
+@json_option
+@pass_session
+def unmute(session: Session, feed: bytes | None, word: str | None, as_json: bool) -> None:
+    """Show FEED (or posts with --word WORD) again."""
+    kind, value = _mute_target(feed, word)
+    changed = session.store().unmute(kind, value)
+    if as_json:
+        emit({"kind": kind, "value": value, "muted": False, "changed": changed})
+    else:
+        click.echo(f"unmuted {kind} {value}" if changed else f"{kind} {value} was not muted")
+
+
+@click.command()
+@common_options
+@json_option
+@pass_session
+def following(session: Session, as_json: bool) -> None:
+    """The feeds you follow (JSON Lines {"feed", "name"})."""
+    rows = session.store().following(session.me())
+    if as_json:
+        emit_lines(rows)
+        return
+    if not rows:
+        click.echo("you follow no one yet: tidings follow @FEED")
+    for row in rows:
+        click.echo(f"{row['feed']}  {row['name'] or ''}".rstrip())
+
+
+COMMANDS = [follow, unfollow, block, unblock, mute, unmute, following]

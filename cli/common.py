@@ -1,0 +1,271 @@
+"""Plumbing shared by the commands: the session (home, store, key), common options, output, errors.
+
+Heavy modules (the store, cryptography, the protocol) are imported inside functions, so ``--help`` and
+usage errors stay fast and a command only pays for what it uses.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import sys
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+if TYPE_CHECKING:
+    from tidings.node.home import Home
+    from tidings.protocol import Entry, SigningKey
+    from tidings.storage.store import Store
+
+__all__ = [
+    "CliError",
+    "FeedType",
+    "Session",
+    "TidingsGroup",
+    "ask_passphrase",
+    "common_options",
+    "emit",
+    "emit_lines",
+    "entry_written",
+    "json_option",
+    "pass_session",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class CliError(click.ClickException):
+    """A failure the user can act on: printed as one ``error: ...`` line, exit status 1."""
+
+    def __init__(self, message: str, *, code: str = "error") -> None:
+        super().__init__(message)
+        self.code = code
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.message}", err=True)
+
+
+class Session:
+    """What one command works on, opened lazily: the home, its store and (for writes) the key."""
+
+    def __init__(self) -> None:
+        self.home_dir: str | None = None
+        self.debug = False
+        self._home: Home | None = None
+        self._store: Store | None = None
+
+    @property
+    def home(self) -> Home:
+        if self._home is None:
+            from tidings.node.home import Home
+
+            self._home = Home(self.home_dir)  # None: $TIDINGS_HOME or ~/.tidings
+        return self._home
+
+    def store(self) -> Store:
+        """The home's store; an error (not a new empty store) when the home or its store is missing."""
+        if self._store is None:
+            from tidings.node.home import HomeError
+            from tidings.storage.store import Store
+
+            home = self.home
+            if not home.exists():
+                if not home.path.exists():
+                    raise HomeError(f"no home at {home.path}; run 'tidings init' first", code="no_home")
+                raise HomeError(f"no identity in {home.path}; run 'tidings init' first", code="no_identity")
+            self._store = Store(home.store_path, create=False)
+        return self._store
+
+    def me(self) -> bytes:
+        """This home's feed key, read from the store (no passphrase needed)."""
+        from tidings.node.home import HomeError
+
+        key = self.store().own_feed()
+        if key is None:
+            raise HomeError("the store does not name this home's identity", code="no_identity")
+        return key
+
+    def key(self) -> SigningKey:
+        """The secret key, decrypted with ``TIDINGS_PASSPHRASE`` or a prompt on a terminal."""
+        from tidings.node.home import HomeError
+
+        me = self.me()
+        key = self._load_key()
+        if key.public_key != me:
+            raise HomeError(
+                f"the key in {self.home.key_path} does not belong to this store", code="key_mismatch"
+            )
+        return key
+
+    def _load_key(self) -> SigningKey:
+        home = self.home
+        passphrase = os.environ.get("TIDINGS_PASSPHRASE")
+        if not passphrase and home.key_is_encrypted():
+            passphrase = ask_passphrase("passphrase", confirm=False)
+        return home.load_key(passphrase)
+
+    def recreate_store(self) -> Store:
+        """A new, empty store for the existing identity (restoring after the store was lost)."""
+        from tidings.storage.store import Store
+
+        key = self._load_key()
+        self._store = Store(self.home.store_path)
+        self._store.set_meta("self", key.public_key)
+        return self._store
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+
+pass_session = click.make_pass_decorator(Session, ensure=True)
+
+
+def ask_passphrase(label: str, *, confirm: bool) -> str:
+    """Prompt on a terminal; without one, ask for ``TIDINGS_PASSPHRASE`` instead of blocking on stdin."""
+    from tidings.node.home import HomeError
+
+    if not sys.stdin.isatty():
+        need = "--encrypt needs a passphrase" if confirm else "the secret key is encrypted"
+        raise HomeError(
+            f"{need} and there is no terminal to ask on: set TIDINGS_PASSPHRASE", code="passphrase_needed"
+        )
+    value: str = click.prompt(label.capitalize(), hide_input=True, confirmation_prompt=confirm, err=True)
+    if not value:
+        raise CliError("the passphrase must not be empty", code="empty_passphrase")
+    return value
+
+
+# -- options ------------------------------------------------------------------------------------------
+def _set_home(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    if value:
+        ctx.ensure_object(Session).home_dir = value
+
+
+def _set_debug(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.ensure_object(Session).debug = True
+
+
+def common_options(fn: F) -> F:
+    """``--home`` and ``--debug`` on a sub-command too (``tidings post --home X hi`` works)."""
+    fn = click.option(
+        "--debug",
+        is_flag=True,
+        expose_value=False,
+        is_eager=True,
+        callback=_set_debug,
+        help="Show tracebacks of errors.",
+    )(fn)
+    fn = click.option(
+        "--home",
+        metavar="DIR",
+        expose_value=False,
+        is_eager=True,
+        callback=_set_home,
+        help="Home folder (default: $TIDINGS_HOME or ~/.tidings).",
+    )(fn)
+    return fn
+
+
+def json_option(fn: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON (JSON Lines for lists).")(fn)
+
+
+class FeedType(click.ParamType):
+    """A feed id ``@base32``; malformed ids are usage errors (exit 2). Converts to the 32-byte key."""
+
+    name = "FEED"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> bytes:
+        if isinstance(value, bytes):
+            return value
+        from tidings.protocol import FeedId, ProtocolError
+
+        try:
+            return FeedId.parse(str(value).strip()).key
+        except ProtocolError as exc:
+            self.fail(f"{value!r} is not a feed id (@ + 52 base32 characters): {exc.args[0]}", param, ctx)
+
+
+# -- output -------------------------------------------------------------------------------------------
+def emit(obj: Any) -> None:
+    """One JSON object on one line."""
+    click.echo(json.dumps(obj, ensure_ascii=False, separators=(", ", ": ")))
+
+
+def emit_lines(items: Iterable[Any]) -> None:
+    for item in items:
+        emit(item)
+
+
+def entry_written(entry: Entry, kind: str) -> dict[str, Any]:
+    """The ``--json`` shape of an entry a command appended: ``{"id", "feed", "seq", "ts"}`` (+ type)."""
+    from tidings.protocol import entry_id_text, feed_id_text
+
+    return {
+        "id": entry_id_text(entry.hash),
+        "feed": feed_id_text(entry.author),
+        "seq": entry.seq,
+        "ts": entry.timestamp,
+        "type": kind,
+    }
+
+
+# -- errors -------------------------------------------------------------------------------------------
+def describe(exc: BaseException, session: Session | None) -> tuple[str, str]:
+    """``(message, code)`` for an exception: the one line the user sees."""
+    import sqlite3
+
+    from tidings.node.home import HomeError
+    from tidings.protocol import ProtocolError
+    from tidings.storage.errors import CorruptStore, StoreError
+
+    store_path = session.home.store_path if session is not None else "the store"
+    if isinstance(exc, HomeError):
+        return str(exc), exc.code
+    if isinstance(exc, CorruptStore):
+        if exc.code == "bad_archive":
+            return str(exc), exc.code
+        return (
+            f"{exc} ({store_path}); move it aside, then restore a backup with 'tidings import FILE'",
+            exc.code,
+        )
+    if isinstance(exc, StoreError):
+        if exc.code == "no_store":
+            return f"the store {store_path} is missing; restore a backup with 'tidings import FILE'", exc.code
+        return str(exc), exc.code
+    if isinstance(exc, ProtocolError):
+        return str(exc.args[0]) if exc.args else exc.code, exc.code
+    if isinstance(exc, sqlite3.DatabaseError) and any(
+        word in str(exc) for word in ("malformed", "not a database", "corrupt")
+    ):
+        return f"the store is damaged ({store_path}): {exc}", "corrupt_store"
+    if isinstance(exc, sqlite3.Error):
+        return f"database error: {exc}", "store_error"
+    if isinstance(exc, OSError):
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror or exc}{where}", "io"
+    return f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for details)", "internal"
+
+
+class TidingsGroup(click.Group):
+    """A click group that turns every error of a command into one ``error:`` line (unless --debug)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as exc:
+            session = ctx.find_object(Session)
+            if (session is not None and session.debug) or (
+                isinstance(exc, OSError) and exc.errno == errno.EPIPE  # click exits quietly on EPIPE
+            ):
+                raise
+            message, code = describe(exc, session)
+            raise CliError(message, code=code) from None
