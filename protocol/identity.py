@@ -116,7 +116,7 @@ class SigningKey:
 
     def __init__(self, seed: bytes) -> None:
         if not isinstance(seed, bytes) or len(seed) != 32:
-            raise LocalProtocolError("an Ed25519 seed is 32 bytes", code="bad_key")
+            raise LocalProtocolError("an Ed25519 seed is 32 bytes", code="bad_seed")
         self._seed = seed
         self._public, self._secret = nacl.bindings.crypto_sign_seed_keypair(seed)
 
