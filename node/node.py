@@ -113,6 +113,12 @@ class Node:
             self._ingested += n
             self._changed.set()
 
+    async def broadcast_forks(self, proofs: list[bytes]) -> None:
+        """Tell every connected peer about new fork proofs (they verify them themselves)."""
+        for conn in list(self.connections.values()):
+            with contextlib.suppress(Exception):  # a broken peer must not stop the broadcast
+                await conn.send_forks(proofs)
+
     def statistics(self) -> dict[str, Any]:
         return {
             "listen": self.address,

@@ -158,19 +158,30 @@ class PeerConnection:
                 self._caught_up_in += 1
                 await self._maybe_finish()
             elif isinstance(event, ForksReceived):
-                for raw in event.proofs:
-                    proof = ForkProof.decode(raw)
-                    await self.node.db.call(Store.add_fork_proof, proof)
-                    log.warning(
-                        "fork proof for %s seq %d from %s",
-                        feed_id_text(proof.author),
-                        proof.seq,
-                        self.address,
-                    )
+                await self._take_forks(event.proofs)
             elif isinstance(event, Closed):
                 log.info("peer %s closed: %s %s", self.address, event.code, event.reason)
                 nursery.cancel_scope.cancel()
                 return
+
+    async def _take_forks(self, proofs: tuple[bytes, ...]) -> None:
+        """Fork proofs are self-verifying (spec §7): a valid one marks the feed forked, whoever sent it."""
+        fresh = []
+        for raw in proofs[:100]:
+            proof = ForkProof.decode(raw)  # RemoteProtocolError for an invalid proof: the peer lied
+            known = await self.node.db.call(gossip.fork_proofs, {proof.author})
+            if raw not in known:
+                await self.node.db.call(Store.add_fork_proof, proof)
+                log.warning(
+                    "fork proof for %s seq %d from %s", feed_id_text(proof.author), proof.seq, self.address
+                )
+                fresh.append(raw)
+        if fresh:
+            await self.node.broadcast_forks(fresh)
+
+    async def send_forks(self, proofs: list[bytes]) -> None:
+        if self.rep.state == "ACTIVE":
+            await self.channel.send([self.rep.forks(proofs)])
 
     async def _maybe_finish(self) -> None:
         """``once`` mode: leave when the peer answered all our clocks and we answered all of its."""
@@ -204,6 +215,8 @@ class PeerConnection:
             log.warning(
                 "fork detected in %s at seq %d (from %s)", feed_id_text(proof.author), proof.seq, self.address
             )
+        if result.forks:
+            await self.node.broadcast_forks([proof.encode() for proof in result.forks])
         bad = [r for r in result.rejected if r.code not in _BENIGN]
         if bad:
             first = bad[0]
@@ -212,6 +225,9 @@ class PeerConnection:
     async def _server(self) -> None:
         db = self.node.db
         async for items in self._serve_recv:
+            proofs = await db.call(gossip.fork_proofs, {item.feed for item in items})
+            if proofs:
+                await self.channel.send([self.rep.forks(proofs)])
             for item in items:
                 after = item.seq
                 newest = item.newest

@@ -85,3 +85,14 @@ def new_rows(store: Store, after_id: int, *, limit: int = 2000) -> list[tuple[An
 
 def max_row(store: Store) -> int:
     return int(store.read("SELECT coalesce(max(id), 0) FROM entries")[0][0])
+
+
+def fork_proofs(store: Store, feeds: set[bytes]) -> list[bytes]:
+    """Stored fork proofs (spec §7.2 encoding) of the given feeds."""
+    out: list[bytes] = []
+    items = list(feeds)
+    for i in range(0, len(items), 500):
+        part = items[i : i + 500]
+        marks = ",".join("?" * len(part))
+        out.extend(bytes(r[0]) for r in store.read(f"SELECT proof FROM forks WHERE author IN ({marks})", part))
+    return out

@@ -89,3 +89,103 @@ async def test_network_key_mismatch_exchanges_nothing(tmp_path, caplog):
             for r in caplog.records
         )
         nursery.cancel_scope.cancel()
+
+
+async def test_partial_sync_takes_only_the_newest_entries(tmp_path):
+    from tidings.storage.integrity import verify_store
+    from tidings.storage.store import Store
+
+    ha, ka = make_home(tmp_path, "a")
+    hb, kb = make_home(tmp_path, "b")
+    for i in range(100):
+        post(hb, kb, f"post {i}")
+    follow(ha, ka, kb)
+    async with trio.open_nursery() as nursery:
+        b = await start_node(nursery, hb, kb)
+        a = Node(ha, ka, listen=f"{next_host()}:0", limits={"newest": 10})
+        conn = await a_sync(a, b.address)
+        assert conn.received == 10
+        with Store(ha.store_path) as s:
+            seqs = [
+                r[0]
+                for r in s.read("SELECT seq FROM entries WHERE author = ? ORDER BY seq", (kb.public_key,))
+            ]
+            assert seqs == list(range(92, 102))
+            report = verify_store(s)
+            assert report["ok"] and report["gaps"]  # links checked as far as they reach; the rest is a gap
+        nursery.cancel_scope.cancel()
+
+
+async def test_deletes_travel_and_deleted_payloads_are_not_sent(tmp_path):
+    from tidings.protocol import Delete
+    from tidings.storage.store import Store
+
+    ha, ka = make_home(tmp_path, "a")
+    hb, kb = make_home(tmp_path, "b")
+    hc, kc = make_home(tmp_path, "c")
+    follow(ha, ka, kb)
+    follow(hc, kc, kb)
+    target = post(hb, kb, "regrettable")
+    async with trio.open_nursery() as nursery:
+        b = await start_node(nursery, hb, kb)
+        await a_sync(Node(ha, ka, listen=f"{next_host()}:0"), b.address)
+        with Store(ha.store_path) as s:
+            assert s.raw_entry(target.hash)[1] is not None
+        with Store(hb.store_path) as s:
+            s.append(kb, Delete(target=target.hash))
+        await a_sync(Node(ha, ka, listen=f"{next_host()}:0"), b.address)
+        await a_sync(Node(hc, kc, listen=f"{next_host()}:0"), b.address)
+        for home in (ha, hc):
+            with Store(home.store_path) as s:
+                raw, payload = s.raw_entry(target.hash)
+                assert payload is None  # A dropped it on the delete; C never received it
+                assert not s.search("regrettable")
+        nursery.cancel_scope.cancel()
+
+
+async def test_fork_proofs_spread_and_freeze_the_feed(tmp_path):
+    import os
+
+    from tidings.node.transport import SecureChannel
+    from tidings.protocol import Post, SigningKey, create_entry, encode_content
+    from tidings.protocol.replication import Replication
+    from tidings.storage.store import Store
+
+    ha, ka = make_home(tmp_path, "a")
+    hb, kb = make_home(tmp_path, "b")
+    hc, kc = make_home(tmp_path, "c")
+    follow(ha, ka, kb)
+    follow(hc, kc, ka)  # C wants B through A (hops 2)
+    for i in range(4):
+        post(hb, kb, f"b {i}")
+    with Store(hb.store_path) as s:
+        row = s.read("SELECT raw FROM entries WHERE author = ? AND seq = 2", (kb.public_key,))[0]
+        second = __import__("tidings.protocol", fromlist=["Entry"]).Entry.decode(bytes(row[0]))
+    payload = encode_content(Post(text="the other story"))
+    fork = create_entry(
+        kb, seq=3, backlink=second.hash, skiplink=None, timestamp=second.timestamp + 1, payload=payload
+    )
+    async with trio.open_nursery() as nursery:
+        b = await start_node(nursery, hb, kb)
+        a = await start_node(nursery, ha, ka, peers=[b.address])
+        await start_node(nursery, hc, kc, peers=[a.address])
+        await wait_until(lambda: count(hc, kb.public_key) == 5)
+        # someone hands A the other seq 3 that B's key also signed
+        host, port = a.address.rsplit(":", 1)
+        stream = await trio.open_tcp_stream(host, int(port), local_address=next_host())
+        channel = await SecureChannel.handshake(
+            stream, initiator=True, identity=SigningKey(os.urandom(32)), transport_private=os.urandom(32)
+        )
+        rep = Replication()
+        await channel.send([rep.hello()])
+        rep.receive(await channel.receive())
+        await channel.send(rep.entries([(fork.raw, payload)]))
+
+        def forked(home) -> bool:
+            with Store(home.store_path) as s:
+                info = s.feed_info(kb.public_key)
+                return bool(info and info["forked"])
+
+        await wait_until(lambda: forked(ha) and forked(hc), timeout=5)
+        await channel.aclose()
+        nursery.cancel_scope.cancel()
