@@ -137,7 +137,7 @@ async def test_deletes_travel_and_deleted_payloads_are_not_sent(tmp_path):
         await a_sync(Node(hc, kc, listen=f"{next_host()}:0"), b.address)
         for home in (ha, hc):
             with Store(home.store_path) as s:
-                raw, payload = s.raw_entry(target.hash)
+                _raw, payload = s.raw_entry(target.hash)
                 assert payload is None  # A dropped it on the delete; C never received it
                 assert not s.search("regrettable")
         nursery.cancel_scope.cancel()
