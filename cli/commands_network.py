@@ -18,12 +18,8 @@ def network_key(text: str | None) -> bytes | None:
     """A network key: 64 hex characters as is, any other text hashed to 32 bytes (spec §11.3)."""
     if not text:
         return None
-    try:
-        raw = bytes.fromhex(text)
-        if len(raw) == 32:
-            return raw
-    except ValueError:
-        pass
+    if len(text) == 64 and all(c in "0123456789abcdef" for c in text):
+        return bytes.fromhex(text)
     return hashlib.blake2b(text.encode("utf-8"), digest_size=32, person=b"tidings-netkey").digest()
 
 

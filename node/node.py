@@ -19,6 +19,7 @@ from typing import Any
 import trio
 from tidings.protocol import SigningKey, feed_id_text
 from tidings.storage import gossip
+from tidings.storage.store import Store
 from tidings.storage.thread import DatabaseThread
 
 from .home import Home
@@ -96,14 +97,23 @@ class Node:
         self.connections: dict[int, PeerConnection] = {}
         self.penalties = Penalties()
         self.wanted: set[bytes] = {key.public_key}
+        self.blocked: set[bytes] = set()
         self.address: str | None = None
         self._changed = trio.Event()
         self._ingested = 0
 
     # -- shared state used by connections --------------------------------------------------------------
     async def current_wants(self, extra: set[bytes] | None = None) -> set[bytes]:
-        self.wanted = await self.db.call(gossip.wanted_feeds, self.key.public_key, self.limits["hops"])
-        return self.wanted | (extra or set())
+        """Feeds to replicate (spec §12.3); ``extra`` (a synced peer's own feed) unless we block it."""
+        me = self.key.public_key
+        self.wanted = await self.db.call(gossip.wanted_feeds, me, self.limits["hops"])
+        self.blocked = set(await self.db.call(Store.graph_targets, me, "block"))
+        return self.wanted | ((extra or set()) - self.blocked)
+
+    def wake(self) -> None:
+        """Wake every pusher once (new entries are stored)."""
+        self._changed.set()
+        self._changed = trio.Event()
 
     async def wait_changed(self) -> None:
         await self._changed.wait()
@@ -111,7 +121,7 @@ class Node:
     def note_ingested(self, n: int) -> None:
         if n:
             self._ingested += n
-            self._changed.set()
+            self.wake()
 
     async def broadcast_forks(self, proofs: list[bytes]) -> None:
         """Tell every connected peer about new fork proofs (they verify them themselves)."""
@@ -187,8 +197,7 @@ class Node:
                 if wants - old:
                     for conn in list(self.connections.values()):
                         await conn.send_wants(wants)
-                self._changed.set()
-                self._changed = trio.Event()
+                self.wake()
 
     def _local_host(self) -> str | None:
         """Dial from the address we listen on (tests give each node its own 127.x address)."""

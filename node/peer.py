@@ -45,6 +45,7 @@ log = logging.getLogger("tidings.peer")
 
 #: Rejection codes that mean the peer sent invalid data (as opposed to a fork it only relays).
 _BENIGN = {"fork", "feed_forked", "link_conflict"}
+_FORKS_PER_FRAME = 100
 
 
 class PeerMisbehaved(Exception):
@@ -134,8 +135,9 @@ class PeerConnection:
         held = await self.node.db.call(gossip.heads, new)
         newest = self.node.limits["newest"]
         items = [ClockItem(feed, seq, newest if seq == 0 else 0) for feed, seq in sorted(held.items())]
-        self._clocks_out += 1
-        await self.channel.send(self.rep.clock(items))
+        frames = self.rep.clock(items)
+        self._clocks_out += len(frames)  # the peer answers each clock frame with its own caught_up
+        await self.channel.send(frames)
 
     async def _reader(self, nursery: trio.Nursery) -> None:
         while True:
@@ -167,10 +169,12 @@ class PeerConnection:
     async def _take_forks(self, proofs: tuple[bytes, ...]) -> None:
         """Fork proofs are self-verifying (spec §7): a valid one marks the feed forked, whoever sent it."""
         fresh = []
-        for raw in proofs[:100]:
+        for raw in proofs[:_FORKS_PER_FRAME]:
             proof = ForkProof.decode(raw)  # RemoteProtocolError for an invalid proof: the peer lied
-            known = await self.node.db.call(gossip.fork_proofs, {proof.author})
-            if raw not in known:
+            if proof.author not in self.node.wanted:
+                continue  # only feeds we replicate: forked throwaway feeds cost us nothing
+            known = await self.node.db.call(gossip.fork_seqs, proof.author)
+            if proof.seq not in known:  # one proof per (feed, seq) is kept and spread, once
                 await self.node.db.call(Store.add_fork_proof, proof)
                 log.warning(
                     "fork proof for %s seq %d from %s", feed_id_text(proof.author), proof.seq, self.address
@@ -180,8 +184,12 @@ class PeerConnection:
             await self.node.broadcast_forks(fresh)
 
     async def send_forks(self, proofs: list[bytes]) -> None:
-        if self.rep.state == "ACTIVE":
-            await self.channel.send([self.rep.forks(proofs)])
+        """Send fork proofs, ``_FORKS_PER_FRAME`` a frame (each proof is at most ~300 bytes)."""
+        if self.rep.state == "ACTIVE" and proofs:
+            step = _FORKS_PER_FRAME
+            await self.channel.send(
+                [self.rep.forks(proofs[i : i + step]) for i in range(0, len(proofs), step)]
+            )
 
     async def _maybe_finish(self) -> None:
         """``once`` mode: leave when the peer answered all our clocks and we answered all of its."""
@@ -199,9 +207,13 @@ class PeerConnection:
         keep: list[tuple[bytes, bytes | None]] = []
         for raw, payload in items:
             try:
-                author = Entry.decode(raw).author
+                entry = Entry.decode(raw)
             except ProtocolError as exc:
                 raise PeerMisbehaved(exc.code, f"undecodable entry: {exc.args[0]}") from None
+            author = entry.author
+            held = self.rep.peer_wants.get(author)
+            if held is not None and entry.seq > held:
+                self.rep.peer_wants[author] = entry.seq  # it holds what it sent: no echo by live push
             if author in wants:
                 keep.append((raw, payload))
             else:
@@ -225,10 +237,10 @@ class PeerConnection:
     async def _server(self) -> None:
         db = self.node.db
         async for items in self._serve_recv:
-            proofs = await db.call(gossip.fork_proofs, {item.feed for item in items})
-            if proofs:
-                await self.channel.send([self.rep.forks(proofs)])
-            for item in items:
+            wanted = [item for item in items if item.feed not in self.node.blocked]
+            proofs = await db.call(gossip.fork_proofs, {item.feed for item in wanted})
+            await self.send_forks(proofs)
+            for item in wanted:
                 after = item.seq
                 newest = item.newest
                 while True:

@@ -201,7 +201,9 @@ class Replication:
     def _on_hello(self, args: list[Any]) -> Event:
         if len(args) != 2 or not isinstance(args[0], list) or not isinstance(args[1], str):
             raise _bad("hello is [versions, agent]")
-        common = [v for v in args[0] if isinstance(v, int) and v in PROTOCOL_VERSIONS]
+        common = [
+            v for v in args[0] if isinstance(v, int) and not isinstance(v, bool) and v in PROTOCOL_VERSIONS
+        ]
         if not common:
             raise RemoteProtocolError(f"no common protocol version (peer has {args[0]!r})", code="version")
         self.state = "ACTIVE"

@@ -18,9 +18,12 @@ def wanted_feeds(store: Store, me: bytes, hops: int) -> set[bytes]:
 
     Blocks: our own blocks always; a feed blocked by us is neither wanted nor walked through.
     """
-    blocked = {bytes(r[0]) for r in store.read(
-        "SELECT target FROM graph WHERE author = ? AND kind = 'block' AND active = 1", (me,)
-    )}
+    blocked = {
+        bytes(r[0])
+        for r in store.read(
+            "SELECT target FROM graph WHERE author = ? AND kind = 'block' AND active = 1", (me,)
+        )
+    }
     wanted = {me}
     frontier = {me}
     for _ in range(max(hops, 0)):
@@ -94,5 +97,12 @@ def fork_proofs(store: Store, feeds: set[bytes]) -> list[bytes]:
     for i in range(0, len(items), 500):
         part = items[i : i + 500]
         marks = ",".join("?" * len(part))
-        out.extend(bytes(r[0]) for r in store.read(f"SELECT proof FROM forks WHERE author IN ({marks})", part))
+        out.extend(
+            bytes(r[0]) for r in store.read(f"SELECT proof FROM forks WHERE author IN ({marks})", part)
+        )
     return out
+
+
+def fork_seqs(store: Store, feed: bytes) -> set[int]:
+    """Seqs of ``feed`` for which a fork proof is stored."""
+    return {int(r[0]) for r in store.read("SELECT seq FROM forks WHERE author = ?", (feed,))}
