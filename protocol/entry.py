@@ -16,8 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgpack
+
 from .encoding import decode, encode
-from .errors import DecodeError, InvalidEntry, LocalProtocolError
+from .errors import DecodeError, InvalidEntry, LocalProtocolError, ProtocolError
 from .identity import (
     HASH_SIZE,
     KEY_SIZE,
@@ -79,7 +81,9 @@ class Entry:
 
     def __post_init__(self) -> None:
         _check_structure(self)
-        raw = encode(
+        # Every field is now known to be bytes, int or None, for which msgpack's own packing is the
+        # canonical form (spec §2.1): the generic ``encode`` walk is not needed on this hot path.
+        raw: bytes = msgpack.packb(
             [
                 self.version,
                 self.author,
@@ -90,7 +94,8 @@ class Entry:
                 self.payload_hash,
                 self.payload_size,
                 self.signature,
-            ]
+            ],
+            use_bin_type=True,
         )
         object.__setattr__(self, "_raw", raw)
         object.__setattr__(self, "_hash", hash_bytes(raw))
@@ -131,6 +136,10 @@ class Entry:
         """Strictly decode an entry; raise ``DecodeError`` or ``InvalidEntry`` (spec §4)."""
         if len(data) > MAX_ENTRY_SIZE:
             raise DecodeError("entry larger than the maximum", code="too_large")
+        fast = _decode_fast(cls, data)
+        if fast is not None:
+            return fast
+        # Slow path: the same checks one by one, so every defect gets its precise code (spec §1.3).
         value = decode(data, max_size=MAX_ENTRY_SIZE)
         if not isinstance(value, list) or len(value) != 9:
             raise _bad("bad_shape", "an entry is an array of 9 fields")
@@ -150,6 +159,35 @@ class Entry:
             )
         except LocalProtocolError as exc:  # pragma: no cover - _check_structure raises InvalidEntry
             raise _bad(exc.code, str(exc.args[0])) from None
+
+
+def _decode_fast(cls: type[Entry], data: bytes) -> Entry | None:
+    """The valid-entry fast path: unpack, build (which checks §4.2), compare with the canonical form.
+
+    Returns None whenever anything is off; ``Entry.decode`` then runs the step-by-step path, which
+    raises the precise error. On success the result equals the slow path's.
+    """
+    try:
+        value = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=False)
+    except Exception:
+        return None
+    if type(value) is not list or len(value) != 9 or value[0] != VERSION or type(value[0]) is not int:
+        return None
+    try:
+        entry = cls(
+            version=value[0],
+            author=value[1],
+            seq=value[2],
+            backlink=value[3],
+            skiplink=value[4],
+            timestamp=value[5],
+            payload_hash=value[6],
+            payload_size=value[7],
+            signature=value[8],
+        )
+    except ProtocolError:
+        return None
+    return entry if entry._raw == data else None
 
 
 def _is_bytes(value: Any, size: int) -> bool:
