@@ -38,7 +38,7 @@ DEFAULT_LIMITS: dict[str, Any] = {
     "newest": 0,
     "hops": 2,
     "ban_seconds": 300.0,
-    "poll_interval": 0.25,
+    "poll_interval": 0.1,
 }
 
 

@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 from tidings.protocol import (
-    Entry,
     ForkProof,
     ProtocolError,
     RemoteProtocolError,
     feed_id_text,
 )
+from tidings.protocol.entry import peek_position
 from tidings.protocol.replication import (
     ClockItem,
     Closed,
@@ -46,6 +46,8 @@ log = logging.getLogger("tidings.peer")
 #: Rejection codes that mean the peer sent invalid data (as opposed to a fork it only relays).
 _BENIGN = {"fork", "feed_forked", "link_conflict"}
 _FORKS_PER_FRAME = 100
+#: Most entries stored in one transaction by a connection.
+_INGEST_BATCH = 4000
 
 
 class PeerMisbehaved(Exception):
@@ -89,6 +91,9 @@ class PeerConnection:
         self._clocks_out = 0
         self._caught_up_in = 0
         self._served_all = trio.Event()
+        self._ingest_send, self._ingest_recv = trio.open_memory_channel[list[tuple[bytes, bytes | None]]](32)
+        self._pending = 0
+        self._idle = trio.Event()
         self._serve_send, self._serve_recv = trio.open_memory_channel[tuple[ClockItem, ...]](16)
         self._frames = RateLimit(node.limits["frames_per_second"], node.limits["frames_per_second"] * 2)
         self._entries = RateLimit(node.limits["entries_per_second"], node.limits["entries_per_second"] * 2)
@@ -119,6 +124,7 @@ class PeerConnection:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 nursery.start_soon(self._server)
+                nursery.start_soon(self._ingester)
                 if not self.once:
                     nursery.start_soon(self._pusher)
                 await self.send_wants(await self.node.current_wants(extra={self.feed} if self.once else None))
@@ -148,11 +154,15 @@ class PeerConnection:
             if isinstance(event, EntriesReceived):
                 if not self._entries.take(len(event.items)):
                     raise PeerMisbehaved("flood", "too many entries per second")
-                await self._ingest(event.items)
+                keep = self._filter(event.items)
+                if keep:
+                    self._pending += 1
+                    await self._ingest_send.send(keep)
             elif isinstance(event, PeerWants):
                 self._served_all = trio.Event()
                 await self._serve_send.send(event.items)
             elif isinstance(event, PeerCaughtUp):
+                await self._wait_ingested()  # what it sent before caught_up is stored first
                 if self.once:
                     # entries it sent may have widened what we want (follows of follows); ask
                     # before counting this answer, so the finish check sees the new clock.
@@ -202,24 +212,47 @@ class PeerConnection:
             await self.channel.send([self.rep.bye("done", "sync complete")])
             self._nursery.cancel_scope.cancel()
 
-    async def _ingest(self, items: tuple[tuple[bytes, bytes | None], ...]) -> None:
+    def _filter(self, items: tuple[tuple[bytes, bytes | None], ...]) -> list[tuple[bytes, bytes | None]]:
+        """Keep entries of feeds we want; note that the peer holds what it sent (no echo by push)."""
         wants = self.node.wanted | ({self.feed} if self.once else set())
         keep: list[tuple[bytes, bytes | None]] = []
         for raw, payload in items:
             try:
-                entry = Entry.decode(raw)
+                author, seq = peek_position(raw)
             except ProtocolError as exc:
                 raise PeerMisbehaved(exc.code, f"undecodable entry: {exc.args[0]}") from None
-            author = entry.author
             held = self.rep.peer_wants.get(author)
-            if held is not None and entry.seq > held:
-                self.rep.peer_wants[author] = entry.seq  # it holds what it sent: no echo by live push
+            if held is not None and seq > held:
+                self.rep.peer_wants[author] = seq
             if author in wants:
                 keep.append((raw, payload))
             else:
                 self.useless += 1  # not asked for: never stored (spam bound)
-        if not keep:
-            return
+        return keep
+
+    async def _wait_ingested(self) -> None:
+        while self._pending:
+            await self._idle.wait()
+
+    async def _ingester(self) -> None:
+        """Stores what the reader queued, several frames per transaction, while the reader goes on."""
+        async for first in self._ingest_recv:
+            batch, frames = list(first), 1
+            while len(batch) < _INGEST_BATCH:
+                try:
+                    batch.extend(self._ingest_recv.receive_nowait())
+                    frames += 1
+                except trio.WouldBlock:
+                    break
+            try:
+                await self._ingest(batch)
+            finally:
+                self._pending -= frames
+                if not self._pending:
+                    self._idle.set()
+                    self._idle = trio.Event()
+
+    async def _ingest(self, keep: list[tuple[bytes, bytes | None]]) -> None:
         result = await self.node.db.call(Store.ingest, keep)
         self.received += len(result.added)
         self.node.note_ingested(len(result.added))
@@ -250,7 +283,7 @@ class PeerConnection:
                         break
                     await self.channel.send(self.rep.entries(batch))
                     self.sent += len(batch)
-                    after = Entry.decode(batch[-1][0]).seq
+                    after = peek_position(batch[-1][0])[1]
                     if len(batch) < 500:
                         break
             await self.channel.send([self.rep.caught_up()])

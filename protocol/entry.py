@@ -44,6 +44,7 @@ __all__ = [
     "ForkProof",
     "check_fork",
     "create_entry",
+    "peek_position",
     "verify_entry",
     "verify_links",
     "verify_payload",
@@ -188,6 +189,26 @@ def _decode_fast(cls: type[Entry], data: bytes) -> Entry | None:
     except ProtocolError:
         return None
     return entry if entry._raw == data else None
+
+
+def peek_position(data: bytes) -> tuple[bytes, int]:
+    """(author, seq) of an encoded entry without verifying it: routing only, never trust.
+
+    Raises ``DecodeError`` when the bytes are not even shaped like an entry.
+    """
+    try:
+        value = msgpack.unpackb(data, raw=False, use_list=False, strict_map_key=False)
+    except Exception:
+        raise DecodeError("not an entry", code="malformed") from None
+    if (
+        type(value) is not tuple
+        or len(value) != 9
+        or type(value[1]) is not bytes
+        or len(value[1]) != KEY_SIZE
+        or type(value[2]) is not int
+    ):
+        raise DecodeError("not an entry", code="bad_shape")
+    return value[1], value[2]
 
 
 def _is_bytes(value: Any, size: int) -> bool:

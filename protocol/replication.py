@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .encoding import decode, encode
-from .entry import MAX_ENTRY_SIZE, MAX_PAYLOAD_SIZE, Entry
+from .entry import MAX_ENTRY_SIZE, MAX_PAYLOAD_SIZE, peek_position
 from .errors import DecodeError, LocalProtocolError, RemoteProtocolError
 from .handshake import MAX_PLAINTEXT
 from .identity import KEY_SIZE
@@ -149,10 +149,10 @@ class Replication:
         """Frames carrying entries; advances what we know the peer holds."""
         self._require_open()
         for raw, _ in items:
-            entry = Entry.decode(raw)
-            held = self.peer_wants.get(entry.author)
-            if held is not None and entry.seq > held:
-                self.peer_wants[entry.author] = entry.seq
+            author, seq = peek_position(raw)
+            held = self.peer_wants.get(author)
+            if held is not None and seq > held:
+                self.peer_wants[author] = seq
         self.sent_entries += len(items)
         return pack_entries(items)
 
