@@ -24,6 +24,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import msgpack
+
 from .encoding import decode, encode
 from .entry import MAX_ENTRY_SIZE, MAX_PAYLOAD_SIZE, peek_position
 from .errors import DecodeError, LocalProtocolError, RemoteProtocolError
@@ -47,6 +49,8 @@ PROTOCOL_VERSIONS = (1,)
 #: Most clock items in one frame (each ~40 bytes).
 MAX_CLOCK_ITEMS = 1000
 MAX_SEQ = 2**53 - 1
+#: fixarray(2) + fixstr(7) "entries": how every entries frame starts.
+_ENTRIES_HEAD = b"\x92\xa7entries"
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +106,28 @@ def _bad(message: str) -> RemoteProtocolError:
     return RemoteProtocolError(message, code="bad_message")
 
 
+def _pack_entries_message(batch: list[list[Any]]) -> bytes:
+    # Only bytes and nil inside: msgpack's packing is the canonical form (spec §2.1), no walk needed.
+    data: bytes = msgpack.packb(["entries", batch], use_bin_type=True)
+    return data
+
+
+def _fast_entries(frame: bytes) -> list[Any] | None:
+    """Hot path for ``entries`` frames: unpack once; the caller checks item types, then canonical form.
+
+    Returns None for anything that is not plainly an entries message (the generic path decides).
+    """
+    if not frame.startswith(_ENTRIES_HEAD):
+        return None
+    try:
+        message = msgpack.unpackb(frame, raw=False, use_list=True, strict_map_key=False)
+    except Exception:
+        return None
+    if type(message) is not list or len(message) != 2 or message[0] != "entries":
+        return None
+    return message
+
+
 def pack_entries(items: Iterable[tuple[bytes, bytes | None]], limit: int = MAX_PLAINTEXT) -> list[bytes]:
     """Encode ``entries`` messages, as many items per frame as fit in ``limit`` bytes."""
     frames: list[bytes] = []
@@ -110,12 +136,12 @@ def pack_entries(items: Iterable[tuple[bytes, bytes | None]], limit: int = MAX_P
     for raw, payload in items:
         item_size = len(raw) + (len(payload) if payload else 0) + 12
         if batch and size + item_size > limit:
-            frames.append(encode(["entries", batch]))
+            frames.append(_pack_entries_message(batch))
             batch, size = [], 16
         batch.append([raw, payload])
         size += item_size
     if batch:
-        frames.append(encode(["entries", batch]))
+        frames.append(_pack_entries_message(batch))
     return frames
 
 
@@ -182,6 +208,12 @@ class Replication:
         """Decode one plaintext frame into an event; raise ``RemoteProtocolError`` if it breaks §12."""
         if self.state == "CLOSED":
             raise LocalProtocolError("connection is closed", code="closed")
+        fast = _fast_entries(frame) if self.state == "ACTIVE" else None
+        if fast is not None:
+            event = self._on_entries(fast[1:])  # checks every item is [bytes, bytes or nil]
+            if _pack_entries_message(fast[1]) != frame:
+                raise _bad("undecodable frame: not the canonical encoding")
+            return event
         try:
             message = decode(frame, max_size=MAX_PLAINTEXT)
         except DecodeError as exc:

@@ -258,3 +258,16 @@ def test_lossy_reordered_delivery_converges_by_clock(order):
             have[Entry.decode(raw).seq] = (raw, payload)
     assert sorted(have) == list(range(1, 11))
     assert [have[s] for s in range(1, 11)] == items
+
+
+def test_non_canonical_entries_frame_is_refused():
+    a = Replication()
+    a.receive(Replication().hello())
+    good = b"\x92\xa7entries\x91\x92\xc4\x03abc\xc0"
+    assert isinstance(a.receive(good), EntriesReceived)
+    long_header = b"\x92\xa7entries\x91\x92\xc5\x00\x03abc\xc0"  # bin16 for 3 bytes
+    with pytest.raises(RemoteProtocolError):
+        a.receive(long_header)
+    trailing = good + b"\x00"
+    with pytest.raises(RemoteProtocolError):
+        a.receive(trailing)
