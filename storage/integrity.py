@@ -193,6 +193,7 @@ def import_archive(
                 if len(batch) >= _BATCH:
                     flush()
             elif kind == "fork" and len(record) == 2 and isinstance(record[1], bytes):
+                flush()  # the feed's entries first: once marked forked, it takes no more
                 try:
                     store.add_fork_proof(ForkProof.decode(record[1]))
                     forks_added += 1

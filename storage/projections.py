@@ -3,6 +3,13 @@
 Every function here runs inside the caller's transaction, so an entry and its projections are written
 together or not at all. Graph and profile state keep the value of the highest seq seen, so entries
 that arrive out of order (partial sync, imports) give the same state as in-order ones.
+
+The full-text index is the one projection written late, in batches: adding one post to FTS5 in its own
+transaction writes a new index segment and its structure record, which doubled the cost of a single
+append (bench/RESULTS.md). ``meta.fts_indexed`` is a watermark: every post whose entry row id is at
+most the mark is in ``posts_fts``, none above it is. New posts always get higher row ids, so they wait
+above the mark until ``index_posts`` adds them all at once: when ``FTS_BATCH`` entries have been
+written, or before a search (``ReadMixin.search`` catches up first, so searches never miss a post).
 """
 
 from __future__ import annotations
@@ -23,7 +30,10 @@ from tidings.protocol import (
     Unfollow,
 )
 
-__all__ = ["apply_content", "drop_payload"]
+__all__ = ["FTS_BATCH", "apply_content", "drop_payload", "fts_mark", "index_posts"]
+
+#: Posts are added to the full-text index in batches of about this many (see ``index_posts``).
+FTS_BATCH = 2000
 
 _GRAPH = {Follow: ("follow", 1), Unfollow: ("follow", 0), Block: ("block", 1), Unblock: ("block", 0)}
 
@@ -36,7 +46,8 @@ def apply_content(cur: sqlite3.Cursor, rowid: int, entry: Entry, content: Conten
             "INSERT INTO posts (entry, author, ts, text, reply, root, lang) VALUES (?,?,?,?,?,?,?)",
             (rowid, author, ts, content.text, content.reply, content.root, content.lang),
         )
-        cur.execute("INSERT INTO posts_fts (rowid, text) VALUES (?, ?)", (rowid, content.text))
+        if rowid <= fts_mark(cur):  # an old entry whose payload came late: below the mark, index now
+            cur.execute("INSERT INTO posts_fts (rowid, text) VALUES (?, ?)", (rowid, content.text))
     elif isinstance(content, Reaction):
         cur.execute(
             "INSERT INTO reactions (entry, author, target, emoji, ts) VALUES (?,?,?,?,?)",
@@ -56,14 +67,27 @@ def apply_content(cur: sqlite3.Cursor, rowid: int, entry: Entry, content: Conten
             (author, kind, content.feed, active, entry.seq),
         )
     elif isinstance(content, Profile):
+        # Each field keeps the value of the highest seq that set it (schema migration 2).
+        seq = entry.seq
         cur.execute(
-            "INSERT INTO profiles (feed, name, bio, seq) VALUES (?,?,?,?) "
+            "INSERT INTO profiles (feed, name, bio, seq, name_seq, bio_seq) VALUES (?1,?2,?3,?4,?5,?6) "
             "ON CONFLICT (feed) DO UPDATE SET "
-            "name = coalesce(excluded.name, profiles.name), bio = coalesce(excluded.bio, profiles.bio), "
-            "seq = excluded.seq WHERE excluded.seq > profiles.seq",
-            (author, content.name, content.bio, entry.seq),
+            "name = CASE WHEN ?2 IS NOT NULL AND ?4 > profiles.name_seq THEN ?2 ELSE profiles.name END, "
+            "name_seq = CASE WHEN ?2 IS NOT NULL AND ?4 > profiles.name_seq THEN ?4 ELSE profiles.name_seq END, "
+            "bio = CASE WHEN ?3 IS NOT NULL AND ?4 > profiles.bio_seq THEN ?3 ELSE profiles.bio END, "
+            "bio_seq = CASE WHEN ?3 IS NOT NULL AND ?4 > profiles.bio_seq THEN ?4 ELSE profiles.bio_seq END, "
+            "seq = max(profiles.seq, ?4)",
+            (
+                author,
+                content.name,
+                content.bio,
+                seq,
+                seq if content.name is not None else 0,
+                seq if content.bio is not None else 0,
+            ),
         )
     elif isinstance(content, Delete):
+        # keyed by (target, author): only the author's own tombstone ever hides a payload
         cur.execute(
             "INSERT OR IGNORE INTO tombstones (target, author, entry) VALUES (?,?,?)",
             (content.target, author, entry.hash),
@@ -79,10 +103,33 @@ def drop_payload(cur: sqlite3.Cursor, rowid: int) -> None:
     """Forget an entry's payload and everything derived from it; the entry itself stays."""
     text = cur.execute("SELECT text FROM posts WHERE entry = ?", (rowid,)).fetchone()
     if text is not None:
-        cur.execute(
-            "INSERT INTO posts_fts (posts_fts, rowid, text) VALUES ('delete', ?, ?)", (rowid, text[0])
-        )
+        if rowid <= fts_mark(cur):  # indexed already (see the module docstring)
+            cur.execute(
+                "INSERT INTO posts_fts (posts_fts, rowid, text) VALUES ('delete', ?, ?)", (rowid, text[0])
+            )
         cur.execute("DELETE FROM posts WHERE entry = ?", (rowid,))
     cur.execute("DELETE FROM reactions WHERE entry = ?", (rowid,))
     cur.execute("DELETE FROM reposts WHERE entry = ?", (rowid,))
-    cur.execute("UPDATE entries SET payload = NULL, deleted = 1 WHERE id = ?", (rowid,))
+    # the type came from the payload too: forget it, as when the delete arrives first
+    cur.execute("UPDATE entries SET payload = NULL, type = NULL, deleted = 1 WHERE id = ?", (rowid,))
+
+
+def fts_mark(cur: sqlite3.Cursor) -> int:
+    """The full-text watermark: posts with an entry row id up to it are indexed, none above."""
+    row = cur.execute("SELECT value FROM meta WHERE key = 'fts_indexed'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def index_posts(cur: sqlite3.Cursor) -> int:
+    """Add every post above the watermark to the full-text index and raise the mark; returns how many."""
+    mark = fts_mark(cur)
+    top = cur.execute("SELECT coalesce(max(entry), 0) FROM posts").fetchone()[0]
+    if top <= mark:
+        return 0
+    cur.execute(
+        "INSERT INTO posts_fts (rowid, text) SELECT entry, text FROM posts WHERE entry > ? ORDER BY entry",
+        (mark,),
+    )
+    added = cur.rowcount
+    cur.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('fts_indexed', ?)", (top,))
+    return int(added)

@@ -269,6 +269,8 @@ class ReadMixin:
 
     def search(self: Store, query: str, *, limit: int = 50) -> list[dict[str, Any]]:
         """Full-text search over post texts (SQLite FTS5 query syntax), best match first."""
+        if self.search_index_behind():  # posts are indexed in batches: catch up first
+            self.update_search_index()
         try:
             rows = self.conn.execute(
                 f"SELECT {_ENTRY_COLS} FROM posts_fts f JOIN entries e ON e.id = f.rowid "

@@ -95,6 +95,29 @@ _MIGRATIONS: list[str] = [
     ) WITHOUT ROWID;
     CREATE VIRTUAL TABLE posts_fts USING fts5 (text, content='posts', content_rowid='entry');
     """,
+    # 2: profile fields keep the seq that set each one, so a later profile that sets only the name
+    #    keeps the bio whatever order the entries arrive in; tombstones are keyed by (target, author),
+    #    so a delete naming someone else's entry cannot take the place of that author's own delete.
+    """
+    ALTER TABLE profiles ADD COLUMN name_seq INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE profiles ADD COLUMN bio_seq INTEGER NOT NULL DEFAULT 0;
+    UPDATE profiles SET name_seq = CASE WHEN name IS NULL THEN 0 ELSE seq END,
+        bio_seq = CASE WHEN bio IS NULL THEN 0 ELSE seq END;
+    CREATE TABLE tombstones_v2 (
+        target BLOB NOT NULL,
+        author BLOB NOT NULL,
+        entry BLOB NOT NULL,
+        PRIMARY KEY (target, author)
+    ) WITHOUT ROWID;
+    INSERT INTO tombstones_v2 (target, author, entry) SELECT target, author, entry FROM tombstones;
+    DROP TABLE tombstones;
+    ALTER TABLE tombstones_v2 RENAME TO tombstones;
+    """,
+    # 3: the full-text index is filled in batches behind a watermark (projections.py); every post
+    #    stored so far is indexed.
+    """
+    INSERT OR REPLACE INTO meta (key, value) VALUES ('fts_indexed', (SELECT coalesce(max(entry), 0) FROM posts));
+    """,
 ]
 
 SCHEMA_VERSION = len(_MIGRATIONS)

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import outcome
 import trio
 
-from .store import Store
+from .store import IngestResult, Store
 
 __all__ = ["DatabaseThread"]
 
@@ -42,6 +42,7 @@ class DatabaseThread:
         self._calls = 0
         self._opened = threading.Event()
         self._open_error: BaseException | None = None
+        self._store: Store | None = None
 
     async def __aenter__(self) -> DatabaseThread:
         self._thread = threading.Thread(target=self._run, name="tidings-db", daemon=True)
@@ -63,6 +64,7 @@ class DatabaseThread:
             self._open_error = exc
             self._opened.set()
             return
+        self._store = store
         self._opened.set()
         try:
             while True:
@@ -92,6 +94,18 @@ class DatabaseThread:
 
         result: T = await trio.lowlevel.wait_task_rescheduled(abort)
         return result
+
+    async def ingest(self, items: list[tuple[bytes, bytes | None]], *, kind: str = "remote") -> IngestResult:
+        """Verify and store entries of other feeds, like ``Store.ingest``, pipelined.
+
+        Decoding and signature checks (``Store.prepare``, no database access) run on a worker thread,
+        then the database thread checks links and writes (``Store.ingest_prepared``); while it writes
+        one batch, the next caller's batch is being checked (bench/RESULTS.md: "pipelined").
+        """
+        if self._store is None:
+            raise RuntimeError("the database thread is not running")
+        prepared = await trio.to_thread.run_sync(self._store.prepare, items)
+        return await self.call(Store.ingest_prepared, prepared, kind=kind)
 
     def statistics(self) -> dict[str, int]:
         return {"calls": self._calls, "queued": self._queue.qsize()}
