@@ -107,5 +107,11 @@ class DatabaseThread:
         prepared = await trio.to_thread.run_sync(self._store.prepare, items)
         return await self.call(Store.ingest_prepared, prepared, kind=kind)
 
+    def store_prepare(self, items: list[tuple[bytes, bytes | None]]) -> Any:
+        """``Store.prepare`` (no database access; any thread) for callers that pipeline themselves."""
+        if self._store is None:
+            raise RuntimeError("the database thread is not running")
+        return self._store.prepare(items)
+
     def statistics(self) -> dict[str, int]:
         return {"calls": self._calls, "queued": self._queue.qsize()}
