@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from .common import CliError, Session, common_options, emit, json_option, pass_session
+from .common import CliError, Session, common_options, emit, emit_lines, json_option, pass_session
 
 __all__ = ["COMMANDS"]
 
@@ -192,4 +192,32 @@ def status(session: Session, as_json: bool) -> None:
     )
 
 
-COMMANDS = [run, sync, status]
+@click.command()
+@common_options
+@json_option
+@pass_session
+def peers(session: Session, as_json: bool) -> None:
+    """Peers this node has met: addresses, when last seen, whether connected now."""
+    import datetime
+
+    from tidings.storage.peers import list_peers
+
+    store = session.store()
+    rows = list_peers(store)
+    if session.home.running_node() is None:
+        for row in rows:
+            row["connected"] = False  # a node that crashed cannot have cleared it
+    if as_json:
+        emit_lines(rows)
+        return
+    if not rows:
+        click.echo("no peers yet: run 'tidings run --peer HOST:PORT' or 'tidings sync HOST:PORT'")
+        return
+    for row in rows:
+        seen = datetime.datetime.fromtimestamp(row["last_seen"] / 1000).strftime("%Y-%m-%d %H:%M")
+        state = "connected" if row["connected"] else f"last seen {seen}"
+        where = ", ".join(row["addresses"]) or "(inbound only)"
+        click.echo(f"{row['feed']}  {where}  {state}  via {row['source']}")
+
+
+COMMANDS = [run, sync, status, peers]

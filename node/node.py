@@ -18,8 +18,9 @@ from typing import Any
 
 import trio
 from tidings.protocol import SigningKey, feed_id_text
-from tidings.storage import gossip
+from tidings.storage import gossip, peers
 from tidings.storage.store import Store
+from tidings.storage.writer import now_ms
 from tidings.storage.thread import DatabaseThread
 
 from .home import Home
@@ -143,6 +144,7 @@ class Node:
         async with DatabaseThread(self.home.store_path) as db:
             self.db = db
             await self.current_wants()
+            await db.call(peers.mark_all_disconnected)
             listeners = await trio.open_tcp_listeners(port, host=host or None)
             sock = listeners[0].socket
             bound_host, bound_port = sock.getsockname()[:2]
@@ -153,7 +155,8 @@ class Node:
                     for listener in listeners:
                         nursery.start_soon(self._accept_loop, listener, nursery)
                     nursery.start_soon(self._watch)
-                    for peer in self.peers:
+                    remembered = await db.call(peers.dial_addresses, self.key.public_key)
+                    for peer in dict.fromkeys([*self.peers, *remembered]):
                         nursery.start_soon(self._dial_forever, peer, nursery)
                     log.info("listening on %s as %s", self.address, feed_id_text(self.key.public_key))
                     task_status.started(self.address)
@@ -162,6 +165,7 @@ class Node:
                     self._remove_node_file()
                     for listener in listeners:
                         await listener.aclose()
+                    await db.call(peers.mark_all_disconnected)
 
     def _write_node_file(self) -> None:
         info = {
@@ -236,6 +240,11 @@ class Node:
             await trio.sleep(delay)
             delay = min(delay * 2, 60.0)
 
+    async def _note_peer(self, conn: PeerConnection, *, connected: bool) -> None:
+        address = conn.address if conn.initiator else None  # an inbound port is not dialable
+        source = "peer" if conn.initiator else "inbound"
+        await self.db.call(peers.note_peer, conn.feed, address, source, connected, now_ms())
+
     async def _handle(
         self, stream: trio.abc.Stream, address: str, initiator: bool, once: bool
     ) -> PeerConnection | None:
@@ -257,6 +266,7 @@ class Node:
             conn = PeerConnection(self, channel, address, initiator=initiator, once=once)
             self.connections[id(conn)] = conn
             self._write_node_file()
+            await self._note_peer(conn, connected=True)
             log.info("connected %s %s", feed_id_text(conn.feed), address)
             await conn.run()
         except Exception as exc:  # every peer fault ends here: none may take the node down
@@ -269,9 +279,10 @@ class Node:
                 log.warning("dropping peer %s: %s (%s)", address, reason, code)
                 self.penalties.strike(host, f"{code}: {reason}", self.limits["ban_seconds"])
         finally:
-            if conn is not None and self.connections.pop(id(conn), None) is not None:
-                self._write_node_file()
             with trio.CancelScope(shield=True):
+                if conn is not None and self.connections.pop(id(conn), None) is not None:
+                    self._write_node_file()
+                    await self._note_peer(conn, connected=False)
                 await _close(stream)
         return conn
 
@@ -293,6 +304,7 @@ class Node:
                 )
                 conn = PeerConnection(self, channel, address, initiator=True, once=True)
                 await conn.run()
+                await db.call(peers.note_peer, conn.feed, address, "sync", False, now_ms())
                 return conn
             finally:
                 await _close(stream)

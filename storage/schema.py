@@ -118,6 +118,17 @@ _MIGRATIONS: list[str] = [
     """
     INSERT OR REPLACE INTO meta (key, value) VALUES ('fts_indexed', (SELECT coalesce(max(entry), 0) FROM posts));
     """,
+    # 4: peers the node has met: how each was found, where it can be dialled, when it was last seen.
+    """
+    CREATE TABLE peers (
+        feed BLOB PRIMARY KEY,
+        addresses TEXT NOT NULL DEFAULT '[]',
+        source TEXT NOT NULL,
+        first_seen INTEGER NOT NULL,
+        last_seen INTEGER NOT NULL,
+        connected INTEGER NOT NULL DEFAULT 0
+    ) WITHOUT ROWID;
+    """,
 ]
 
 SCHEMA_VERSION = len(_MIGRATIONS)

@@ -27,10 +27,10 @@ def tidings(home: Path, *args: str, check: bool = True) -> subprocess.CompletedP
 class Running:
     """A ``tidings run`` process; stopped with SIGTERM, and checked to stop cleanly."""
 
-    def __init__(self, home: Path, *args: str) -> None:
+    def __init__(self, home: Path, *args: str, listen: str | None = None) -> None:
         self.home = home
         self.proc = subprocess.Popen(
-            [*TIDINGS, "--home", str(home), "run", "--listen", f"{next_host()}:0", *args],
+            [*TIDINGS, "--home", str(home), "run", "--listen", listen or f"{next_host()}:0", *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -66,6 +66,11 @@ def log_ids(home: Path, feed_id: str) -> set[str]:
     return {json.loads(line)["id"] for line in out.splitlines() if line.strip()}
 
 
+def peers_of(home: Path) -> list[dict]:
+    out = tidings(home, "peers", "--json").stdout
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
 def wait_for(predicate, timeout: float) -> float:
     start = time.monotonic()
     while not predicate():
@@ -90,7 +95,11 @@ def test_two_nodes_three_nodes_and_restart(tmp_path):
         nodes.append(nb)
         na = Running(a, "--peer", nb.address)
         nodes.append(na)
+        wait_for(lambda: any(p["connected"] for p in peers_of(a)), timeout=5.0)
+        (peer_b,) = peers_of(a)
+        assert peer_b["feed"] == fb and peer_b["addresses"] == [nb.address] and peer_b["last_seen"] > 0
         status = json.loads(tidings(a, "status", "--json").stdout)
+        assert status["peers"] == 1
         assert status["running"] is True and status["listen"] == na.address and status["feed"] == fa
         # B posts with the CLI while running; A has it within 2 s
         posted = json.loads(tidings(b, "post", "live from b", "--json").stdout)
@@ -102,6 +111,16 @@ def test_two_nodes_three_nodes_and_restart(tmp_path):
         wait_for(lambda: posted["id"] in log_ids(c, fb), timeout=5.0)
         for node in reversed(nodes):
             node.stop()
+        nodes.clear()
+        assert not any(p["connected"] for p in peers_of(a))
+        # A remembers B: restarted with no --peer, it dials B again by itself
+        nb = Running(b, listen=peer_b["addresses"][0])
+        nodes.append(nb)
+        na = Running(a)
+        nodes.append(na)
+        wait_for(lambda: any(p["connected"] for p in peers_of(a)), timeout=5.0)
+        na.stop()
+        nb.stop()
         nodes.clear()
         # restart both: only the missing entries move
         tidings(b, "post", "while a was away")
