@@ -189,3 +189,28 @@ async def test_fork_proofs_spread_and_freeze_the_feed(tmp_path):
         await wait_until(lambda: forked(ha) and forked(hc), timeout=5)
         await channel.aclose()
         nursery.cancel_scope.cancel()
+
+
+async def test_a_peer_that_goes_away_is_redialled(tmp_path):
+    ha, ka = make_home(tmp_path, "a")
+    hb, kb = make_home(tmp_path, "b")
+    follow(ha, ka, kb)
+    async with trio.open_nursery() as nursery:
+        b_scope = trio.CancelScope()
+        b = Node(hb, kb, listen=f"{next_host()}:0")
+        await nursery.start(_run_in_scope, b, b_scope)
+        address = b.address
+        a = await start_node(nursery, ha, ka, peers=[address])
+        await wait_until(lambda: any(c.feed == kb.public_key for c in a.connections.values()))
+        b_scope.cancel()  # B goes away
+        await wait_until(lambda: not a.connections)
+        entry = post(hb, kb, "posted while A could not reach B")
+        await nursery.start(_run_in_scope, Node(hb, kb, listen=address), trio.CancelScope())
+        await wait_until(lambda: has_entry(ha, entry.hash), timeout=10)  # A redialled with backoff
+        nursery.cancel_scope.cancel()
+
+
+async def _run_in_scope(node: Node, scope: trio.CancelScope, *, task_status=trio.TASK_STATUS_IGNORED):
+    """Run ``node`` under ``scope`` so the test can stop just this node."""
+    with scope:
+        await node.run(task_status=task_status)
