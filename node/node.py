@@ -20,8 +20,8 @@ import trio
 from tidings.protocol import SigningKey, feed_id_text
 from tidings.storage import gossip, peers
 from tidings.storage.store import Store
-from tidings.storage.writer import now_ms
 from tidings.storage.thread import DatabaseThread
+from tidings.storage.writer import now_ms
 
 from .home import Home
 from .peer import PeerConnection, describe_error
