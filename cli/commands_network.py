@@ -68,6 +68,12 @@ def run(
         stream=sys.stderr,
     )
     home = session.home
+    running = home.running_node()
+    if running is not None:
+        raise CliError(
+            f"a node already runs on {home.path} (pid {running.get('pid')}, listening on {running.get('listen')})",
+            code="running",
+        )
     if not home.exists():
         key = home.init()
         click.echo(f"created identity {key.feed} in {home.path}", err=True)
@@ -92,8 +98,25 @@ def run(
 
     try:
         trio.run(main)
+    except BaseExceptionGroup as group:
+        found = _first(group, OSError)
+        if found is None:
+            raise
+        raise CliError(f"cannot listen on {listen}: {found.strerror or found}", code="listen") from None
     except OSError as exc:
         raise CliError(f"cannot listen on {listen}: {exc.strerror or exc}", code="listen") from None
+
+
+def _first(group: BaseExceptionGroup[Any], kind: type[OSError]) -> OSError | None:
+    """The first ``kind`` inside a (nested) exception group."""
+    for exc in group.exceptions:
+        if isinstance(exc, kind):
+            return exc
+        if isinstance(exc, BaseExceptionGroup):
+            inner = _first(exc, kind)
+            if inner is not None:
+                return inner
+    return None
 
 
 def _netkey(text: str | None) -> bytes | None:

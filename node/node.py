@@ -8,12 +8,13 @@ store is closed by the database thread's context manager and ``node.json`` is re
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import trio
@@ -33,6 +34,7 @@ log = logging.getLogger("tidings.node")
 
 DEFAULT_LIMITS: dict[str, Any] = {
     "max_connections": 64,
+    "max_per_host": 8,
     "handshake_timeout": 10.0,
     "frames_per_second": 2000,
     "entries_per_second": 50000,
@@ -54,21 +56,47 @@ def parse_address(text: str) -> tuple[str, int]:
 @dataclass
 class PeerRecord:
     address: str
-    failures: int = 0
     banned_until: float = 0.0
     last_reason: str = ""
     strikes: int = 0
+    last_strike: float = 0.0
+    warned: bool = False
 
 
 @dataclass
 class Penalties:
-    by_host: dict[str, PeerRecord] = field(default_factory=dict)
+    """Bans by host after misbehaviour (spec §12.5).
 
-    def strike(self, host: str, reason: str, ban_seconds: float) -> None:
+    Sending invalid data (bad signatures or chains, floods, oversized or undecryptable frames, forged
+    identities) bans the host for ``ban_seconds`` times its number of strikes (at most 8x). A failed or
+    stalled handshake is often an honest mistake (a wrong ``--network-key``, a port scan, a NAT with
+    several nodes behind it): it bans for only ``HANDSHAKE_BAN`` seconds, doubling per strike, capped at
+    ``ban_seconds``. Strikes are forgotten after ``FORGET`` seconds without a new one.
+    """
+
+    HANDSHAKE_CODES = frozenset({"handshake", "handshake_timeout", "truncated", "timeout"})
+    HANDSHAKE_BAN = 5.0
+    FORGET = 3600.0
+
+    def __init__(self) -> None:
+        self.by_host: dict[str, PeerRecord] = {}
+
+    def strike(self, host: str, code: str, reason: str, ban_seconds: float) -> float:
+        """Count an offence; return the seconds the host is now banned for."""
+        now = time.monotonic()
         rec = self.by_host.setdefault(host, PeerRecord(host))
+        if now - rec.last_strike > self.FORGET:
+            rec.strikes = 0
         rec.strikes += 1
-        rec.last_reason = reason
-        rec.banned_until = time.monotonic() + ban_seconds * min(rec.strikes, 8)
+        rec.last_strike = now
+        rec.last_reason = f"{code}: {reason}"
+        rec.warned = False
+        if code in self.HANDSHAKE_CODES:
+            seconds = min(ban_seconds, self.HANDSHAKE_BAN * 2 ** (rec.strikes - 1))
+        else:
+            seconds = ban_seconds * min(rec.strikes, 8)
+        rec.banned_until = now + seconds
+        return seconds
 
     def banned(self, host: str) -> bool:
         rec = self.by_host.get(host)
@@ -97,6 +125,8 @@ class Node:
         self.db: DatabaseThread
         self.connections: dict[int, PeerConnection] = {}
         self.penalties = Penalties()
+        self._inbound = 0
+        self._inbound_by_host: dict[str, int] = {}
         self.wanted: set[bytes] = {key.public_key}
         self.blocked: set[bytes] = set()
         self.address: str | None = None
@@ -210,17 +240,52 @@ class Node:
 
     async def _accept_loop(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
         while True:
-            stream = await listener.accept()
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if exc.errno in _ACCEPT_CAPACITY_ERRNOS:
+                    # out of file descriptors or memory: wait for connections to close (as trio's
+                    # serve_listeners does) instead of dying
+                    log.warning("cannot accept connections: %s; pausing 100 ms", os.strerror(exc.errno or 0))
+                    await trio.sleep(0.1)
+                    continue
+                raise
             host = _peer_host(stream)
-            if self.penalties.banned(host):
-                log.info("refusing %s: banned (%s)", host, self.penalties.by_host[host].last_reason)
-                await stream.aclose()
+            refusal = self._refusal(host)
+            if refusal:
+                await _close(stream)
                 continue
-            if len(self.connections) >= self.limits["max_connections"]:
-                log.info("refusing %s: connection limit reached", host)
-                await stream.aclose()
-                continue
-            nursery.start_soon(self._handle, stream, host, False, False)
+            nursery.start_soon(self._handle_inbound, stream, host)
+
+    def _refusal(self, host: str) -> str | None:
+        """Why an inbound connection from ``host`` is refused now, or None (limits of spec §12.5)."""
+        if self.penalties.banned(host):
+            rec = self.penalties.by_host[host]
+            if not rec.warned:  # once per ban, so a refused peer shows in the log without flooding it
+                rec.warned = True
+                log.warning("refusing %s until its ban ends (%s)", host, rec.last_reason)
+            return "banned"
+        if self._inbound >= self.limits["max_connections"]:
+            log.info("refusing %s: connection limit reached", host)
+            return "full"
+        if self._inbound_by_host.get(host, 0) >= self.limits["max_per_host"]:
+            log.info("refusing %s: too many connections from it", host)
+            return "per_host"
+        return None
+
+    async def _handle_inbound(self, stream: trio.abc.Stream, host: str) -> None:
+        """Count an inbound connection (handshaking ones too) for the limits while it lives."""
+        self._inbound += 1
+        self._inbound_by_host[host] = self._inbound_by_host.get(host, 0) + 1
+        try:
+            await self._handle(stream, host, False, False)
+        finally:
+            self._inbound -= 1
+            left = self._inbound_by_host[host] - 1
+            if left:
+                self._inbound_by_host[host] = left
+            else:
+                del self._inbound_by_host[host]
 
     async def _dial_forever(self, address: str, nursery: trio.Nursery) -> None:
         """Keep a connection to a configured peer, redialling with exponential backoff."""
@@ -276,8 +341,10 @@ class Node:
             elif code == "error":
                 log.exception("unexpected error with peer %s", address)
             else:
-                log.warning("dropping peer %s: %s (%s)", address, reason, code)
-                self.penalties.strike(host, f"{code}: {reason}", self.limits["ban_seconds"])
+                seconds = self.penalties.strike(host, code, reason, self.limits["ban_seconds"])
+                log.warning(
+                    "dropping peer %s: %s (%s); not talking to it for %.0f s", address, reason, code, seconds
+                )
         finally:
             with trio.CancelScope(shield=True):
                 if conn is not None and self.connections.pop(id(conn), None) is not None:
@@ -308,6 +375,9 @@ class Node:
                 return conn
             finally:
                 await _close(stream)
+
+
+_ACCEPT_CAPACITY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 
 
 def _peer_host(stream: trio.abc.Stream) -> str:

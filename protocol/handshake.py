@@ -202,7 +202,11 @@ class Handshake:
                 return encode_frame(bytes(self._noise.write_message(own)))
             if self._step == 0:
                 if payload:
-                    raise RemoteProtocolError("message 1 carries no payload", code="handshake")
+                    raise RemoteProtocolError(
+                        "unexpected data in handshake message 1: one side uses a network key and the other"
+                        " does not (or the peer is not a Tidings node)",
+                        code="handshake",
+                    )
                 self._step = 2
                 return encode_frame(bytes(self._noise.write_message(own)))
             # message 3 from the initiator: s, se + its identity
