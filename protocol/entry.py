@@ -220,30 +220,34 @@ def _is_int(value: Any, low: int, high: int) -> bool:
 
 
 def _check_structure(e: Entry) -> None:
-    """Field types, lengths and the link presence rules of spec §4.2."""
-    if not _is_int(e.version, 0, 2**32) or e.version != VERSION:
+    """Field types, lengths and the link presence rules of spec §4.2.
+
+    Written with ``type(x) is`` checks (bool is not int here) because it runs for every entry taken in.
+    """
+    if type(e.version) is not int or e.version != VERSION:
         raise _bad("unknown_version", f"unknown entry version {e.version!r}")
-    if not _is_bytes(e.author, KEY_SIZE):
+    if type(e.author) is not bytes or len(e.author) != KEY_SIZE:
         raise _bad("bad_author", "author must be a 32-byte key")
-    if not _is_int(e.seq, 1, MAX_SEQ):
+    seq = e.seq
+    if type(seq) is not int or not 1 <= seq <= MAX_SEQ:
         raise _bad("bad_seq", "seq must be an integer from 1")
-    if not _is_int(e.timestamp, 0, MAX_TIMESTAMP):
+    if type(e.timestamp) is not int or not 0 <= e.timestamp <= MAX_TIMESTAMP:
         raise _bad("bad_timestamp", "timestamp must be a non-negative integer (ms)")
-    if not _is_bytes(e.payload_hash, HASH_SIZE):
+    if type(e.payload_hash) is not bytes or len(e.payload_hash) != HASH_SIZE:
         raise _bad("bad_payload_hash", "payload hash must be 32 bytes")
-    if not _is_int(e.payload_size, 0, MAX_PAYLOAD_SIZE):
+    if type(e.payload_size) is not int or not 0 <= e.payload_size <= MAX_PAYLOAD_SIZE:
         raise _bad("bad_payload_size", f"payload size must be 0..{MAX_PAYLOAD_SIZE}")
-    if not _is_bytes(e.signature, SIGNATURE_SIZE):
+    if type(e.signature) is not bytes or len(e.signature) != SIGNATURE_SIZE:
         raise _bad("bad_signature_field", "signature must be 64 bytes")
-    if e.seq == 1:
+    if seq == 1:
         if e.backlink is not None:
             raise _bad("bad_backlink", "seq 1 has no backlink")
-    elif not _is_bytes(e.backlink, HASH_SIZE):
+    elif type(e.backlink) is not bytes or len(e.backlink) != HASH_SIZE:
         raise _bad("bad_backlink", "backlink must be a 32-byte hash")
-    if skip_target(e.seq) is None:
+    if skip_target(seq) is None:
         if e.skiplink is not None:
             raise _bad("bad_skiplink", "this seq carries no skip link")
-    elif not _is_bytes(e.skiplink, HASH_SIZE):
+    elif type(e.skiplink) is not bytes or len(e.skiplink) != HASH_SIZE:
         raise _bad("bad_skiplink", "skip link must be a 32-byte hash")
 
 
