@@ -206,6 +206,25 @@ class Store(ReadMixin):
         stamp = now_ms() if now is None else now
         author = key.public_key
         made: list[Entry] = []
+        # Our own entries are committed with a full sync of the WAL: were a commit lost to a power cut
+        # after peers got the entry, the next post would reuse its seq and fork our own feed (spec §7).
+        # Other feeds' entries can be fetched again, so ingest keeps synchronous=NORMAL.
+        self.conn.execute("PRAGMA synchronous = FULL")
+        try:
+            self._append_locked(key, contents, payloads, stamp, author, made)
+        finally:
+            self.conn.execute("PRAGMA synchronous = NORMAL")
+        return made
+
+    def _append_locked(
+        self,
+        key: SigningKey,
+        contents: list[Content],
+        payloads: list[bytes],
+        stamp: int,
+        author: bytes,
+        made: list[Entry],
+    ) -> None:
         with self.transaction() as cur:
             row = cur.execute(
                 "SELECT head_seq, head_hash, head_ts, forked FROM feeds WHERE author = ?", (author,)
@@ -237,7 +256,6 @@ class Store(ReadMixin):
                 head_ts = entry.timestamp
                 made.append(entry)
             writer.finish()
-        return made
 
     @staticmethod
     def _own_hash(cur: sqlite3.Cursor, author: bytes, seq: int) -> bytes:
