@@ -147,19 +147,24 @@ class Entry:
         if value[0] != VERSION or isinstance(value[0], bool):
             raise _bad("unknown_version", f"unknown entry version {value[0]!r}")
         try:
-            return cls(
-                version=value[0],
-                author=value[1],
-                seq=value[2],
-                backlink=value[3],
-                skiplink=value[4],
-                timestamp=value[5],
-                payload_hash=value[6],
-                payload_size=value[7],
-                signature=value[8],
-            )
+            return _from_fields(cls, value)
         except LocalProtocolError as exc:  # pragma: no cover - _check_structure raises InvalidEntry
             raise _bad(exc.code, str(exc.args[0])) from None
+
+
+def _from_fields(cls: type[Entry], value: list[Any]) -> Entry:
+    """Build an entry from the 9 decoded fields in wire order (spec §4.1); checks §4.2."""
+    return cls(
+        version=value[0],
+        author=value[1],
+        seq=value[2],
+        backlink=value[3],
+        skiplink=value[4],
+        timestamp=value[5],
+        payload_hash=value[6],
+        payload_size=value[7],
+        signature=value[8],
+    )
 
 
 def _decode_fast(cls: type[Entry], data: bytes) -> Entry | None:
@@ -175,17 +180,7 @@ def _decode_fast(cls: type[Entry], data: bytes) -> Entry | None:
     if type(value) is not list or len(value) != 9 or value[0] != VERSION or type(value[0]) is not int:
         return None
     try:
-        entry = cls(
-            version=value[0],
-            author=value[1],
-            seq=value[2],
-            backlink=value[3],
-            skiplink=value[4],
-            timestamp=value[5],
-            payload_hash=value[6],
-            payload_size=value[7],
-            signature=value[8],
-        )
+        entry = _from_fields(cls, value)
     except ProtocolError:
         return None
     return entry if entry._raw == data else None
