@@ -192,8 +192,10 @@ class Store:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class FindNode:
-    NAME: ClassVar[str] = "find_node"
+class _KeyQuery:
+    """A request naming the sender and one key: find_node, find_value, get_members."""
+
+    NAME: ClassVar[str] = ""
     node_id: bytes
     key: bytes
 
@@ -206,17 +208,13 @@ class FindNode:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class FindValue:
+class FindNode(_KeyQuery):
+    NAME: ClassVar[str] = "find_node"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FindValue(_KeyQuery):
     NAME: ClassVar[str] = "find_value"
-    node_id: bytes
-    key: bytes
-
-    def __post_init__(self) -> None:
-        _check_id(self.node_id, "node id")
-        _check_id(self.key, "key")
-
-    def args(self) -> list[Any]:
-        return [self.node_id, self.key]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -247,19 +245,10 @@ class Announce:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class GetMembers:
+class GetMembers(_KeyQuery):
     """Extension: the member records held under ``key``, and the closest nodes to it."""
 
     NAME: ClassVar[str] = "get_members"
-    node_id: bytes
-    key: bytes
-
-    def __post_init__(self) -> None:
-        _check_id(self.node_id, "node id")
-        _check_id(self.key, "key")
-
-    def args(self) -> list[Any]:
-        return [self.node_id, self.key]
 
 
 Request = Ping | Store | FindNode | FindValue | Stun | Announce | GetMembers
