@@ -141,6 +141,8 @@ def thread(session: Session, entry: str, as_json: bool) -> None:
 @pass_session
 def search(session: Session, query: str, limit: int, as_json: bool) -> None:
     """Full-text search over stored posts (SQLite FTS5 syntax), best match first."""
+    if not query.strip():
+        raise click.BadParameter("give some words to search for", param_hint="QUERY")
     store = session.store()
     items = store.search(query, limit=limit)
     if as_json:

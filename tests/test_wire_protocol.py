@@ -271,3 +271,16 @@ def test_non_canonical_entries_frame_is_refused():
     trailing = good + b"\x00"
     with pytest.raises(RemoteProtocolError):
         a.receive(trailing)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.binary(max_size=200), min_size=1, max_size=3), st.booleans())
+def test_handshake_garbage_raises_only_protocol_errors(frames, initiator):
+    hs = Handshake(initiator=initiator, identity=A, transport_private=bytes(range(32)))
+    hs.start()
+    for frame in frames:
+        try:
+            hs.receive(frame)
+        except ProtocolError:
+            break
+    assert not hs.finished
