@@ -41,6 +41,14 @@ def _address(value: str) -> str:
 @click.option(
     "--peer", "peers", multiple=True, metavar="HOST:PORT", help="A peer to keep connected to (repeatable)."
 )
+@click.option(
+    "--bootstrap",
+    "bootstrap",
+    multiple=True,
+    metavar="HOST:PORT",
+    help="A DHT node to join through (repeatable; also 'bootstrap' in config.toml).",
+)
+@click.option("--swarm", "swarms", multiple=True, metavar="NAME", help="Join this swarm (repeatable).")
 @click.option("--network-key", metavar="KEY", help="Private network: only nodes with the same key can talk.")
 @click.option("--hops", type=click.IntRange(0, 4), default=None, help="Follow hops to replicate (default 2).")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
@@ -49,6 +57,8 @@ def run(
     session: Session,
     listen: str,
     peers: tuple[str, ...],
+    bootstrap: tuple[str, ...],
+    swarms: tuple[str, ...],
     network_key: str | None,
     hops: int | None,
     verbose: int,
@@ -58,10 +68,16 @@ def run(
 
     import trio
     from tidings.node.node import Node
+    from tidings.storage.dht import check_swarm_name
 
     _address(listen)
-    for p in peers:
+    for p in (*peers, *bootstrap):
         _address(p)
+    for name in swarms:
+        try:
+            check_swarm_name(name)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--swarm") from None
     logging.basicConfig(
         level=logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -81,10 +97,28 @@ def run(
     key = session.key()
     store.close()
     session.close()
-    limits: dict[str, Any] = dict(home.config().get("limits", {}))
+    config = home.config()
+    limits: dict[str, Any] = dict(config.get("limits", {}))
     if hops is not None:
         limits["hops"] = hops
-    node = Node(home, key, listen=listen, peers=list(peers), network_key=_netkey(network_key), limits=limits)
+    configured = config.get("bootstrap", [])
+    if not isinstance(configured, list) or not all(isinstance(a, str) for a in configured):
+        raise CliError(f"{home.config_path}: 'bootstrap' is a list of \"HOST:PORT\" strings", code="bad_config")
+    for a in configured:
+        try:
+            _address(a)
+        except click.BadParameter as exc:
+            raise CliError(f"{home.config_path}: bootstrap: {exc.message}", code="bad_config") from None
+    node = Node(
+        home,
+        key,
+        listen=listen,
+        peers=list(peers),
+        network_key=_netkey(network_key),
+        limits=limits,
+        bootstrap=list(dict.fromkeys([*bootstrap, *configured])),
+        swarms=list(swarms),
+    )
 
     async def main() -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -243,4 +277,66 @@ def peers(session: Session, as_json: bool) -> None:
         click.echo(f"{row['feed']}  {where}  {state}  via {row['source']}")
 
 
-COMMANDS = [run, sync, status, peers]
+@click.group()
+def swarm() -> None:
+    """Community swarms: join by name, and replicate the other members' feeds (found through the DHT)."""
+
+
+@swarm.command("join")
+@click.argument("name")
+@common_options
+@json_option
+@pass_session
+def swarm_join(session: Session, name: str, as_json: bool) -> None:
+    """Join the swarm NAME (a running node announces us and finds the other members)."""
+    from tidings.storage import dht
+    from tidings.storage.writer import now_ms
+
+    try:
+        dht.check_swarm_name(name)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="NAME") from None
+    joined = dht.join_swarm(session.store(), name, now_ms())
+    if as_json:
+        emit({"swarm": name, "joined": joined})
+    else:
+        click.echo(f"joined swarm {name}" if joined else f"already in swarm {name}")
+
+
+@swarm.command("leave")
+@click.argument("name")
+@common_options
+@json_option
+@pass_session
+def swarm_leave(session: Session, name: str, as_json: bool) -> None:
+    """Leave the swarm NAME (its members' feeds are no longer replicated unless you follow them)."""
+    from tidings.storage import dht
+
+    left = dht.leave_swarm(session.store(), name)
+    if as_json:
+        emit({"swarm": name, "left": left})
+    elif not left:
+        raise CliError(f"not in swarm {name}", code="not_found")
+    else:
+        click.echo(f"left swarm {name}")
+
+
+@swarm.command("list")
+@common_options
+@json_option
+@pass_session
+def swarm_list(session: Session, as_json: bool) -> None:
+    """Swarms joined: name, when joined, members found so far."""
+    from tidings.storage import dht
+
+    rows = dht.list_swarms(session.store())
+    if as_json:
+        emit_lines(rows)
+    elif not rows:
+        click.echo("no swarms: join one with 'tidings swarm join NAME'")
+    else:
+        for row in rows:
+            click.echo(f"{row['name']}  {row['members']} members found")
+
+
+COMMANDS = [run, sync, status, peers, swarm]

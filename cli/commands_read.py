@@ -41,6 +41,15 @@ def chronological(store: Store, me: bytes, limit: int) -> list[dict[str, Any]]:
     return items
 
 
+def swarm_timeline(store: Store, me: bytes, swarm: str, limit: int) -> list[dict[str, Any]]:
+    """Posts and reposts of a swarm's members found so far (and yours), newest first."""
+    items = store.timeline(me, limit=limit, swarm=swarm)
+    for item in items:
+        item["score"] = item["ts"]
+        item["why"] = ["chronological: newest first", f"member of swarm {swarm}"]
+    return items
+
+
 def _who(names: Names, feed: str) -> str:
     label = names.label(feed)
     return feed if label.startswith("@") else f"{feed} ({label})"
@@ -88,7 +97,7 @@ def log(session: Session, feed: bytes | None, limit: int | None, raw: bool, as_j
     show_default=True,
     help="How to order the timeline.",
 )
-@click.option("--swarm", metavar="NAME", help="Only this swarm's members (needs swarm support).")
+@click.option("--swarm", metavar="NAME", help="Only the posts of this swarm's members (a swarm you joined).")
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True, help="At most N entries.")
 @click.option("--explain", is_flag=True, help="Say why each entry is shown.")
 @common_options
@@ -98,11 +107,16 @@ def timeline(
     session: Session, ranker: str, swarm: str | None, limit: int, explain: bool, as_json: bool
 ) -> None:
     """Posts and reposts of you and the feeds you follow, minus blocks and mutes."""
-    if swarm is not None:
-        raise CliError("swarm timelines are not available yet (swarms come with the network layer)")
     store = session.store()
     me = session.me()
-    items = RANKERS[ranker](store, me, limit)
+    if swarm is not None:
+        from tidings.storage.dht import swarm_names
+
+        if swarm not in swarm_names(store):
+            raise CliError(f"not in swarm {swarm}: join it with 'tidings swarm join {swarm}'", code="not_found")
+        items = swarm_timeline(store, me, swarm, limit)
+    else:
+        items = RANKERS[ranker](store, me, limit)
     if not explain:
         for item in items:
             item.pop("why", None)

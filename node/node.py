@@ -24,6 +24,7 @@ from tidings.storage.store import Store
 from tidings.storage.thread import DatabaseThread
 from tidings.storage.writer import now_ms
 
+from .discovery import Discovery
 from .home import Home
 from .peer import PeerConnection, describe_error
 from .transport import SecureChannel
@@ -113,6 +114,9 @@ class Node:
         peers: list[str] | None = None,
         network_key: bytes | None = None,
         limits: dict[str, Any] | None = None,
+        bootstrap: list[str] | None = None,
+        swarms: list[str] | None = None,
+        dht: bool = True,
     ) -> None:
         self.home = home
         self.key = key
@@ -132,6 +136,11 @@ class Node:
         self.address: str | None = None
         self._changed = trio.Event()
         self._ingested = 0
+        self._nursery: trio.Nursery | None = None
+        self._dialing: set[str] = set()
+        self.discovery: Discovery | None = (
+            Discovery(self, bootstrap=list(bootstrap or []), swarms=list(swarms or [])) if dht else None
+        )
 
     # -- shared state used by connections --------------------------------------------------------------
     async def current_wants(self, extra: set[bytes] | None = None) -> set[bytes]:
@@ -140,6 +149,22 @@ class Node:
         self.wanted = await self.db.call(gossip.wanted_feeds, me, self.limits["hops"])
         self.blocked = set(await self.db.call(Store.graph_targets, me, "block"))
         return self.wanted | ((extra or set()) - self.blocked)
+
+    async def refresh_wants(self) -> None:
+        """Recompute the wanted feeds; ask connected peers for the new ones."""
+        old = self.wanted
+        wants = await self.current_wants()
+        if wants - old:
+            for conn in list(self.connections.values()):
+                with contextlib.suppress(Exception):  # a broken peer ends on its own
+                    await conn.send_wants(wants)
+
+    def dial(self, address: str) -> None:
+        """Keep a connection to ``address`` (once per address; found by the DHT or configured)."""
+        if self._nursery is None or address in self._dialing or address == self.address:
+            return
+        self._dialing.add(address)
+        self._nursery.start_soon(self._dial_forever, address, self._nursery)
 
     def wake(self) -> None:
         """Wake every pusher once (new entries are stored)."""
@@ -166,6 +191,7 @@ class Node:
             "feed": feed_id_text(self.key.public_key),
             "connections": [c.statistics() for c in self.connections.values()],
             "ingested": self._ingested,
+            "discovery": None if self.discovery is None else self.discovery.statistics(),
         }
 
     # -- running ---------------------------------------------------------------------------------------
@@ -182,12 +208,19 @@ class Node:
             self._write_node_file()
             try:
                 async with trio.open_nursery() as nursery:
+                    self._nursery = nursery
                     for listener in listeners:
                         nursery.start_soon(self._accept_loop, listener, nursery)
                     nursery.start_soon(self._watch)
+                    if self.discovery is not None:
+                        try:  # UDP on the TCP port number (ARCHITECTURE.md, Discovery)
+                            await nursery.start(self.discovery.run)
+                        except OSError as exc:
+                            log.warning("no DHT: cannot bind UDP %s: %s", self.address, exc.strerror or exc)
+                            self.discovery = None
                     remembered = await db.call(peers.dial_addresses, self.key.public_key)
                     for peer in dict.fromkeys([*self.peers, *remembered]):
-                        nursery.start_soon(self._dial_forever, peer, nursery)
+                        self.dial(peer)
                     log.info("listening on %s as %s", self.address, feed_id_text(self.key.public_key))
                     task_status.started(self.address)
             finally:
@@ -226,11 +259,7 @@ class Node:
             now = await self.db.call(gossip.max_row)
             if now != last:
                 last = now
-                old = self.wanted
-                wants = await self.current_wants()
-                if wants - old:
-                    for conn in list(self.connections.values()):
-                        await conn.send_wants(wants)
+                await self.refresh_wants()
                 self.wake()
 
     def _local_host(self) -> str | None:

@@ -14,7 +14,7 @@ __all__ = ["entries_after", "heads", "new_rows", "wanted_feeds"]
 
 
 def wanted_feeds(store: Store, me: bytes, hops: int) -> set[bytes]:
-    """Our feed, follows up to ``hops`` away (1: our follows; 2: also theirs), never blocked feeds.
+    """Our feed, follows up to ``hops`` away (1: our follows; 2: also theirs), swarm members, never blocked feeds.
 
     Blocks: our own blocks always; a feed blocked by us is neither wanted nor walked through.
     """
@@ -42,6 +42,11 @@ def wanted_feeds(store: Store, me: bytes, hops: int) -> set[bytes]:
         frontier = nxt
         if not frontier:
             break
+    # the members of our swarms are replicated like follows (storage/dht.py)
+    wanted |= {
+        bytes(r[0])
+        for r in store.read("SELECT m.member FROM swarm_members m JOIN swarms s ON s.name = m.swarm")
+    }
     return wanted - blocked
 
 

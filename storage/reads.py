@@ -209,12 +209,21 @@ class ReadMixin:
 
     # -- reading ---------------------------------------------------------------------------------------
     def timeline(
-        self: Store, me: bytes, *, limit: int = 50, before: int | None = None
+        self: Store, me: bytes, *, limit: int = 50, before: int | None = None, swarm: str | None = None
     ) -> list[dict[str, Any]]:
-        """Chronological timeline: posts and reposts of you and those you follow, minus blocks and mutes."""
+        """Chronological timeline: posts and reposts of you and those you follow, minus blocks and mutes.
+
+        With ``swarm``: of you and the members found in that swarm (storage/dht.py) instead of follows.
+        """
         muted_feeds = {FeedId.parse(m["value"]).key for m in self.mutes() if m["kind"] == "feed"}
         words = [m["value"].lower() for m in self.mutes() if m["kind"] == "word"]
-        authors = ({me} | set(self.graph_targets(me, "follow"))) - set(self.graph_targets(me, "block"))
+        if swarm is None:
+            sources = set(self.graph_targets(me, "follow"))
+        else:
+            sources = {
+                bytes(r[0]) for r in self.read("SELECT member FROM swarm_members WHERE swarm = ?", (swarm,))
+            }
+        authors = ({me} | sources) - set(self.graph_targets(me, "block"))
         authors -= muted_feeds
         if not authors:
             return []

@@ -129,6 +129,24 @@ _MIGRATIONS: list[str] = [
         connected INTEGER NOT NULL DEFAULT 0
     ) WITHOUT ROWID;
     """,
+    # 5: the DHT: routing table contacts (so a restarted node rejoins without its bootstrap node), the
+    #    swarms this node joined (``tidings swarm join``), and the members found in each swarm.
+    """
+    CREATE TABLE dht_contacts (
+        node_id BLOB PRIMARY KEY,
+        host TEXT NOT NULL,
+        port INTEGER NOT NULL,
+        saved INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE swarms (name TEXT PRIMARY KEY, joined INTEGER NOT NULL) WITHOUT ROWID;
+    CREATE TABLE swarm_members (
+        swarm TEXT NOT NULL,
+        member BLOB NOT NULL,
+        addresses TEXT NOT NULL DEFAULT '[]',
+        last_seen INTEGER NOT NULL,
+        PRIMARY KEY (swarm, member)
+    ) WITHOUT ROWID;
+    """,
 ]
 
 SCHEMA_VERSION = len(_MIGRATIONS)

@@ -1,0 +1,117 @@
+"""The trio UDP adapter (node/dht.py) against hostile peers on real loopback sockets."""
+
+from __future__ import annotations
+
+import secrets
+import socket
+
+import msgpack
+import trio
+from tidings.node.dht import DHT
+from tidings.protocol.dht_wire import FindNode, Ping, decode_datagram, digest, encode_request
+from tidings.protocol.lookup import LookupKind
+
+from .nodes import next_host
+
+
+async def _dht(nursery: trio.Nursery, **kwargs) -> DHT:
+    node = DHT(secrets.token_bytes(20), host=next_host(), port=0, timeout=0.3, **kwargs)
+    await nursery.start(node.run)
+    return node
+
+
+async def _raw() -> trio.socket.SocketType:
+    sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    await sock.bind((next_host(), 0))
+    return sock
+
+
+async def test_malformed_replies_and_spoofed_responses_do_not_break_lookups() -> None:
+    async with trio.open_nursery() as nursery:
+        honest = [await _dht(nursery) for _ in range(4)]
+        for node in honest[1:]:
+            await node.bootstrap([honest[0].address])
+        liar = await _raw()
+        liar_id = secrets.token_bytes(20)
+        seeker = honest[-1]
+
+        async def lie() -> None:
+            while True:
+                data, source = await liar.recvfrom(9000)
+                request = decode_datagram(data)
+                if getattr(request.request, "NAME", "") == "ping":
+                    body = msgpack.packb(liar_id, use_bin_type=True)
+                else:
+                    body = msgpack.packb([[b"short", "not an ip", -1]] * 3, use_bin_type=True)
+                await liar.sendto(b"\x01" + request.msg_id + body, source)
+
+        nursery.start_soon(lie)
+        assert await seeker.ping(liar.getsockname()) == liar_id
+        assert await honest[0].put(digest("k"), b"v") >= 2
+        result = await seeker.lookup(digest("k"), LookupKind.FIND_VALUE)
+        assert result.found and result.values[0].value == b"v"
+        # a lookup of the liar's own id must ask the liar: its garbage is refused, the lookup goes on
+        closest = await seeker.lookup(liar_id, LookupKind.FIND_NODE)
+        assert closest.found and liar_id not in {c.node_id for c in closest.contacts}
+        assert seeker.statistics()["malformed_replies"] >= 1
+
+        # a response with the right message id from the wrong address is ignored
+        spoofer = await _raw()
+        msg = secrets.token_bytes(20)
+
+        async def spoof() -> None:
+            await trio.sleep(0.05)
+            await spoofer.sendto(b"\x01" + msg + msgpack.packb(b"x" * 20, use_bin_type=True), seeker.address)
+
+        nursery.start_soon(spoof)
+        before = seeker.statistics().get("unmatched_responses", 0)
+        # a request to an address that never answers, with a known id: only the spoof arrives
+        silent = await _raw()
+        pending_task_result = []
+
+        async def ask() -> None:
+            pending_task_result.append(
+                await seeker.request(silent.getsockname(), Ping(node_id=seeker.own_id), 0.3)
+            )
+
+        import tidings.node.dht as dht_module  # make the adapter use the message id the spoofer sends
+
+        real = dht_module.secrets.token_bytes
+        dht_module.secrets.token_bytes = lambda n: msg if n == 20 else real(n)  # type: ignore[assignment]
+        try:
+            await ask()
+        finally:
+            dht_module.secrets.token_bytes = real  # type: ignore[assignment]
+        assert pending_task_result == [None]
+        assert seeker.statistics()["unmatched_responses"] == before + 1
+        nursery.cancel_scope.cancel()
+    for sock in (liar, spoofer, silent):
+        sock.close()
+
+
+async def test_requests_are_rate_limited_per_source() -> None:
+    async with trio.open_nursery() as nursery:
+        node = await _dht(nursery, rate=10.0, burst=20.0)
+        flooder = await _raw()
+        for _ in range(200):
+            request = encode_request(
+                secrets.token_bytes(20), FindNode(node_id=secrets.token_bytes(20), key=b"k" * 20)
+            )
+            await flooder.sendto(request, node.address)
+        replies = 0
+        with trio.move_on_after(0.5):
+            while True:
+                data = await flooder.recv(9000)
+                assert len(data) <= 8192 + 21
+                replies += 1
+        # the burst, plus what the rate refills while the flood arrives; datagrams the kernel dropped
+        # (a full receive buffer) are neither answered nor counted
+        stats = node.statistics()
+        assert 1 <= replies <= 30
+        assert stats["requests_in"] == replies
+        assert stats["rate_limited"] >= 100
+        # another host is still served
+        other = await _dht(nursery)
+        assert await other.ping(node.address) == node.own_id
+        flooder.close()
+        nursery.cancel_scope.cancel()
