@@ -103,7 +103,9 @@ def run(
         limits["hops"] = hops
     configured = config.get("bootstrap", [])
     if not isinstance(configured, list) or not all(isinstance(a, str) for a in configured):
-        raise CliError(f"{home.config_path}: 'bootstrap' is a list of \"HOST:PORT\" strings", code="bad_config")
+        raise CliError(
+            f"{home.config_path}: 'bootstrap' is a list of \"HOST:PORT\" strings", code="bad_config"
+        )
     for a in configured:
         try:
             _address(a)

@@ -6,39 +6,18 @@ the timeline adds ``score`` and, with ``--explain``, ``why``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import click
 
+from .commands_rank import ranked_timeline, ranking_options
 from .common import CliError, FeedType, Session, common_options, emit_lines, json_option, pass_session
 from .render import Names, print_entries
 
 if TYPE_CHECKING:
     from tidings.storage.store import Store
 
-__all__ = ["COMMANDS", "RANKERS"]
-
-Ranker = Callable[["Store", bytes, int], list[dict[str, Any]]]
-
-
-def chronological(store: Store, me: bytes, limit: int) -> list[dict[str, Any]]:
-    """Your own and followed feeds' posts and reposts, newest first (blocks and mutes filtered out).
-
-    The score is the author's timestamp (ms), so higher is newer and scores compare across pages.
-    """
-    from tidings.protocol import feed_id_text
-
-    items = store.timeline(me, limit=limit)
-    own = feed_id_text(me)
-    names = Names(store, me)
-    names.load({item["feed"] for item in items})
-    for item in items:
-        item["score"] = item["ts"]
-        what = "repost" if item["type"] == "repost" else "post"
-        source = f"your own {what}" if item["feed"] == own else f"you follow {_who(names, item['feed'])}"
-        item["why"] = ["chronological: newest first", source]
-    return items
+__all__ = ["COMMANDS"]
 
 
 def swarm_timeline(store: Store, me: bytes, swarm: str, limit: int) -> list[dict[str, Any]]:
@@ -48,15 +27,6 @@ def swarm_timeline(store: Store, me: bytes, swarm: str, limit: int) -> list[dict
         item["score"] = item["ts"]
         item["why"] = ["chronological: newest first", f"member of swarm {swarm}"]
     return items
-
-
-def _who(names: Names, feed: str) -> str:
-    label = names.label(feed)
-    return feed if label.startswith("@") else f"{feed} ({label})"
-
-
-#: Timeline rankers by name. Ranker plugins (entry point group ``tidings.rankers``) will join here.
-RANKERS: dict[str, Ranker] = {"chronological": chronological}
 
 
 @click.command()
@@ -90,33 +60,67 @@ def log(session: Session, feed: bytes | None, limit: int | None, raw: bool, as_j
 
 
 @click.command()
-@click.option(
-    "--ranker",
-    type=click.Choice(sorted(RANKERS)),
-    default="chronological",
-    show_default=True,
-    help="How to order the timeline.",
-)
+@ranking_options
 @click.option("--swarm", metavar="NAME", help="Only the posts of this swarm's members (a swarm you joined).")
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True, help="At most N entries.")
-@click.option("--explain", is_flag=True, help="Say why each entry is shown.")
 @common_options
 @json_option
 @pass_session
 def timeline(
-    session: Session, ranker: str, swarm: str | None, limit: int, explain: bool, as_json: bool
+    session: Session,
+    ranker: str,
+    weights: tuple[str, ...],
+    explain: bool,
+    explain_hidden: bool,
+    swarm: str | None,
+    limit: int,
+    as_json: bool,
 ) -> None:
-    """Posts and reposts of you and the feeds you follow, minus blocks and mutes."""
+    """Your timeline, ranked on this machine by the ranker you choose (see: tidings rankers).
+
+    Posts and reposts of you and the feeds you follow (or of a swarm's members), minus blocks and mutes.
+    """
+    from tidings.node.ranking import load_rankers
+
+    registry = load_rankers()
+    if ranker not in registry.rankers:  # a usage error, before the home is even opened
+        known = ", ".join(sorted(registry.rankers))
+        raise click.UsageError(f"no ranker named {ranker!r}; available: {known}")
     store = session.store()
     me = session.me()
+    members = None
     if swarm is not None:
-        from tidings.storage.dht import swarm_names
+        from tidings.storage.dht import swarm_members, swarm_names
 
         if swarm not in swarm_names(store):
-            raise CliError(f"not in swarm {swarm}: join it with 'tidings swarm join {swarm}'", code="not_found")
-        items = swarm_timeline(store, me, swarm, limit)
-    else:
-        items = RANKERS[ranker](store, me, limit)
+            raise CliError(
+                f"not in swarm {swarm}: join it with 'tidings swarm join {swarm}'", code="not_found"
+            )
+        if ranker == "chronological":
+            items = swarm_timeline(store, me, swarm, limit)
+            _show(store, me, items, explain, as_json)
+            return
+        if ranker != "swarm":
+            raise click.UsageError("--swarm goes with --ranker chronological or --ranker swarm")
+        members = swarm_members(store, swarm)
+    for problem in registry.problems:
+        click.echo(f"warning: {problem}", err=True)
+    items = ranked_timeline(
+        store,
+        me,
+        ranker=ranker,
+        weights=weights,
+        limit=limit,
+        explain=explain or explain_hidden,
+        explain_hidden=explain_hidden,
+        config=session.home.config(),
+        swarm_members=members,
+        registry=registry,
+    )
+    _show(store, me, items, explain or explain_hidden, as_json)
+
+
+def _show(store: Store, me: bytes, items: list[dict[str, Any]], explain: bool, as_json: bool) -> None:
     if not explain:
         for item in items:
             item.pop("why", None)
@@ -125,7 +129,7 @@ def timeline(
     elif not items:
         click.echo("your timeline is empty: post something, or follow someone (tidings follow @FEED)")
     else:
-        print_entries(store, items, Names(store, me))
+        print_entries(store, items, Names(store, me))  # prints each entry's "why" when present
 
 
 @click.command()

@@ -9,7 +9,14 @@ from __future__ import annotations
 
 import click
 
-from . import commands_graph, commands_integrity, commands_network, commands_read, commands_write
+from . import (
+    commands_graph,
+    commands_integrity,
+    commands_network,
+    commands_rank,
+    commands_read,
+    commands_write,
+)
 from .common import Session, TidingsGroup
 
 __all__ = ["cli", "main"]
@@ -30,7 +37,14 @@ def cli(ctx: click.Context, home: str | None, debug: bool) -> None:
     ctx.call_on_close(session.close)
 
 
-for _module in (commands_write, commands_graph, commands_read, commands_integrity, commands_network):
+for _module in (
+    commands_write,
+    commands_graph,
+    commands_read,
+    commands_integrity,
+    commands_network,
+    commands_rank,
+):
     for _command in _module.COMMANDS:
         cli.add_command(_command)
 

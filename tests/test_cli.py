@@ -187,7 +187,7 @@ def test_writing_reading_and_deleting(tmp_path: Path) -> None:
     ]
     for e in timeline:
         assert READ_FIELDS | {"score", "why"} <= set(e)
-        assert e["why"][0] == "chronological: newest first" and "your own" in e["why"][1]
+        assert e["why"][0].startswith("newest first: score = timestamp") and "your own" in e["why"][1]
     assert "why" not in jl(home, "timeline", "--limit", "1")[0]
 
     deleted = js(home, "delete", reply["id"])
@@ -247,7 +247,7 @@ def test_follow_mute_block_and_timeline(world: SimpleNamespace) -> None:
     timeline = jl(alice, "timeline", "--explain")
     bobs = [e for e in timeline if e["feed"] == b]
     assert {e["id"] for e in bobs} == set(world.bob_posts)
-    assert any(w.startswith("you follow ") and b in w for w in bobs[0]["why"])
+    assert any(w.startswith("you follow ") for w in bobs[0]["why"])
     scores = [e["score"] for e in timeline]
     assert scores == sorted(scores, reverse=True)
     assert "you follow" in run(alice, "timeline", "--explain").stdout
