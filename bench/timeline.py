@@ -11,8 +11,8 @@ in time order over 30 days: each feed follows ~15 others, then posts (10% replie
 and reposts (8%) aimed at recent posts of anyone (how many posts back: exponential, mean 400). Your own feed follows the first half of
 the feeds. Then, for each built-in ranker, ``ranked_timeline(..., limit=50)`` is timed in process
 (``--runs`` times after one warm-up), and the whole command
-``python -m tidings.cli.commands_rank --home HOME timeline --ranker NAME --limit 50 --json`` (the
-``tidings`` command line with the ranked ``timeline`` and ``rankers`` in place; ``--now`` pins the time
+``python -m tidings.cli.main --home HOME timeline --ranker NAME --limit 50 --json`` (the real
+``tidings timeline``; its hidden ``--now`` pins the time
 to the store's) and ``... rankers`` as separate processes. The swarm ranker gets 100 followed feeds as its members.
 """
 
@@ -228,7 +228,7 @@ def main() -> None:
         name: [
             sys.executable,
             "-m",
-            "tidings.cli.commands_rank",
+            "tidings.cli.main",
             "--home",
             str(home_dir),
             "timeline",
@@ -245,7 +245,7 @@ def main() -> None:
     commands["rankers"] = [
         sys.executable,
         "-m",
-        "tidings.cli.commands_rank",
+        "tidings.cli.main",
         "--home",
         str(home_dir),
         "rankers",

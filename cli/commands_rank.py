@@ -4,9 +4,6 @@
 calls (spec/ranking.md): it turns ranking errors into CLI errors (a bad ``--weight`` or an unknown
 ranker is a usage error, exit 2; a config or plugin failure exit 1). ``ranking_options`` adds those
 options to a click command.
-
-``python -m tidings.cli.commands_rank`` runs the ``tidings`` command line with this module's ``rankers``
-and ``timeline`` commands in place (used by bench/timeline.py until the main command carries them).
 """
 
 from __future__ import annotations
@@ -125,65 +122,4 @@ def rankers(session: Session, as_json: bool) -> None:
             click.echo(f"{item['name']:<14} {item['description']}{tag}")
 
 
-@click.command()
-@ranking_options
-@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True, help="At most N entries.")
-@click.option("--now", type=int, hidden=True, help="Rank as at this time (ms since the epoch).")
-@common_options
-@json_option
-@pass_session
-def timeline(
-    session: Session,
-    ranker: str,
-    weights: tuple[str, ...],
-    explain: bool,
-    explain_hidden: bool,
-    limit: int,
-    now: int | None,
-    as_json: bool,
-) -> None:
-    """Posts and reposts of you and the feeds you follow, ranked (draft of the main ``timeline``)."""
-    from tidings.node.ranking import load_rankers
-
-    from .render import Names, print_entries
-
-    registry = load_rankers()
-    _warn_problems(registry)
-    store = session.store()
-    me = session.me()
-    items = ranked_timeline(
-        store,
-        me,
-        ranker=ranker,
-        weights=weights,
-        limit=limit,
-        explain=explain,
-        explain_hidden=explain_hidden,
-        now=now,
-        config=session.home.config(),
-        registry=registry,
-    )
-    if as_json:
-        for item in items:
-            emit(item)
-    elif items:
-        print_entries(store, items, Names(store, me))
-    else:
-        click.echo("your timeline is empty: post something, or follow someone (tidings follow @FEED)")
-
-
-#: ``rankers`` is for the main command; ``timeline`` here is a stand-in until commands_read wires
-#: ``ranked_timeline`` into its own ``timeline``.
 COMMANDS = [rankers]
-
-
-def _main() -> None:
-    from .main import cli
-
-    cli.add_command(rankers)
-    cli.add_command(timeline)  # replaces the chronological-only one for this run
-    cli.main(prog_name="tidings")
-
-
-if __name__ == "__main__":
-    _main()

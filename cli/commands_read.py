@@ -63,6 +63,9 @@ def log(session: Session, feed: bytes | None, limit: int | None, raw: bool, as_j
 @ranking_options
 @click.option("--swarm", metavar="NAME", help="Only the posts of this swarm's members (a swarm you joined).")
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True, help="At most N entries.")
+@click.option(
+    "--now", type=int, hidden=True, help="Rank as at this time (ms since the epoch): reproducible runs."
+)
 @common_options
 @json_option
 @pass_session
@@ -74,6 +77,7 @@ def timeline(
     explain_hidden: bool,
     swarm: str | None,
     limit: int,
+    now: int | None,
     as_json: bool,
 ) -> None:
     """Your timeline, ranked on this machine by the ranker you choose (see: tidings rankers).
@@ -113,6 +117,7 @@ def timeline(
         limit=limit,
         explain=explain or explain_hidden,
         explain_hidden=explain_hidden,
+        now=now,
         config=session.home.config(),
         swarm_members=members,
         registry=registry,

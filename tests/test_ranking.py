@@ -317,12 +317,12 @@ def test_registry_lists_builtins():
     assert registry.problems == []
 
 
-def test_timeline_command_draft(tmp_path):
-    """``python -m tidings.cli.commands_rank timeline``: the options the main timeline will take."""
+def test_timeline_command_reads_config_and_weights(tmp_path):
+    """``tidings timeline``: config.toml's ``[rankers.NAME]``, then ``--weight``, then usage errors."""
     import json
 
     from click.testing import CliRunner
-    from tidings.cli.commands_rank import timeline
+    from tidings.cli.commands_read import timeline
     from tidings.node.home import Home
 
     home = Home(tmp_path / "home")
