@@ -45,3 +45,53 @@ def test_rankers_and_ranked_timelines(tmp_path):
     assert "no weight 'nonsense'" in out.stderr
     out = run(home, "timeline", "--ranker", "engagement", "--weight", "reaction=abc", code=2)
     run(home, "timeline", "--ranker", "nope", code=2)
+
+
+def test_a_ranker_installed_with_pip_is_used(tmp_path):
+    """The package in tests/plugins/ is installed by pip (into a target folder) and used by the CLI."""
+    import os
+    from pathlib import Path
+
+    plugin = Path(__file__).parent / "plugins" / "tidings-demo-ranker"
+    target = tmp_path / "site"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(plugin),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert list(target.glob("tidings_demo_ranker-*.dist-info/entry_points.txt"))
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    home = tmp_path / "h"
+
+    def run_env(*args):
+        out = subprocess.run(
+            [*TIDINGS, "--home", str(home), *args], capture_output=True, text=True, env=env, timeout=60
+        )
+        assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+        return out
+
+    run_env("init")
+    for text in ("a rather long post about many things", "short", "medium post"):
+        run_env("post", text)
+    names = {item["name"] for item in lines(run_env("rankers", "--json"))}
+    assert "shortest" in names
+    items = lines(run_env("timeline", "--ranker", "shortest", "--explain", "--json"))
+    assert [i["content"]["text"] for i in items] == [
+        "short",
+        "medium post",
+        "a rather long post about many things",
+    ]
+    assert items[0]["score"] == -5 and "5 characters" in items[0]["why"][0]
