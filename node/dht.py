@@ -67,7 +67,7 @@ from tidings.protocol.dht_wire import (
     encode_request,
     parse_reply,
 )
-from tidings.protocol.errors import LocalProtocolError
+from tidings.protocol.errors import LocalProtocolError, ProtocolError
 from tidings.protocol.lookup import Lookup, LookupKind, LookupResult
 from tidings.protocol.records import (
     MemberRecord,
@@ -139,6 +139,30 @@ async def resolve_address(host: str, port: int) -> tuple[str, int]:
     return str(sockaddr[0]), int(sockaddr[1])
 
 
+#: Shortest time a lookup waits for one reply, however fast the network seemed.
+MIN_QUERY_TIMEOUT = 0.25
+
+
+class _RoundTrip:
+    """Smoothed round-trip time and variation (RFC 6298's estimator) of answered requests."""
+
+    def __init__(self) -> None:
+        self.srtt: float | None = None
+        self.rttvar = 0.0
+
+    def sample(self, rtt: float) -> None:
+        if self.srtt is None:
+            self.srtt, self.rttvar = rtt, rtt / 2
+        else:
+            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - rtt)
+            self.srtt = 0.875 * self.srtt + 0.125 * rtt
+
+    def timeout(self, low: float, high: float) -> float:
+        if self.srtt is None:
+            return high
+        return min(high, max(low, self.srtt + 4 * self.rttvar))
+
+
 class DHT:
     """One DHT node on a UDP socket (see the module docstring)."""
 
@@ -179,6 +203,7 @@ class DHT:
         self._silent: dict[bytes, tuple[int, float]] = {}
         self._stats: Counter[str] = Counter()
         self._hops: list[int] = []
+        self._rtt = _RoundTrip()
 
     # -- running ---------------------------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED) -> None:
@@ -241,11 +266,13 @@ class DHT:
         if sender_id is not None:
             with contextlib.suppress(LocalProtocolError):  # e.g. an IPv6 source in an odd spelling
                 self._heard(Contact(node_id=sender_id, host=source[0], port=source[1]))
-        reply = self.answer(request, source)
         try:
+            reply = self.answer(request, source)
             data = encode_reply(datagram.msg_id, reply)
-        except LocalProtocolError:  # cannot happen with the bounds above; never answer oversized
-            self._stats["reply_too_large"] += 1
+        except ProtocolError as exc:
+            # a reply we cannot build (e.g. a stun answer for a source address in a spelling the
+            # wire format refuses, or one over the size bound) is not sent; the node goes on
+            self._stats["unanswerable_" + exc.code] += 1
             return
         await self._send(data, source)
 
@@ -299,6 +326,12 @@ class DHT:
             return False
         return True
 
+    def query_timeout(self) -> float:
+        """How long a lookup waits for one reply: adaptive, from the round trips seen (as TCP's RTO),
+        between ``MIN_QUERY_TIMEOUT`` and the configured ``timeout``. A dead node then costs a lookup
+        a few round trips' worth of waiting, not a whole fixed timeout (spec §13.7)."""
+        return self._rtt.timeout(MIN_QUERY_TIMEOUT, self.timeout)
+
     # -- asking ----------------------------------------------------------------------------------------
     async def request(self, address: tuple[str, int], request: Request, timeout: float) -> Reply | None:
         """Send ``request`` to ``address``; its reply, or None on timeout.
@@ -312,6 +345,7 @@ class DHT:
         try:
             if not await self._send(encode_request(msg_id, request), address):
                 return None
+            sent = trio.current_time()
             with trio.move_on_after(timeout):
                 await pending.event.wait()
         finally:
@@ -319,6 +353,7 @@ class DHT:
         if not pending.event.is_set():
             self._stats["timeouts"] += 1
             return None
+        self._rtt.sample(trio.current_time() - sent)
         try:
             return parse_reply(request.NAME, pending.body)
         except RemoteProtocolError:
@@ -371,7 +406,7 @@ class DHT:
             k=self.k,
             alpha=self.alpha,
             paths=paths or self.paths,
-            timeout=self.timeout,
+            timeout=self.query_timeout(),
             validate=validate,
             quorum=quorum,
         )
