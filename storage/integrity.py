@@ -31,7 +31,7 @@ from tidings.protocol import (
     verify_payload,
 )
 
-from .errors import CorruptStore, StoreError
+from .errors import StoreError
 from .store import Rejected, Store
 
 __all__ = ["ARCHIVE_MAGIC", "export_archive", "import_archive", "verify_store"]
@@ -141,14 +141,19 @@ def export_archive(
     return {"entries": entries, "forks": forks}
 
 
+class _Damaged:
+    """Marks where an archive stops being readable (what came before is still imported)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
 def _records(fh: BinaryIO) -> Iterator[Any]:
     unpacker = msgpack.Unpacker(fh, raw=False, strict_map_key=True, max_buffer_size=1 << 20)
     try:
         yield from unpacker
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
-        raise CorruptStore(
-            f"archive is damaged after the last good record: {type(exc).__name__}", code="bad_archive"
-        ) from None
+        yield _Damaged(f"archive is damaged after the last good record ({type(exc).__name__})")
 
 
 def import_archive(
@@ -179,6 +184,9 @@ def import_archive(
         if fh.read(len(ARCHIVE_MAGIC)) != ARCHIVE_MAGIC:
             raise StoreError(f"{path} is not a Tidings archive", code="bad_archive")
         for record in _records(fh):
+            if isinstance(record, _Damaged):
+                rejected.append(Rejected(None, None, "bad_archive", record.reason))
+                break
             if complete:
                 rejected.append(Rejected(None, None, "trailing_data", "records after the end record"))
                 break

@@ -12,6 +12,7 @@ from tidings.protocol import (
     Post,
     SigningKey,
     create_entry,
+    encode,
     encode_content,
     skip_target,
 )
@@ -156,6 +157,13 @@ def test_import_refuses_damaged_archives(tmp_path, store):
     with Store(tmp_path / "x.db") as other:
         result = import_archive(other, tmp_path / "cut")
         assert not result["complete"] and result["added"] == 4
+    # unreadable bytes in the middle: everything before them is still imported, and the damage reported
+    first_two = len(ARCHIVE_MAGIC) + sum(len(encode(["entry", r, p])) for r, p in raw(chain(ALICE, 2)))
+    (tmp_path / "torn").write_bytes(data[:first_two] + b"\xc1" + data[first_two:])
+    with Store(tmp_path / "w.db") as other:
+        result = import_archive(other, tmp_path / "torn")
+        assert result["added"] == 2 and not result["complete"]
+        assert [r["code"] for r in result["rejected"]] == ["bad_archive"]
     (tmp_path / "junk").write_bytes(b"not an archive at all")
     with Store(tmp_path / "y.db") as other, pytest.raises(StoreError) as info:
         import_archive(other, tmp_path / "junk")
