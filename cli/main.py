@@ -10,6 +10,7 @@ from __future__ import annotations
 import click
 
 from . import (
+    commands_demo,
     commands_graph,
     commands_integrity,
     commands_network,
@@ -44,6 +45,7 @@ for _module in (
     commands_integrity,
     commands_network,
     commands_rank,
+    commands_demo,
 ):
     for _command in _module.COMMANDS:
         cli.add_command(_command)

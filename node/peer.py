@@ -136,8 +136,10 @@ class PeerConnection:
 
     async def send_wants(self, wants: set[bytes]) -> None:
         """Tell the peer about feeds we want that we have not asked it for yet."""
+        if self.rep.state != "ACTIVE":
+            return  # before hello (run() sends the first clock once hellos are exchanged) or after bye
         new = wants - self._asked
-        if (not new and self._clocks_out) or self.rep.state == "CLOSED":
+        if not new and self._clocks_out:
             return
         self._asked |= new
         held = await self.node.db.call(gossip.heads, new)
