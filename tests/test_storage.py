@@ -31,33 +31,13 @@ from tidings.storage.integrity import verify_store
 from tidings.storage.schema import SCHEMA_VERSION
 from tidings.storage.store import Store
 
+from .entries import chain, raw
+
 ME = SigningKey(bytes([1]) * 32)
 ALICE = SigningKey(bytes([2]) * 32)
 BOB = SigningKey(bytes([3]) * 32)
 CAROL = SigningKey(bytes([4]) * 32)
 DAVE = SigningKey(bytes([5]) * 32)
-
-
-def chain(key, contents, ts0=1_000_000):
-    """Sign ``contents`` as seq 1.. of ``key``'s feed; returns ``(entry, payload)`` pairs."""
-    out: list[tuple[Entry, bytes]] = []
-    for seq, content in enumerate(contents, 1):
-        payload = encode_content(content)
-        target = skip_target(seq)
-        entry = create_entry(
-            key,
-            seq=seq,
-            backlink=out[-1][0].hash if out else None,
-            skiplink=out[target - 1][0].hash if target else None,
-            timestamp=ts0 + seq,
-            payload=payload,
-        )
-        out.append((entry, payload))
-    return out
-
-
-def raw(pairs):
-    return [(e.raw, p) for e, p in pairs]
 
 
 @pytest.fixture

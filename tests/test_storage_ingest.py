@@ -23,36 +23,11 @@ from tidings.protocol import (
 from tidings.storage.integrity import verify_store
 from tidings.storage.store import Store
 
+from .entries import chain, posts, raw
+
 ME = SigningKey(bytes([1]) * 32)
 ALICE = SigningKey(bytes([2]) * 32)
 BOB = SigningKey(bytes([3]) * 32)
-
-
-def chain(key, contents, ts0=1_000_000, start=None):
-    """Sign ``contents`` as seq 1.. of ``key``'s feed (continuing ``start``); ``(entry, payload)`` pairs."""
-    out: list[tuple[Entry, bytes]] = list(start or [])
-    for content in contents:
-        seq = len(out) + 1
-        payload = encode_content(content)
-        target = skip_target(seq)
-        entry = create_entry(
-            key,
-            seq=seq,
-            backlink=out[-1][0].hash if out else None,
-            skiplink=out[target - 1][0].hash if target else None,
-            timestamp=ts0 + seq,
-            payload=payload,
-        )
-        out.append((entry, payload))
-    return out[len(start or []) :]
-
-
-def posts(key, n, ts0=1_000_000):
-    return chain(key, [Post(text=f"{key.public_key[:2].hex()} post {i}") for i in range(1, n + 1)], ts0)
-
-
-def raw(pairs):
-    return [(e.raw, p) for e, p in pairs]
 
 
 def resign(key, entry, **changes):

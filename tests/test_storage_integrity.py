@@ -7,14 +7,12 @@ import sqlite3
 import pytest
 from tidings.protocol import (
     Delete,
-    Entry,
     Follow,
     Post,
     SigningKey,
     create_entry,
     encode,
     encode_content,
-    skip_target,
 )
 from tidings.storage import store as store_module
 from tidings.storage import writer as writer_module
@@ -22,34 +20,15 @@ from tidings.storage.errors import CorruptStore, DiskFull, StoreError
 from tidings.storage.integrity import ARCHIVE_MAGIC, export_archive, import_archive, verify_store
 from tidings.storage.store import Store
 
+from .entries import posts, raw
+
 ME = SigningKey(bytes([1]) * 32)
 ALICE = SigningKey(bytes([2]) * 32)
 BOB = SigningKey(bytes([3]) * 32)
 
 
 def chain(key, n, ts0=1_000_000):
-    out: list[tuple[Entry, bytes]] = []
-    for seq in range(1, n + 1):
-        payload = encode_content(Post(text=f"entry {seq} of {key.public_key[:2].hex()}"))
-        target = skip_target(seq)
-        out.append(
-            (
-                create_entry(
-                    key,
-                    seq=seq,
-                    backlink=out[-1][0].hash if out else None,
-                    skiplink=out[target - 1][0].hash if target else None,
-                    timestamp=ts0 + seq,
-                    payload=payload,
-                ),
-                payload,
-            )
-        )
-    return out
-
-
-def raw(pairs):
-    return [(e.raw, p) for e, p in pairs]
+    return posts(key, n, ts0, text="entry {i} of {feed}")
 
 
 @pytest.fixture
