@@ -51,6 +51,13 @@ def _address(value: str) -> str:
 @click.option("--swarm", "swarms", multiple=True, metavar="NAME", help="Join this swarm (repeatable).")
 @click.option("--network-key", metavar="KEY", help="Private network: only nodes with the same key can talk.")
 @click.option("--hops", type=click.IntRange(0, 4), default=None, help="Follow hops to replicate (default 2).")
+@click.option(
+    "--http",
+    default="127.0.0.1:7434",
+    show_default=True,
+    metavar="HOST:PORT|off",
+    help="Serve the local web page and API here ('off' for none).",
+)
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 @pass_session
 def run(
@@ -61,16 +68,20 @@ def run(
     swarms: tuple[str, ...],
     network_key: str | None,
     hops: int | None,
+    http: str,
     verbose: int,
 ) -> None:
     """Run the node in the foreground until Ctrl-C or SIGTERM."""
     import signal
 
     import trio
+    from tidings.node.bridges import bridge_services
     from tidings.node.node import Node
+    from tidings.node.web import web_services
     from tidings.storage.dht import check_swarm_name
 
     _address(listen)
+    http_address = None if http.lower() == "off" else _address(http)
     for p in (*peers, *bootstrap):
         _address(p)
     for name in swarms:
@@ -120,6 +131,7 @@ def run(
         limits=limits,
         bootstrap=list(dict.fromkeys([*bootstrap, *configured])),
         swarms=list(swarms),
+        services=[*web_services(home, http_address), *bridge_services(home)],
     )
 
     async def main() -> None:
@@ -241,6 +253,7 @@ def status(session: Session, as_json: bool) -> None:
         "peers": len(info.get("peers", [])) if info else 0,
         "feeds": stats["feeds"],
         "entries": stats["entries"],
+        "services": info.get("services", {}) if info else {},
     }
     if as_json:
         emit(out)
@@ -249,6 +262,11 @@ def status(session: Session, as_json: bool) -> None:
     click.echo(
         f"node:    {state}\nfeed:    {out['feed']}\nstore:   {out['feeds']} feeds, {out['entries']} entries"
     )
+    for name, svc in sorted(out["services"].items()):
+        detail = svc.get("error") or ", ".join(
+            f"{k}={v}" for k, v in svc.items() if k != "state" and not isinstance(v, (dict, list))
+        )
+        click.echo(f"service: {name}: {svc.get('state', '?')}{' (' + detail + ')' if detail else ''}")
 
 
 @click.command()

@@ -10,12 +10,14 @@ from __future__ import annotations
 import click
 
 from . import (
+    commands_bridge,
     commands_demo,
     commands_graph,
     commands_integrity,
     commands_network,
     commands_rank,
     commands_read,
+    commands_web,
     commands_write,
 )
 from .common import Session, TidingsGroup
@@ -46,6 +48,8 @@ for _module in (
     commands_network,
     commands_rank,
     commands_demo,
+    commands_bridge,
+    commands_web,
 ):
     for _command in _module.COMMANDS:
         cli.add_command(_command)

@@ -27,6 +27,7 @@ from tidings.storage.writer import now_ms
 from .discovery import Discovery
 from .home import Home
 from .peer import PeerConnection, describe_error
+from .services import Service, ServiceRunner
 from .transport import SecureChannel
 
 __all__ = ["DEFAULT_LIMITS", "Node", "parse_address"]
@@ -117,6 +118,7 @@ class Node:
         bootstrap: list[str] | None = None,
         swarms: list[str] | None = None,
         dht: bool = True,
+        services: list[Service] | None = None,
     ) -> None:
         self.home = home
         self.key = key
@@ -138,6 +140,7 @@ class Node:
         self._ingested = 0
         self._nursery: trio.Nursery | None = None
         self._dialing: set[str] = set()
+        self.services = [ServiceRunner(s) for s in services or []]
         self.discovery: Discovery | None = (
             Discovery(self, bootstrap=list(bootstrap or []), swarms=list(swarms or [])) if dht else None
         )
@@ -192,7 +195,13 @@ class Node:
             "connections": [c.statistics() for c in self.connections.values()],
             "ingested": self._ingested,
             "discovery": None if self.discovery is None else self.discovery.statistics(),
+            "services": {r.name: r.state() for r in self.services},
         }
+
+    def services_changed(self) -> None:
+        """A service started, stopped or changed state: refresh ``node.json`` for ``tidings status``."""
+        if self.address is not None:
+            self._write_node_file()
 
     # -- running ---------------------------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
@@ -218,6 +227,8 @@ class Node:
                         except OSError as exc:
                             log.warning("no DHT: cannot bind UDP %s: %s", self.address, exc.strerror or exc)
                             self.discovery = None
+                    for runner in self.services:
+                        await nursery.start(runner.run, self)
                     remembered = await db.call(peers.dial_addresses, self.key.public_key)
                     for peer in dict.fromkeys([*self.peers, *remembered]):
                         self.dial(peer)
@@ -238,6 +249,7 @@ class Node:
             "peers": [
                 {"feed": feed_id_text(c.feed), "address": c.address} for c in self.connections.values()
             ],
+            "services": {r.name: r.state() for r in self.services},
         }
         tmp = self.home.node_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(info))

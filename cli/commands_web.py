@@ -1,0 +1,7 @@
+"""``tidings open``: the local web page."""
+
+from __future__ import annotations
+
+import click
+
+COMMANDS: list[click.Command] = []
