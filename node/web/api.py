@@ -1,0 +1,408 @@
+"""The JSON API's endpoints: the same store and node functions the CLI uses, the same JSON fields.
+
+Reads and writes run on the node's database thread (``node.db.call``); writes are signed with the
+node's key, then the node is woken so connected peers get the new entry at once. Lists come back as
+``{"items": [...]}`` whose items have the fields of the matching ``tidings ... --json`` line (CLI.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from tidings.protocol import (
+    Block,
+    Content,
+    Delete,
+    EntryId,
+    FeedId,
+    Follow,
+    Post,
+    Profile,
+    ProtocolError,
+    Reaction,
+    Repost,
+    SigningKey,
+    Unblock,
+    Unfollow,
+    entry_id_text,
+    feed_id_text,
+    type_of,
+)
+from tidings.storage import dht, peers
+from tidings.storage.errors import NotFound, NotYours
+from tidings.storage.writer import now_ms
+
+from ..ranking import Registry, load_rankers, parse_weights
+from ..timeline import rank_timeline
+from .routes import ApiError, Args, Param, Route
+
+if TYPE_CHECKING:
+    from tidings.storage.store import Store
+
+    from ..home import Home
+    from ..node import Node
+
+__all__ = ["ROUTES", "WebContext"]
+
+MAX_LIMIT = 500
+
+
+@dataclass(slots=True)
+class WebContext:
+    """What the handlers work with: the running node, its home, the ranker registry."""
+
+    node: Node
+    home: Home
+    registry: Registry = field(default_factory=load_rankers)
+
+    @property
+    def me(self) -> bytes:
+        return self.node.key.public_key
+
+    async def changed(self, *, wants: bool = False) -> None:
+        """After a write: recompute wanted feeds if the graph changed, and wake the pushers."""
+        if wants:
+            await self.node.refresh_wants()
+        self.node.wake()
+
+
+# -- helpers run on the database thread -----------------------------------------------------------------
+def _feed(text: str) -> bytes:
+    try:
+        return FeedId.parse(text.strip()).key
+    except ProtocolError as exc:
+        raise ApiError(f"{text!r} is not a feed id (@ + 52 base32 characters)", code="bad_feed") from exc
+
+
+def _resolve(store: Store, text: str) -> bytes:
+    """A stored entry's hash from an id or unique prefix (NotFound if this store lacks it)."""
+    hash_ = store.resolve_entry(text)
+    store.entry_author(hash_)
+    return hash_
+
+
+def written(entry: Any, kind: str) -> dict[str, Any]:
+    """An appended entry as ``tidings ... --json`` prints it: id, feed, seq, ts, type."""
+    return {
+        "id": entry_id_text(entry.hash),
+        "feed": feed_id_text(entry.author),
+        "seq": entry.seq,
+        "ts": entry.timestamp,
+        "type": kind,
+    }
+
+
+def _append(store: Store, key: SigningKey, content: Content) -> dict[str, Any]:
+    return written(store.append(key, content), type_of(content))
+
+
+def _post(store: Store, key: SigningKey, text: str, reply_to: str | None) -> dict[str, Any]:
+    reply = root = None
+    if reply_to:
+        reply = _resolve(store, reply_to)
+        root = reply  # spec: root = the parent's root if it has one, else the parent
+        parent_root = (store.entry(reply).get("content") or {}).get("root")
+        if isinstance(parent_root, str):
+            try:
+                root = EntryId.parse(parent_root).hash
+            except ProtocolError:
+                root = reply
+    return _append(store, key, Post(text=text, reply=reply, root=root))
+
+
+def _targeted(store: Store, key: SigningKey, kind: str, entry: str, emoji: str | None) -> dict[str, Any]:
+    target = _resolve(store, entry)
+    if kind == "react":
+        return _append(store, key, Reaction(target=target, emoji=emoji or ""))
+    if kind == "repost":
+        return _append(store, key, Repost(target=target))
+    if store.entry_author(target) != key.public_key:
+        raise NotYours(f"{entry_id_text(target)} is someone else's entry: you can only delete your own")
+    if store.entry(target).get("deleted"):
+        raise ApiError(f"{entry_id_text(target)} is already deleted", code="already_deleted")
+    return _append(store, key, Delete(target=target))
+
+
+def _log(store: Store, me: bytes, feed: str | None, limit: int | None) -> list[dict[str, Any]]:
+    author = _feed(feed) if feed else me
+    if author != me and store.feed_info(author) is None:
+        raise NotFound(f"no feed {feed_id_text(author)} in this store")
+    return store.log(author, limit=limit)
+
+
+def _swarm_chronological(store: Store, me: bytes, swarm: str, limit: int) -> list[dict[str, Any]]:
+    """As ``tidings timeline --swarm NAME``: members' posts and reposts, newest first."""
+    items = store.timeline(me, limit=limit, swarm=swarm)
+    for item in items:
+        item["score"] = item["ts"]
+        item["why"] = ["chronological: newest first", f"member of swarm {swarm}"]
+    return items
+
+
+def _timeline(store: Store, ctx: WebContext, args: Args, config: dict[str, Any]) -> list[dict[str, Any]]:
+    ranker, swarm, limit = args["ranker"], args["swarm"], args["limit"]
+    members = None
+    if swarm:
+        if swarm not in dht.swarm_names(store):
+            raise NotFound(f"not in swarm {swarm}: join it first")
+        if ranker == "chronological":
+            return _swarm_chronological(store, ctx.me, swarm, limit)
+        if ranker != "swarm":
+            raise ApiError("swarm goes with the chronological or swarm ranker", code="needs_swarm")
+        members = dht.swarm_members(store, swarm)
+    return rank_timeline(
+        store,
+        ctx.me,
+        ranker=ranker,
+        weights=parse_weights(args["weight"]),
+        limit=limit,
+        explain=args["explain"],
+        now=now_ms(),
+        config=config,
+        swarm_members=members,
+        registry=ctx.registry,
+    )
+
+
+def _status(store: Store, ctx: WebContext) -> dict[str, Any]:
+    stats = store.stats()
+    node = ctx.node.statistics()
+    return {
+        "running": True,
+        "listen": node["listen"],
+        "feed": node["feed"],
+        "peers": len(node["connections"]),
+        "feeds": stats["feeds"],
+        "entries": stats["entries"],
+        "services": node["services"],
+        "connections": node["connections"],
+        "ingested": node["ingested"],
+    }
+
+
+def _profile_get(store: Store, me: bytes, feed: str | None) -> dict[str, Any]:
+    return store.profile(_feed(feed) if feed else me)
+
+
+def _profile_set(store: Store, key: SigningKey, name: str | None, bio: str | None) -> dict[str, Any]:
+    if name is None and bio is None:
+        raise ApiError("give a name or a bio", code="missing_parameter")
+    out = _append(store, key, Profile(name=name, bio=bio))
+    shown = store.profile(key.public_key)
+    return {**shown, "id": out["id"], "seq": out["seq"], "ts": out["ts"]}
+
+
+def _mute_target(args: Args) -> tuple[str, str]:
+    feed, word = args.get("feed"), args.get("word")
+    if (feed is None) == (word is None):
+        raise ApiError("give either feed or word", code="bad_parameter")
+    if feed is not None:
+        return "feed", feed_id_text(_feed(feed))
+    word = word.strip().lower()
+    if not word:
+        raise ApiError("word must not be empty", code="bad_parameter")
+    return "word", word
+
+
+def _check_swarm(name: str) -> str:
+    try:
+        return dht.check_swarm_name(name)
+    except ValueError as exc:
+        raise ApiError(str(exc), code="bad_swarm") from None
+
+
+def _items(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"items": rows}
+
+
+# -- handlers -------------------------------------------------------------------------------------------
+async def get_status(ctx: WebContext, args: Args) -> Any:
+    return await ctx.node.db.call(_status, ctx)
+
+
+async def get_rankers(ctx: WebContext, args: Args) -> Any:
+    rows = [
+        {**row, "weights": dict(getattr(ctx.registry.rankers[row["name"]], "defaults", {}))}
+        for row in ctx.registry.describe()
+    ]
+    return {"items": rows, "problems": [str(p) for p in ctx.registry.problems]}
+
+
+async def get_timeline(ctx: WebContext, args: Args) -> Any:
+    config = ctx.home.config()
+    rows = await ctx.node.db.call(_timeline, ctx, args, config)
+    if not args["explain"]:
+        for row in rows:
+            row.pop("why", None)
+    return _items(rows)
+
+
+async def get_log(ctx: WebContext, args: Args) -> Any:
+    return _items(await ctx.node.db.call(_log, ctx.me, args["feed"], args["limit"]))
+
+
+async def get_thread(ctx: WebContext, args: Args) -> Any:
+    def thread(store: Store) -> list[dict[str, Any]]:
+        return store.thread(store.resolve_entry(args["entry"]))
+
+    return _items(await ctx.node.db.call(thread))
+
+
+async def get_search(ctx: WebContext, args: Args) -> Any:
+    if not args["q"].strip():
+        raise ApiError("give some words to search for", code="missing_parameter")
+    return _items(await ctx.node.db.call(lambda s: s.search(args["q"], limit=args["limit"])))
+
+
+async def post_post(ctx: WebContext, args: Args) -> Any:
+    out = await ctx.node.db.call(_post, ctx.node.key, args["text"], args["reply_to"])
+    await ctx.changed()
+    return out
+
+
+async def post_reply(ctx: WebContext, args: Args) -> Any:
+    out = await ctx.node.db.call(_post, ctx.node.key, args["text"], args["entry"])
+    await ctx.changed()
+    return out
+
+
+def _targeted_handler(kind: str) -> Any:
+    async def handler(ctx: WebContext, args: Args) -> Any:
+        out = await ctx.node.db.call(_targeted, ctx.node.key, kind, args["entry"], args.get("emoji"))
+        await ctx.changed()
+        return out
+
+    return handler
+
+
+_GRAPH = {"follow": Follow, "unfollow": Unfollow, "block": Block, "unblock": Unblock}
+
+
+def _graph_handler(kind: str) -> Any:
+    async def handler(ctx: WebContext, args: Args) -> Any:
+        feed = _feed(args["feed"])
+        if feed == ctx.me and kind in ("follow", "block"):
+            raise ApiError(f"you cannot {kind} yourself", code="self")
+        out = await ctx.node.db.call(_append, ctx.node.key, _GRAPH[kind](feed=feed))
+        await ctx.changed(wants=True)
+        return out
+
+    return handler
+
+
+async def post_mute(ctx: WebContext, args: Args) -> Any:
+    kind, value = _mute_target(args)
+    changed = await ctx.node.db.call(lambda s: s.mute(kind, value))
+    return {"kind": kind, "value": value, "muted": True, "changed": changed}
+
+
+async def post_unmute(ctx: WebContext, args: Args) -> Any:
+    kind, value = _mute_target(args)
+    changed = await ctx.node.db.call(lambda s: s.unmute(kind, value))
+    return {"kind": kind, "value": value, "muted": False, "changed": changed}
+
+
+async def get_mutes(ctx: WebContext, args: Args) -> Any:
+    return _items(await ctx.node.db.call(lambda s: s.mutes()))
+
+
+async def get_following(ctx: WebContext, args: Args) -> Any:
+    return _items(await ctx.node.db.call(lambda s: s.following(ctx.me)))
+
+
+async def get_profile(ctx: WebContext, args: Args) -> Any:
+    return await ctx.node.db.call(_profile_get, ctx.me, args["feed"])
+
+
+async def post_profile(ctx: WebContext, args: Args) -> Any:
+    out = await ctx.node.db.call(_profile_set, ctx.node.key, args["name"], args["bio"])
+    await ctx.changed()
+    return out
+
+
+async def get_swarms(ctx: WebContext, args: Args) -> Any:
+    return _items(await ctx.node.db.call(dht.list_swarms))
+
+
+async def post_swarm_join(ctx: WebContext, args: Args) -> Any:
+    name = _check_swarm(args["name"])
+    joined = await ctx.node.db.call(dht.join_swarm, name, now_ms())
+    await ctx.changed(wants=True)
+    return {"swarm": name, "joined": joined}
+
+
+async def post_swarm_leave(ctx: WebContext, args: Args) -> Any:
+    name = args["name"]
+    left = await ctx.node.db.call(dht.leave_swarm, name)
+    await ctx.changed(wants=True)
+    return {"swarm": name, "left": left}
+
+
+async def get_peers(ctx: WebContext, args: Args) -> Any:
+    return _items(await ctx.node.db.call(peers.list_peers))
+
+
+async def get_openapi(ctx: WebContext, args: Args) -> Any:
+    from .openapi import openapi_document
+
+    return openapi_document()
+
+
+async def get_events(ctx: WebContext, args: Args) -> Any:  # served as a stream by app.py
+    raise ApiError("events are a stream", code="stream")
+
+
+# -- the table ------------------------------------------------------------------------------------------
+_LIMIT = Param(name="limit", type="integer", minimum=1, maximum=MAX_LIMIT, description="At most N entries.")
+_ENTRY = Param(name="entry", required=True, description="An entry id (%...) or a unique prefix of one.")
+_FEED = Param(name="feed", required=True, description="A feed id (@...).")
+
+
+def _graph_route(kind: str, summary: str) -> Route:
+    return Route(
+        method="POST", path=f"/api/{kind}", handler=_graph_handler(kind), summary=summary,
+        params=(_FEED,), response="Written", tags=("graph",),
+    )  # fmt: skip
+
+
+ROUTES: tuple[Route, ...] = (
+    Route(method="GET", path="/api/status", handler=get_status, summary="The node: address, feed, peers, store size, services.", response="Status", tags=("network",)),
+    Route(method="GET", path="/api/rankers", handler=get_rankers, summary="Available rankers and their default weights.", response="Ranker", is_list=True, tags=("reading",)),
+    Route(
+        method="GET", path="/api/timeline", handler=get_timeline, tags=("reading",),
+        summary="Your timeline, ranked here by the ranker you choose (as tidings timeline --json).",
+        params=(
+            Param(name="ranker", default="chronological", description="A ranker name (see /api/rankers)."),
+            Param(name="weight", repeated=True, description="NAME=VALUE: one of the ranker's weights (repeatable)."),
+            Param(name="explain", type="boolean", default=False, description="Add why: the reasons of each entry."),
+            Param(name="swarm", description="Only the posts of this swarm's members (a swarm you joined)."),
+            Param(name="limit", type="integer", minimum=1, maximum=MAX_LIMIT, default=50, description="At most N entries."),
+        ),
+        response="RankedEntry", is_list=True,
+    ),
+    Route(method="GET", path="/api/log", handler=get_log, summary="One feed's entries, newest first (default: yours).", params=(Param(name="feed", description="A feed id (@...); default yours."), _LIMIT), response="Entry", is_list=True, tags=("reading",)),
+    Route(method="GET", path="/api/thread", handler=get_thread, summary="The conversation an entry belongs to, in order.", params=(_ENTRY,), response="Entry", is_list=True, tags=("reading",)),
+    Route(method="GET", path="/api/search", handler=get_search, summary="Full-text search over stored posts (SQLite FTS5 syntax).", params=(Param(name="q", required=True, description="The query."), Param(name="limit", type="integer", minimum=1, maximum=MAX_LIMIT, default=50, description="At most N results.")), response="Entry", is_list=True, tags=("reading",)),
+    Route(method="POST", path="/api/post", handler=post_post, summary="Append a post.", params=(Param(name="text", required=True, description="The text."), Param(name="reply_to", description="Reply to this entry (id or unique prefix).")), response="Written", tags=("writing",)),
+    Route(method="POST", path="/api/reply", handler=post_reply, summary="Append a reply to an entry.", params=(_ENTRY, Param(name="text", required=True, description="The text.")), response="Written", tags=("writing",)),
+    Route(method="POST", path="/api/react", handler=_targeted_handler("react"), summary="Append a reaction (an emoji) to an entry.", params=(_ENTRY, Param(name="emoji", required=True, description="One emoji.")), response="Written", tags=("writing",)),
+    Route(method="POST", path="/api/repost", handler=_targeted_handler("repost"), summary="Append a repost of an entry.", params=(_ENTRY,), response="Written", tags=("writing",)),
+    Route(method="POST", path="/api/delete", handler=_targeted_handler("delete"), summary="Delete one of your own entries (its payload is dropped here and by peers).", params=(_ENTRY,), response="Written", tags=("writing",)),
+    _graph_route("follow", "Follow a feed (a public entry in your log)."),
+    _graph_route("unfollow", "Stop following a feed."),
+    _graph_route("block", "Block a feed: hidden everywhere, not replicated."),
+    _graph_route("unblock", "Lift a block."),
+    Route(method="POST", path="/api/mute", handler=post_mute, summary="Hide a feed or a word from your timeline (local only).", params=(Param(name="feed", description="A feed id."), Param(name="word", description="A word (case-insensitive).")), response="Mute", tags=("graph",)),
+    Route(method="POST", path="/api/unmute", handler=post_unmute, summary="Show a muted feed or word again.", params=(Param(name="feed", description="A feed id."), Param(name="word", description="A word.")), response="Mute", tags=("graph",)),
+    Route(method="GET", path="/api/mutes", handler=get_mutes, summary="Current mutes.", response="MuteRow", is_list=True, tags=("graph",)),
+    Route(method="GET", path="/api/following", handler=get_following, summary="The feeds you follow.", response="Following", is_list=True, tags=("graph",)),
+    Route(method="GET", path="/api/profile", handler=get_profile, summary="A profile (default: yours).", params=(Param(name="feed", description="A feed id; default yours."),), response="Profile", tags=("writing",)),
+    Route(method="POST", path="/api/profile", handler=post_profile, summary="Set your name and/or bio.", params=(Param(name="name", description="Your display name."), Param(name="bio", description="Your bio ('' clears it).")), response="Profile", tags=("writing",)),
+    Route(method="GET", path="/api/swarms", handler=get_swarms, summary="Swarms joined.", response="Swarm", is_list=True, tags=("network",)),
+    Route(method="POST", path="/api/swarms/join", handler=post_swarm_join, summary="Join a swarm.", params=(Param(name="name", required=True, description="The swarm's name."),), response="SwarmJoined", tags=("network",)),
+    Route(method="POST", path="/api/swarms/leave", handler=post_swarm_leave, summary="Leave a swarm.", params=(Param(name="name", required=True, description="The swarm's name."),), response="SwarmLeft", tags=("network",)),
+    Route(method="GET", path="/api/peers", handler=get_peers, summary="Peers met: addresses, last seen, connected now.", response="Peer", is_list=True, tags=("network",)),
+    Route(method="GET", path="/api/events", handler=get_events, summary="Server-sent events: 'changed' when new entries are stored.", stream=True, tags=("network",)),
+    Route(method="GET", path="/api/openapi.json", handler=get_openapi, summary="This document.", response="Object", tags=("meta",)),
+)  # fmt: skip

@@ -1,0 +1,307 @@
+"""A small hand-written ASGI application: the page, the login link, the JSON API and its event stream.
+
+Theory of operation: every HTTP request first has its ``Host`` checked (node/web/auth.py). Then:
+
+- ``GET /`` and ``GET /static/NAME`` serve the files shipped in ``static/`` (no data in them);
+- ``GET /login?code=CODE`` trades a one-time code from ``tidings open`` for the token cookie;
+- everything under ``/api/`` needs the token (cookie or ``Authorization: Bearer``), is refused when
+  another site made the browser send it, and is then looked up in ``api.ROUTES`` by method and exact
+  path; ``GET /api/events`` is a server-sent event stream woken by ``node.wait_changed()``.
+
+Errors are ``{"error": message, "code": code}`` with 400 (bad input), 401 (no token), 403 (another
+origin), 404 (unknown id or path), 405, 413 or 500. Every response carries the security headers below.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import urllib.parse
+from collections.abc import Awaitable, Callable, MutableMapping
+from importlib import resources
+from typing import Any
+
+import trio
+from tidings.node.ranking import RankingError
+from tidings.protocol import ProtocolError
+from tidings.storage.errors import NotFound, NotYours, StoreError
+
+from . import auth
+from .api import ROUTES, WebContext
+from .routes import ApiError, Route, parse_args
+
+__all__ = ["WebApp"]
+
+log = logging.getLogger("tidings.web")
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+MAX_BODY = 256 * 1024
+KEEPALIVE_SECONDS = 15.0
+EVENT_COALESCE_SECONDS = 0.1
+
+SECURITY_HEADERS = [
+    (
+        b"content-security-policy",
+        b"default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+    ),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+    (b"cross-origin-resource-policy", b"same-origin"),
+]
+
+_CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+}
+
+_RANKING_STATUS = {"ranker_failed": 500, "bad_config": 500}
+
+
+def _load_static() -> dict[str, tuple[bytes, str]]:
+    """The shipped page files by name (a flat folder: package data ``static/*``)."""
+    files: dict[str, tuple[bytes, str]] = {}
+    folder = resources.files("tidings.node.web") / "static"
+    for item in folder.iterdir():
+        suffix = "." + item.name.rpartition(".")[2]
+        if item.is_file() and suffix in _CONTENT_TYPES:
+            files[item.name] = (item.read_bytes(), _CONTENT_TYPES[suffix])
+    return files
+
+
+def error_status(exc: Exception) -> tuple[int, str, str]:
+    """``(status, code, message)`` for an exception raised by a handler."""
+    if isinstance(exc, ApiError | auth.AuthError):
+        return exc.status, exc.code, str(exc)
+    if isinstance(exc, NotFound):
+        return 404, exc.code, str(exc)
+    if isinstance(exc, NotYours):
+        return 403, exc.code, str(exc)
+    if isinstance(exc, StoreError):
+        status = 400 if exc.code in ("bad_id", "ambiguous_id", "bad_query", "feed_forked") else 500
+        return status, exc.code, str(exc)
+    if isinstance(exc, ProtocolError):
+        return 400, exc.code, str(exc.args[0]) if exc.args else exc.code
+    if isinstance(exc, RankingError):
+        return _RANKING_STATUS.get(exc.code, 400), exc.code, str(exc)
+    return 500, "internal", f"internal error: {type(exc).__name__}"
+
+
+class _Request:
+    """The parts of an ASGI http scope the app looks at."""
+
+    def __init__(self, scope: Scope) -> None:
+        self.method: str = scope["method"]
+        self.path: str = scope["path"]
+        self.query = urllib.parse.parse_qs(
+            scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True
+        )
+        headers: dict[str, str] = {}
+        for name, value in scope.get("headers", []):
+            headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+        self.headers = headers
+
+    def cookie(self, name: str) -> str | None:
+        for part in self.headers.get("cookie", "").split(";"):
+            key, _, value = part.strip().partition("=")
+            if key == name:
+                return value
+        return None
+
+    def bearer(self) -> str | None:
+        kind, _, value = self.headers.get("authorization", "").partition(" ")
+        return value.strip() if kind.lower() == "bearer" else None
+
+
+class WebApp:
+    """The ASGI callable. ``bound_host``/``port`` are where it listens (for Host checks, cookie name)."""
+
+    def __init__(self, ctx: WebContext, *, token: str, bound_host: str, port: int) -> None:
+        self.ctx = ctx
+        self.token = token
+        self.bound_host = bound_host
+        self.port = port
+        self.cookie = auth.cookie_name(port)
+        self.static = _load_static()
+        self.routes: dict[tuple[str, str], Route] = {(r.method, r.path): r for r in ROUTES}
+        self.paths = {r.path for r in ROUTES}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+        elif scope["type"] == "http":
+            await self._http(scope, receive, send)
+
+    @staticmethod
+    async def _lifespan(receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    # -- responses -------------------------------------------------------------------------------------
+    @staticmethod
+    async def _respond(
+        send: Send,
+        status: int,
+        body: bytes,
+        content_type: str,
+        extra: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        headers = [
+            (b"content-type", content_type.encode()),
+            (b"content-length", str(len(body)).encode()),
+            (b"cache-control", b"no-store"),
+            *SECURITY_HEADERS,
+            *(extra or []),
+        ]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _json(
+        self, send: Send, status: int, obj: Any, extra: list[tuple[bytes, bytes]] | None = None
+    ) -> None:
+        body = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+        await self._respond(send, status, body, "application/json", extra)
+
+    async def _error(self, send: Send, status: int, code: str, message: str) -> None:
+        await self._json(send, status, {"error": message, "code": code})
+
+    # -- dispatch --------------------------------------------------------------------------------------
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        req = _Request(scope)
+        try:
+            auth.check_host(req.headers.get("host"), self.bound_host, self.port)
+        except auth.AuthError as exc:
+            await self._error(send, exc.status, exc.code, str(exc))
+            return
+        if req.path.startswith("/api/"):
+            await self._api(req, receive, send)
+        elif req.path == "/login":
+            await self._login(req, send)
+        else:
+            await self._static(req, send)
+
+    async def _static(self, req: _Request, send: Send) -> None:
+        name = "index.html" if req.path == "/" else req.path.removeprefix("/static/")
+        if req.method not in ("GET", "HEAD"):
+            await self._error(send, 405, "method_not_allowed", f"{req.method} is not allowed here")
+            return
+        if (req.path != "/" and not req.path.startswith("/static/")) or name not in self.static:
+            await self._error(send, 404, "not_found", f"no page {req.path}")
+            return
+        body, content_type = self.static[name]
+        await self._respond(send, 200, body, content_type)
+
+    async def _login(self, req: _Request, send: Send) -> None:
+        code = (req.query.get("code") or [""])[-1]
+        if req.method != "GET" or not auth.redeem_login_code(self.ctx.home.path, code):
+            page = b"<!doctype html><title>Tidings</title><p>This login link is used up or expired: run <code>tidings open</code> again."
+            await self._respond(send, 403, page, "text/html; charset=utf-8")
+            return
+        cookie = f"{self.cookie}={self.token}; Path=/; HttpOnly; SameSite=Strict"
+        headers = [(b"set-cookie", cookie.encode()), (b"location", b"/")]
+        await self._respond(send, 303, b"", "text/plain", headers)
+
+    def _check(self, req: _Request) -> None:
+        """Token and same-origin checks of an API request (AuthError if refused)."""
+        if not (
+            auth.token_matches(self.token, req.cookie(self.cookie))
+            or auth.token_matches(self.token, req.bearer())
+        ):
+            raise auth.AuthError(
+                "no valid token: open the page with 'tidings open'", status=401, code="unauthorized"
+            )
+        auth.check_same_origin(
+            method=req.method,
+            origin=req.headers.get("origin"),
+            fetch_site=req.headers.get("sec-fetch-site"),
+            content_type=req.headers.get("content-type"),
+            host=req.headers.get("host"),
+        )
+
+    async def _api(self, req: _Request, receive: Receive, send: Send) -> None:
+        try:
+            self._check(req)
+            route = self.routes.get((req.method, req.path))
+            if route is None:
+                if req.path in self.paths:
+                    raise ApiError(
+                        f"{req.method} is not allowed on {req.path}", status=405, code="method_not_allowed"
+                    )
+                raise ApiError(f"no endpoint {req.path}", status=404, code="not_found")
+            body = await self._read_json(req, receive) if req.method == "POST" else None
+            args = parse_args(route, req.query, body)
+            if route.stream:
+                await self._events(receive, send)
+                return
+            result = await route.handler(self.ctx, args)
+        except Exception as exc:
+            status, code, message = error_status(exc)
+            if status >= 500:
+                log.error("%s %s failed", req.method, req.path, exc_info=exc)
+            await self._error(send, status, code, message)
+            return
+        await self._json(send, 200, result)
+
+    @staticmethod
+    async def _read_json(req: _Request, receive: Receive) -> Any:
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ApiError("the client went away", code="disconnected")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > MAX_BODY:
+                raise ApiError(f"the request body is over {MAX_BODY} bytes", status=413, code="too_large")
+            chunks.append(chunk)
+            if not message.get("more_body"):
+                break
+        try:
+            return json.loads(b"".join(chunks) or b"null")
+        except (ValueError, UnicodeDecodeError):
+            raise ApiError("the request body is not valid JSON", code="bad_json") from None
+
+    async def _events(self, receive: Receive, send: Send) -> None:
+        """Server-sent events: ``hello`` at once, ``changed`` after new entries, comments as keepalive."""
+        headers = [
+            (b"content-type", b"text/event-stream"),
+            (b"cache-control", b"no-store"),
+            *SECURITY_HEADERS,
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        node = self.ctx.node
+
+        async def emit(event: str, data: dict[str, Any]) -> None:
+            text = f"event: {event}\ndata: {json.dumps(data)}\n\n"
+            await send({"type": "http.response.body", "body": text.encode(), "more_body": True})
+
+        async def until_disconnect(scope: trio.CancelScope) -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            scope.cancel()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(until_disconnect, nursery.cancel_scope)
+            await send({"type": "http.response.body", "body": b"retry: 2000\n\n", "more_body": True})
+            await emit("hello", {"ingested": node.statistics()["ingested"]})
+            while True:
+                with trio.move_on_after(KEEPALIVE_SECONDS) as waited:
+                    await node.wait_changed()
+                if waited.cancelled_caught:
+                    await send({"type": "http.response.body", "body": b": keepalive\n\n", "more_body": True})
+                    continue
+                await trio.sleep(EVENT_COALESCE_SECONDS)  # one event for a burst of entries
+                await emit("changed", {"ingested": node.statistics()["ingested"]})

@@ -1,0 +1,182 @@
+"""The API's OpenAPI 3.1 document, built from the route table (``GET /api/openapi.json``).
+
+Parameters come from each route's ``Param`` declarations, which are also what the server validates
+against, so the document cannot promise what the code does not accept. The response schemas name the
+fields of ../shared/CLI.md's ``--json`` output.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .api import ROUTES
+from .routes import Param, Route
+
+__all__ = ["SCHEMAS", "openapi_document"]
+
+_STR = {"type": "string"}
+_INT = {"type": "integer"}
+_BOOL = {"type": "boolean"}
+_NULLSTR = {"type": ["string", "null"]}
+
+
+def _obj(props: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": props,
+        "required": required if required is not None else list(props),
+    }
+
+
+_ENTRY = {
+    "id": {**_STR, "description": "%base32 entry id"},
+    "feed": {**_STR, "description": "@base32 feed id"},
+    "seq": _INT,
+    "ts": {**_INT, "description": "author's timestamp, ms since the epoch"},
+    "type": _STR,
+    "content": {"type": ["object", "null"], "description": "the decoded payload; null when deleted"},
+}
+
+SCHEMAS: dict[str, Any] = {
+    "Error": _obj({"error": _STR, "code": _STR}),
+    "Object": {"type": "object"},
+    "Entry": _obj({**_ENTRY, "deleted": _BOOL}, list(_ENTRY)),
+    "RankedEntry": _obj(
+        {**_ENTRY, "score": {"type": "number"}, "why": {"type": "array", "items": _STR}},
+        [*_ENTRY, "score"],
+    ),
+    "Written": _obj({"id": _STR, "feed": _STR, "seq": _INT, "ts": _INT, "type": _STR}),
+    "Status": _obj(
+        {
+            "running": _BOOL,
+            "listen": _NULLSTR,
+            "feed": _STR,
+            "peers": _INT,
+            "feeds": _INT,
+            "entries": _INT,
+            "services": {"type": "object"},
+            "connections": {"type": "array", "items": {"type": "object"}},
+            "ingested": _INT,
+        }
+    ),
+    "Ranker": _obj(
+        {
+            "name": _STR,
+            "description": _STR,
+            "weights": {"type": "object", "additionalProperties": {"type": "number"}},
+        }
+    ),
+    "Profile": _obj(
+        {"feed": _STR, "name": _NULLSTR, "bio": _NULLSTR, "id": _STR, "seq": _INT, "ts": _INT},
+        ["feed", "name", "bio"],
+    ),
+    "Mute": _obj({"kind": _STR, "value": _STR, "muted": _BOOL, "changed": _BOOL}),
+    "MuteRow": _obj({"kind": _STR, "value": _STR}),
+    "Following": _obj({"feed": _STR, "name": _NULLSTR}),
+    "Swarm": _obj({"name": _STR, "joined": _INT, "members": _INT}),
+    "SwarmJoined": _obj({"swarm": _STR, "joined": _BOOL}),
+    "SwarmLeft": _obj({"swarm": _STR, "left": _BOOL}),
+    "Peer": _obj(
+        {
+            "feed": _STR,
+            "addresses": {"type": "array", "items": _STR},
+            "last_seen": _INT,
+            "connected": _BOOL,
+            "source": _STR,
+        }
+    ),
+}
+
+
+def _schema(param: Param) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": param.type}
+    if param.minimum is not None:
+        schema["minimum"] = param.minimum
+    if param.maximum is not None:
+        schema["maximum"] = param.maximum
+    if param.default is not None:
+        schema["default"] = param.default
+    return {"type": "array", "items": schema} if param.repeated else schema
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+
+
+def _operation(route: Route) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "operationId": (
+            route.method.lower() + route.path.removeprefix("/api").replace("/", "_").replace(".", "_")
+        ),
+        "summary": route.summary,
+        "tags": list(route.tags),
+    }
+    if route.method == "GET" and route.params:
+        op["parameters"] = [
+            {
+                "name": p.name,
+                "in": "query",
+                "required": p.required,
+                "description": p.description,
+                "schema": _schema(p),
+                **({"explode": True} if p.repeated else {}),
+            }
+            for p in route.params
+        ]
+    if route.method == "POST":
+        body = {
+            "type": "object",
+            "properties": {p.name: {**_schema(p), "description": p.description} for p in route.params},
+            "required": [p.name for p in route.params if p.required],
+            "additionalProperties": False,
+        }
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+    if route.stream:
+        ok: dict[str, Any] = {
+            "description": "event stream",
+            "content": {"text/event-stream": {"schema": _STR}},
+        }
+    else:
+        ref = {"$ref": f"#/components/schemas/{route.response}"}
+        schema = _obj({"items": {"type": "array", "items": ref}}, ["items"]) if route.is_list else ref
+        ok = {"description": "OK", "content": {"application/json": {"schema": schema}}}
+    op["responses"] = {
+        "200": ok,
+        "400": _error("bad input"),
+        "401": _error("no valid token"),
+        "403": _error("refused: another origin, or not yours"),
+        "404": _error("unknown id"),
+    }
+    return op
+
+
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI 3.1 description of every route in ``api.ROUTES``."""
+    paths: dict[str, dict[str, Any]] = {}
+    for route in ROUTES:
+        paths.setdefault(route.path, {})[route.method.lower()] = _operation(route)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Tidings local API",
+            "version": "1",
+            "description": (
+                "The JSON API of a running Tidings node (tidings run --http). Every request needs the token "
+                "in HOME/web.token, as a Bearer header or the cookie the login link of 'tidings open' sets. "
+                "Requests that change something must be same-origin and send application/json."
+            ),
+        },
+        "servers": [{"url": "/"}],
+        "security": [{"bearer": []}, {"cookie": []}],
+        "paths": paths,
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "cookie": {"type": "apiKey", "in": "cookie", "name": "tidings_PORT"},
+            },
+        },
+    }

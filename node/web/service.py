@@ -1,0 +1,100 @@
+"""The web service inside ``tidings run``: hypercorn's trio worker serving ``WebApp`` on one address.
+
+We bind the socket ourselves (hypercorn's ``Config.create_sockets`` is overridden to hand it over), so
+that a failed bind raises here (the node reports the service as crashed and keeps running), port 0
+works and ``state()`` reports the real URL, and the socket is closed whatever happens.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from typing import TYPE_CHECKING, Any
+
+import trio
+from hypercorn.config import Config, Sockets
+from hypercorn.trio import serve
+
+from ..node import parse_address
+from . import auth
+from .api import WebContext
+from .app import WebApp
+
+if TYPE_CHECKING:
+    from ..home import Home
+    from ..node import Node
+
+__all__ = ["DEFAULT_HTTP", "WebService"]
+
+DEFAULT_HTTP = "127.0.0.1:7434"
+
+log = logging.getLogger("tidings.web")
+
+
+class _BoundConfig(Config):
+    """A hypercorn config that serves an already bound socket."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__()
+        self._sock = sock
+
+    def create_sockets(self) -> Sockets:
+        return Sockets(secure_sockets=[], insecure_sockets=[self._sock], quic_sockets=[])
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening-ready TCP socket on exactly ``host:port`` (OSError if it cannot bind)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.bind((host, port))
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def url_for(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+class WebService:
+    """Serves the local page and API at ``address`` (``HOST:PORT``, port 0 picks one)."""
+
+    name = "web"
+
+    def __init__(self, home: Home, address: str = DEFAULT_HTTP) -> None:
+        parse_address(address)  # ValueError early for a malformed address
+        self.home = home
+        self.address = address
+        self.url: str | None = None
+
+    def state(self) -> dict[str, Any]:
+        return {"url": self.url} if self.url is not None else {"address": self.address}
+
+    async def run(self, node: Node, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+        host, port = parse_address(self.address)
+        sock = bind_socket(host, port)
+        try:
+            bound_port = sock.getsockname()[1]
+            token = auth.load_token(self.home.path)
+            app = WebApp(WebContext(node, self.home), token=token, bound_host=host, port=bound_port)
+            config = _BoundConfig(sock)
+            config.accesslog = None
+            config.errorlog = log
+            config.graceful_timeout = 1.0
+            url = url_for(host, bound_port)
+
+            class _Started:
+                def started(self_, value: Any = None) -> None:
+                    self.url = url
+                    task_status.started(url)
+                    node.services_changed()  # node.json now names the URL (tidings open reads it)
+
+            await serve(app, config, task_status=_Started())  # type: ignore[arg-type]
+        finally:
+            self.url = None
+            sock.close()
