@@ -46,6 +46,12 @@ MAX_TAG = 64
 MAX_MENTIONS = 32
 MAX_LANG = 16
 MAX_TYPE = 64
+#: Limits of a post's ``origin`` (spec §8.3, §14.2): where a bridged post came from.
+MAX_ORIGIN_NETWORK = 32
+MAX_ORIGIN_ID = 512
+MAX_ORIGIN_AUTHOR = 256
+MAX_ORIGIN_URL = 2048
+ORIGIN_KEYS = ("network", "id", "author", "url", "ts")
 
 
 def _bad(message: str) -> InvalidContent:
@@ -115,6 +121,7 @@ class Post(Content):
     mentions: tuple[bytes, ...] = ()
     tags: tuple[str, ...] = ()
     lang: str | None = None
+    origin: dict[str, Any] | None = field(default=None, hash=False)
 
     def __post_init__(self) -> None:
         _text(self.text, "text", MAX_TEXT)
@@ -132,6 +139,8 @@ class Post(Content):
             _text(t, "tag", MAX_TAG)
         if self.lang is not None:
             _text(self.lang, "lang", MAX_LANG)
+        if self.origin is not None:
+            _check_origin(self.origin)
         _check_extra(self.extra, self.type)
 
     def fields(self) -> dict[str, Any]:
@@ -144,7 +153,30 @@ class Post(Content):
             out["tags"] = list(self.tags)
         if self.lang is not None:
             out["lang"] = self.lang
+        if self.origin is not None:
+            out["origin"] = dict(self.origin)
         return out
+
+
+def _check_origin(origin: Any) -> None:
+    """A bridged post's origin (spec §14.2): network and original id, optional author, URL and time."""
+    if not isinstance(origin, dict) or not origin:
+        raise _bad("origin must be a map")
+    for key in origin:
+        if key not in ORIGIN_KEYS:
+            raise _bad(f"origin key {key!r} is not allowed")
+    if "network" not in origin or "id" not in origin:
+        raise _bad("origin names its network and the original id")
+    _text(origin["network"], "origin network", MAX_ORIGIN_NETWORK)
+    _text(origin["id"], "origin id", MAX_ORIGIN_ID)
+    if "author" in origin:
+        _text(origin["author"], "origin author", MAX_ORIGIN_AUTHOR)
+    if "url" in origin:
+        _text(origin["url"], "origin url", MAX_ORIGIN_URL)
+    if "ts" in origin:
+        ts = origin["ts"]
+        if not isinstance(ts, int) or isinstance(ts, bool) or not 0 <= ts < 2**53:
+            raise _bad("origin ts is an integer number of milliseconds")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -268,7 +300,7 @@ KNOWN: dict[str, type[Content]] = {
     c.type: c for c in (Post, Reaction, Repost, Delete, Follow, Unfollow, Block, Unblock, Profile)
 }
 _SCHEMA: dict[str, tuple[str, ...]] = {
-    "post": ("text", "reply", "root", "mentions", "tags", "lang"),
+    "post": ("text", "reply", "root", "mentions", "tags", "lang", "origin"),
     "reaction": ("target", "emoji"),
     "repost": ("target",),
     "delete": ("target",),

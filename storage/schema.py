@@ -147,6 +147,43 @@ _MIGRATIONS: list[str] = [
         PRIMARY KEY (swarm, member)
     ) WITHOUT ROWID;
     """,
+    # 6: bridges (spec §14): their settings, the sources each follows or publishes to (with the state
+    #    of their polling), and the items already carried, so each is imported or published once.
+    """
+    CREATE TABLE bridge_settings (
+        bridge TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (bridge, key)
+    ) WITHOUT ROWID;
+    CREATE TABLE bridge_sources (
+        bridge TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        source TEXT NOT NULL,
+        feed BLOB,
+        title TEXT,
+        added INTEGER NOT NULL,
+        enabled INTEGER NOT NULL DEFAULT 1,
+        etag TEXT,
+        last_modified TEXT,
+        last_poll INTEGER,
+        last_ok INTEGER,
+        last_error TEXT,
+        failures INTEGER NOT NULL DEFAULT 0,
+        next_poll INTEGER NOT NULL DEFAULT 0,
+        cursor INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (bridge, kind, source)
+    ) WITHOUT ROWID;
+    CREATE TABLE bridge_items (
+        bridge TEXT NOT NULL,
+        source TEXT NOT NULL,
+        item TEXT NOT NULL,
+        entry BLOB,
+        done INTEGER NOT NULL,
+        PRIMARY KEY (bridge, source, item)
+    ) WITHOUT ROWID;
+    CREATE INDEX bridge_items_entry ON bridge_items (entry) WHERE entry IS NOT NULL;
+    """,
 ]
 
 SCHEMA_VERSION = len(_MIGRATIONS)

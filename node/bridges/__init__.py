@@ -1,10 +1,157 @@
-"""Bridges to other networks, found through the ``tidings.bridges`` entry point group."""
+"""Bridges to other networks, found through the ``tidings.bridges`` entry point group (spec §14).
+
+``load_bridges`` loads every entry point; a plugin that fails to load or is malformed is kept in
+``Registry.problems`` (shown by ``tidings bridge list`` and, inside ``tidings run``, as a crashed
+service in ``tidings status``), never stopping the others.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from .base import Backoff, Bridge, BridgeContext, BridgeError, Setting
+
+if TYPE_CHECKING:
+    from tidings.node.home import Home
+    from tidings.node.node import Node
+    from tidings.storage.store import Store
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "Backoff",
+    "Bridge",
+    "BridgeContext",
+    "BridgeError",
+    "PluginProblem",
+    "Registry",
+    "Setting",
+    "bridge_services",
+    "load_bridges",
+]
+
+ENTRY_POINT_GROUP = "tidings.bridges"
+
+log = logging.getLogger("tidings.bridges")
 
 
-def bridge_services(home: Any) -> list[Any]:
-    """Services for the bridges enabled in ``home`` (run inside ``tidings run``)."""
-    return []
+@dataclass(frozen=True)
+class PluginProblem:
+    """A bridge plugin that could not be used: its name, where it came from, and why."""
+
+    name: str
+    origin: str
+    error: str
+
+    def __str__(self) -> str:
+        return f"bridge plugin {self.name!r} ({self.origin}): {self.error}"
+
+
+@dataclass
+class Registry:
+    bridges: dict[str, Bridge] = field(default_factory=dict)
+    origins: dict[str, str] = field(default_factory=dict)
+    problems: list[PluginProblem] = field(default_factory=list)
+
+    def get(self, name: str) -> Bridge:
+        if name in self.bridges:
+            return self.bridges[name]
+        for p in self.problems:
+            if p.name == name:
+                raise BridgeError(f"the {name} bridge failed to load: {p.error}", code="bridge_unavailable")
+        known = ", ".join(sorted(self.bridges)) or "none"
+        raise BridgeError(f"no bridge named {name!r} (installed: {known})", code="unknown_bridge")
+
+    def context(self, bridge: Bridge, home: Home, store: Store) -> BridgeContext:
+        return BridgeContext(home=home, store=store, settings=bridge.settings_of(store))
+
+
+def _origin(ep: metadata.EntryPoint) -> str:
+    dist = getattr(ep, "dist", None)
+    where = f"{dist.name} {dist.version}: " if dist is not None else ""
+    return f"{where}{ep.value}"
+
+
+def _instantiate(loaded: Any) -> Any:
+    if isinstance(loaded, type):
+        return loaded()
+    if callable(loaded) and not hasattr(loaded, "name"):
+        return loaded()
+    return loaded
+
+
+def _check(obj: Any, name: str) -> str | None:
+    """Why ``obj`` is not a usable bridge named ``name``, or None."""
+    if not isinstance(getattr(obj, "name", None), str) or obj.name != name:
+        return f"its name {getattr(obj, 'name', None)!r} is not the entry point name {name!r}"
+    for attr in ("command", "service", "status", "settings_of"):
+        if not callable(getattr(obj, attr, None)):
+            return f"it has no {attr}() method (subclass tidings.node.bridges.Bridge)"
+    return None
+
+
+def load_bridges(*, entry_points: Iterable[metadata.EntryPoint] | None = None) -> Registry:
+    """Every installed bridge; plugins that fail are reported in ``problems``."""
+    registry = Registry()
+    if entry_points is None:
+        entry_points = metadata.entry_points(group=ENTRY_POINT_GROUP)
+    seen: set[str] = set()
+    for ep in sorted(entry_points, key=lambda e: (e.name, e.value)):
+        if ep.name in seen:  # the same distribution found twice on the path: first wins
+            continue
+        seen.add(ep.name)
+        origin = _origin(ep)
+        try:
+            obj = _instantiate(ep.load())
+        except Exception as exc:  # a plugin's import error must not stop the others
+            registry.problems.append(PluginProblem(ep.name, origin, f"{type(exc).__name__}: {exc}"))
+            continue
+        why = _check(obj, ep.name)
+        if why is not None:
+            registry.problems.append(PluginProblem(ep.name, origin, why))
+            continue
+        registry.bridges[ep.name] = obj
+        registry.origins[ep.name] = origin
+    return registry
+
+
+class _Unavailable:
+    """Stands in for a bridge that failed to load or to start: reported as a crashed service."""
+
+    def __init__(self, name: str, error: str) -> None:
+        self.name = f"bridge:{name}"
+        self.error = error
+
+    async def run(self, node: Node, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+        raise BridgeError(self.error, code="bridge_unavailable")
+
+
+def bridge_services(home: Home) -> list[Any]:
+    """Services for the bridges enabled in ``home`` (run inside ``tidings run``).
+
+    A plugin that fails to load, or whose ``service()`` raises, becomes a stand-in service that
+    fails at once: ``tidings status`` shows it as crashed and the node runs on without it.
+    """
+    from tidings.storage.store import Store
+
+    registry = load_bridges()
+    services: list[Any] = []
+    for problem in registry.problems:
+        log.error("%s", problem)
+        services.append(_Unavailable(problem.name, f"failed to load: {problem.error}"))
+    with Store(home.store_path) as store:
+        for name, bridge in sorted(registry.bridges.items()):
+            try:
+                service = bridge.service(registry.context(bridge, home, store))
+            except Exception as exc:
+                log.error("bridge %s cannot start: %s: %s", name, type(exc).__name__, exc)
+                services.append(_Unavailable(name, f"cannot start: {type(exc).__name__}: {exc}"))
+                continue
+            if service is not None:
+                services.append(service)
+    return services

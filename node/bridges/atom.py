@@ -1,0 +1,257 @@
+"""Atom out (spec §14.3): a feed's posts as an Atom 1.0 document (RFC 4287, replies per RFC 4685).
+
+``tidings bridge atom export [FEED] [-o FILE]`` writes it once; with the ``listen`` setting
+(``tidings bridge config atom listen 127.0.0.1:7435``) the running node serves it over HTTP:
+``/feed.atom`` is the user's own feed, ``/feeds/@ID.atom`` any stored feed.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import xml.etree.ElementTree as ET
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
+
+import click
+import trio
+from tidings.cli.common import Session, common_options, emit, json_option, pass_session
+
+from .base import Bridge, BridgeContext, BridgeError, Setting, parse_listen
+
+if TYPE_CHECKING:
+    from tidings.node.node import Node
+    from tidings.storage.store import Store
+
+__all__ = ["AtomBridge", "atom_feed", "entry_urn", "feed_urn", "rfc3339"]
+
+log = logging.getLogger("tidings.bridges.atom")
+
+ATOM = "http://www.w3.org/2005/Atom"
+THR = "http://purl.org/syndication/thread/1.0"
+ET.register_namespace("", ATOM)
+ET.register_namespace("thr", THR)
+
+DEFAULT_LIMIT = 100
+TITLE_CHARS = 80
+
+
+def feed_urn(feed_text: str) -> str:
+    """``urn:tidings:feed:BASE32`` for a feed id ``@BASE32`` (stable: the key never changes)."""
+    return "urn:tidings:feed:" + feed_text.lstrip("@")
+
+
+def entry_urn(entry_text: str) -> str:
+    """``urn:tidings:entry:BASE32`` for an entry id ``%BASE32`` (stable: the entry hash)."""
+    return "urn:tidings:entry:" + entry_text.lstrip("%")
+
+
+def rfc3339(ms: int) -> str:
+    """Milliseconds since the epoch as an RFC 3339 UTC date-time, e.g. ``2026-01-02T03:04:05.678Z``."""
+    moment = datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _title(text: str) -> str:
+    first = text.strip().splitlines()[0] if text.strip() else text
+    return first if len(first) <= TITLE_CHARS else first[: TITLE_CHARS - 1] + "…"
+
+
+def _sub(parent: ET.Element, tag: str, text: str | None = None, ns: str = ATOM, **attrs: str) -> ET.Element:
+    el = ET.SubElement(parent, f"{{{ns}}}{tag}", attrs)
+    if text is not None:
+        el.text = text
+    return el
+
+
+def _author(parent: ET.Element, name: str, uri: str) -> None:
+    a = _sub(parent, "author")
+    _sub(a, "name", name)
+    _sub(a, "uri", uri)
+
+
+def atom_feed(
+    store: Store, feed: bytes, *, now: int, limit: int = DEFAULT_LIMIT, self_url: str | None = None
+) -> tuple[bytes, int]:
+    """The Atom document of ``feed``'s newest ``limit`` posts, and how many entries it holds.
+
+    Deleted posts and payloads that are absent or undecodable are left out. Bridged posts keep their
+    origin: the original URL is the entry's ``alternate`` link and the original author its author.
+    """
+    from tidings.protocol import feed_id_text
+
+    feed_text = feed_id_text(feed)
+    profile = store.profile(feed)
+    name = profile["name"] or feed_text
+    root = ET.Element(f"{{{ATOM}}}feed")
+    _sub(root, "id", feed_urn(feed_text))
+    _sub(root, "title", f"{name} on Tidings")
+    if profile["bio"]:
+        _sub(root, "subtitle", profile["bio"])
+    _sub(root, "generator", "Tidings", version="0.1")
+    if self_url:
+        _sub(root, "link", rel="self", href=self_url, type="application/atom+xml")
+    _author(root, name, feed_urn(feed_text))
+    posts = [
+        e
+        for e in store.log(feed, limit=None)
+        if e["type"] == "post" and not e.get("deleted") and isinstance(e["content"], dict)
+    ][:limit]
+    _sub(root, "updated", rfc3339(posts[0]["ts"] if posts else now))
+    for e in posts:
+        _entry(root, e, name, feed_text)
+    ET.indent(root)
+    data = ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    return data + b"\n", len(posts)
+
+
+def _entry(root: ET.Element, e: dict[str, Any], name: str, feed_text: str) -> None:
+    content = e["content"]
+    text = str(content.get("text", ""))
+    el = _sub(root, "entry")
+    _sub(el, "id", entry_urn(e["id"]))
+    _sub(el, "title", _title(text))
+    _sub(el, "published", rfc3339(e["ts"]))
+    _sub(el, "updated", rfc3339(e["ts"]))
+    origin = content.get("origin") if isinstance(content.get("origin"), dict) else None
+    if origin and origin.get("author"):
+        _author(el, str(origin["author"]), feed_urn(feed_text))
+    else:
+        _author(el, name, feed_urn(feed_text))
+    _sub(el, "content", text, type="text")
+    if origin and origin.get("url"):
+        _sub(el, "link", rel="alternate", href=str(origin["url"]))
+    for tag in content.get("tags") or []:
+        _sub(el, "category", term=str(tag))
+    reply = content.get("reply")
+    if isinstance(reply, str):
+        _sub(el, "in-reply-to", ns=THR, ref=entry_urn(reply))  # RFC 4685 §3
+
+
+def _now() -> int:
+    import time
+
+    return int(time.time() * 1000)
+
+
+class AtomService:
+    """Serves Atom documents of stored feeds over HTTP inside ``tidings run``."""
+
+    def __init__(self, listen: str) -> None:
+        self.name = "bridge:atom"
+        self.listen = listen
+        self.address: str | None = None
+        self.served = 0
+        self.errors = 0
+
+    def state(self) -> dict[str, Any]:
+        return {"listen": self.address or self.listen, "served": self.served, "errors": self.errors}
+
+    async def run(self, node: Node, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+        from tidings.node.node import parse_address
+
+        from .httpserve import serve_http
+
+        host, port = parse_address(self.listen)
+        me = node.key.public_key
+
+        async def handler(method: str, target: str) -> tuple[int, str, bytes]:
+            path = unquote(target.split("?", 1)[0])
+            feed = self._route(path, me)
+            if feed is None:
+                return 404, "text/plain; charset=utf-8", b"not found: try /feed.atom\n"
+            url = f"http://{self.address}{path}"
+            try:
+                data, _ = await node.db.call(atom_feed, feed, now=_now(), self_url=url)
+            except Exception:
+                self.errors += 1
+                raise
+            self.served += 1
+            return 200, "application/atom+xml; charset=utf-8", data
+
+        async with trio.open_nursery() as nursery:
+            bound = await nursery.start(serve_http, host, port, handler)
+            self.address = f"{bound[0]}:{bound[1]}"
+            log.info("serving Atom feeds on http://%s/feed.atom", self.address)
+            node.services_changed()
+            task_status.started(self.address)
+
+    @staticmethod
+    def _route(path: str, me: bytes) -> bytes | None:
+        from tidings.protocol import FeedId, ProtocolError
+
+        if path in ("/", "/feed.atom"):
+            return me
+        if path.startswith("/feeds/") and path.endswith(".atom"):
+            try:
+                return FeedId.parse(path[len("/feeds/") : -len(".atom")]).key
+            except ProtocolError:
+                return None
+        return None
+
+
+class AtomBridge(Bridge):
+    """Atom out: export or serve a feed's posts as Atom 1.0."""
+
+    name = "atom"
+    description = "Atom out: a feed's posts as an Atom 1.0 feed, exported or served on localhost."
+    settings = (
+        Setting(
+            name="listen",
+            default="off",
+            help="HOST:PORT to serve /feed.atom on while 'tidings run' runs (e.g. 127.0.0.1:7435), or off",
+            parse=parse_listen,
+        ),
+    )
+
+    def service(self, ctx: BridgeContext) -> AtomService | None:
+        listen = ctx.settings.get("listen", "off")
+        return None if listen == "off" else AtomService(listen)
+
+    def status(self, ctx: BridgeContext) -> dict[str, Any]:
+        listen = ctx.settings.get("listen", "off")
+        return {"serving": None if listen == "off" else f"http://{listen}/feed.atom"}
+
+    def command(self) -> click.Group:
+        return atom_group
+
+
+@click.group("atom")
+def atom_group() -> None:
+    """Atom out: export a feed as Atom 1.0 (serve it with 'bridge config atom listen HOST:PORT')."""
+
+
+@atom_group.command("export")
+@click.argument("feed", required=False)
+@click.option("-o", "--output", metavar="FILE", help="Write to FILE (default: standard output).")
+@click.option("--limit", type=click.IntRange(1, 10000), default=DEFAULT_LIMIT, show_default=True)
+@common_options
+@json_option
+@pass_session
+def atom_export(session: Session, feed: str | None, output: str | None, limit: int, as_json: bool) -> None:
+    """Write FEED's posts (default: yours) as an Atom 1.0 feed; --json prints a summary (and the
+    document itself when there is no -o)."""
+    from pathlib import Path
+
+    from tidings.protocol import FeedId, ProtocolError, feed_id_text
+
+    store = session.store()
+    if feed is None:
+        key = session.me()
+    else:
+        try:
+            key = FeedId.parse(feed.strip()).key
+        except ProtocolError as exc:
+            raise BridgeError(f"{feed!r} is not a feed id: {exc.args[0]}", code="bad_feed") from None
+        if store.feed_info(key) is None:
+            raise BridgeError(f"no feed {feed} in this store", code="not_found")
+    data, count = atom_feed(store, key, now=_now(), limit=limit)
+    if output:
+        Path(output).write_bytes(data)
+    summary = {"feed": feed_id_text(key), "entries": count, "file": output}
+    if as_json:
+        emit(summary if output else {**summary, "atom": data.decode("utf-8")})
+    elif output:
+        click.echo(f"wrote {count} entries of {summary['feed']} to {output}")
+    else:
+        click.echo(data.decode("utf-8"), nl=False)
