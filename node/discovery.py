@@ -189,7 +189,8 @@ class Discovery:
     async def _find_wanted(self, nursery: trio.Nursery) -> None:
         node = self.node
         connected = {c.feed for c in node.connections.values()}
-        missing = node.wanted - connected - {node.key.public_key} - node.blocked
+        known = {c.feed for c in node.manager.candidates.values()}  # addresses already offered
+        missing = node.wanted - connected - known - {node.key.public_key} - node.blocked
         if not missing:
             return
         with_address = await node.db.call(dht_store.feeds_with_address)
@@ -214,7 +215,7 @@ class Discovery:
             address = _address_text(record.addresses[0])
             log.info("found %s at %s in the DHT", feed_id_text(feed), address)
             await self.node.db.call(peers.note_peer, feed, address, "dht", False, now_ms())
-            self.node.dial(address)
+            self.node.dial(address, feed=feed, source="dht")
         finally:
             self._lookups.discard(feed)
 
@@ -274,7 +275,7 @@ class Discovery:
             new |= await node.db.call(dht_store.add_swarm_member, name, record.member, [address], stamp)
             if record.member not in connected:
                 await node.db.call(peers.note_peer, record.member, address, "swarm", False, stamp)
-                node.dial(address)
+                node.dial(address, feed=record.member, source="swarm")
         if new:
             await node.refresh_wants()
 

@@ -12,6 +12,7 @@ import errno
 import json
 import logging
 import os
+import random
 import secrets
 import time
 from dataclasses import dataclass
@@ -26,7 +27,9 @@ from tidings.storage.writer import now_ms
 
 from .discovery import Discovery
 from .home import Home
-from .peer import PeerConnection, describe_error
+from .manager import Candidate, ConnectionManager
+from .peer import PeerConnection, RateLimit, describe_error
+from .scoring import Scores
 from .services import Service, ServiceRunner
 from .transport import SecureChannel
 
@@ -44,6 +47,15 @@ DEFAULT_LIMITS: dict[str, Any] = {
     "hops": 2,
     "ban_seconds": 300.0,
     "poll_interval": 0.1,
+    "target_connections": 8,
+    "manage_interval": 0.5,
+    "score_half_life": 600.0,
+    "score_threshold": -40.0,
+    "feed_entries_per_second": 20.0,
+    "feed_burst": 2000,
+    "eager_peers": 2,
+    "graft_delay": 0.3,
+    "pex_interval": 60.0,
 }
 
 
@@ -131,6 +143,14 @@ class Node:
         self.db: DatabaseThread
         self.connections: dict[int, PeerConnection] = {}
         self.penalties = Penalties()
+        self.scores = Scores(half_life=self.limits["score_half_life"], threshold=self.limits["score_threshold"])
+        self.manager = ConnectionManager(self)
+        #: feed -> ids of connections we asked to push it eagerly (spec §12.7)
+        self.eager: dict[bytes, set[int]] = {}
+        self._feed_budgets: dict[bytes, RateLimit] = {}
+        self.rng = random.Random()
+        self.sent_entries = 0  # entries sent to peers, all connections (copies, bench/swarm.py)
+        self.duplicates = 0  # entries received that we held already
         self._inbound = 0
         self._inbound_by_host: dict[str, int] = {}
         self.wanted: set[bytes] = {key.public_key}
@@ -139,7 +159,6 @@ class Node:
         self._changed = trio.Event()
         self._ingested = 0
         self._nursery: trio.Nursery | None = None
-        self._dialing: set[str] = set()
         self.services = [ServiceRunner(s) for s in services or []]
         self.discovery: Discovery | None = (
             Discovery(self, bootstrap=list(bootstrap or []), swarms=list(swarms or [])) if dht else None
@@ -162,12 +181,32 @@ class Node:
                 with contextlib.suppress(Exception):  # a broken peer ends on its own
                     await conn.send_wants(wants)
 
-    def dial(self, address: str) -> None:
-        """Keep a connection to ``address`` (once per address; found by the DHT or configured)."""
-        if self._nursery is None or address in self._dialing or address == self.address:
-            return
-        self._dialing.add(address)
-        self._nursery.start_soon(self._dial_forever, address, self._nursery)
+    def dial(
+        self, address: str, *, feed: bytes | None = None, source: str = "dht", pinned: bool = False
+    ) -> None:
+        """Offer ``address`` to the connection manager (pinned: always kept connected)."""
+        self.manager.offer(address, feed=feed, source=source, pinned=pinned)
+
+    def feed_budget(self, feed: bytes) -> bool:
+        """Take one entry from ``feed``'s live budget (spec §12.8); False when it is spent."""
+        bucket = self._feed_budgets.get(feed)
+        if bucket is None:
+            if len(self._feed_budgets) > 10000:
+                self._feed_budgets.clear()
+            limits = self.limits
+            bucket = RateLimit(limits["feed_entries_per_second"], limits["feed_burst"])
+            self._feed_budgets[feed] = bucket
+        return bucket.take()
+
+    def penalize(self, host: str, event: str, count: float = 1.0) -> None:
+        """Lower (or raise) a host's score; below the threshold cut it off (spec §12.8)."""
+        score = self.scores.add(host, event, count)
+        if score < self.scores.threshold and not self.penalties.banned(host):
+            seconds = self.penalties.strike(host, "low_score", f"score {score:.0f}", self.limits["ban_seconds"])
+            log.warning("cutting off %s: score %.0f after %s; not talking to it for %.0f s", host, score, event, seconds)
+            for conn in list(self.connections.values()):
+                if conn.host == host:
+                    conn.cancel()
 
     def wake(self) -> None:
         """Wake every pusher once (new entries are stored)."""
@@ -194,8 +233,11 @@ class Node:
             "feed": feed_id_text(self.key.public_key),
             "connections": [c.statistics() for c in self.connections.values()],
             "ingested": self._ingested,
+            "sent_entries": self.sent_entries,
+            "duplicates": self.duplicates,
             "discovery": None if self.discovery is None else self.discovery.statistics(),
             "services": {r.name: r.state() for r in self.services},
+            "manager": self.manager.statistics(),
         }
 
     def services_changed(self) -> None:
@@ -221,6 +263,7 @@ class Node:
                     for listener in listeners:
                         nursery.start_soon(self._accept_loop, listener, nursery)
                     nursery.start_soon(self._watch)
+                    nursery.start_soon(self.manager.run, nursery)
                     if self.discovery is not None:
                         try:  # UDP on the TCP port number (ARCHITECTURE.md, Discovery)
                             await nursery.start(self.discovery.run)
@@ -229,9 +272,10 @@ class Node:
                             self.discovery = None
                     for runner in self.services:
                         await nursery.start(runner.run, self)
-                    remembered = await db.call(peers.dial_addresses, self.key.public_key)
-                    for peer in dict.fromkeys([*self.peers, *remembered]):
-                        self.dial(peer)
+                    for peer in self.peers:
+                        self.dial(peer, source="peer", pinned=True)
+                    for peer in await db.call(peers.dial_addresses, self.key.public_key):
+                        self.dial(peer, source="remembered")
                     log.info("listening on %s as %s", self.address, feed_id_text(self.key.public_key))
                     task_status.started(self.address)
             finally:
@@ -306,7 +350,8 @@ class Node:
                 rec.warned = True
                 log.warning("refusing %s until its ban ends (%s)", host, rec.last_reason)
             return "banned"
-        if self._inbound >= self.limits["max_connections"]:
+        outbound = sum(1 for c in self.connections.values() if c.initiator)
+        if self._inbound + outbound >= self.limits["max_connections"]:
             log.info("refusing %s: connection limit reached", host)
             return "full"
         if self._inbound_by_host.get(host, 0) >= self.limits["max_per_host"]:
@@ -328,35 +373,22 @@ class Node:
             else:
                 del self._inbound_by_host[host]
 
-    async def _dial_forever(self, address: str, nursery: trio.Nursery) -> None:
-        """Keep a connection to a configured peer, redialling with exponential backoff."""
-        host, port = parse_address(address)
-        delay = 1.0
-        while True:
-            if not self.penalties.banned(host):
-                try:
-                    stream = await trio.open_tcp_stream(host, port, local_address=self._local_host())
-                except OSError as exc:
-                    log.info("cannot reach %s: %s", address, exc.strerror or exc)
-                else:
-                    started = time.monotonic()
-                    await self._handle(stream, address, True, False)
-                    if time.monotonic() - started > 30:
-                        delay = 1.0
-            await trio.sleep(delay)
-            delay = min(delay * 2, 60.0)
-
     async def _note_peer(self, conn: PeerConnection, *, connected: bool) -> None:
         address = conn.address if conn.initiator else None  # an inbound port is not dialable
         source = "peer" if conn.initiator else "inbound"
         await self.db.call(peers.note_peer, conn.feed, address, source, connected, now_ms())
 
     async def _handle(
-        self, stream: trio.abc.Stream, address: str, initiator: bool, once: bool
+        self,
+        stream: trio.abc.Stream,
+        address: str,
+        initiator: bool,
+        once: bool,
+        expected: Candidate | None = None,
     ) -> PeerConnection | None:
         """Handshake, then replicate until the connection ends; never raises for peer faults."""
         conn: PeerConnection | None = None
-        host = address.rpartition(":")[0] if initiator else address
+        host = address.rpartition(":")[0].strip("[]") if initiator else address
         try:
             channel = await SecureChannel.handshake(
                 stream,
@@ -368,8 +400,15 @@ class Node:
             )
             if channel.remote_feed == self.key.public_key:
                 log.info("connected to ourselves at %s; closing", address)
+                if expected is not None and not expected.pinned:
+                    self.manager.candidates.pop(expected.address, None)
                 return None
+            if expected is not None and expected.feed not in (None, channel.remote_feed):
+                self.manager.wrong_identity(expected, channel.remote_feed)
+                if expected.source == "pex":
+                    return None
             conn = PeerConnection(self, channel, address, initiator=initiator, once=once)
+            conn.host = host
             self.connections[id(conn)] = conn
             self._write_node_file()
             await self._note_peer(conn, connected=True)
@@ -382,6 +421,8 @@ class Node:
             elif code == "error":
                 log.exception("unexpected error with peer %s", address)
             else:
+                if code not in Penalties.HANDSHAKE_CODES:
+                    self.scores.add(host, "flood" if code == "flood" else "invalid")
                 seconds = self.penalties.strike(host, code, reason, self.limits["ban_seconds"])
                 log.warning(
                     "dropping peer %s: %s (%s); not talking to it for %.0f s", address, reason, code, seconds
@@ -389,6 +430,11 @@ class Node:
         finally:
             with trio.CancelScope(shield=True):
                 if conn is not None and self.connections.pop(id(conn), None) is not None:
+                    for holders in self.eager.values():
+                        holders.discard(id(conn))
+                    if time.time() - conn.connected_at >= 60 and not (conn.received or conn.sent):
+                        self.scores.add(host, "idle")
+                    self.manager.wake()
                     self._write_node_file()
                     await self._note_peer(conn, connected=False)
                 await _close(stream)

@@ -10,6 +10,7 @@ reported to the node, which backs off from it.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,8 @@ from tidings.protocol.replication import (
     EntriesReceived,
     ForksReceived,
     PeerCaughtUp,
+    PeerHas,
+    PeersOffered,
     PeerWants,
     Replication,
 )
@@ -92,7 +95,7 @@ class PeerConnection:
         self._caught_up_in = 0
         self._served_all = trio.Event()
         self._ingest_send, self._ingest_recv = trio.open_memory_channel[list[tuple[bytes, bytes | None]]](32)
-        self._prepared_send, self._prepared_recv = trio.open_memory_channel[tuple[Any, int]](1)
+        self._prepared_send, self._prepared_recv = trio.open_memory_channel[tuple[Any, int, set[bytes]]](1)
         self._pending = 0
         self._idle = trio.Event()
         self._serve_send, self._serve_recv = trio.open_memory_channel[tuple[ClockItem, ...]](16)
@@ -103,6 +106,15 @@ class PeerConnection:
         self.connected_at = time.time()
         self.done = trio.Event()
         self._nursery: trio.Nursery
+        self.host = address.rpartition(":")[0].strip("[]") if initiator else address
+        self._cancelled = False
+        #: EBT (spec §12.7): feeds we asked this peer to push lazily / have notes sent per feed
+        self.lazy_in: set[bytes] = set()
+        self._have_sent: dict[bytes, int] = {}
+        self._grafting: set[bytes] = set()
+        self._throttled: set[bytes] = set()
+        self.duplicates = 0
+        self.haves_sent = 0
 
     def statistics(self) -> dict[str, Any]:
         return {
@@ -112,7 +124,17 @@ class PeerConnection:
             "sent": self.sent,
             "bytes_in": self.channel.bytes_in,
             "bytes_out": self.channel.bytes_out,
+            "duplicates": self.duplicates,
+            "lazy_in": len(self.lazy_in),
+            "lazy_out": len(self.rep.peer_lazy),
         }
+
+    def cancel(self) -> None:
+        """Close this connection (the node cut the peer off)."""
+        self._cancelled = True
+        nursery = getattr(self, "_nursery", None)
+        if nursery is not None:
+            nursery.cancel_scope.cancel()
 
     async def run(self) -> None:
         """Run until the peer leaves, breaks the rules, or (``once``) both sides are caught up."""
@@ -124,11 +146,15 @@ class PeerConnection:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                if self._cancelled:
+                    nursery.cancel_scope.cancel()
                 nursery.start_soon(self._server)
                 nursery.start_soon(self._ingester)
                 nursery.start_soon(self._writer)
                 if not self.once:
                     nursery.start_soon(self._pusher)
+                    if self.rep.version >= 2:
+                        nursery.start_soon(self._exchange_peers)
                 await self.send_wants(await self.node.current_wants(extra={self.feed} if self.once else None))
                 await self._reader(nursery)
         finally:
@@ -144,10 +170,92 @@ class PeerConnection:
         self._asked |= new
         held = await self.node.db.call(gossip.heads, new)
         newest = self.node.limits["newest"]
-        items = [ClockItem(feed, seq, newest if seq == 0 else 0) for feed, seq in sorted(held.items())]
+        items = [
+            ClockItem(feed, seq, newest if seq == 0 else 0, self._choose_lazy(feed))
+            for feed, seq in sorted(held.items())
+        ]
         frames = self.rep.clock(items)
         self._clocks_out += len(frames)  # the peer answers each clock frame with its own caught_up
         await self.channel.send(frames)
+
+    def _choose_lazy(self, feed: bytes) -> bool:
+        """Ask this peer to push ``feed`` lazily unless it is the author or too few peers push it eagerly."""
+        if self.once or self.rep.version < 2 or feed == self.feed:
+            lazy = False
+        else:
+            holders = self.node.eager.get(feed, set())
+            lazy = len(holders - {id(self)}) >= self.node.limits["eager_peers"]
+        if lazy:
+            self.lazy_in.add(feed)
+        else:
+            self.lazy_in.discard(feed)
+            self.node.eager.setdefault(feed, set()).add(id(self))
+        return lazy
+
+    async def _set_mode(self, feed: bytes, *, lazy: bool) -> None:
+        """Graft (eager) or prune (lazy) ``feed`` on this connection with a one-item clock (§12.7)."""
+        head = (await self.node.db.call(gossip.heads, {feed}))[feed]
+        if lazy:
+            self.lazy_in.add(feed)
+            self.node.eager.get(feed, set()).discard(id(self))
+        else:
+            self.lazy_in.discard(feed)
+            self.node.eager.setdefault(feed, set()).add(id(self))
+        if self.rep.state == "ACTIVE":
+            frames = self.rep.clock([ClockItem(feed, head, 0, lazy)])
+            self._clocks_out += len(frames)
+            await self.channel.send(frames)
+
+    async def _on_have(self, items: tuple[tuple[bytes, int], ...]) -> None:
+        """Lazy notes: for a feed we want and lack, graft this peer unless an eager one delivers first."""
+        wanted = [(f, s) for f, s in items if f in self.node.wanted and f not in self._grafting]
+        if not wanted:
+            return
+        heads = await self.node.db.call(gossip.heads, {f for f, _ in wanted})
+        for feed, seq in wanted:
+            if heads[feed] < seq:
+                self._grafting.add(feed)
+                self._nursery.start_soon(self._graft_later, feed, seq)
+
+    async def _graft_later(self, feed: bytes, seq: int) -> None:
+        try:
+            await trio.sleep(self.node.limits["graft_delay"])
+            head = (await self.node.db.call(gossip.heads, {feed}))[feed]
+            if head < seq and feed not in self._throttled:
+                log.debug("grafting %s on %s (have %d, holds %d)", feed_id_text(feed), self.address, head, seq)
+                await self._set_mode(feed, lazy=False)
+        finally:
+            self._grafting.discard(feed)
+
+    async def _on_peers(self, items: tuple[tuple[bytes, str], ...]) -> None:
+        """Peer exchange: offer checked addresses to the connection manager (spec §12.8)."""
+        from .node import parse_address
+
+        loopback_peer = self.host.startswith("127.") or self.host == "::1"
+        for feed, address in items:
+            if feed == self.node.key.public_key or feed in self.node.blocked:
+                continue
+            try:
+                host, port = parse_address(address)
+                ip = ipaddress.ip_address(host)
+            except ValueError:
+                continue  # names are not taken from peers: no lookups on their behalf
+            if port == 0 or ip.is_unspecified or ip.is_multicast or (ip.is_loopback and not loopback_peer):
+                continue
+            self.node.dial(address, feed=feed, source="pex")
+
+    async def _exchange_peers(self) -> None:
+        """Every ``pex_interval`` (first at once): addresses of our other outgoing peers."""
+        while True:
+            offers = [
+                (c.feed, c.address)
+                for c in list(self.node.connections.values())
+                if c is not self and c.initiator and not c.once
+            ]
+            if offers and self.rep.state == "ACTIVE":
+                self.node.rng.shuffle(offers)
+                await self.channel.send([self.rep.peers(offers)])
+            await trio.sleep(self.node.limits["pex_interval"])
 
     async def _reader(self, nursery: trio.Nursery) -> None:
         while True:
@@ -175,6 +283,10 @@ class PeerConnection:
                 await self._maybe_finish()
             elif isinstance(event, ForksReceived):
                 await self._take_forks(event.proofs)
+            elif isinstance(event, PeerHas):
+                await self._on_have(event.items)
+            elif isinstance(event, PeersOffered):
+                await self._on_peers(event.items)
             elif isinstance(event, Closed):
                 log.info("peer %s closed: %s %s", self.address, event.code, event.reason)
                 nursery.cancel_scope.cancel()
@@ -220,6 +332,8 @@ class PeerConnection:
         """Keep entries of feeds we want; note that the peer holds what it sent (no echo by push)."""
         wants = self.node.wanted | ({self.feed} if self.once else set())
         keep: list[tuple[bytes, bytes | None]] = []
+        live = not self.once and self._caught_up_in >= self._clocks_out > 0
+        useless = 0
         for raw, payload in items:
             try:
                 author, seq = peek_position(raw)
@@ -228,11 +342,26 @@ class PeerConnection:
             held = self.rep.peer_wants.get(author)
             if held is not None and seq > held:
                 self.rep.peer_wants[author] = seq
-            if author in wants:
-                keep.append((raw, payload))
+            if author not in wants:
+                useless += 1  # not asked for: never stored (spam bound)
+            elif author in self._throttled:
+                pass  # asked for again with a clock when the feed's budget refills
+            elif live and author != self.node.key.public_key and not self.node.feed_budget(author):
+                self._throttled.add(author)
+                self._nursery.start_soon(self._resume_feed, author)
             else:
-                self.useless += 1  # not asked for: never stored (spam bound)
+                keep.append((raw, payload))
+        if useless:
+            self.useless += useless
+            self.node.penalize(self.host, "useless", useless)
         return keep
+
+    async def _resume_feed(self, feed: bytes) -> None:
+        """A feed that went over its live budget (spec §12.8): ask for it again once the budget refills."""
+        log.info("feed %s sends faster than its budget; pausing it on %s", feed_id_text(feed), self.address)
+        await trio.sleep(self.node.limits["feed_burst"] / self.node.limits["feed_entries_per_second"] / 2)
+        self._throttled.discard(feed)
+        await self._set_mode(feed, lazy=feed in self.lazy_in)
 
     async def _wait_ingested(self) -> None:
         while self._pending:
@@ -252,24 +381,43 @@ class PeerConnection:
                         frames += 1
                     except trio.WouldBlock:
                         break
+                authors = {peek_position(raw)[0] for raw, _ in batch}
                 prepared = await trio.to_thread.run_sync(db.store_prepare, batch)
-                await self._prepared_send.send((prepared, frames))
+                await self._prepared_send.send((prepared, frames, authors))
 
     async def _writer(self) -> None:
-        async for prepared, frames in self._prepared_recv:
+        async for prepared, frames, authors in self._prepared_recv:
             try:
                 result = await self.node.db.call(Store.ingest_prepared, prepared)
                 await self._handle_result(result)
+                await self._prune(result, authors)
             finally:
                 self._pending -= frames
                 if not self._pending:
                     self._idle.set()
                     self._idle = trio.Event()
 
+    async def _prune(self, result: IngestResult, authors: set[bytes]) -> None:
+        """EBT (§12.7): feeds of which this peer sent only entries we held get pushed lazily from now."""
+        self.duplicates += result.duplicates
+        self.node.duplicates += result.duplicates
+        if self.once or self.rep.version < 2 or not result.duplicates:
+            return
+        fresh = {e.author for e in result.added} | {r.author for r in result.rejected if r.author}
+        for feed in authors - fresh:
+            if feed == self.feed or feed in self.lazy_in:
+                continue
+            if len(self.node.eager.get(feed, set()) - {id(self)}) >= 1:
+                await self._set_mode(feed, lazy=True)
+
     async def _handle_result(self, result: IngestResult) -> None:
         self.received += len(result.added)
         self.node.note_ingested(len(result.added))
+        if result.added:
+            self.node.scores.add(self.host, "delivered", len(result.added))
         for proof in result.forks:
+            if proof.author == self.feed:
+                self.node.penalize(self.host, "own_fork")
             log.warning(
                 "fork detected in %s at seq %d (from %s)", feed_id_text(proof.author), proof.seq, self.address
             )
@@ -286,7 +434,11 @@ class PeerConnection:
             wanted = [item for item in items if item.feed not in self.node.blocked]
             proofs = await db.call(gossip.fork_proofs, {item.feed for item in wanted})
             await self.send_forks(proofs)
+            haves = []
             for item in wanted:
+                if item.lazy:  # a lazy item gets a have note instead of entries (§12.7)
+                    haves.append(item.feed)
+                    continue
                 after = item.seq
                 newest = item.newest
                 while True:
@@ -296,9 +448,17 @@ class PeerConnection:
                         break
                     await self.channel.send(self.rep.entries(batch))
                     self.sent += len(batch)
+                    self.node.sent_entries += len(batch)
                     after = peek_position(batch[-1][0])[1]
                     if len(batch) < 500:
                         break
+            if haves:
+                held = await db.call(gossip.heads, set(haves))
+                notes = [(f, seq) for f, seq in sorted(held.items()) if self.rep.peer_lacks(f, seq)]
+                if notes:
+                    for f, seq in notes:
+                        self._have_sent[f] = seq
+                    await self.channel.send(self.rep.have(notes))
             await self.channel.send([self.rep.caught_up()])
             if self._serve_recv.statistics().current_buffer_used == 0:
                 self._served_all.set()
@@ -313,14 +473,25 @@ class PeerConnection:
                 if not rows:
                     break
                 self._last_row = rows[-1][0]
-                items = [
-                    (raw, payload)
-                    for _, author, seq, _, raw, payload in rows
-                    if self.rep.peer_lacks(author, seq)
-                ]
+                items = []
+                notes: dict[bytes, int] = {}
+                lazy = self.rep.peer_lazy
+                for _, author, seq, _, raw, payload in rows:
+                    if not self.rep.peer_lacks(author, seq):
+                        continue
+                    if author in lazy:
+                        if seq > self._have_sent.get(author, 0):
+                            notes[author] = max(seq, notes.get(author, 0))
+                    else:
+                        items.append((raw, payload))
                 if items:
                     await self.channel.send(self.rep.entries(items))
                     self.sent += len(items)
+                    self.node.sent_entries += len(items)
+                if notes:
+                    self._have_sent.update(notes)
+                    self.haves_sent += len(notes)
+                    await self.channel.send(self.rep.have(sorted(notes.items())))
 
 
 def describe_error(exc: BaseException) -> tuple[str, str]:

@@ -65,9 +65,8 @@ class ServiceRunner:
             await self.service.run(node, task_status=_Status())  # type: ignore[arg-type]
         except Exception as exc:
             self.crashed = f"{type(exc).__name__}: {exc}"
-            log.error(
-                "service %s stopped: %s\n%s", self.name, self.crashed, "".join(traceback.format_exception(exc))
-            )
+            log.error("service %s stopped: %s (the node goes on without it)", self.name, self.crashed)
+            log.debug("service %s traceback:\n%s", self.name, "".join(traceback.format_exception(exc)))
             node.services_changed()
         finally:
             self.running = False

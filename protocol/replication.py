@@ -39,13 +39,19 @@ __all__ = [
     "EntriesReceived",
     "ForksReceived",
     "PeerCaughtUp",
+    "PeerHas",
     "PeerHello",
     "PeerWants",
+    "PeersOffered",
     "Replication",
     "pack_entries",
 ]
 
-PROTOCOL_VERSIONS = (1,)
+PROTOCOL_VERSIONS = (1, 2)
+#: Most items in one ``have`` message, and addresses in one ``peers`` message (version 2).
+MAX_HAVE_ITEMS = 1000
+MAX_PEER_ADDRESSES = 32
+MAX_ADDRESS_TEXT = 100
 #: Most clock items in one frame (each ~40 bytes).
 MAX_CLOCK_ITEMS = 1000
 MAX_SEQ = 2**53 - 1
@@ -55,9 +61,12 @@ _ENTRIES_HEAD = b"\x92\xa7entries"
 
 @dataclass(frozen=True, slots=True)
 class ClockItem:
+    """``[feed, seq, newest]``, and in version 2 ``[feed, seq, newest, lazy]`` (spec §12.7)."""
+
     feed: bytes
     seq: int
     newest: int = 0
+    lazy: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.feed, bytes) or len(self.feed) != KEY_SIZE:
@@ -76,6 +85,20 @@ class PeerHello:
 @dataclass(frozen=True, slots=True)
 class PeerWants:
     items: tuple[ClockItem, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PeerHas:
+    """``have``: the peer holds these feeds up to these seqs (lazy notes, version 2)."""
+
+    items: tuple[tuple[bytes, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PeersOffered:
+    """``peers``: addresses of other nodes the peer knows (peer exchange, version 2); unchecked."""
+
+    items: tuple[tuple[bytes, str], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +122,9 @@ class Closed:
     reason: str
 
 
-Event = PeerHello | PeerWants | EntriesReceived | PeerCaughtUp | ForksReceived | Closed
+Event = (
+    PeerHello | PeerWants | PeerHas | PeersOffered | EntriesReceived | PeerCaughtUp | ForksReceived | Closed
+)
 
 
 def _bad(message: str) -> RemoteProtocolError:
@@ -151,7 +176,10 @@ class Replication:
     def __init__(self, *, agent: str = "tidings") -> None:
         self.agent = agent
         self.state = "HELLO"
+        self.version = 0
         self.peer_agent: str | None = None
+        #: feeds the peer asked us to be lazy for: new entries go as ``have`` notes, not entries
+        self.peer_lazy: set[bytes] = set()
         #: feed -> highest seq the peer holds (as far as we know), for feeds the peer wants
         self.peer_wants: dict[bytes, int] = {}
         self.peer_newest: dict[bytes, int] = {}
@@ -165,7 +193,11 @@ class Replication:
     def clock(self, items: Sequence[ClockItem]) -> list[bytes]:
         """Frames announcing what we want and hold (split to fit)."""
         self._require_open()
-        rows = [[i.feed, i.seq, i.newest] for i in items]
+        if any(i.lazy for i in items) and self.version < 2:
+            raise LocalProtocolError("lazy clock items need protocol version 2", code="version")
+        rows: list[list[Any]] = [
+            [i.feed, i.seq, i.newest, True] if i.lazy else [i.feed, i.seq, i.newest] for i in items
+        ]
         return [
             encode(["clock", rows[i : i + MAX_CLOCK_ITEMS]])
             for i in range(0, max(len(rows), 1), MAX_CLOCK_ITEMS)
@@ -181,6 +213,22 @@ class Replication:
                 self.peer_wants[author] = seq
         self.sent_entries += len(items)
         return pack_entries(items)
+
+    def have(self, items: Sequence[tuple[bytes, int]]) -> list[bytes]:
+        """Lazy notes (version 2): we hold these feeds up to these seqs."""
+        self._require_v2("have")
+        rows = [[feed, seq] for feed, seq in items]
+        return [encode(["have", rows[i : i + MAX_HAVE_ITEMS]]) for i in range(0, len(rows), MAX_HAVE_ITEMS)]
+
+    def peers(self, items: Sequence[tuple[bytes, str]]) -> bytes:
+        """Peer exchange (version 2): at most ``MAX_PEER_ADDRESSES`` ``(feed, "HOST:PORT")``."""
+        self._require_v2("peers")
+        return encode(["peers", [[feed, address] for feed, address in items[:MAX_PEER_ADDRESSES]]])
+
+    def _require_v2(self, name: str) -> None:
+        self._require_open()
+        if self.version < 2:
+            raise LocalProtocolError(f"{name} needs protocol version 2", code="version")
 
     def caught_up(self) -> bytes:
         self._require_open()
@@ -239,20 +287,65 @@ class Replication:
         if not common:
             raise RemoteProtocolError(f"no common protocol version (peer has {args[0]!r})", code="version")
         self.state = "ACTIVE"
+        self.version = max(common)
         self.peer_agent = args[1][:100]
-        return PeerHello(max(common), self.peer_agent)
+        return PeerHello(self.version, self.peer_agent)
 
     def _on_clock(self, args: list[Any]) -> Event:
         if len(args) != 1 or not isinstance(args[0], list) or len(args[0]) > MAX_CLOCK_ITEMS:
             raise _bad("clock is [[feed, seq, newest], ...]")
         items = []
+        arity = (3, 4) if self.version >= 2 else (3,)
         for row in args[0]:
-            if not isinstance(row, list) or len(row) != 3:
-                raise _bad("clock item is [feed, seq, newest]")
-            item = ClockItem(row[0], row[1], row[2])
+            if not isinstance(row, list) or len(row) not in arity:
+                raise _bad(
+                    "clock item is [feed, seq, newest]" + (" or [feed, seq, newest, lazy]" * (len(arity) - 1))
+                )
+            if len(row) == 4 and row[3] is not True:
+                raise _bad("the fourth element of a clock item is true (lazy) or absent")
+            item = ClockItem(row[0], row[1], row[2], len(row) == 4)
             self.peer_wants[item.feed] = item.seq
+            if item.lazy:
+                self.peer_lazy.add(item.feed)
+            else:
+                self.peer_lazy.discard(item.feed)
             items.append(item)
         return PeerWants(tuple(items))
+
+    def _on_have(self, args: list[Any]) -> Event:
+        if self.version < 2:
+            raise _bad("unexpected message 'have'")
+        if len(args) != 1 or not isinstance(args[0], list) or len(args[0]) > MAX_HAVE_ITEMS:
+            raise _bad("have is [[feed, seq], ...]")
+        items = []
+        for row in args[0]:
+            if not isinstance(row, list) or len(row) != 2:
+                raise _bad("have item is [feed, seq]")
+            item = ClockItem(row[0], row[1])  # the same checks as a clock item's feed and seq
+            held = self.peer_wants.get(item.feed)
+            if held is not None and item.seq > held:
+                self.peer_wants[item.feed] = item.seq  # it holds them: never push them to it
+            items.append((item.feed, item.seq))
+        return PeerHas(tuple(items))
+
+    def _on_peers(self, args: list[Any]) -> Event:
+        if self.version < 2:
+            raise _bad("unexpected message 'peers'")
+        if len(args) != 1 or not isinstance(args[0], list) or len(args[0]) > MAX_PEER_ADDRESSES:
+            raise _bad(f"peers is at most {MAX_PEER_ADDRESSES} [feed, address]")
+        items = []
+        for row in args[0]:
+            if (
+                not isinstance(row, list)
+                or len(row) != 2
+                or not isinstance(row[0], bytes)
+                or len(row[0]) != KEY_SIZE
+                or not isinstance(row[1], str)
+                or not 0 < len(row[1]) <= MAX_ADDRESS_TEXT
+            ):
+                raise _bad("peers item is [feed (32 bytes), address text]")
+            items.append((row[0], row[1]))
+        return PeersOffered(tuple(items))
 
     def _on_entries(self, args: list[Any]) -> Event:
         if len(args) != 1 or not isinstance(args[0], list):
@@ -290,6 +383,8 @@ class Replication:
 
 _HANDLERS = {
     "clock": Replication._on_clock,
+    "have": Replication._on_have,
+    "peers": Replication._on_peers,
     "entries": Replication._on_entries,
     "caught_up": Replication._on_caught_up,
     "forks": Replication._on_forks,

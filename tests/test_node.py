@@ -63,7 +63,8 @@ async def test_follows_of_follows_arrive_through_a_middle_node(tmp_path):
     async with trio.open_nursery() as nursery:
         b = await start_node(nursery, hb, kb)
         a = await start_node(nursery, ha, ka, peers=[b.address])
-        c = await start_node(nursery, hc, kc, peers=[a.address])
+        # target 0: C keeps only its pinned peer A, whatever addresses A offers it
+        c = await start_node(nursery, hc, kc, peers=[a.address], limits={"target_connections": 0})
         await wait_until(lambda: has_entry(hc, entry.hash))
         later = post(hb, kb, "later from b")
         await wait_until(lambda: has_entry(hc, later.hash), timeout=3)

@@ -1,0 +1,80 @@
+"""Peer scores (spec §12.8): what each peer host has done for us lately, good and bad.
+
+Theory of operation. A score is a number per host (the IP address of an incoming peer, the host of a
+dialled one), 0 for a stranger. Events move it (``SCORE_EVENTS``): entries the peer delivered first
+raise it a little, up to a cap per event; entries it sent that we never asked for, connections that
+carried nothing, and invalid data, forks of its own feed and floods lower it. The score decays toward 0
+with a half-life of ``score_half_life`` seconds, so an old offence (or an old merit) fades.
+
+The connection manager dials candidates with higher scores first and drops the lowest-scoring idle
+outgoing connection when it needs room; a host whose score falls below ``score_threshold`` is cut off:
+every connection to it is closed, it is banned (``Penalties``) for ``ban_seconds`` and not redialled
+until the ban ends.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+__all__ = ["SCORE_EVENTS", "Scores"]
+
+#: Score change per event (per entry for the per-entry events), as documented in spec §12.8.
+SCORE_EVENTS: dict[str, float] = {
+    "delivered": 0.05,  # per entry the peer delivered to us before anyone else (new to our store)
+    "useless": -0.5,  # per entry of a feed we do not want (we never asked for it)
+    "idle": -2.0,  # a connection that ended after a minute or more without one useful entry either way
+    "invalid": -50.0,  # a connection ended for invalid data (bad signatures, chains, frames)
+    "flood": -50.0,  # more frames or entries per second than the limits
+    "own_fork": -100.0,  # the peer's own feed forked (it signed two entries with one seq)
+}
+#: Most a single ``delivered`` event adds (a big catch-up is not worth more than steady service).
+DELIVERED_CAP = 5.0
+#: The score a host cannot rise above.
+MAX_SCORE = 100.0
+
+
+@dataclass
+class _Score:
+    value: float = 0.0
+    stamp: float = 0.0
+
+
+class Scores:
+    """Scores by host with exponential decay (see the module docstring)."""
+
+    def __init__(self, *, half_life: float = 600.0, threshold: float = -40.0) -> None:
+        self.half_life = half_life
+        self.threshold = threshold
+        self._by_host: dict[str, _Score] = {}
+
+    def _now(self) -> float:
+        return time.monotonic()
+
+    def get(self, host: str) -> float:
+        rec = self._by_host.get(host)
+        if rec is None:
+            return 0.0
+        now = self._now()
+        rec.value *= math.pow(0.5, (now - rec.stamp) / self.half_life)
+        rec.stamp = now
+        return rec.value
+
+    def add(self, host: str, event: str, count: float = 1.0) -> float:
+        """Apply ``count`` times the event's change; return the new score."""
+        delta = SCORE_EVENTS[event] * count
+        if event == "delivered":
+            delta = min(delta, DELIVERED_CAP)
+        value = min(MAX_SCORE, self.get(host) + delta)
+        self._by_host[host] = _Score(value, self._now())
+        if len(self._by_host) > 10000:  # forget the scores nearest 0 first
+            for key in sorted(self._by_host, key=lambda h: abs(self._by_host[h].value))[:1000]:
+                del self._by_host[key]
+        return value
+
+    def below_threshold(self, host: str) -> bool:
+        return self.get(host) < self.threshold
+
+    def snapshot(self) -> dict[str, float]:
+        return {host: round(self.get(host), 2) for host in list(self._by_host)}
