@@ -249,6 +249,13 @@ async def get_thread(ctx: WebContext, args: Args) -> Any:
     return _items(await ctx.node.db.call(thread))
 
 
+async def get_entry(ctx: WebContext, args: Args) -> Any:
+    def entry(store: Store) -> dict[str, Any]:
+        return store.entry(store.resolve_entry(args["entry"]))
+
+    return await ctx.node.db.call(entry)
+
+
 async def get_search(ctx: WebContext, args: Args) -> Any:
     if not args["q"].strip():
         raise ApiError("give some words to search for", code="missing_parameter")
@@ -382,6 +389,7 @@ ROUTES: tuple[Route, ...] = (
         response="RankedEntry", is_list=True,
     ),
     Route(method="GET", path="/api/log", handler=get_log, summary="One feed's entries, newest first (default: yours).", params=(Param(name="feed", description="A feed id (@...); default yours."), _LIMIT), response="Entry", is_list=True, tags=("reading",)),
+    Route(method="GET", path="/api/entry", handler=get_entry, summary="One entry (as a line of tidings log --json).", params=(_ENTRY,), response="Entry", tags=("reading",)),
     Route(method="GET", path="/api/thread", handler=get_thread, summary="The conversation an entry belongs to, in order.", params=(_ENTRY,), response="Entry", is_list=True, tags=("reading",)),
     Route(method="GET", path="/api/search", handler=get_search, summary="Full-text search over stored posts (SQLite FTS5 syntax).", params=(Param(name="q", required=True, description="The query."), Param(name="limit", type="integer", minimum=1, maximum=MAX_LIMIT, default=50, description="At most N results.")), response="Entry", is_list=True, tags=("reading",)),
     Route(method="POST", path="/api/post", handler=post_post, summary="Append a post.", params=(Param(name="text", required=True, description="The text."), Param(name="reply_to", description="Reply to this entry (id or unique prefix).")), response="Written", tags=("writing",)),
