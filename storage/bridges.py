@@ -198,11 +198,12 @@ def append_bridged(
     source: str,
     items: list[tuple[str, Content]],
     now: int,
-) -> list[Entry]:
+) -> list[tuple[str, Entry]]:
     """Append imported items to a bridge feed signed by ``key``, skipping those already carried.
 
-    The entries are written first and the items marked after: a crash in between may import an item
+    Each entry is written first and its item marked after: a crash in between may import that item
     twice, never lose one. The feed is marked ``kind = 'bridge'`` (it is not the user's own).
+    Returns the new ``(item, entry)`` pairs.
     """
     seen = seen_items(store, bridge, source, [i for i, _ in items])
     todo: dict[str, Content] = {}
@@ -211,8 +212,12 @@ def append_bridged(
             todo[item] = content
     if not todo:
         return []
-    made = store.append_many(key, list(todo.values()), now=now)
-    mark_items(store, bridge, source, [(i, e.hash) for i, e in zip(todo, made, strict=True)], now)
+    made: list[tuple[str, Entry]] = []
+    for i, (item, content) in enumerate(todo.items()):
+        # one millisecond apart, so the timeline keeps the source's order (spec §14.1)
+        entry = store.append(key, content, now=now + i)
+        mark_items(store, bridge, source, [(item, entry.hash)], now)
+        made.append((item, entry))
     with store.transaction() as cur:
         cur.execute("UPDATE feeds SET kind = 'bridge' WHERE author = ?", (key.public_key,))
     return made

@@ -1,0 +1,371 @@
+"""RSS/Atom in (spec §14.4): followed web feeds become bridge feeds, one per source.
+
+``tidings bridge rss follow URL`` records the source and appends a Follow of its bridge feed to the
+user's log (exactly like ``tidings follow``), so the timeline shows it like any followed feed. Items
+are imported once (deduplicated by guid/id) by ``tidings bridge rss poll`` or, inside ``tidings run``,
+by a service that polls each source every ``interval`` seconds with conditional requests
+(ETag/Last-Modified) and backs off after failures, never holding up the node.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import click
+import trio
+from tidings.cli.common import CliError, Session, common_options, emit, emit_lines, json_option, pass_session
+
+from .base import Backoff, Bridge, BridgeContext, BridgeError, Setting, parse_seconds
+from .feeds import parse_feed
+
+if TYPE_CHECKING:
+    import httpx
+    from tidings.node.home import Home
+    from tidings.node.node import Node
+
+__all__ = ["Call", "PollOutcome", "RssBridge", "RssService", "check_url", "poll_source"]
+
+log = logging.getLogger("tidings.bridges.rss")
+
+NAME = "rss"
+MAX_BODY = 5 * 1024 * 1024
+USER_AGENT = "tidings-rss-bridge/0.1"
+
+#: ``await call(fn, *args, **kwargs)`` runs ``fn(store, *args, **kwargs)``: the node's database thread, or the CLI's store.
+Call = Callable[..., Awaitable[Any]]
+
+
+def check_url(url: str) -> str:
+    """An http(s) URL with a host, or ``BridgeError(code="bad_url")``."""
+    url = url.strip()
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise BridgeError(f"not a feed URL: {url!r} ({exc})", code="bad_url") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise BridgeError(f"not an http(s) URL: {url!r}", code="bad_url")
+    return url
+
+
+def _now() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass
+class PollOutcome:
+    source: str
+    status: str  # "new", "unchanged" (304), "ok" (nothing new), "error"
+    new: int = 0
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"source": self.source, "status": self.status, "new": self.new, "error": self.error}
+
+
+async def _fetch(client: httpx.AsyncClient, src: dict[str, Any], timeout: float) -> httpx.Response:
+    import httpx
+
+    headers = {"user-agent": USER_AGENT, "accept": "application/rss+xml, application/atom+xml, */*;q=0.5"}
+    if src.get("etag"):
+        headers["if-none-match"] = src["etag"]
+    if src.get("last_modified"):
+        headers["if-modified-since"] = src["last_modified"]
+    try:
+        response = await client.get(src["source"], headers=headers, timeout=timeout, follow_redirects=True)
+    except httpx.TimeoutException:
+        raise BridgeError(f"{src['source']}: no answer within {timeout:g} s", code="unreachable") from None
+    except httpx.HTTPError as exc:
+        raise BridgeError(
+            f"{src['source']}: cannot fetch: {exc or type(exc).__name__}", code="unreachable"
+        ) from None
+    if response.status_code not in (200, 304):
+        raise BridgeError(f"{src['source']}: HTTP {response.status_code}", code="http_error")
+    if len(response.content) > MAX_BODY:
+        raise BridgeError(f"{src['source']}: larger than {MAX_BODY} bytes", code="too_large")
+    return response
+
+
+async def poll_source(
+    call: Call,
+    home: Home,
+    src: dict[str, Any],
+    client: httpx.AsyncClient,
+    *,
+    interval: float,
+    backoff: Backoff,
+    timeout: float,
+) -> PollOutcome:
+    """Poll one source once and record the outcome; failures are recorded, not raised."""
+    from tidings.protocol import Post, Profile
+    from tidings.storage import bridges as db
+
+    from .keys import feed_key
+
+    url = src["source"]
+    now = _now()
+    try:
+        response = await _fetch(client, src, timeout)
+        if response.status_code == 304:
+            await call(
+                db.note_poll, NAME, "in", url, last_poll=now, last_ok=now, last_error=None, failures=0,
+                next_poll=now + int(interval * 1000),
+            )  # fmt: skip
+            return PollOutcome(url, "unchanged")
+        parsed = parse_feed(response.content, url=url)
+        key = feed_key(home, NAME, url)
+        items: list[tuple[str, Any]] = []
+        if parsed.title and parsed.title != src.get("title"):
+            items.append(
+                (f"profile:{parsed.title}", Profile(name=parsed.title[:64].strip() or "feed", bio=url))
+            )
+        items += [(i.id, Post(text=i.text, origin=i.origin(NAME))) for i in parsed.items]
+        made = await call(db.append_bridged, key, NAME, url, items, now)
+        new = sum(1 for item, _ in made if not item.startswith("profile:"))
+        await call(
+            db.note_poll, NAME, "in", url, last_poll=now, last_ok=now, last_error=None, failures=0,
+            next_poll=now + int(interval * 1000), etag=response.headers.get("etag"),
+            last_modified=response.headers.get("last-modified"), title=parsed.title,
+        )  # fmt: skip
+        return PollOutcome(url, "new" if new else "ok", new=new)
+    except BridgeError as exc:
+        error = str(exc)
+    except Exception as exc:  # anything a remote can provoke is recorded against the source
+        error = f"{url}: {type(exc).__name__}: {exc}"
+    failures = int(src.get("failures") or 0) + 1
+    await call(
+        db.note_poll, NAME, "in", url, last_poll=now, last_error=error, failures=failures,
+        next_poll=now + int(backoff.delay(failures) * 1000),
+    )  # fmt: skip
+    log.warning("rss: %s (failure %d)", error, failures)
+    return PollOutcome(url, "error", error=error)
+
+
+def _settings_numbers(settings: dict[str, str]) -> tuple[float, Backoff, float]:
+    interval = float(settings.get("interval", "900"))
+    retry = float(settings.get("retry", "30"))
+    timeout = float(settings.get("timeout", "20"))
+    return interval, Backoff(interval=interval, base=retry, cap=max(interval, retry) * 8), timeout
+
+
+class RssService:
+    """Polls the followed sources when due, a few at a time, inside ``tidings run``."""
+
+    def __init__(self, home: Home, settings: dict[str, str]) -> None:
+        self.name = "bridge:rss"
+        self.home = home
+        self.interval, self.backoff, self.timeout = _settings_numbers(settings)
+        self.polls = 0
+        self.imported = 0
+        self.failing: dict[str, str] = {}
+        self.last_poll: int | None = None
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "polls": self.polls,
+            "imported": self.imported,
+            "last_poll": self.last_poll,
+            "failing": len(self.failing),
+            "errors": dict(self.failing),
+        }
+
+    async def run(self, node: Node, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+        import httpx
+        from tidings.storage import bridges as db
+
+        task_status.started()
+        limiter = trio.CapacityLimiter(4)
+        async with httpx.AsyncClient() as client:
+            while True:
+                due = await node.db.call(db.sources, NAME, "in", due=_now())
+                if due:
+                    async with trio.open_nursery() as nursery:
+                        for src in due:
+                            nursery.start_soon(self._poll_one, node, client, src, limiter)
+                    node.services_changed()
+                await trio.sleep(min(1.0, self.interval))
+
+    async def _poll_one(
+        self, node: Node, client: httpx.AsyncClient, src: dict[str, Any], limiter: trio.CapacityLimiter
+    ) -> None:
+        async with limiter:
+            with trio.move_on_after(self.timeout * 2):
+                out = await poll_source(
+                    node.db.call, self.home, src, client,
+                    interval=self.interval, backoff=self.backoff, timeout=self.timeout,
+                )  # fmt: skip
+                self.polls += 1
+                self.last_poll = _now()
+                self.imported += out.new
+                if out.error:
+                    self.failing[out.source] = out.error
+                else:
+                    self.failing.pop(out.source, None)
+                if out.new:
+                    node.wake()
+
+
+class RssBridge(Bridge):
+    """RSS 2.0 / Atom in: each followed web feed is a bridge feed you follow."""
+
+    name = NAME
+    description = "RSS/Atom in: follow web feeds; their items become posts of a bridge feed you follow."
+    settings = (
+        Setting(
+            name="interval", default="900", help="seconds between polls of a source", parse=parse_seconds
+        ),
+        Setting(
+            name="retry",
+            default="30",
+            help="first retry delay after a failure (doubles)",
+            parse=parse_seconds,
+        ),
+        Setting(name="timeout", default="20", help="seconds to wait for a feed server", parse=parse_seconds),
+    )
+
+    def service(self, ctx: BridgeContext) -> RssService | None:
+        from tidings.storage import bridges as db
+
+        if not db.sources(ctx.store, NAME, "in"):
+            return None  # opt-in: nothing runs until a source is followed
+        return RssService(ctx.home, ctx.settings)
+
+    def command(self) -> click.Group:
+        return rss_group
+
+
+# -- commands -------------------------------------------------------------------------------------------
+@click.group("rss")
+def rss_group() -> None:
+    """RSS/Atom in: follow web feeds as bridge feeds."""
+
+
+@rss_group.command("follow")
+@click.argument("url")
+@common_options
+@json_option
+@pass_session
+def rss_follow(session: Session, url: str, as_json: bool) -> None:
+    """Follow the RSS or Atom feed at URL (its items are imported by 'poll' or the running node)."""
+    from tidings.protocol import Follow, feed_id_text
+    from tidings.storage import bridges as db
+
+    from .keys import feed_key
+
+    url = check_url(url)
+    store = session.store()
+    me = session.me()
+    bridge_feed = feed_key(session.home, NAME, url).public_key
+    db.add_source(store, NAME, "in", url, feed=bridge_feed, now=_now())
+    followed = False
+    if bridge_feed not in store.graph_targets(me, "follow"):
+        store.append(session.key(), Follow(feed=bridge_feed))
+        followed = True
+    out = {"source": url, "feed": feed_id_text(bridge_feed), "followed": followed}
+    if as_json:
+        emit(out)
+    else:
+        click.echo(f"following {url} as {out['feed']}; run 'tidings bridge rss poll' or 'tidings run'")
+
+
+@rss_group.command("unfollow")
+@click.argument("url")
+@common_options
+@json_option
+@pass_session
+def rss_unfollow(session: Session, url: str, as_json: bool) -> None:
+    """Stop following URL (its imported posts stay; following it again imports only new items)."""
+    from tidings.protocol import Unfollow, feed_id_text
+    from tidings.storage import bridges as db
+
+    url = url.strip()
+    store = session.store()
+    src = db.remove_source(store, NAME, "in", url)
+    if src is None:
+        raise CliError(f"not following {url}", code="not_found")
+    if src["feed"] and src["feed"] in store.graph_targets(session.me(), "follow"):
+        store.append(session.key(), Unfollow(feed=src["feed"]))
+    out = {"source": url, "feed": feed_id_text(src["feed"]) if src["feed"] else None, "unfollowed": True}
+    if as_json:
+        emit(out)
+    else:
+        click.echo(f"unfollowed {url}")
+
+
+@rss_group.command("list")
+@common_options
+@json_option
+@pass_session
+def rss_list(session: Session, as_json: bool) -> None:
+    """Followed web feeds: bridge feed, title, last poll, last error."""
+    from tidings.protocol import feed_id_text
+    from tidings.storage import bridges as db
+
+    rows = [
+        {
+            "source": s["source"],
+            "feed": feed_id_text(s["feed"]) if s["feed"] else None,
+            "title": s["title"],
+            "last_poll": s["last_poll"],
+            "last_ok": s["last_ok"],
+            "error": s["last_error"],
+            "failures": s["failures"],
+        }
+        for s in db.sources(session.store(), NAME, "in")
+    ]
+    if as_json:
+        emit_lines(rows)
+    elif not rows:
+        click.echo("no web feeds followed: 'tidings bridge rss follow URL'")
+    else:
+        for r in rows:
+            state = f"error: {r['error']}" if r["error"] else "ok" if r["last_ok"] else "not polled yet"
+            click.echo(f"{r['source']}  {r['title'] or ''}  {state}")
+
+
+@rss_group.command("poll")
+@click.argument("url", required=False)
+@common_options
+@json_option
+@pass_session
+def rss_poll(session: Session, url: str | None, as_json: bool) -> None:
+    """Poll the followed feeds (or only URL) once now, without the node. Exit 1 if any failed."""
+    import httpx
+    from tidings.storage import bridges as db
+
+    store = session.store()
+    bridge = RssBridge()
+    interval, backoff, timeout = _settings_numbers(bridge.settings_of(store))
+    todo = db.sources(store, NAME, "in")
+    if url is not None:
+        todo = [s for s in todo if s["source"] == url.strip()]
+        if not todo:
+            raise CliError(f"not following {url}; 'tidings bridge rss follow URL' first", code="not_found")
+
+    async def call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return fn(store, *args, **kwargs)
+
+    async def main() -> list[PollOutcome]:
+        async with httpx.AsyncClient() as client:
+            return [
+                await poll_source(
+                    call, session.home, s, client, interval=interval, backoff=backoff, timeout=timeout
+                )
+                for s in todo
+            ]
+
+    outcomes = trio.run(main)
+    if as_json:
+        emit_lines(o.to_json() for o in outcomes)
+    else:
+        for o in outcomes:
+            click.echo(f"{o.source}: error: {o.error}" if o.error else f"{o.source}: {o.new} new")
+    failed = [o for o in outcomes if o.error]
+    if failed:
+        if as_json:
+            raise click.exceptions.Exit(1)
+        raise CliError(f"{len(failed)} of {len(outcomes)} feeds failed", code="poll_failed")
