@@ -1,0 +1,512 @@
+"""Nostr both ways (spec §14.5): publish the user's posts as kind-1 events, import followed authors.
+
+Out (opt-in: ``tidings bridge nostr publish`` once, or ``bridge config nostr publish on`` for the node):
+each own post becomes a kind-1 event signed by the bridge's own secp256k1 key
+(``HOME/bridges/nostr/nostr.key``), ``created_at`` = the entry time in seconds, with a ``["tidings",
+ENTRY_ID]`` tag linking back and NIP-10 ``e`` tags for replies to posts published before.
+In (opt-in per author: ``follow NPUB``): kind-1 events of followed keys are fetched from the relays,
+verified (id and BIP-340 signature), and imported once per event id into one bridge feed per author,
+which the user follows. Progress per relay is kept in ``storage.bridges`` (cursor = last own seq sent).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import click
+import trio
+from tidings.cli.common import CliError, Session, common_options, emit, emit_lines, json_option, pass_session
+from tidings.protocol import nostr as wire
+
+from .base import Backoff, Bridge, BridgeContext, BridgeError, Setting, parse_bool, parse_seconds
+from .relay import check_relay_url, fetch_events, publish_events
+
+if TYPE_CHECKING:
+    from tidings.node.home import Home
+    from tidings.node.node import Node
+    from tidings.storage.store import Store
+
+__all__ = ["NostrBridge", "NostrService", "nostr_secret", "publish_pending", "pull_follows"]
+
+log = logging.getLogger("tidings.bridges.nostr")
+
+NAME = "nostr"
+OUT = "out"  # bridge_items source of published events: item = event id, entry = the post
+SLACK = 600  # seconds re-asked before the newest event seen (relays may learn events late)
+Call = Callable[..., Awaitable[Any]]
+
+
+def _now() -> int:
+    return int(time.time() * 1000)
+
+
+def nostr_secret(home: Home) -> bytes:
+    """The bridge's secp256k1 secret (``HOME/bridges/nostr/nostr.key``, 0600), made on first use."""
+    from .keys import bridge_dir, read_secret_file
+
+    secret = read_secret_file(bridge_dir(home, NAME) / "nostr.key")
+    try:
+        wire.public_key(secret)
+    except Exception:
+        raise BridgeError("the Nostr key in the home is not a valid secp256k1 key", code="bad_key") from None
+    return secret
+
+
+def _event_for(store: Store, secret: bytes, post: dict[str, Any]) -> wire.Event | None:
+    """The kind-1 event for one own post (None for entries that are not live posts)."""
+    from tidings.protocol import Post, decode_content, entry_id_text
+    from tidings.storage import bridges as db
+
+    if post["type"] != "post" or post["deleted"] or post["payload"] is None:
+        return None
+    try:
+        content = decode_content(bytes(post["payload"]))
+    except Exception:
+        return None
+    if not isinstance(content, Post):
+        return None
+    tags: list[tuple[str, ...]] = [("tidings", entry_id_text(post["hash"]))]
+    if content.reply is not None and content.root is not None:
+        root = db.item_for_entry(store, NAME, content.root)
+        reply = db.item_for_entry(store, NAME, content.reply)
+        if root is not None:
+            tags.append(("e", root, "", "root"))
+        if reply is not None and reply != root:
+            tags.append(("e", reply, "", "reply"))
+    return wire.sign_event(
+        secret,
+        created_at=post["ts"] // 1000,
+        kind=1,
+        tags=tuple(tags),
+        content=content.text,
+        aux=secrets.token_bytes(32),
+    )
+
+
+async def publish_pending(
+    call: Call, home: Home, relay: dict[str, Any], *, timeout: float, batch: int = 50
+) -> tuple[int, str | None]:
+    """Publish own posts after the relay's cursor; return (events accepted, last rejection or None).
+
+    Connection failures raise ``BridgeError``; a relay that refuses one event is recorded and moves on.
+    """
+    from tidings.storage import bridges as db
+
+    secret = nostr_secret(home)
+    me = await call(lambda store: store.own_feed())
+    sent, refused = 0, None
+    cursor = int(relay["cursor"] or 0)
+    while True:
+        posts = await call(db.own_posts_after, me, cursor, batch)
+        if not posts:
+            return sent, refused
+        events: list[tuple[dict[str, Any], wire.Event]] = []
+        for post in posts:
+            event = await call(_event_for, secret, post)
+            if event is not None:
+                events.append((post, event))
+        results = await publish_events(relay["source"], [e for _, e in events], timeout=timeout)
+        for post, event in events:
+            if event.id not in results:  # the connection ended: resume from here next time
+                return sent, refused
+            accepted, message = results[event.id]
+            if accepted:
+                sent += 1
+                await call(db.mark_items, NAME, OUT, [(event.id, post["hash"])], _now())
+            else:
+                refused = f"{relay['source']} refused {event.id[:12]}: {message}"
+            cursor = post["seq"]
+            await call(db.note_poll, NAME, "relay", relay["source"], cursor=cursor)
+        cursor = posts[-1]["seq"]
+        await call(db.note_poll, NAME, "relay", relay["source"], cursor=cursor)
+
+
+def _post_for(event: wire.Event) -> Any:
+    from tidings.protocol import Post
+    from tidings.protocol.content import MAX_TEXT
+
+    text = event.content
+    if len(text.encode("utf-8")) > MAX_TEXT:
+        text = text.encode("utf-8")[: MAX_TEXT - 3].decode("utf-8", "ignore") + "…"
+    if not text.strip():
+        return None
+    origin = {
+        "network": "nostr",
+        "id": event.id,
+        "author": wire.npub(event.pubkey),
+        "ts": event.created_at * 1000,
+    }
+    return Post(text=text, origin=origin)
+
+
+async def pull_follows(call: Call, home: Home, relay: str, *, timeout: float) -> tuple[int, int]:
+    """Fetch kind-1 events of followed authors from ``relay``; import new valid ones.
+
+    Returns (imported, rejected). Events are verified by ``fetch_events``; an event by an author that
+    was not asked for, or of another kind, is rejected too.
+    """
+    from tidings.storage import bridges as db
+
+    from .keys import feed_key
+
+    follows = await call(db.sources, NAME, "in")
+    if not follows:
+        return 0, 0
+    since = min(int(f["cursor"] or 0) for f in follows)
+    flt: dict[str, Any] = {"authors": [f["source"] for f in follows], "kinds": [1], "limit": 500}
+    if since:
+        flt["since"] = max(0, since - SLACK)
+    fetched = await fetch_events(relay, [flt], timeout=timeout)
+    wanted = {f["source"]: f for f in follows}
+    imported, rejected = 0, fetched.rejected
+    by_author: dict[str, list[wire.Event]] = {}
+    for event in fetched.events:
+        if event.pubkey not in wanted or event.kind != 1:
+            rejected += 1
+            continue
+        by_author.setdefault(event.pubkey, []).append(event)
+    now = _now()
+    for author in wanted:
+        await call(db.note_poll, NAME, "in", author, last_poll=now, last_ok=now, last_error=None, failures=0)
+    for author, events in by_author.items():
+        events.sort(key=lambda e: (e.created_at, e.id))
+        items = [(e.id, p) for e in events if (p := _post_for(e)) is not None]
+        key = feed_key(home, NAME, author)
+        made = await call(db.append_bridged, key, NAME, author, items, _now())
+        imported += len(made)
+        newest = max(e.created_at for e in events)
+        if newest > int(wanted[author]["cursor"] or 0):
+            await call(db.note_poll, NAME, "in", author, cursor=newest)
+    return imported, rejected
+
+
+def _numbers(settings: dict[str, str]) -> tuple[float, Backoff, float]:
+    interval = float(settings.get("interval", "60"))
+    retry = float(settings.get("retry", "10"))
+    return (
+        interval,
+        Backoff(interval=interval, base=retry, cap=max(interval, retry) * 8),
+        float(settings.get("timeout", "10")),
+    )
+
+
+class NostrService:
+    """Inside ``tidings run``: each relay, when due, gets new own posts (if publishing) and is asked for
+    followed authors' events; a failing relay backs off and is shown in ``tidings status``."""
+
+    def __init__(self, home: Home, settings: dict[str, str]) -> None:
+        self.name = "bridge:nostr"
+        self.home = home
+        self.publish = settings.get("publish", "off") == "on"
+        self.interval, self.backoff, self.timeout = _numbers(settings)
+        self.published = 0
+        self.imported = 0
+        self.rejected = 0
+        self.failing: dict[str, str] = {}
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "publish": self.publish,
+            "published": self.published,
+            "imported": self.imported,
+            "rejected": self.rejected,
+            "failing": len(self.failing),
+            "errors": dict(self.failing),
+        }
+
+    async def run(self, node: Node, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+        from tidings.storage import bridges as db
+
+        task_status.started()
+        while True:
+            due = await node.db.call(db.sources, NAME, "relay", due=_now())
+            if due:
+                async with trio.open_nursery() as nursery:
+                    for relay in due:
+                        nursery.start_soon(self._one, node, relay)
+                node.services_changed()
+            await trio.sleep(min(1.0, self.interval))
+
+    async def _one(self, node: Node, relay: dict[str, Any]) -> None:
+        from tidings.storage import bridges as db
+
+        url, now = relay["source"], _now()
+        try:
+            with trio.fail_after(self.timeout * 3):
+                refused = None
+                if self.publish:
+                    sent, refused = await publish_pending(
+                        node.db.call, self.home, relay, timeout=self.timeout
+                    )
+                    self.published += sent
+                got, bad = await pull_follows(node.db.call, self.home, url, timeout=self.timeout)
+                self.imported += got
+                self.rejected += bad
+                if got:
+                    node.wake()
+        except Exception as exc:  # a relay's failure is recorded and retried, never fatal
+            error = str(exc) if isinstance(exc, BridgeError) else f"{url}: {type(exc).__name__}: {exc}"
+            failures = int(relay["failures"] or 0) + 1
+            self.failing[url] = error
+            await node.db.call(
+                db.note_poll, NAME, "relay", url, last_poll=now, last_error=error, failures=failures,
+                next_poll=now + int(self.backoff.delay(failures) * 1000),
+            )  # fmt: skip
+            return
+        self.failing.pop(url, None)
+        await node.db.call(
+            db.note_poll, NAME, "relay", url, last_poll=now, last_ok=now, last_error=refused, failures=0,
+            next_poll=now + int(self.interval * 1000),
+        )  # fmt: skip
+
+
+class NostrBridge(Bridge):
+    """Nostr both ways over NIP-01 relays."""
+
+    name = NAME
+    description = "Nostr: publish your posts as kind-1 events; follow Nostr authors as bridge feeds."
+    settings = (
+        Setting(
+            name="publish",
+            default="off",
+            help="publish your posts to the relays from the node",
+            parse=parse_bool,
+        ),
+        Setting(
+            name="interval", default="60", help="seconds between rounds with a relay", parse=parse_seconds
+        ),
+        Setting(
+            name="retry",
+            default="10",
+            help="first retry delay after a relay failure (doubles)",
+            parse=parse_seconds,
+        ),
+        Setting(name="timeout", default="10", help="seconds to wait for a relay", parse=parse_seconds),
+    )
+
+    def service(self, ctx: BridgeContext) -> NostrService | None:
+        from tidings.storage import bridges as db
+
+        if not db.sources(ctx.store, NAME, "relay"):
+            return None
+        if ctx.settings.get("publish") != "on" and not db.sources(ctx.store, NAME, "in"):
+            return None  # opt-in: neither direction is enabled
+        return NostrService(ctx.home, ctx.settings)
+
+    def status(self, ctx: BridgeContext) -> dict[str, Any]:
+        out = super().status(ctx)
+        key = ctx.home.path / "bridges" / NAME / "nostr.key"
+        out["npub"] = wire.npub(wire.public_key(nostr_secret(ctx.home))) if key.exists() else None
+        return out
+
+    def command(self) -> click.Group:
+        return nostr_group
+
+
+# -- commands -------------------------------------------------------------------------------------------
+@click.group("nostr")
+def nostr_group() -> None:
+    """Nostr both ways: relays, publishing your posts, following Nostr authors."""
+
+
+def _store_call(store: Store) -> Call:
+    async def call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return fn(store, *args, **kwargs)
+
+    return call
+
+
+@nostr_group.command("key")
+@common_options
+@json_option
+@pass_session
+def nostr_key(session: Session, as_json: bool) -> None:
+    """Show the bridge's Nostr public key (made on first use; never your Tidings key)."""
+    session.store()
+    pub = wire.public_key(nostr_secret(session.home))
+    out = {"npub": wire.npub(pub), "hex": pub}
+    if as_json:
+        emit(out)
+    else:
+        click.echo(f"{out['npub']}\n{out['hex']}")
+
+
+@nostr_group.group("relay")
+def relay_group() -> None:
+    """Relays to publish to and fetch from."""
+
+
+@relay_group.command("add")
+@click.argument("url")
+@common_options
+@json_option
+@pass_session
+def relay_add(session: Session, url: str, as_json: bool) -> None:
+    """Use the relay at URL (ws:// or wss://)."""
+    from tidings.storage import bridges as db
+
+    url = check_relay_url(url)
+    added = db.add_source(session.store(), NAME, "relay", url, feed=None, now=_now())
+    emit({"relay": url, "added": added}) if as_json else click.echo(
+        f"relay {url} {'added' if added else 'already used'}"
+    )
+
+
+@relay_group.command("remove")
+@click.argument("url")
+@common_options
+@json_option
+@pass_session
+def relay_remove(session: Session, url: str, as_json: bool) -> None:
+    """Stop using the relay at URL."""
+    from tidings.storage import bridges as db
+
+    if db.remove_source(session.store(), NAME, "relay", url.strip()) is None:
+        raise CliError(f"no relay {url}", code="not_found")
+    emit({"relay": url.strip(), "removed": True}) if as_json else click.echo(f"relay {url} removed")
+
+
+@relay_group.command("list")
+@common_options
+@json_option
+@pass_session
+def relay_list(session: Session, as_json: bool) -> None:
+    """Relays, the last own post sent to each, last round and error."""
+    from tidings.storage import bridges as db
+
+    rows = [
+        {"relay": r["source"], "sent_seq": r["cursor"], "last_poll": r["last_poll"], "error": r["last_error"]}
+        for r in db.sources(session.store(), NAME, "relay")
+    ]
+    if as_json:
+        emit_lines(rows)
+    else:
+        for r in rows:
+            click.echo(f"{r['relay']}  {'error: ' + r['error'] if r['error'] else 'ok'}")
+
+
+def _relays(store: Store) -> list[dict[str, Any]]:
+    from tidings.storage import bridges as db
+
+    relays = db.sources(store, NAME, "relay")
+    if not relays:
+        raise BridgeError("no relays: add one with 'tidings bridge nostr relay add URL'", code="no_relays")
+    return relays
+
+
+@nostr_group.command("publish")
+@common_options
+@json_option
+@pass_session
+def nostr_publish(session: Session, as_json: bool) -> None:
+    """Publish your posts not yet sent to each relay, once, now."""
+    store = session.store()
+    timeout = float(NostrBridge().settings_of(store)["timeout"])
+    call = _store_call(store)
+    rows = []
+    for relay in _relays(store):
+        try:
+            sent, refused = trio.run(lambda r=relay: publish_pending(call, session.home, r, timeout=timeout))
+            rows.append({"relay": relay["source"], "published": sent, "error": refused})
+        except BridgeError as exc:
+            rows.append({"relay": relay["source"], "published": 0, "error": str(exc)})
+        _note_round(store, relay["source"], rows[-1]["error"])
+    _report(rows, as_json, "published")
+
+
+@nostr_group.command("follow")
+@click.argument("key", metavar="NPUB_OR_HEX")
+@common_options
+@json_option
+@pass_session
+def nostr_follow(session: Session, key: str, as_json: bool) -> None:
+    """Follow a Nostr author: their kind-1 notes are imported into a bridge feed you follow."""
+    from tidings.protocol import Follow, ProtocolError, feed_id_text
+    from tidings.storage import bridges as db
+
+    from .keys import feed_key
+
+    try:
+        pub = wire.decode_key(key)
+    except ProtocolError as exc:
+        raise BridgeError(str(exc.args[0]), code="bad_key") from None
+    store = session.store()
+    feed = feed_key(session.home, NAME, pub).public_key
+    db.add_source(store, NAME, "in", pub, feed=feed, now=_now())
+    followed = feed not in store.graph_targets(session.me(), "follow")
+    if followed:
+        store.append(session.key(), Follow(feed=feed))
+    out = {"author": wire.npub(pub), "hex": pub, "feed": feed_id_text(feed), "followed": followed}
+    emit(out) if as_json else click.echo(f"following {out['author']} as {out['feed']}")
+
+
+@nostr_group.command("unfollow")
+@click.argument("key", metavar="NPUB_OR_HEX")
+@common_options
+@json_option
+@pass_session
+def nostr_unfollow(session: Session, key: str, as_json: bool) -> None:
+    """Stop following a Nostr author."""
+    from tidings.protocol import ProtocolError, Unfollow
+    from tidings.storage import bridges as db
+
+    try:
+        pub = wire.decode_key(key)
+    except ProtocolError as exc:
+        raise BridgeError(str(exc.args[0]), code="bad_key") from None
+    store = session.store()
+    src = db.remove_source(store, NAME, "in", pub)
+    if src is None:
+        raise CliError(f"not following {key}", code="not_found")
+    if src["feed"] and src["feed"] in store.graph_targets(session.me(), "follow"):
+        store.append(session.key(), Unfollow(feed=src["feed"]))
+    emit({"author": wire.npub(pub), "unfollowed": True}) if as_json else click.echo(f"unfollowed {key}")
+
+
+@nostr_group.command("pull")
+@common_options
+@json_option
+@pass_session
+def nostr_pull(session: Session, as_json: bool) -> None:
+    """Fetch followed authors' notes from each relay once, now."""
+    store = session.store()
+    timeout = float(NostrBridge().settings_of(store)["timeout"])
+    call = _store_call(store)
+    rows = []
+    for relay in _relays(store):
+        try:
+            got, bad = trio.run(
+                lambda r=relay: pull_follows(call, session.home, r["source"], timeout=timeout)
+            )
+            rows.append({"relay": relay["source"], "imported": got, "rejected": bad, "error": None})
+        except BridgeError as exc:
+            rows.append({"relay": relay["source"], "imported": 0, "rejected": 0, "error": str(exc)})
+        _note_round(store, relay["source"], rows[-1]["error"])
+    _report(rows, as_json, "imported")
+
+
+def _note_round(store: Store, relay: str, error: str | None) -> None:
+    from tidings.storage import bridges as db
+
+    now = _now()
+    if error is None:
+        db.note_poll(store, NAME, "relay", relay, last_poll=now, last_ok=now, last_error=None, failures=0)
+    else:
+        db.note_poll(store, NAME, "relay", relay, last_poll=now, last_error=error)
+
+
+def _report(rows: list[dict[str, Any]], as_json: bool, what: str) -> None:
+    if as_json:
+        emit_lines(rows)
+    else:
+        for r in rows:
+            click.echo(f"{r['relay']}: " + (f"error: {r['error']}" if r["error"] else f"{r[what]} {what}"))
+    failed = [r for r in rows if r["error"] and not r.get(what)]
+    if failed:
+        if as_json:
+            raise click.exceptions.Exit(1)
+        raise CliError(f"{len(failed)} of {len(rows)} relays failed", code="relay_failed")

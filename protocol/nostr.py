@@ -1,0 +1,342 @@
+"""Nostr events and relay messages (NIP-01), keys in NIP-19 form; sans-IO (spec §14.5).
+
+An event is ``{id, pubkey, created_at, kind, tags, content, sig}``. Its id is the SHA-256 of the
+serialization ``[0, pubkey, created_at, kind, tags, content]`` as compact JSON in UTF-8 where strings
+escape only ``\\n \\" \\\\ \\r \\t \\b \\f`` and every other character is written as is (NIP-01). ``sig`` is
+a BIP-340 Schnorr signature of the id bytes by the x-only secp256k1 key ``pubkey``.
+
+Nothing here reads the clock or draws randomness: ``created_at`` and the signing ``aux`` randomness are
+passed in. Events that come from outside are checked with ``parse_event`` (shape) and ``verify_event``
+(id and signature); both raise ``RemoteProtocolError`` with a code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import coincurve
+
+from .errors import LocalProtocolError, RemoteProtocolError
+
+__all__ = [
+    "MAX_CONTENT",
+    "Closed",
+    "Eose",
+    "Event",
+    "Notice",
+    "Ok",
+    "RelayEvent",
+    "RelayMessage",
+    "close_message",
+    "decode_key",
+    "event_id",
+    "event_message",
+    "npub",
+    "parse_event",
+    "parse_relay_message",
+    "public_key",
+    "req_message",
+    "serialize",
+    "sign_event",
+    "verify_event",
+]
+
+#: Limits on events accepted from relays (spec §14.5).
+MAX_CONTENT = 65536
+MAX_TAGS = 2000
+MAX_TAG_ITEMS = 16
+MAX_TAG_ITEM = 1024
+MAX_MESSAGE = 262144
+
+_HEX = frozenset("0123456789abcdef")
+_ESCAPES = {"\n": "\\n", '"': '\\"', "\\": "\\\\", "\r": "\\r", "\t": "\\t", "\b": "\\b", "\f": "\\f"}
+
+
+def _bad(message: str, code: str = "bad_event") -> RemoteProtocolError:
+    return RemoteProtocolError(message, code=code)
+
+
+def _is_hex(value: object, size: int) -> bool:
+    return isinstance(value, str) and len(value) == size * 2 and set(value) <= _HEX
+
+
+def _json_string(value: str) -> str:
+    return '"' + "".join(_ESCAPES.get(c, c) for c in value) + '"'
+
+
+def serialize(
+    pubkey: str, created_at: int, kind: int, tags: tuple[tuple[str, ...], ...], content: str
+) -> bytes:
+    """The NIP-01 serialization whose SHA-256 is the event id."""
+    tag_text = ",".join("[" + ",".join(_json_string(t) for t in tag) + "]" for tag in tags)
+    text = f"[0,{_json_string(pubkey)},{created_at},{kind},[{tag_text}],{_json_string(content)}]"
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates cannot be UTF-8
+        raise _bad("event text is not valid Unicode") from None
+
+
+def event_id(pubkey: str, created_at: int, kind: int, tags: tuple[tuple[str, ...], ...], content: str) -> str:
+    """Lowercase hex SHA-256 of ``serialize(...)``."""
+    return hashlib.sha256(serialize(pubkey, created_at, kind, tags, content)).hexdigest()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """A Nostr event of the right shape (its id and signature are checked by ``verify_event``)."""
+
+    id: str
+    pubkey: str
+    created_at: int
+    kind: int
+    tags: tuple[tuple[str, ...], ...]
+    content: str
+    sig: str
+
+    def __post_init__(self) -> None:
+        if not _is_hex(self.id, 32) or not _is_hex(self.pubkey, 32) or not _is_hex(self.sig, 64):
+            raise _bad("id, pubkey and sig are lowercase hex of 32, 32 and 64 bytes")
+        for name in ("created_at", "kind"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**53:
+                raise _bad(f"{name} is a non-negative integer")
+        if (
+            not isinstance(self.content, str)
+            or len(self.content.encode("utf-8", "surrogatepass")) > MAX_CONTENT
+        ):
+            raise _bad(f"content is text of at most {MAX_CONTENT} bytes")
+        if not isinstance(self.tags, tuple) or len(self.tags) > MAX_TAGS:
+            raise _bad(f"tags are an array of at most {MAX_TAGS} arrays")
+        for tag in self.tags:
+            if not isinstance(tag, tuple) or not 1 <= len(tag) <= MAX_TAG_ITEMS:
+                raise _bad("each tag is a non-empty array of strings")
+            for item in tag:
+                if not isinstance(item, str) or len(item) > MAX_TAG_ITEM:
+                    raise _bad(f"each tag item is a string of at most {MAX_TAG_ITEM} characters")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "pubkey": self.pubkey,
+            "created_at": self.created_at,
+            "kind": self.kind,
+            "tags": [list(t) for t in self.tags],
+            "content": self.content,
+            "sig": self.sig,
+        }
+
+    def tag_values(self, name: str) -> list[tuple[str, ...]]:
+        """The tags named ``name``, each without its name."""
+        return [t[1:] for t in self.tags if t[0] == name]
+
+
+def parse_event(value: Any) -> Event:
+    """An ``Event`` from decoded JSON; ``RemoteProtocolError(code="bad_event")`` when malformed."""
+    if not isinstance(value, dict):
+        raise _bad("an event is a JSON object")
+    try:
+        tags = value["tags"]
+        if not isinstance(tags, list) or not all(isinstance(t, list) for t in tags):
+            raise _bad("tags are an array of arrays")
+        return Event(
+            id=value["id"],
+            pubkey=value["pubkey"],
+            created_at=value["created_at"],
+            kind=value["kind"],
+            tags=tuple(tuple(t) for t in tags),
+            content=value["content"],
+            sig=value["sig"],
+        )
+    except KeyError as exc:
+        raise _bad(f"an event has no {exc.args[0]!r}") from None
+
+
+def verify_event(event: Event) -> None:
+    """Check the id (NIP-01) and the Schnorr signature (BIP-340); raise ``RemoteProtocolError``."""
+    expected = event_id(event.pubkey, event.created_at, event.kind, event.tags, event.content)
+    if expected != event.id:
+        raise _bad("the event id is not the hash of its content", code="bad_event_id")
+    try:
+        key = coincurve.PublicKeyXOnly(bytes.fromhex(event.pubkey))
+        ok = key.verify(bytes.fromhex(event.sig), bytes.fromhex(event.id))
+    except ValueError:
+        ok = False
+    if not ok:
+        raise _bad("invalid event signature", code="bad_signature")
+
+
+def public_key(secret: bytes) -> str:
+    """The x-only public key (hex) of a 32-byte secp256k1 secret."""
+    try:
+        return coincurve.PublicKeyXOnly.from_secret(secret).format().hex()
+    except ValueError:
+        raise LocalProtocolError("not a valid secp256k1 secret key", code="bad_key") from None
+
+
+def sign_event(
+    secret: bytes,
+    *,
+    created_at: int,
+    kind: int,
+    tags: tuple[tuple[str, ...], ...],
+    content: str,
+    aux: bytes,
+) -> Event:
+    """A signed event; ``aux`` is 32 bytes of fresh randomness (BIP-340 auxiliary data)."""
+    if len(aux) != 32:
+        raise LocalProtocolError("aux randomness is 32 bytes", code="bad_aux")
+    pubkey = public_key(secret)
+    ident = event_id(pubkey, created_at, kind, tags, content)
+    sig = coincurve.PrivateKey(secret).sign_schnorr(bytes.fromhex(ident), aux)
+    return Event(
+        id=ident, pubkey=pubkey, created_at=created_at, kind=kind, tags=tags, content=content, sig=sig.hex()
+    )
+
+
+# -- relay messages (NIP-01) -----------------------------------------------------------------------------
+def event_message(event: Event) -> str:
+    """``["EVENT", event]`` sent by a client to publish."""
+    return json.dumps(["EVENT", event.to_json()], ensure_ascii=False, separators=(",", ":"))
+
+
+def req_message(subscription: str, *filters: dict[str, Any]) -> str:
+    """``["REQ", subscription, filter...]``."""
+    return json.dumps(["REQ", subscription, *filters], ensure_ascii=False, separators=(",", ":"))
+
+
+def close_message(subscription: str) -> str:
+    return json.dumps(["CLOSE", subscription], separators=(",", ":"))
+
+
+@dataclass(frozen=True, slots=True)
+class RelayEvent:
+    subscription: str
+    event: Event
+
+
+@dataclass(frozen=True, slots=True)
+class Eose:
+    subscription: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ok:
+    event_id: str
+    accepted: bool
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Closed:
+    subscription: str
+    message: str
+
+
+RelayMessage = RelayEvent | Eose | Ok | Notice | Closed
+
+
+def parse_relay_message(text: str | bytes) -> RelayMessage | None:
+    """One relay-to-client message; None for kinds this client does not use (AUTH, COUNT, ...).
+
+    Malformed messages raise ``RemoteProtocolError(code="bad_message")``; an EVENT whose event is
+    malformed raises ``code="bad_event"``. Signatures are not checked here: call ``verify_event``.
+    """
+    if len(text) > MAX_MESSAGE:
+        raise _bad("relay message too large", code="bad_message")
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        raise _bad("relay message is not JSON", code="bad_message") from None
+    if not isinstance(value, list) or not value or not isinstance(value[0], str):
+        raise _bad("relay message is not a JSON array starting with its type", code="bad_message")
+    kind, args = value[0], value[1:]
+    if kind == "EVENT" and len(args) == 2 and isinstance(args[0], str):
+        return RelayEvent(args[0], parse_event(args[1]))
+    if kind == "EOSE" and len(args) == 1 and isinstance(args[0], str):
+        return Eose(args[0])
+    if kind == "OK" and len(args) >= 2 and isinstance(args[0], str) and isinstance(args[1], bool):
+        message = args[2] if len(args) > 2 and isinstance(args[2], str) else ""
+        return Ok(args[0], args[1], message)
+    if kind == "NOTICE" and len(args) >= 1 and isinstance(args[0], str):
+        return Notice(args[0])
+    if kind == "CLOSED" and len(args) >= 1 and isinstance(args[0], str):
+        return Closed(args[0], args[1] if len(args) > 1 and isinstance(args[1], str) else "")
+    if kind in ("EVENT", "EOSE", "OK", "NOTICE", "CLOSED"):
+        raise _bad(f"malformed {kind} message", code="bad_message")
+    return None
+
+
+# -- NIP-19 keys ------------------------------------------------------------------------------------------
+_CHARSET = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
+
+
+def _polymod(values: list[int]) -> int:
+    gen = (0x3B6A57B2, 0x26508E6D, 0x1EA119FA, 0x3D4233DD, 0x2A1462B3)
+    chk = 1
+    for v in values:
+        top = chk >> 25
+        chk = (chk & 0x1FFFFFF) << 5 ^ v
+        for i in range(5):
+            chk ^= gen[i] if (top >> i) & 1 else 0
+    return chk
+
+
+def _hrp_expand(hrp: str) -> list[int]:
+    return [ord(c) >> 5 for c in hrp] + [0] + [ord(c) & 31 for c in hrp]
+
+
+def _convert(data: bytes | list[int], frm: int, to: int, pad: bool) -> list[int]:
+    acc = bits = 0
+    out: list[int] = []
+    for value in data:
+        acc = (acc << frm) | value
+        bits += frm
+        while bits >= to:
+            bits -= to
+            out.append((acc >> bits) & ((1 << to) - 1))
+    if pad and bits:
+        out.append((acc << (to - bits)) & ((1 << to) - 1))
+    elif not pad and (bits >= frm or (acc << (to - bits)) & ((1 << to) - 1)):
+        raise ValueError("bad padding")
+    return out
+
+
+def npub(pubkey: str) -> str:
+    """The NIP-19 ``npub1...`` form of a hex public key."""
+    if not _is_hex(pubkey, 32):
+        raise LocalProtocolError("a public key is 64 lowercase hex characters", code="bad_key")
+    data = _convert(bytes.fromhex(pubkey), 8, 5, True)
+    checksum = _polymod([*_hrp_expand("npub"), *data, 0, 0, 0, 0, 0, 0]) ^ 1
+    data += [(checksum >> 5 * (5 - i)) & 31 for i in range(6)]
+    return "npub1" + "".join(_CHARSET[d] for d in data)
+
+
+def decode_key(text: str) -> str:
+    """A public key given as ``npub1...`` or 64 hex characters, as lowercase hex.
+
+    Raises ``LocalProtocolError(code="bad_key")`` for anything else (a typo, an ``nsec``, a wrong checksum).
+    """
+    value = text.strip()
+    if _is_hex(value.lower(), 32):
+        return value.lower()
+    low = value.lower()
+    if not low.startswith("npub1") or len(low) != 63 or not set(low[5:]) <= set(_CHARSET):
+        raise LocalProtocolError(f"not a Nostr public key (npub1... or 64 hex): {text!r}", code="bad_key")
+    data = [_CHARSET.index(c) for c in low[5:]]
+    if _polymod([*_hrp_expand("npub"), *data]) != 1:
+        raise LocalProtocolError(f"bad npub checksum: {text!r}", code="bad_key")
+    try:
+        key = bytes(_convert(data[:-6], 5, 8, False))
+    except ValueError:
+        raise LocalProtocolError(f"bad npub: {text!r}", code="bad_key") from None
+    if len(key) != 32:
+        raise LocalProtocolError(f"bad npub length: {text!r}", code="bad_key")
+    return key.hex()
