@@ -56,7 +56,9 @@ def nostr_secret(home: Home) -> bytes:
     return secret
 
 
-def _event_for(store: Store, secret: bytes, post: dict[str, Any]) -> wire.Event | None:
+def _event_for(
+    store: Store, secret: bytes, post: dict[str, Any], batch: dict[bytes, str]
+) -> wire.Event | None:
     """The kind-1 event for one own post (None for entries that are not live posts)."""
     from tidings.protocol import Post, decode_content, entry_id_text
     from tidings.storage import bridges as db
@@ -71,8 +73,8 @@ def _event_for(store: Store, secret: bytes, post: dict[str, Any]) -> wire.Event 
         return None
     tags: list[tuple[str, ...]] = [("tidings", entry_id_text(post["hash"]))]
     if content.reply is not None and content.root is not None:
-        root = db.item_for_entry(store, NAME, content.root)
-        reply = db.item_for_entry(store, NAME, content.reply)
+        root = batch.get(content.root) or db.item_for_entry(store, NAME, content.root)
+        reply = batch.get(content.reply) or db.item_for_entry(store, NAME, content.reply)
         if root is not None:
             tags.append(("e", root, "", "root"))
         if reply is not None and reply != root:
@@ -105,10 +107,12 @@ async def publish_pending(
         if not posts:
             return sent, refused
         events: list[tuple[dict[str, Any], wire.Event]] = []
+        batch_ids: dict[bytes, str] = {}  # posts of this batch, for replies to each other
         for post in posts:
-            event = await call(_event_for, secret, post)
+            event = await call(_event_for, secret, post, batch_ids)
             if event is not None:
                 events.append((post, event))
+                batch_ids[post["hash"]] = event.id
         results = await publish_events(relay["source"], [e for _, e in events], timeout=timeout)
         for post, event in events:
             if event.id not in results:  # the connection ended: resume from here next time
