@@ -53,12 +53,25 @@ def _driver(profile: Path):
 
 def _browse(link: str, bob_home, bob_key, shots: Path) -> dict[str, object]:
     """The user's steps; returns what the trio side checks afterwards."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
     driver = _driver(shots.parent / "chromium-profile")
     wait = WebDriverWait(driver, WAIT)
+
+    def retry(check):
+        """``check(driver)`` until it returns a true value; the page re-renders on live updates,
+        so an element found a moment ago may be gone (stale): look it up again."""
+
+        def attempt(d):
+            try:
+                return check(d)
+            except StaleElementReferenceException:
+                return False
+
+        return wait.until(attempt)
 
     def entry_with(text: str):
         xpath = f"//ol[@id='timeline']/li[contains(@class,'entry')][.//p[contains(@class,'text') and text()='{text}']]"
@@ -73,24 +86,28 @@ def _browse(link: str, bob_home, bob_key, shots: Path) -> dict[str, object]:
 
         driver.find_element(By.ID, "compose-text").send_keys("hello from the page <b>not bold</b>")
         driver.find_element(By.ID, "compose-send").click()
-        mine = entry_with("hello from the page <b>not bold</b>")  # shown as text, not as HTML
-        assert not mine.find_elements(By.TAG_NAME, "b")
+        mine = "hello from the page <b>not bold</b>"
+        retry(lambda d: not entry_with(mine).find_elements(By.TAG_NAME, "b"))  # text, not HTML
         driver.save_screenshot(str(shots / "02-posted.png"))
 
-        mine.find_element(By.CSS_SELECTOR, "button.react[data-emoji='🎉']").click()
-        wait.until(lambda d: "you reacted 🎉" in entry_with("hello from the page <b>not bold</b>").text)
+        retry(
+            lambda d: (
+                entry_with(mine).find_element(By.CSS_SELECTOR, "button.react[data-emoji='🎉']").click()
+                or True
+            )
+        )
+        retry(lambda d: "you reacted 🎉" in entry_with(mine).text)
         driver.save_screenshot(str(shots / "03-reacted.png"))
 
         Select(driver.find_element(By.ID, "ranker")).select_by_value("engagement")
-        wait.until(lambda d: "points" in d.find_element(By.CSS_SELECTOR, "#timeline .why").text)
+        retry(lambda d: "points" in d.find_element(By.CSS_SELECTOR, "#timeline .why").text)
         driver.save_screenshot(str(shots / "04-engagement.png"))
         Select(driver.find_element(By.ID, "ranker")).select_by_value("chronological")
-        wait.until(lambda d: "newest first" in d.find_element(By.CSS_SELECTOR, "#timeline .why").text)
+        retry(lambda d: "newest first" in d.find_element(By.CSS_SELECTOR, "#timeline .why").text)
 
         driver.execute_script("window.__sameDocument = 42;")
         post(bob_home, bob_key, "hello from the node of bob")  # another node; it gossips it to ours
-        bob = entry_with("hello from the node of bob")
-        assert "bob" in bob.text
+        retry(lambda d: "bob (@" in entry_with("hello from the node of bob").text)
         assert driver.execute_script("return window.__sameDocument;") == 42  # live, not reloaded
         driver.save_screenshot(str(shots / "05-live-from-peer.png"))
 

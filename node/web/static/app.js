@@ -10,6 +10,7 @@ const state = {
   replyTo: null,     // entry id the composer answers
   previousView: "timeline",
   refreshTimer: null,
+  reacted: new Map(), // entry id -> emojis reacted from this page (shown across re-renders)
 };
 
 const $ = (id) => document.getElementById(id);
@@ -167,14 +168,17 @@ function actions(entry) {
   for (const emoji of ["👍", "❤️", "🎉"]) {
     bar.append(el("button", {
       class: "react", type: "button", title: `react ${emoji}`, dataset: { emoji },
-      onclick: async (ev) => {
+      onclick: async () => {
         const ok = await attempt(() => api("POST", "/api/react", { entry: target, emoji }), `Reacted ${emoji}`);
-        if (ok) ev.target.closest(".entry").querySelector(".actions").append(el("span", { class: "mine" }, `you reacted ${emoji}`));
+        if (!ok) return;
+        state.reacted.set(target, [...(state.reacted.get(target) || []), emoji]);
+        showReacted(bar, target);
       },
     }, emoji));
   }
   bar.append(el("button", { class: "repost", type: "button", onclick: () => attempt(() => api("POST", "/api/repost", { entry: target }), "Reposted").then(refresh) }, "Repost"));
   bar.append(el("button", { class: "thread", type: "button", onclick: () => showThread(target) }, "Thread"));
+  showReacted(bar, target);
   if (entry.feed === state.me) {
     bar.append(el("button", {
       class: "delete", type: "button",
@@ -185,6 +189,14 @@ function actions(entry) {
     }, "Delete"));
   }
   return bar;
+}
+
+function showReacted(bar, target) {
+  const emojis = state.reacted.get(target);
+  if (!emojis) return;
+  let mark = bar.querySelector(".mine");
+  if (!mark) { mark = el("span", { class: "mine" }); bar.append(mark); }
+  mark.textContent = `you reacted ${emojis.join(" ")}`;
 }
 
 async function renderEntries(list, entries, depths) {
