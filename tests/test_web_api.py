@@ -449,3 +449,23 @@ def test_openapi_documents_every_route():
     ):
         assert path in doc["paths"], path
     json.dumps(doc)  # serialisable as served
+
+
+def test_openapi_document_is_valid_openapi_31():
+    """Checked by openapi-spec-validator when it is installed (structure is checked above regardless)."""
+    try:
+        from openapi_spec_validator import validate
+    except ImportError:  # not a declared test dependency; the structural test above always runs
+        return
+    validate(openapi_document())
+
+
+def test_the_web_service_binds_only_where_asked(tmp_path):
+    home = Home(tmp_path / "h")
+    assert web_services(home, None) == []
+    (service,) = web_services(home, "127.0.0.1:7434")
+    assert service.address == "127.0.0.1:7434" and service.state() == {"address": "127.0.0.1:7434"}
+    assert WebService(home).address == "127.0.0.1:7434"  # the default: loopback, never 0.0.0.0
+    from tidings.cli.commands_network import run
+
+    assert next(p.default for p in run.params if p.name == "http") == "127.0.0.1:7434"

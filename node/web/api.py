@@ -194,11 +194,12 @@ def _profile_set(store: Store, key: SigningKey, name: str | None, bio: str | Non
 
 
 def _mute_target(args: Args) -> tuple[str, str]:
-    feed, word = args.get("feed"), args.get("word")
-    if (feed is None) == (word is None):
-        raise ApiError("give either feed or word", code="bad_parameter")
-    if feed is not None:
+    feed: str | None = args.get("feed")
+    word: str | None = args.get("word")
+    if feed is not None and word is None:
         return "feed", feed_id_text(_feed(feed))
+    if feed is not None or word is None:
+        raise ApiError("give either feed or word", code="bad_parameter")
     word = word.strip().lower()
     if not word:
         raise ApiError("word must not be empty", code="bad_parameter")
