@@ -70,6 +70,17 @@ class BridgeGroup(click.Group):
             return super().invoke(ctx)
         except BridgeError as exc:
             raise CliError(str(exc), code=exc.code) from None
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as exc:
+            name = ctx.invoked_subcommand
+            session = ctx.find_object(Session)
+            if name in _BUILTIN or (session is not None and session.debug):
+                raise
+            raise CliError(
+                f"the {name} bridge failed: {type(exc).__name__}: {exc} (rerun with --debug for details)",
+                code="bridge_failed",
+            ) from None
 
 
 @click.group("bridge", cls=BridgeGroup)
