@@ -868,6 +868,27 @@ def content_doc(key: SigningKey, other: SigningKey) -> dict[str, Any]:
             {"name": name, "rule": "§8.1", "payload": payload.hex(), "type": "post", "map": tagged(canonical)}
         )
 
+    # §14.2: a bridged post names its origin.
+    bridged = Post(
+        text="Story 1",
+        origin={
+            "network": "rss",
+            "id": "news-1",
+            "author": "Ed",
+            "url": "https://news.example/1",
+            "ts": 1704103200000,
+        },
+    )
+    valid_out.append(
+        {
+            "name": "post with an origin (a bridged post)",
+            "rule": "§8.2.1",
+            "payload": encode_content(bridged).hex(),
+            "type": "post",
+            "map": tagged(bridged.to_map()),
+        }
+    )
+
     def post(**fields: Any) -> bytes:
         return encode({"type": "post", **fields})
 
@@ -979,6 +1000,26 @@ def content_doc(key: SigningKey, other: SigningKey) -> dict[str, Any]:
         ("a float in an extra key", with_float, "§2.2", "bad_type"),
         ("trailing byte", encode({"type": "post", "text": "x"}) + b"\x00", "§2.2", "trailing_bytes"),
         ("empty payload", b"", "§2.2", "truncated"),
+        ("origin without id", post(text="x", origin={"network": "rss"}), "§8.2.1", "invalid_content"),
+        (
+            "origin with an unknown key",
+            post(text="x", origin={"network": "rss", "id": "1", "x": "y"}),
+            "§8.2.1",
+            "invalid_content",
+        ),
+        (
+            "origin network of 33 bytes",
+            post(text="x", origin={"network": "n" * 33, "id": "1"}),
+            "§8.2.1",
+            "invalid_content",
+        ),
+        (
+            "origin ts as text",
+            post(text="x", origin={"network": "rss", "id": "1", "ts": "1"}),
+            "§8.2.1",
+            "invalid_content",
+        ),
+        ("origin not a map", post(text="x", origin="rss"), "§8.2.1", "invalid_content"),
     ]
     return {
         "spec": "spec/protocol.md §8",
