@@ -70,6 +70,7 @@ from tidings.protocol.dht_wire import (
 from tidings.protocol.errors import LocalProtocolError, ProtocolError
 from tidings.protocol.lookup import Lookup, LookupKind, LookupResult
 from tidings.protocol.records import (
+    MAX_TTL_MS,
     MemberRecord,
     NodeRecord,
     RecordStore,
@@ -88,6 +89,35 @@ SILENT_LIMIT = 2
 SILENT_SECONDS = 60.0
 #: Bytes of member records in one ``get_members`` reply (the whole reply stays under MAX_BODY).
 MEMBERS_BYTES = 4000
+
+
+#: Member records already decoded and verified, by their bytes (the same ones come back every lookup).
+_VERIFIED: dict[bytes, MemberRecord | None] = {}
+_VERIFIED_MAX = 20000
+
+
+def member_record(value: Any, key: bytes | None, now_ms: int) -> MemberRecord | None:
+    """The valid, unexpired member record in ``value`` under swarm ``key`` (None: any swarm), or None.
+
+    The signature check (the costly part) is done once per distinct record and remembered; the key and
+    the expiry are checked every time.
+    """
+    if type(value) is not bytes:
+        return None
+    if value in _VERIFIED:
+        record = _VERIFIED[value]
+    else:
+        try:
+            decoded = decode_record(value)
+        except RemoteProtocolError:
+            decoded = None
+        record = decoded if isinstance(decoded, MemberRecord) else None
+        if len(_VERIFIED) >= _VERIFIED_MAX:
+            _VERIFIED.clear()
+        _VERIFIED[value] = record
+    if record is None or key not in (None, record.key) or not now_ms < record.expiry_ms <= now_ms + MAX_TTL_MS:
+        return None
+    return record
 
 
 def _now_ms() -> int:
@@ -543,16 +573,17 @@ class DHT:
     async def members(self, key: bytes) -> list[MemberRecord]:
         """Valid member records of the swarm under ``key`` (from here and the nodes around it)."""
         now = _now_ms()
-        accepts = validator(key, now_ms=now, kind=MemberRecord)
+
+        def accepts(value: Any) -> bool:
+            return member_record(value, key, now) is not None
+
         found: dict[bytes, MemberRecord] = {}
         values = [v for v in self.records.members(key, now)]
         result = await self.lookup(key, LookupKind.MEMBERS, validate=accepts)
         values.extend(f.value for f in result.values if isinstance(f.value, bytes))
         for value in values:
-            if not accepts(value):
-                continue
-            record = decode_record(value)
-            if isinstance(record, MemberRecord):
+            record = member_record(value, key, now)
+            if record is not None:
                 held = found.get(record.member)
                 if held is None or record.seq > held.seq:
                     found[record.member] = record

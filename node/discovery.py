@@ -29,15 +29,21 @@ import trio
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from tidings.protocol import feed_id_text
 from tidings.protocol.dht_wire import Contact, Stun, StunReply, digest
-from tidings.protocol.records import create_member_record, create_node_record, swarm_key
+from tidings.protocol.records import (
+    MemberRecord,
+    create_member_record,
+    create_node_record,
+    swarm_key,
+)
 from tidings.storage import dht as dht_store
 from tidings.storage import peers
 from tidings.storage.writer import now_ms
 
-from .dht import DHT, resolve_address
+from .dht import DHT, member_record, resolve_address
 
 if TYPE_CHECKING:
     from .node import Node
+    from .peer import PeerConnection
 
 __all__ = ["Discovery", "dht_node_id"]
 
@@ -49,6 +55,15 @@ _WILDCARDS = ("", "0.0.0.0", "::")
 def dht_node_id(feed: bytes) -> bytes:
     """Our DHT id: a digest of the feed key (stable across restarts, as the saved contacts assume)."""
     return digest(b"tidings-dht-node/1\x00" + feed)
+
+
+#: Most members of one swarm a node keeps track of (a Sybil flood of members stops there).
+MAX_SWARM_MEMBERS = 1000
+
+
+def decode_member(value: bytes, now: int) -> MemberRecord | None:
+    """A valid, unexpired member record of any swarm, or None."""
+    return member_record(value, None, now)
 
 
 def _backoff(attempt: int, cap: float) -> float:
@@ -72,6 +87,9 @@ class Discovery:
         self._next_try: dict[bytes, tuple[float, int]] = {}  # feed -> (next lookup time, attempts)
         self._swarm_scopes: dict[str, trio.CancelScope] = {}
         self._public: tuple[str, int] | None = None
+        #: swarm name -> member -> newest valid member record seen (DHT or gossip)
+        self.member_records: dict[str, dict[bytes, MemberRecord]] = {}
+        self.own_records: dict[str, MemberRecord] = {}
 
     # -- running ---------------------------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED) -> None:
@@ -259,25 +277,71 @@ class Discovery:
             seq=stamp,
             expiry_ms=stamp + int(self.record_ttl * 1000),
         )
+        self.own_records[name] = record
         return await self._dht().announce(record.key, record.encode())
 
     async def _meet(self, name: str, key: bytes) -> None:
+        members = await self._dht().members(key)
+        await self._take_members(name, members, via=None)
+
+    async def _take_members(self, name: str, records: list[MemberRecord], via: PeerConnection | None) -> None:
+        """Remember new member records of swarm ``name`` (found in the DHT or gossiped), offer their
+        addresses to the connection manager, and pass the new ones on to our other peers (§13.6)."""
         node = self.node
         me = node.key.public_key
-        members = await self._dht().members(key)
-        connected = {c.feed for c in node.connections.values()}
-        new = False
-        for record in members:
+        known = self.member_records.setdefault(name, {})
+        fresh: list[MemberRecord] = []
+        for record in records:
             if record.member == me or record.member in node.blocked:
                 continue
+            held = known.get(record.member)
+            if held is not None and held.seq >= record.seq:
+                continue
+            if held is None and len(known) >= MAX_SWARM_MEMBERS:
+                continue
+            known[record.member] = record
+            fresh.append(record)
+        if not fresh:
+            return
+        stamp = now_ms()
+        new = False
+        for record in fresh:
             address = _address_text(record.addresses[0])
-            stamp = now_ms()
             new |= await node.db.call(dht_store.add_swarm_member, name, record.member, [address], stamp)
-            if record.member not in connected:
-                await node.db.call(peers.note_peer, record.member, address, "swarm", False, stamp)
-                node.dial(address, feed=record.member, source="swarm")
+            await node.db.call(peers.note_peer, record.member, address, "swarm", False, stamp)
+            node.dial(address, feed=record.member, source="swarm")
         if new:
             await node.refresh_wants()
+        data = [r.encode() for r in fresh]
+        for conn in list(node.connections.values()):
+            if conn is not via:
+                with contextlib.suppress(Exception):  # a broken peer ends on its own
+                    await conn.send_members(data)
+
+    async def offer_members(self, conn: PeerConnection) -> None:
+        """Send a new connection every member record we hold of the swarms we are in."""
+        now = now_ms()
+        data = [
+            r.encode()
+            for name in list(self._swarm_scopes)
+            for r in self.member_records.get(name, {}).values()
+            if r.expiry_ms > now
+        ]
+        data += [r.encode() for r in self.own_records.values() if r.expiry_ms > now]
+        if data:
+            await conn.send_members(data)
+
+    async def receive_members(self, data: tuple[bytes, ...], conn: PeerConnection) -> None:
+        """Member records gossiped by a peer: only valid ones of swarms we are in count (§13.6)."""
+        now = now_ms()
+        by_key = {swarm_key(name): name for name in self._swarm_scopes}
+        taken: dict[str, list[MemberRecord]] = {}
+        for value in data:
+            record = decode_member(value, now)
+            if record is not None and record.swarm_key in by_key:
+                taken.setdefault(by_key[record.swarm_key], []).append(record)
+        for name, records in taken.items():
+            await self._take_members(name, records, via=conn)
 
     def statistics(self) -> dict[str, Any]:
         return {

@@ -7,6 +7,7 @@ store is closed by the database thread's context manager and ``node.json`` is re
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import errno
 import json
@@ -53,7 +54,8 @@ DEFAULT_LIMITS: dict[str, Any] = {
     "score_threshold": -40.0,
     "feed_entries_per_second": 20.0,
     "feed_burst": 2000,
-    "eager_peers": 2,
+    "eager_peers": 3,
+    "min_eager_peers": 2,
     "graft_delay": 0.3,
     "pex_interval": 60.0,
 }
@@ -150,6 +152,12 @@ class Node:
         self._feed_budgets: dict[bytes, RateLimit] = {}
         self.rng = random.Random()
         self.sent_entries = 0  # entries sent to peers, all connections (copies, bench/swarm.py)
+        # Rows stored lately, fetched once per change for every pusher (see ``new_rows``).
+        self._rows: list[tuple[Any, ...]] = []
+        self._rows_base = -1  # the cache holds every row with id > _rows_base (when >= 0)
+        self._rows_stale = True
+        self._rows_lock = trio.Lock()
+        self._heads: dict[bytes, int] = {}
         self.duplicates = 0  # entries received that we held already
         self._inbound = 0
         self._inbound_by_host: dict[str, int] = {}
@@ -210,8 +218,51 @@ class Node:
 
     def wake(self) -> None:
         """Wake every pusher once (new entries are stored)."""
+        self._rows_stale = True
         self._changed.set()
         self._changed = trio.Event()
+
+    async def new_rows(self, after: int) -> list[tuple[Any, ...]]:
+        """Rows stored after row ``after`` (``gossip.new_rows``), shared by all pushers.
+
+        Each change wakes every connection's pusher; the first to ask reads the new rows from the
+        store, the others get them from memory (the last ``_ROW_CACHE`` rows are kept).
+        """
+        async with self._rows_lock:
+            if self._rows_base < 0 or after < self._rows_base:
+                if self._rows_base >= 0:
+                    return await self.db.call(gossip.new_rows, after)  # older than the cache
+                self._rows_base = after
+            if self._rows_stale:
+                self._rows_stale = False
+                high = self._rows[-1][0] if self._rows else self._rows_base
+                while True:
+                    fresh = await self.db.call(gossip.new_rows, high)
+                    if not fresh:
+                        break
+                    self._rows.extend(fresh)
+                    for row in fresh:
+                        if row[2] > self._heads.get(row[1], -1) and row[1] in self._heads:
+                            self._heads[row[1]] = row[2]
+                    high = fresh[-1][0]
+                    if len(fresh) < 2000:
+                        break
+                if len(self._rows) > _ROW_CACHE:
+                    drop = len(self._rows) - _ROW_CACHE
+                    self._rows_base = self._rows[drop - 1][0]
+                    del self._rows[:drop]
+            start = bisect.bisect_right(self._rows, after, key=lambda r: r[0])
+            return self._rows[start : start + 2000]
+
+    async def head(self, feed: bytes) -> int:
+        """The highest seq held of ``feed`` (cached; raised as rows are stored)."""
+        held = self._heads.get(feed)
+        if held is None:
+            held = (await self.db.call(gossip.heads, {feed}))[feed]
+            if len(self._heads) > 100000:
+                self._heads.clear()
+            self._heads[feed] = max(held, self._heads.get(feed, 0))
+        return self._heads[feed]
 
     async def wait_changed(self) -> None:
         await self._changed.wait()
@@ -285,6 +336,15 @@ class Node:
                         await listener.aclose()
                     await db.call(peers.mark_all_disconnected)
 
+    def _counters(self) -> dict[str, int]:
+        return {
+            "wanted": len(self.wanted),
+            "connections": len(self.connections),
+            "ingested": self._ingested,
+            "sent_entries": self.sent_entries,
+            "duplicates": self.duplicates,
+        }
+
     def _write_node_file(self) -> None:
         info = {
             "pid": os.getpid(),
@@ -294,6 +354,7 @@ class Node:
                 {"feed": feed_id_text(c.feed), "address": c.address} for c in self.connections.values()
             ],
             "services": {r.name: r.state() for r in self.services},
+            "counters": self._counters(),
         }
         tmp = self.home.node_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(info))
@@ -310,12 +371,20 @@ class Node:
     async def _watch(self) -> None:
         """Notice entries written by other processes (and ourselves) and wake the pushers."""
         last = await self.db.call(gossip.max_row)
+        shown = self._counters()
+        next_show = trio.current_time() + 1.0
         while True:
             await trio.sleep(self.limits["poll_interval"])
+            if trio.current_time() >= next_show:  # node.json's counters, for status and benchmarks
+                next_show = trio.current_time() + 1.0
+                if self._counters() != shown:
+                    shown = self._counters()
+                    self._write_node_file()
             now = await self.db.call(gossip.max_row)
             if now != last:
+                if await self.db.call(gossip.graph_changed, last):
+                    await self.refresh_wants()
                 last = now
-                await self.refresh_wants()
                 self.wake()
 
     def _local_host(self) -> str | None:
@@ -463,6 +532,9 @@ class Node:
             finally:
                 await _close(stream)
 
+
+#: Rows ``Node.new_rows`` keeps in memory for the pushers.
+_ROW_CACHE = 5000
 
 _ACCEPT_CAPACITY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 

@@ -28,6 +28,7 @@ from tidings.protocol.replication import (
     Closed,
     EntriesReceived,
     ForksReceived,
+    MembersOffered,
     PeerCaughtUp,
     PeerHas,
     PeersOffered,
@@ -156,6 +157,8 @@ class PeerConnection:
                     if self.rep.version >= 2:
                         nursery.start_soon(self._exchange_peers)
                 await self.send_wants(await self.node.current_wants(extra={self.feed} if self.once else None))
+                if self.rep.version >= 2 and not self.once and self.node.discovery is not None:
+                    await self.node.discovery.offer_members(self)
                 await self._reader(nursery)
         finally:
             self.done.set()
@@ -211,9 +214,8 @@ class PeerConnection:
         wanted = [(f, s) for f, s in items if f in self.node.wanted and f not in self._grafting]
         if not wanted:
             return
-        heads = await self.node.db.call(gossip.heads, {f for f, _ in wanted})
         for feed, seq in wanted:
-            if heads[feed] < seq:
+            if await self.node.head(feed) < seq:
                 self._grafting.add(feed)
                 self._nursery.start_soon(self._graft_later, feed, seq)
 
@@ -287,6 +289,9 @@ class PeerConnection:
                 await self._on_have(event.items)
             elif isinstance(event, PeersOffered):
                 await self._on_peers(event.items)
+            elif isinstance(event, MembersOffered):
+                if self.node.discovery is not None and not self.once:
+                    await self.node.discovery.receive_members(event.records, self)
             elif isinstance(event, Closed):
                 log.info("peer %s closed: %s %s", self.address, event.code, event.reason)
                 nursery.cancel_scope.cancel()
@@ -308,6 +313,11 @@ class PeerConnection:
                 fresh.append(raw)
         if fresh:
             await self.node.broadcast_forks(fresh)
+
+    async def send_members(self, records: list[bytes]) -> None:
+        """Swarm member records (§13.6); only over version 2 connections of a running node."""
+        if self.rep.state == "ACTIVE" and self.rep.version >= 2 and not self.once and records:
+            await self.channel.send(self.rep.members(records))
 
     async def send_forks(self, proofs: list[bytes]) -> None:
         """Send fork proofs, ``_FORKS_PER_FRAME`` a frame (each proof is at most ~300 bytes)."""
@@ -343,7 +353,8 @@ class PeerConnection:
             if held is not None and seq > held:
                 self.rep.peer_wants[author] = seq
             if author not in wants:
-                useless += 1  # not asked for: never stored (spam bound)
+                if author not in self._asked:
+                    useless += 1  # never asked for on this connection: spam (a dropped follow is not)
             elif author in self._throttled:
                 pass  # asked for again with a clock when the feed's budget refills
             elif live and author != self.node.key.public_key and not self.node.feed_budget(author):
@@ -407,7 +418,7 @@ class PeerConnection:
         for feed in authors - fresh:
             if feed == self.feed or feed in self.lazy_in:
                 continue
-            if len(self.node.eager.get(feed, set()) - {id(self)}) >= 1:
+            if len(self.node.eager.get(feed, set()) - {id(self)}) >= self.node.limits["min_eager_peers"]:
                 await self._set_mode(feed, lazy=True)
 
     async def _handle_result(self, result: IngestResult) -> None:
@@ -465,11 +476,10 @@ class PeerConnection:
                 await self._maybe_finish()
 
     async def _pusher(self) -> None:
-        db = self.node.db
         while True:
             await self.node.wait_changed()
             while True:
-                rows = await db.call(gossip.new_rows, self._last_row)
+                rows = await self.node.new_rows(self._last_row)
                 if not rows:
                     break
                 self._last_row = rows[-1][0]

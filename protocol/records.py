@@ -31,6 +31,7 @@ bytes that look like a record are never taken as a plain value.
 from __future__ import annotations
 
 import ipaddress
+import random
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -421,12 +422,21 @@ class RecordStore:
         return None
 
     def members(self, key: bytes, now_ms: int, *, max_bytes: int | None = None) -> list[bytes]:
-        """Unexpired member records under ``key``, latest expiry first, within ``max_bytes`` in total."""
-        records = sorted(
-            (r for r in self._members.get(key, {}).values() if r.expiry_ms > now_ms),
-            key=lambda r: r.expiry_ms,
-            reverse=True,
-        )
+        """Unexpired member records under ``key``, latest expiry first, within ``max_bytes`` in total.
+
+        When they do not all fit, a random sample that fits is returned (still latest expiry first), so
+        repeated lookups of a big swarm meet all of its members, not only the latest to announce.
+        """
+        records = [r for r in self._members.get(key, {}).values() if r.expiry_ms > now_ms]
+        if max_bytes is not None and sum(len(r.encode()) + 3 for r in records) > max_bytes:
+            random.shuffle(records)
+            fitting, size = [], 0
+            for record in records:
+                if size + len(record.encode()) + 3 <= max_bytes:
+                    fitting.append(record)
+                    size += len(record.encode()) + 3
+            records = fitting
+        records.sort(key=lambda r: r.expiry_ms, reverse=True)
         out: list[bytes] = []
         size = 0
         for record in records:

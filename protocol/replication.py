@@ -38,6 +38,7 @@ __all__ = [
     "Closed",
     "EntriesReceived",
     "ForksReceived",
+    "MembersOffered",
     "PeerCaughtUp",
     "PeerHas",
     "PeerHello",
@@ -52,6 +53,9 @@ PROTOCOL_VERSIONS = (1, 2)
 MAX_HAVE_ITEMS = 1000
 MAX_PEER_ADDRESSES = 32
 MAX_ADDRESS_TEXT = 100
+#: Most swarm member records in one ``members`` message, and the size of each (spec §13.4).
+MAX_MEMBER_RECORDS = 200
+MAX_MEMBER_RECORD_SIZE = 1024
 #: Most clock items in one frame (each ~40 bytes).
 MAX_CLOCK_ITEMS = 1000
 MAX_SEQ = 2**53 - 1
@@ -102,6 +106,13 @@ class PeersOffered:
 
 
 @dataclass(frozen=True, slots=True)
+class MembersOffered:
+    """``members``: signed swarm member records (version 2); checked by the receiver."""
+
+    records: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class EntriesReceived:
     items: tuple[tuple[bytes, bytes | None], ...]
 
@@ -123,7 +134,15 @@ class Closed:
 
 
 Event = (
-    PeerHello | PeerWants | PeerHas | PeersOffered | EntriesReceived | PeerCaughtUp | ForksReceived | Closed
+    PeerHello
+    | PeerWants
+    | PeerHas
+    | PeersOffered
+    | MembersOffered
+    | EntriesReceived
+    | PeerCaughtUp
+    | ForksReceived
+    | Closed
 )
 
 
@@ -224,6 +243,12 @@ class Replication:
         """Peer exchange (version 2): at most ``MAX_PEER_ADDRESSES`` ``(feed, "HOST:PORT")``."""
         self._require_v2("peers")
         return encode(["peers", [[feed, address] for feed, address in items[:MAX_PEER_ADDRESSES]]])
+
+    def members(self, records: Sequence[bytes]) -> list[bytes]:
+        """Swarm member records (version 2), ``MAX_MEMBER_RECORDS`` a message."""
+        self._require_v2("members")
+        step = MAX_MEMBER_RECORDS
+        return [encode(["members", list(records[i : i + step])]) for i in range(0, len(records), step)]
 
     def _require_v2(self, name: str) -> None:
         self._require_open()
@@ -381,7 +406,21 @@ class Replication:
         return Closed(code[:50], reason[:200])
 
 
+def _on_members(self: Replication, args: list[Any]) -> Event:
+    if self.version < 2:
+        raise _bad("unexpected message 'members'")
+    if (
+        len(args) != 1
+        or not isinstance(args[0], list)
+        or len(args[0]) > MAX_MEMBER_RECORDS
+        or not all(isinstance(r, bytes) and len(r) <= MAX_MEMBER_RECORD_SIZE for r in args[0])
+    ):
+        raise _bad(f"members is at most {MAX_MEMBER_RECORDS} records of at most {MAX_MEMBER_RECORD_SIZE} bytes")
+    return MembersOffered(tuple(args[0]))
+
+
 _HANDLERS = {
+    "members": _on_members,
     "clock": Replication._on_clock,
     "have": Replication._on_have,
     "peers": Replication._on_peers,

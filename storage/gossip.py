@@ -95,6 +95,17 @@ def max_row(store: Store) -> int:
     return int(store.read("SELECT coalesce(max(id), 0) FROM entries")[0][0])
 
 
+#: Entry types that can change which feeds a node wants (spec §12.3).
+GRAPH_TYPES = ("follow", "unfollow", "block", "unblock")
+
+
+def graph_changed(store: Store, after_row: int) -> bool:
+    """Whether an entry stored after row ``after_row`` may change the wanted feeds."""
+    marks = ",".join("?" * len(GRAPH_TYPES))
+    sql = f"SELECT 1 FROM entries WHERE id > ? AND type IN ({marks}) LIMIT 1"
+    return bool(store.read(sql, (after_row, *GRAPH_TYPES)))
+
+
 def fork_proofs(store: Store, feeds: set[bytes]) -> list[bytes]:
     """Stored fork proofs (spec §7.2 encoding) of the given feeds."""
     out: list[bytes] = []
