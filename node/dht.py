@@ -325,7 +325,7 @@ class DHT:
                 return ValueReply(value=value)
             return NodesReply(contacts=neighbors)
         if isinstance(request, GetMembers):
-            members = self.records.members(request.key, now_ms, max_bytes=MEMBERS_BYTES)
+            members = self.records.members(request.key, now_ms, max_bytes=MEMBERS_BYTES, rng=self.rng)
             return MembersReply(records=tuple(members), contacts=neighbors)
         return NodesReply(contacts=neighbors)
 

@@ -242,6 +242,7 @@ class Discovery:
         names = set(await self.node.db.call(dht_store.swarm_names))
         for name in set(self._swarm_scopes) - names:
             self._swarm_scopes.pop(name).cancel()
+            self.own_records.pop(name, None)  # no longer offered to peers (it expires in the DHT)
             log.info("left swarm %s", name)
             await self.node.refresh_wants()
         for name in names - set(self._swarm_scopes):
@@ -327,7 +328,9 @@ class Discovery:
             for r in self.member_records.get(name, {}).values()
             if r.expiry_ms > now
         ]
-        data += [r.encode() for r in self.own_records.values() if r.expiry_ms > now]
+        data += [
+            r.encode() for name, r in self.own_records.items() if name in self._swarm_scopes and r.expiry_ms > now
+        ]
         if data:
             await conn.send_members(data)
 

@@ -29,7 +29,7 @@ from tidings.storage.writer import now_ms
 from .discovery import Discovery
 from .home import Home
 from .manager import Candidate, ConnectionManager
-from .peer import PeerConnection, RateLimit, describe_error
+from .peer import PeerConnection, describe_error
 from .scoring import Scores
 from .services import Service, ServiceRunner
 from .transport import SecureChannel
@@ -149,7 +149,6 @@ class Node:
         self.manager = ConnectionManager(self)
         #: feed -> ids of connections we asked to push it eagerly (spec §12.7)
         self.eager: dict[bytes, set[int]] = {}
-        self._feed_budgets: dict[bytes, RateLimit] = {}
         self.rng = random.Random()
         self.sent_entries = 0  # entries sent to peers, all connections (copies, bench/swarm.py)
         # Rows stored lately, fetched once per change for every pusher (see ``new_rows``).
@@ -194,17 +193,6 @@ class Node:
     ) -> None:
         """Offer ``address`` to the connection manager (pinned: always kept connected)."""
         self.manager.offer(address, feed=feed, source=source, pinned=pinned)
-
-    def feed_budget(self, feed: bytes) -> bool:
-        """Take one entry from ``feed``'s live budget (spec §12.8); False when it is spent."""
-        bucket = self._feed_budgets.get(feed)
-        if bucket is None:
-            if len(self._feed_budgets) > 10000:
-                self._feed_budgets.clear()
-            limits = self.limits
-            bucket = RateLimit(limits["feed_entries_per_second"], limits["feed_burst"])
-            self._feed_budgets[feed] = bucket
-        return bucket.take()
 
     def penalize(self, host: str, event: str, count: float = 1.0) -> None:
         """Lower (or raise) a host's score; below the threshold cut it off (spec §12.8)."""
@@ -490,9 +478,9 @@ class Node:
             elif code == "error":
                 log.exception("unexpected error with peer %s", address)
             else:
-                if code not in Penalties.HANDSHAKE_CODES:
-                    self.scores.add(host, "flood" if code == "flood" else "invalid")
                 seconds = self.penalties.strike(host, code, reason, self.limits["ban_seconds"])
+                if code not in Penalties.HANDSHAKE_CODES:  # banned already: the score only remembers
+                    self.penalize(host, "flood" if code == "flood" else "invalid")
                 log.warning(
                     "dropping peer %s: %s (%s); not talking to it for %.0f s", address, reason, code, seconds
                 )
@@ -502,7 +490,7 @@ class Node:
                     for holders in self.eager.values():
                         holders.discard(id(conn))
                     if time.time() - conn.connected_at >= 60 and not (conn.received or conn.sent):
-                        self.scores.add(host, "idle")
+                        self.penalize(host, "idle")
                     self.manager.wake()
                     self._write_node_file()
                     await self._note_peer(conn, connected=False)

@@ -78,6 +78,22 @@ class RateLimit:
         return True
 
 
+class FeedBudgets:
+    """A token bucket per feed (spec §12.8): live entries of one feed from one peer."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate, self.burst = rate, burst
+        self._buckets: dict[bytes, RateLimit] = {}
+
+    def take(self, feed: bytes) -> bool:
+        bucket = self._buckets.get(feed)
+        if bucket is None:
+            if len(self._buckets) > 10000:
+                self._buckets.clear()
+            bucket = self._buckets[feed] = RateLimit(self.rate, self.burst)
+        return bucket.take()
+
+
 class PeerConnection:
     def __init__(
         self, node: Node, channel: SecureChannel, address: str, *, initiator: bool, once: bool = False
@@ -116,6 +132,7 @@ class PeerConnection:
         self._throttled: set[bytes] = set()
         self.duplicates = 0
         self.haves_sent = 0
+        self.budgets = FeedBudgets(node.limits["feed_entries_per_second"], node.limits["feed_burst"])
 
     def statistics(self) -> dict[str, Any]:
         return {
@@ -211,10 +228,9 @@ class PeerConnection:
 
     async def _on_have(self, items: tuple[tuple[bytes, int], ...]) -> None:
         """Lazy notes: for a feed we want and lack, graft this peer unless an eager one delivers first."""
-        wanted = [(f, s) for f, s in items if f in self.node.wanted and f not in self._grafting]
-        if not wanted:
-            return
-        for feed, seq in wanted:
+        for feed, seq in items:
+            if feed not in self.node.wanted or feed in self._grafting:
+                continue
             if await self.node.head(feed) < seq:
                 self._grafting.add(feed)
                 self._nursery.start_soon(self._graft_later, feed, seq)
@@ -233,16 +249,23 @@ class PeerConnection:
         """Peer exchange: offer checked addresses to the connection manager (spec §12.8)."""
         from .node import parse_address
 
-        loopback_peer = self.host.startswith("127.") or self.host == "::1"
+        if self.once:
+            return
+        try:
+            peer_scope = _scope(self.host)
+        except ValueError:
+            peer_scope = "public"
         for feed, address in items:
             if feed == self.node.key.public_key or feed in self.node.blocked:
                 continue
             try:
                 host, port = parse_address(address)
-                ip = ipaddress.ip_address(host)
+                scope = _scope(host)
             except ValueError:
                 continue  # names are not taken from peers: no lookups on their behalf
-            if port == 0 or ip.is_unspecified or ip.is_multicast or (ip.is_loopback and not loopback_peer):
+            # a peer may point us only at hosts as public as itself: a public peer cannot make us
+            # dial into our own machine or local network
+            if port == 0 or scope == "bad" or _SCOPE_RANK[scope] < _SCOPE_RANK.get(peer_scope, 2):
                 continue
             self.node.dial(address, feed=feed, source="pex")
 
@@ -357,7 +380,7 @@ class PeerConnection:
                     useless += 1  # never asked for on this connection: spam (a dropped follow is not)
             elif author in self._throttled:
                 pass  # asked for again with a clock when the feed's budget refills
-            elif live and author != self.node.key.public_key and not self.node.feed_budget(author):
+            elif live and author != self.node.key.public_key and not self.budgets.take(author):
                 self._throttled.add(author)
                 self._nursery.start_soon(self._resume_feed, author)
             else:
@@ -447,7 +470,7 @@ class PeerConnection:
             await self.send_forks(proofs)
             haves = []
             for item in wanted:
-                if item.lazy:  # a lazy item gets a have note instead of entries (§12.7)
+                if item.lazy and not self.once:  # a have note instead of entries (§12.7)
                     haves.append(item.feed)
                     continue
                 after = item.seq
@@ -469,6 +492,7 @@ class PeerConnection:
                 if notes:
                     for f, seq in notes:
                         self._have_sent[f] = seq
+                    self.haves_sent += len(notes)
                     await self.channel.send(self.rep.have(notes))
             await self.channel.send([self.rep.caught_up()])
             if self._serve_recv.statistics().current_buffer_used == 0:
@@ -502,6 +526,26 @@ class PeerConnection:
                     self._have_sent.update(notes)
                     self.haves_sent += len(notes)
                     await self.channel.send(self.rep.have(sorted(notes.items())))
+
+
+#: Address scopes for peer exchange, from the most local up.
+_SCOPE_RANK = {"loopback": 0, "private": 1, "public": 2}
+
+
+def _scope(host: str) -> str:
+    """``loopback``, ``private`` (RFC 1918, link-local, unique local) or ``public``; ``bad`` for
+    addresses nobody should be dialled at (unspecified, multicast, reserved). Raises ValueError for
+    a name."""
+    ip = ipaddress.ip_address(host.strip("[]"))
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_loopback:
+        return "loopback"
+    if ip.is_unspecified or ip.is_multicast or ip.is_reserved:
+        return "bad"
+    if ip.is_private or ip.is_link_local:
+        return "private"
+    return "public"
 
 
 def describe_error(exc: BaseException) -> tuple[str, str]:

@@ -6,8 +6,8 @@ raise it a little, up to a cap per event; entries it sent that we never asked fo
 carried nothing, and invalid data, forks of its own feed and floods lower it. The score decays toward 0
 with a half-life of ``score_half_life`` seconds, so an old offence (or an old merit) fades.
 
-The connection manager dials candidates with higher scores first and drops the lowest-scoring idle
-outgoing connection when it needs room; a host whose score falls below ``score_threshold`` is cut off:
+The connection manager dials candidates with higher scores first; a host whose score falls below
+``score_threshold`` is cut off (``Node.penalize``):
 every connection to it is closed, it is banned (``Penalties``) for ``ban_seconds`` and not redialled
 until the ban ends.
 """

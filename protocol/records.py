@@ -421,15 +421,18 @@ class RecordStore:
             return plain[0]
         return None
 
-    def members(self, key: bytes, now_ms: int, *, max_bytes: int | None = None) -> list[bytes]:
+    def members(
+        self, key: bytes, now_ms: int, *, max_bytes: int | None = None, rng: random.Random | None = None
+    ) -> list[bytes]:
         """Unexpired member records under ``key``, latest expiry first, within ``max_bytes`` in total.
 
         When they do not all fit, a random sample that fits is returned (still latest expiry first), so
         repeated lookups of a big swarm meet all of its members, not only the latest to announce.
+        ``rng`` draws the sample (a new ``random.Random()`` when not given).
         """
         records = [r for r in self._members.get(key, {}).values() if r.expiry_ms > now_ms]
         if max_bytes is not None and sum(len(r.encode()) + 3 for r in records) > max_bytes:
-            random.shuffle(records)
+            (rng or random.Random()).shuffle(records)
             fitting, size = [], 0
             for record in records:
                 if size + len(record.encode()) + 3 <= max_bytes:

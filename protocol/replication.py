@@ -240,15 +240,30 @@ class Replication:
         return [encode(["have", rows[i : i + MAX_HAVE_ITEMS]]) for i in range(0, len(rows), MAX_HAVE_ITEMS)]
 
     def peers(self, items: Sequence[tuple[bytes, str]]) -> bytes:
-        """Peer exchange (version 2): at most ``MAX_PEER_ADDRESSES`` ``(feed, "HOST:PORT")``."""
+        """Peer exchange (version 2): at most ``MAX_PEER_ADDRESSES`` ``(feed, "HOST:PORT")``; addresses
+        longer than ``MAX_ADDRESS_TEXT`` (the receiver would refuse the message) are left out."""
         self._require_v2("peers")
-        return encode(["peers", [[feed, address] for feed, address in items[:MAX_PEER_ADDRESSES]]])
+        rows = [[feed, address] for feed, address in items if 0 < len(address) <= MAX_ADDRESS_TEXT]
+        return encode(["peers", rows[:MAX_PEER_ADDRESSES]])
 
     def members(self, records: Sequence[bytes]) -> list[bytes]:
-        """Swarm member records (version 2), ``MAX_MEMBER_RECORDS`` a message."""
+        """Swarm member records (version 2): at most ``MAX_MEMBER_RECORDS`` a message, and as many as fit
+        in a frame (``MAX_PLAINTEXT``); records over ``MAX_MEMBER_RECORD_SIZE`` are left out."""
         self._require_v2("members")
-        step = MAX_MEMBER_RECORDS
-        return [encode(["members", list(records[i : i + step])]) for i in range(0, len(records), step)]
+        frames: list[bytes] = []
+        batch: list[bytes] = []
+        size = 16
+        for record in records:
+            if len(record) > MAX_MEMBER_RECORD_SIZE:
+                continue
+            if batch and (len(batch) >= MAX_MEMBER_RECORDS or size + len(record) + 3 > MAX_PLAINTEXT):
+                frames.append(encode(["members", batch]))
+                batch, size = [], 16
+            batch.append(record)
+            size += len(record) + 3
+        if batch:
+            frames.append(encode(["members", batch]))
+        return frames
 
     def _require_v2(self, name: str) -> None:
         self._require_open()

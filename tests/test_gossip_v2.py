@@ -12,7 +12,7 @@ from tidings.node.manager import MAX_CANDIDATES, Candidate, ConnectionManager, a
 from tidings.node.node import DEFAULT_LIMITS, Node
 from tidings.node.scoring import DELIVERED_CAP, MAX_SCORE, SCORE_EVENTS, Scores
 from tidings.protocol import LocalProtocolError, RemoteProtocolError, SigningKey, encode
-from tidings.protocol import records as records_module
+from tidings.protocol.handshake import MAX_PLAINTEXT
 from tidings.protocol.records import RecordStore, create_member_record, swarm_key
 from tidings.protocol.replication import (
     MAX_ADDRESS_TEXT,
@@ -653,17 +653,12 @@ def test_penalize_cuts_a_host_off(tmp_path: Any) -> None:
     assert not node.penalties.banned("192.0.2.2")
 
 
-def test_feed_budget_is_a_shared_token_bucket(tmp_path: Any) -> None:
-    from tidings.node.home import Home
+def test_feed_budgets_are_a_token_bucket_per_feed() -> None:
+    from tidings.node.peer import FeedBudgets
 
-    node = Node(
-        Home(tmp_path),
-        SigningKey(b"\x05" * 32),
-        dht=False,
-        limits={"feed_burst": 5, "feed_entries_per_second": 0.001},
-    )
-    assert [node.feed_budget(F) for _ in range(6)] == [True] * 5 + [False]
-    assert node.feed_budget(G)  # another feed has its own bucket
+    budgets = FeedBudgets(0.001, 5)
+    assert [budgets.take(F) for _ in range(6)] == [True] * 5 + [False]
+    assert budgets.take(G)  # another feed has its own bucket
 
 
 def test_new_default_limits() -> None:
@@ -712,8 +707,8 @@ def test_members_all_fit_latest_expiry_first() -> None:
     assert store.members(SWARM, NOW) == out
 
 
-def test_members_random_sample_fits_and_covers_every_record(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(records_module, "random", random.Random(12345))
+def test_members_random_sample_fits_and_covers_every_record() -> None:
+    rng = random.Random(12345)
     store, expiry = member_store(40)
     size = len(next(iter(expiry))) + 3
     assert all(len(r) + 3 == size for r in expiry)  # all the same size here
@@ -722,7 +717,7 @@ def test_members_random_sample_fits_and_covers_every_record(monkeypatch: pytest.
     seen: set[bytes] = set()
     replies = []
     for _ in range(60):
-        out = store.members(SWARM, NOW, max_bytes=max_bytes)
+        out = store.members(SWARM, NOW, max_bytes=max_bytes, rng=rng)
         assert len(out) == per_reply  # as many as fit
         assert sum(len(r) + 3 for r in out) <= max_bytes
         assert len(set(out)) == len(out) and set(out) <= set(expiry)
@@ -740,3 +735,54 @@ def test_members_sample_leaves_out_expired_records() -> None:
     later = NOW + HOUR + 4500  # the first five have expired
     out = store.members(SWARM, later, max_bytes=4000)
     assert sorted(expiry[r] for r in out) == [NOW + HOUR + i * 1000 for i in range(5, 10)]
+
+
+# -- sizes and scopes ---------------------------------------------------------------------------------
+
+
+def test_members_split_by_frame_size_not_only_by_count() -> None:
+    a, b = pair()
+    records = [bytes([i % 256]) * 1000 for i in range(200)]  # 200 x 1000 bytes: over one frame
+    frames = a.members(records)
+    assert len(frames) >= 4
+    assert all(len(f) <= MAX_PLAINTEXT for f in frames)
+    got = [r for f in frames for r in b.receive(f).records]
+    assert got == records
+    assert a.members([b"x" * 2000]) == []  # over MAX_MEMBER_RECORD_SIZE: left out
+
+
+def test_peers_leaves_out_addresses_the_receiver_would_refuse() -> None:
+    a, b = pair()
+    long_name = "h" * 200 + ".example:7433"
+    frame = a.peers([(F, long_name), (G, "10.0.0.1:7433")])
+    assert b.receive(frame).items == ((G, "10.0.0.1:7433"),)
+
+
+@pytest.mark.parametrize(
+    ("host", "scope"),
+    [
+        ("127.0.0.5", "loopback"),
+        ("::1", "loopback"),
+        ("::ffff:127.0.0.1", "loopback"),
+        ("10.1.2.3", "private"),
+        ("192.168.1.1", "private"),
+        ("169.254.0.9", "private"),
+        ("fd00::1", "private"),
+        ("8.8.8.8", "public"),
+        ("2001:4860::8888", "public"),
+        ("0.0.0.0", "bad"),
+        ("224.0.0.1", "bad"),
+        ("240.0.0.1", "bad"),
+    ],
+)
+def test_address_scopes_for_peer_exchange(host: str, scope: str) -> None:
+    from tidings.node.peer import _scope
+
+    assert _scope(host) == scope
+
+
+def test_scope_of_a_name_is_an_error() -> None:
+    from tidings.node.peer import _scope
+
+    with pytest.raises(ValueError):
+        _scope("example.org")
