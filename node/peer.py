@@ -128,7 +128,7 @@ class PeerConnection:
         #: EBT (spec §12.7): feeds we asked this peer to push lazily / have notes sent per feed
         self.lazy_in: set[bytes] = set()
         self._have_sent: dict[bytes, int] = {}
-        self._grafting: set[bytes] = set()
+        self._grafting: dict[bytes, int] = {}  # feed -> highest seq a note named while a graft waits
         self._throttled: set[bytes] = set()
         self.duplicates = 0
         self.haves_sent = 0
@@ -229,21 +229,25 @@ class PeerConnection:
     async def _on_have(self, items: tuple[tuple[bytes, int], ...]) -> None:
         """Lazy notes: for a feed we want and lack, graft this peer unless an eager one delivers first."""
         for feed, seq in items:
-            if feed not in self.node.wanted or feed in self._grafting:
+            if feed not in self.node.wanted:
+                continue
+            if feed in self._grafting:  # a graft is pending: it checks against the newest note
+                self._grafting[feed] = max(self._grafting[feed], seq)
                 continue
             if await self.node.head(feed) < seq:
-                self._grafting.add(feed)
+                self._grafting[feed] = seq
                 self._nursery.start_soon(self._graft_later, feed, seq)
 
     async def _graft_later(self, feed: bytes, seq: int) -> None:
         try:
             await trio.sleep(self.node.limits["graft_delay"])
+            seq = self._grafting.get(feed, seq)
             head = (await self.node.db.call(gossip.heads, {feed}))[feed]
             if head < seq and feed not in self._throttled:
                 log.debug("grafting %s on %s (have %d, holds %d)", feed_id_text(feed), self.address, head, seq)
                 await self._set_mode(feed, lazy=False)
         finally:
-            self._grafting.discard(feed)
+            self._grafting.pop(feed, None)
 
     async def _on_peers(self, items: tuple[tuple[bytes, str], ...]) -> None:
         """Peer exchange: offer checked addresses to the connection manager (spec §12.8)."""
