@@ -7,51 +7,128 @@ follow and the swarm join are done by separate ``tidings`` commands while the no
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
-from .test_run_process import Running, feed, log_ids, peers_of, tidings, wait_for
+from .nodes import next_host
+from .test_run_process import TIDINGS, feed, log_ids, peers_of, tidings, wait_for
 
 
 def _post(home, text: str) -> str:
     return json.loads(tidings(home, "post", text, "--json").stdout)["id"]
 
 
+class _Process:
+    """A ``tidings run`` process (own 127.x address, no web page) started without waiting for it, so
+    that many start at once; its log goes to a file (a full pipe would stall it)."""
+
+    def __init__(self, home: Path, *args: str) -> None:
+        self.home = home
+        self.log = home.parent / f"{home.name}.log"
+        with self.log.open("w") as err:
+            self.proc = subprocess.Popen(
+                [
+                    *TIDINGS,
+                    "--home",
+                    str(home),
+                    "run",
+                    "--listen",
+                    f"{next_host()}:0",
+                    "--http",
+                    "off",
+                    *args,
+                ],
+                stdout=subprocess.PIPE,
+                stderr=err,
+                text=True,
+            )
+        self.address = ""
+
+    def wait_listening(self) -> _Process:
+        line = self.proc.stdout.readline()  # the first line, printed once the listener is bound
+        assert line.startswith("listening on "), line + self.log.read_text()
+        self.address = line.split()[-1]
+        return self
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.communicate(timeout=15)
+        err = self.log.read_text()
+        assert self.proc.returncode == 0 and "Traceback" not in err, err
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.communicate(timeout=10)
+
+
+def _swarm_texts(home: Path) -> set[str]:
+    out = tidings(home, "timeline", "--swarm", "python", "--json").stdout
+    return {json.loads(line)["content"]["text"] for line in out.splitlines() if line.strip()}
+
+
 @pytest.mark.slow
-def test_processes_follow_by_id_and_swarm(tmp_path):
-    homes = [tmp_path / f"p{i}" for i in range(4)]
-    for i, home in enumerate(homes):
-        tidings(home, "init", "--name", f"p{i}")
-    (homes[3] / "config.toml").write_text("")
-    running = []
+def test_ten_processes_follow_by_id_swarm_and_lose_the_bootstrap(tmp_path):
+    """10 nodes given only one bootstrap address; follow by feed id; 5 nodes in swarm ``python`` see each
+    other's posts; with the bootstrap node killed, a new node joins through another known node."""
+    homes = [tmp_path / f"p{i}" for i in range(11)]
+    with ThreadPoolExecutor(len(homes)) as pool:
+        list(pool.map(lambda i: tidings(homes[i], "init", "--name", f"p{i}"), range(len(homes))))
+        feeds = list(pool.map(feed, homes))
+    members = (1, 3, 5, 7, 9)
+    running: list[_Process] = []
     try:
-        first = Running(homes[0])
+        first = _Process(homes[0]).wait_listening()
         running.append(first)
-        running.append(Running(homes[1], "--bootstrap", first.address, "--swarm", "python"))
-        running.append(Running(homes[2], "--bootstrap", first.address))
-        (homes[3] / "config.toml").write_text(f'bootstrap = ["{first.address}"]\n')
-        running.append(Running(homes[3], "--swarm", "python"))
+        for i in range(1, 10):
+            args = ["--swarm", "python"] if i in (1, 3, 5, 7) else []
+            if i == 9:  # the bootstrap address in config.toml instead of on the command line
+                (homes[9] / "config.toml").write_text(f'bootstrap = ["{first.address}"]\n')
+            else:
+                args += ["--bootstrap", first.address]
+            running.append(_Process(homes[i], *args))
+        for node in running[1:]:
+            node.wait_listening()
+        started = time.monotonic()
 
-        # follow by feed id alone: p2 follows p0's feed, with no address typed
-        post0 = _post(homes[0], "p0 speaking")
-        tidings(homes[2], "follow", feed(homes[0]))
-        wait_for(lambda: post0 in log_ids(homes[2], feed(homes[0])), timeout=30)
-        assert {p["feed"]: p["source"] for p in peers_of(homes[2])}[feed(homes[0])] == "dht"
+        # follow by feed id alone: p2 follows p8's feed (neither is the bootstrap node)
+        post8 = _post(homes[8], "p8 speaking")
+        tidings(homes[2], "follow", feeds[8])
+        wait_for(lambda: post8 in log_ids(homes[2], feeds[8]), timeout=30)
+        assert {p["feed"]: p["source"] for p in peers_of(homes[2])}[feeds[8]] == "dht"
 
-        # swarm: p1 and p3 joined with --swarm; p2 joins with the command while it runs
-        tidings(homes[2], "swarm", "join", "python")
-        posts = {i: _post(homes[i], f"python post {i}") for i in (1, 2, 3)}
-        for i in (1, 2, 3):
-            for j in (1, 2, 3):
-                wait_for(lambda i=i, j=j: posts[j] in log_ids(homes[i], feed(homes[j])), timeout=30)
-        out = tidings(homes[1], "timeline", "--swarm", "python", "--json").stdout
-        texts = {json.loads(line)["content"]["text"] for line in out.splitlines()}
-        assert {f"python post {i}" for i in (1, 2, 3)} <= texts
-        assert "p0 speaking" not in texts
-        swarms = [json.loads(line) for line in tidings(homes[2], "swarm", "list", "--json").stdout.splitlines()]
-        assert swarms[0]["name"] == "python" and swarms[0]["members"] == 2
-        for node in running:
-            node.stop()
+        # swarm: p1, p3, p5, p7 joined with --swarm; p9 joins with the command while it runs
+        tidings(homes[9], "swarm", "join", "python")
+        with ThreadPoolExecutor(len(members)) as pool:
+            list(pool.map(lambda i: _post(homes[i], f"python post {i}"), members))
+        wanted = {f"python post {i}" for i in members}
+        for i in members:
+            wait_for(lambda i=i: wanted <= _swarm_texts(homes[i]), timeout=40)
+        assert "p8 speaking" not in _swarm_texts(homes[1])
+        swarms = [
+            json.loads(line) for line in tidings(homes[9], "swarm", "list", "--json").stdout.splitlines()
+        ]
+        assert swarms[0]["name"] == "python" and swarms[0]["members"] == len(members) - 1
+
+        # the bootstrap node dies; a new node given it and one other known node still joins the DHT,
+        # finds p6 by feed id and gets its posts
+        first.kill()
+        running.remove(first)
+        post6 = _post(homes[6], "p6 after the bootstrap died")
+        tidings(homes[10], "follow", feeds[6])
+        late = _Process(homes[10], "--bootstrap", first.address, "--bootstrap", running[4].address)
+        running.append(late.wait_listening())
+        wait_for(lambda: post6 in log_ids(homes[10], feeds[6]), timeout=30)
+        assert {p["feed"]: p["source"] for p in peers_of(homes[10])}[feeds[6]] == "dht"
+        print(f"10 processes: follow, swarm and rejoin in {time.monotonic() - started:.1f} s")
+        with ThreadPoolExecutor(len(running)) as pool:
+            list(pool.map(_Process.stop, running))
+        running.clear()
     finally:
         for node in running:
             node.kill()
