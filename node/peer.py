@@ -212,9 +212,10 @@ class PeerConnection:
             self.node.eager.setdefault(feed, set()).add(id(self))
         return lazy
 
-    async def _set_mode(self, feed: bytes, *, lazy: bool) -> None:
-        """Graft (eager) or prune (lazy) ``feed`` on this connection with a one-item clock (§12.7)."""
-        head = (await self.node.db.call(gossip.heads, {feed}))[feed]
+    async def _set_mode(self, feed: bytes, *, lazy: bool, seq: int | None = None) -> None:
+        """Graft (eager) or prune (lazy) ``feed`` on this connection with a one-item clock (§12.7);
+        ``seq`` (default: our head) is what the clock says we hold."""
+        head = (await self.node.db.call(gossip.heads, {feed}))[feed] if seq is None else seq
         if lazy:
             self.lazy_in.add(feed)
             self.node.eager.get(feed, set()).discard(id(self))
@@ -448,7 +449,23 @@ class PeerConnection:
             if len(self.node.eager.get(feed, set()) - {id(self)}) >= self.node.limits["min_eager_peers"]:
                 await self._set_mode(feed, lazy=True)
 
+    async def _repair_gaps(self, gaps: list[tuple[bytes, int]]) -> None:
+        """Entries stored above a hole (they came out of order, or a relay skipped one): once
+        ``graft_delay`` has let late arrivals land, ask this peer again from below the lowest hole
+        of each feed (spec §12.7). The start of a partial log (nothing held below) is no hole."""
+        await trio.sleep(self.node.limits["graft_delay"])
+        lowest: dict[bytes, int] = {}
+        for author, seq in gaps:
+            lowest[author] = min(seq, lowest.get(author, seq))
+        for author, seq in lowest.items():
+            below = await self.node.db.call(gossip.held_below, author, seq)
+            if 0 < below < seq - 1 and author not in self._throttled:
+                log.debug("asking %s again for %s after seq %d", self.address, feed_id_text(author), below)
+                await self._set_mode(author, lazy=False, seq=below)  # entries, not notes
+
     async def _handle_result(self, result: IngestResult) -> None:
+        if result.gaps and not self.once:
+            self._nursery.start_soon(self._repair_gaps, list(result.gaps))
         self.received += len(result.added)
         self.node.note_ingested(len(result.added))
         if result.added:

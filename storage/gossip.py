@@ -91,6 +91,12 @@ def new_rows(store: Store, after_id: int, *, limit: int = 2000) -> list[tuple[An
     return [(r[0], bytes(r[1]), r[2], r[3], bytes(r[4]), None if r[5] is None else bytes(r[5])) for r in rows]
 
 
+def held_below(store: Store, author: bytes, seq: int) -> int:
+    """The highest seq of ``author`` held below ``seq`` (0 when none is)."""
+    row = store.read("SELECT max(seq) FROM entries WHERE author = ? AND seq < ?", (author, seq))
+    return int(row[0][0] or 0)
+
+
 def max_row(store: Store) -> int:
     return int(store.read("SELECT coalesce(max(id), 0) FROM entries")[0][0])
 

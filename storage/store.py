@@ -81,6 +81,9 @@ class IngestResult:
     duplicates: int = 0
     rejected: list[Rejected] = field(default_factory=list)
     forks: list[ForkProof] = field(default_factory=list)
+    #: (author, seq) of added entries whose predecessor is not held: a hole below them, or the start
+    #: of a partial log (the node asks for holes again, spec §12.7)
+    gaps: list[tuple[bytes, int]] = field(default_factory=list)
 
 
 def _translate(exc: sqlite3.Error) -> StoreError:
@@ -451,6 +454,8 @@ class Store(ReadMixin):
         writer.insert(entry, payload, content, deleted=(entry.hash, author) in view.tombstones)
         view.accepted[(author, seq)] = entry
         result.added.append(entry)
+        if seq > 1 and previous is None:
+            result.gaps.append((author, seq))
 
     def _fill_payload(self, cur: sqlite3.Cursor, entry: Entry, payload: bytes) -> None:
         """A known entry arrives with the payload we lacked (e.g. after a partial sync)."""

@@ -18,7 +18,7 @@ from tidings.protocol.replication import Replication
 from tidings.storage.integrity import verify_store
 from tidings.storage.store import Store
 
-from .nodes import count, follow, has_entry, make_home, post, start_node, wait_until
+from .nodes import count, follow, has_entry, make_home, next_host, post, start_node, wait_until
 from .test_hostile_peers import chain_of
 
 
@@ -250,4 +250,41 @@ async def test_peer_exchange_brings_a_wanted_feed_within_reach(tmp_path):
         assert cand.source == "pex" and cand.feed == kb.public_key
         entry = post(hb, kb, "found through a friend")
         await wait_until(lambda: has_entry(hc, entry.hash), timeout=5)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_hole_left_by_out_of_order_delivery_is_asked_for_again(tmp_path):
+    """Entries 1, 2 and 4 arrive, 3 does not: the node asks the peer again from seq 2 (spec §12.7)."""
+    from tidings.protocol import decode
+    from tidings.protocol.replication import PeerWants
+
+    hr, kr = make_home(tmp_path, "r")
+    author = SigningKey(os.urandom(32))
+    follow(hr, kr, author)
+    chain = chain_of(author, tmp_path, 4)
+    async with trio.open_nursery() as nursery:
+        r = await start_node(nursery, hr, kr, limits={"graft_delay": 0.05})
+        host, port = parse_address(r.address)
+        stream = await trio.open_tcp_stream(host, port, local_address=next_host())
+        channel = await SecureChannel.handshake(
+            stream, initiator=True, identity=SigningKey(os.urandom(32)), transport_private=os.urandom(32)
+        )
+        rep = Replication()
+        await channel.send([rep.hello()])
+        rep.receive(await channel.receive())
+        await channel.send(rep.clock([]))
+        await channel.send(rep.entries(chain[:2]) + rep.entries(chain[3:]))
+        asked = None
+        with trio.fail_after(5):
+            while asked is None:
+                frame = await channel.receive()
+                if decode(frame)[0] in ("have", "peers", "members"):
+                    continue
+                event = rep.receive(frame)
+                if isinstance(event, PeerWants):
+                    asked = next((i for i in event.items if i.feed == author.public_key and i.seq == 2), None)
+        assert not asked.lazy
+        await channel.send(rep.entries(chain[2:]))
+        await wait_until(lambda: count(hr, author.public_key) == 4, timeout=5)
+        await channel.aclose()
         nursery.cancel_scope.cancel()
