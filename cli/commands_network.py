@@ -198,18 +198,27 @@ def sync(session: Session, address: str, network_key: str | None, timeout: float
         with trio.fail_after(timeout):
             if not show:
                 return await node.sync_once(address)
-            from rich.progress import Progress, SpinnerColumn, TextColumn
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-            with Progress(SpinnerColumn(), TextColumn("{task.description}"), transient=True) as progress:
-                task = progress.add_task(f"syncing with {address}")
+            columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+            with Progress(*columns, transient=True) as progress:
+                task = progress.add_task(f"syncing with {address}", total=None)
                 async with trio.open_nursery() as nursery:
 
                     async def ticker() -> None:
+                        # the peer announces what it holds first (version 2), so the bar has a total;
+                        # with a version-1 peer it only counts
                         while True:
-                            progress.update(
-                                task,
-                                description=f"syncing with {address}: {node.statistics()['ingested']} received",
-                            )
+                            conn = node.syncing
+                            if conn is not None:
+                                total = conn.expected_in
+                                received = conn.received
+                                progress.update(
+                                    task,
+                                    completed=received,
+                                    total=None if total is None else max(total, received),
+                                    description=f"syncing with {address} (sent {conn.sent})",
+                                )
                             await trio.sleep(0.1)
 
                     nursery.start_soon(ticker)

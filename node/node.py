@@ -167,6 +167,7 @@ class Node:
         self._ingested = 0
         self._nursery: trio.Nursery | None = None
         self.services = [ServiceRunner(s) for s in services or []]
+        self.syncing: PeerConnection | None = None  # the connection of a one-shot sync
         self.discovery: Discovery | None = (
             Discovery(self, bootstrap=list(bootstrap or []), swarms=list(swarms or [])) if dht else None
         )
@@ -514,6 +515,7 @@ class Node:
                     timeout=self.limits["handshake_timeout"],
                 )
                 conn = PeerConnection(self, channel, address, initiator=True, once=True)
+                self.syncing = conn
                 await conn.run()
                 await db.call(peers.note_peer, conn.feed, address, "sync", False, now_ms())
                 return conn

@@ -132,6 +132,9 @@ class PeerConnection:
         self._throttled: set[bytes] = set()
         self.duplicates = 0
         self.haves_sent = 0
+        #: one-shot sync: entries the peer announced it will send (None: unknown, a version-1 peer)
+        self.expected_in: int | None = None
+        self._probe_heads: dict[bytes, int] = {}
         self.budgets = FeedBudgets(node.limits["feed_entries_per_second"], node.limits["feed_burst"])
 
     def statistics(self) -> dict[str, Any]:
@@ -173,7 +176,10 @@ class PeerConnection:
                     nursery.start_soon(self._pusher)
                     if self.rep.version >= 2:
                         nursery.start_soon(self._exchange_peers)
-                await self.send_wants(await self.node.current_wants(extra={self.feed} if self.once else None))
+                wants = await self.node.current_wants(extra={self.feed} if self.once else None)
+                if self.once and self.rep.version >= 2:
+                    await self._probe(wants)
+                await self.send_wants(wants)
                 if self.rep.version >= 2 and not self.once and self.node.discovery is not None:
                     await self.node.discovery.offer_members(self)
                 await self._reader(nursery)
@@ -227,8 +233,23 @@ class PeerConnection:
             self._clocks_out += len(frames)
             await self.channel.send(frames)
 
+    async def _probe(self, wants: set[bytes]) -> None:
+        """One-shot sync (§12.6): a lazy clock first, so the peer's notes tell how much will come."""
+        held = await self.node.db.call(gossip.heads, wants)
+        self._probe_heads = held
+        frames = self.rep.clock([ClockItem(feed, seq, 0, True) for feed, seq in sorted(held.items())])
+        self._clocks_out += len(frames)
+        await self.channel.send(frames)
+
     async def _on_have(self, items: tuple[tuple[bytes, int], ...]) -> None:
         """Lazy notes: for a feed we want and lack, graft this peer unless an eager one delivers first."""
+        if self.once:  # answers to the probe: what the sync will bring
+            for feed, seq in items:
+                held = self._probe_heads.get(feed)
+                if held is not None and seq > held:
+                    self.expected_in = (self.expected_in or 0) + seq - held
+                    self._probe_heads[feed] = seq
+            return
         for feed, seq in items:
             if feed not in self.node.wanted:
                 continue

@@ -215,3 +215,18 @@ async def _run_in_scope(node: Node, scope: trio.CancelScope, *, task_status=trio
     """Run ``node`` under ``scope`` so the test can stop just this node."""
     with scope:
         await node.run(task_status=task_status)
+
+
+async def test_one_shot_sync_knows_how_much_will_come(tmp_path):
+    """The syncing side asks lazily first (version 2): the peer's notes give the total for the bar."""
+    ha, ka = make_home(tmp_path, "a")
+    hb, kb = make_home(tmp_path, "b")
+    for i in range(700):
+        post(hb, kb, f"old {i}")
+    async with trio.open_nursery() as nursery:
+        b = await start_node(nursery, hb, kb)
+        node = Node(ha, ka, listen=f"{next_host()}:0")
+        conn = await node.sync_once(b.address)
+        assert conn.received == count(hb, kb.public_key) >= 700
+        assert conn.expected_in == conn.received
+        nursery.cancel_scope.cancel()
