@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import secrets
 import socket
 import time
@@ -10,7 +11,25 @@ import time
 import trio
 from tidings.node.dht import DHT
 from tidings.protocol import FeedId, SigningKey
-from tidings.protocol.dht_wire import Store, decode_datagram, encode_request
+from tidings.protocol.dht_wire import (
+    Announce,
+    Contact,
+    FindValue,
+    GetMembers,
+    MembersReply,
+    NodesReply,
+    Ping,
+    PingReply,
+    Reply,
+    RequestDatagram,
+    Store,
+    StoreReply,
+    ValueReply,
+    decode_datagram,
+    encode_reply,
+    encode_request,
+)
+from tidings.protocol.lookup import LookupKind
 from tidings.protocol.records import create_node_record, node_key
 
 from .nodes import next_host
@@ -75,3 +94,123 @@ async def test_forged_older_and_foreign_records_are_refused() -> None:
         assert record is not None and record.seq == 400
         attacker.close()
         nursery.cancel_scope.cancel()
+
+
+class Sybil:
+    """A hostile DHT endpoint on its own 127.x address, speaking the wire format (§13.1).
+
+    It answers ``ping`` truthfully (so honest tables keep it), lies that it stored every value, and
+    answers ``find_value``/``get_members`` with ``value`` when set, else with its fellow Sybils only
+    (withholding); ``find_node`` names only its fellow Sybils.
+    """
+
+    def __init__(self, node_id: bytes, value: bytes | None) -> None:
+        self.node_id = node_id
+        self.value = value
+        self.fellows: tuple[Contact, ...] = ()
+        self.sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.asked = 0
+
+    async def bind(self) -> Contact:
+        await self.sock.bind((next_host(), 0))
+        host, port = self.sock.getsockname()
+        return Contact(node_id=self.node_id, host=host, port=port)
+
+    def reply(self, request: object) -> Reply:
+        if isinstance(request, Ping):
+            return PingReply(node_id=self.node_id)
+        if isinstance(request, Store | Announce):
+            return StoreReply(stored=True)  # and drops it
+        self.asked += 1
+        if isinstance(request, FindValue) and self.value is not None:
+            return ValueReply(value=self.value)
+        if isinstance(request, GetMembers):
+            return MembersReply(records=(), contacts=self.fellows)
+        return NodesReply(contacts=self.fellows)
+
+    async def serve(self) -> None:
+        while True:
+            data, source = await self.sock.recvfrom(9000)
+            datagram = decode_datagram(data)
+            if isinstance(datagram, RequestDatagram):
+                await self.sock.sendto(encode_reply(datagram.msg_id, self.reply(datagram.request)), source)
+
+    async def introduce(self, address: tuple[str, int]) -> None:
+        """A ping from the Sybil: the honest node observes it into its routing table (§13.2)."""
+        await self.sock.sendto(encode_request(secrets.token_bytes(20), Ping(node_id=self.node_id)), address)
+
+
+def _near(key: bytes, rng: random.Random) -> bytes:
+    """An id sharing 150 leading bits with ``key``: closer to it than any honest random id."""
+    base = int.from_bytes(key, "big")
+    return ((base >> 10 << 10) | rng.getrandbits(10)).to_bytes(20, "big")
+
+
+async def test_eight_sybils_around_a_key_do_not_stop_an_honest_lookup_over_udp() -> None:
+    """30 honest DHT nodes and 8 Sybils whose ids sit next to a feed's node key: the Sybils forge the
+    record (a newer seq with a broken signature), serve another feed's valid record, or withhold it and
+    name only each other; honest lookups from the nodes nearest the key still get the genuine record."""
+    rng = random.Random(4)
+    owner, mallory = SigningKey(os.urandom(32)), SigningKey(os.urandom(32))
+    key = node_key(FeedId(owner.public_key))
+    expiry = int(time.time() * 1000) + 600_000
+    genuine = create_node_record(
+        owner, addresses=[("127.0.9.9", 7433)], transport_key=bytes(32), seq=100, expiry_ms=expiry
+    ).encode()
+    forged = bytearray(
+        create_node_record(
+            owner, addresses=[("127.0.6.6", 6666)], transport_key=bytes(32), seq=900, expiry_ms=expiry
+        ).encode()
+    )
+    forged[-1] ^= 1
+    foreign = create_node_record(
+        mallory, addresses=[("127.0.6.6", 6666)], transport_key=bytes(32), seq=900, expiry_ms=expiry
+    ).encode()
+    ids: set[bytes] = set()
+    while len(ids) < 8:
+        ids.add(_near(key, rng))
+    values = [bytes(forged)] * 3 + [foreign] * 3 + [None] * 2
+    sybils = [Sybil(node_id, value) for node_id, value in zip(sorted(ids), values, strict=True)]
+    async with trio.open_nursery() as nursery:
+        contacts = tuple([await sybil.bind() for sybil in sybils])
+        for sybil in sybils:
+            sybil.fellows = contacts
+            nursery.start_soon(sybil.serve)
+        honest = []
+        for _ in range(30):
+            node = DHT(secrets.token_bytes(20), host=next_host(), port=0, timeout=0.3)
+            await nursery.start(node.run)
+            honest.append(node)
+        for node in honest[1:]:
+            await node.bootstrap([honest[0].address])
+        for sybil in sybils:  # the Sybils join like anyone else: every honest table hears of them
+            for node in honest:
+                await sybil.introduce(node.address)
+        await trio.sleep(0.2)
+        held = [sum(s.node_id in {c.node_id for c in n.table.contacts()} for s in sybils) for n in honest]
+        assert sum(held) >= 6 * len(honest), held  # (a full bucket keeps fewer)
+
+        assert await honest[5].put(key, genuine) >= 10  # the Sybils say they stored it and drop it
+        now_ms = int(time.time() * 1000)
+        holders = [n for n in honest if n.records.get(key, now_ms) == genuine]
+        assert len(holders) >= 8
+        base = int.from_bytes(key, "big")
+        origins = sorted(
+            (n for n in honest if n not in holders), key=lambda n: int.from_bytes(n.own_id, "big") ^ base
+        )[:10]
+        found: list[object] = [None] * len(origins)
+
+        async def find(i: int) -> None:
+            found[i] = await origins[i].find_node_record(owner.public_key)
+
+        async with trio.open_nursery() as lookups:
+            for i in range(len(origins)):
+                lookups.start_soon(find, i)
+        assert all(r is not None and r.encode() == genuine for r in found), found
+        assert sum(s.asked for s in sybils if s.value is not None) >= len(origins)  # asked, did not win
+        # without validation the first value wins, and the Sybils are the first asked
+        plain = [await o.lookup(key, LookupKind.FIND_VALUE) for o in origins]
+        assert sum(r.values[0].value != genuine for r in plain if r.values) >= len(origins) // 2
+        nursery.cancel_scope.cancel()
+    for sybil in sybils:
+        sybil.sock.close()
