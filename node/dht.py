@@ -75,6 +75,7 @@ from tidings.protocol.records import (
     NodeRecord,
     RecordStore,
     decode_record,
+    newer,
     node_key,
     validator,
 )
@@ -559,16 +560,27 @@ class DHT:
         return result.values[0].value if result.values else None
 
     async def find_node_record(self, feed: bytes) -> NodeRecord | None:
-        """The newest valid node record of ``feed`` found in the DHT, or None."""
+        """The newest valid node record of ``feed`` here and on the nodes around its key, or None.
+
+        The lookup runs to its end (no quorum) rather than stopping at the first record: a node that
+        missed an update, or one replaying an old record, must not hide the owner's newest (§13.6).
+        """
         from tidings.protocol import FeedId
 
         key = node_key(FeedId(feed))
-        accepts = validator(key, now_ms=_now_ms(), kind=NodeRecord)
-        value = await self.get(key, validate=accepts)
-        if value is None:
-            return None
-        record = decode_record(value)
-        return record if isinstance(record, NodeRecord) else None
+        now_ms = _now_ms()
+        accepts = validator(key, now_ms=now_ms, kind=NodeRecord)
+        values = [self.records.get(key, now_ms)]
+        result = await self.lookup(key, LookupKind.FIND_VALUE, validate=accepts, quorum=0)
+        values.extend(found.value for found in result.values)
+        best: NodeRecord | None = None
+        for value in values:
+            if value is None or not accepts(value):
+                continue
+            record = decode_record(value)
+            if isinstance(record, NodeRecord) and (best is None or newer(record, best)):
+                best = record
+        return best
 
     async def members(self, key: bytes) -> list[MemberRecord]:
         """Valid member records of the swarm under ``key`` (from here and the nodes around it)."""

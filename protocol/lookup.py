@@ -26,7 +26,8 @@ the path is finished when those ``k`` have all RESPONDED (or the query budget is
 is awaited).
 
 The lookup is done when every path is finished, or (``FIND_VALUE``) as soon as ``quorum`` accepted
-values have arrived. ``result()`` then gives the closest responding contacts, the accepted values, and
+values have arrived (``quorum=0``: never early; the lookup collects every value the nodes around the
+target serve, so the caller can keep the newest version of a record rather than the first one). ``result()`` then gives the closest responding contacts, the accepted values, and
 the hop count: a seed is hop 1, a contact named by a hop-n node is hop n+1; ``hops`` is the hop of the
 first accepted value (``FIND_VALUE``), else of the closest responding contact.
 """
@@ -145,7 +146,7 @@ class Lookup:
         for name, raw in (("own id", own_id), ("target", target)):
             if type(raw) is not bytes or len(raw) != ID_SIZE:
                 raise LocalProtocolError(f"{name} must be {ID_SIZE} bytes", code="bad_id")
-        if k < 1 or alpha < 1 or paths < 1 or timeout <= 0 or retries < 0:
+        if k < 1 or alpha < 1 or paths < 1 or timeout <= 0 or retries < 0 or (quorum or 0) < 0:
             raise LocalProtocolError("k, alpha, paths, timeout are positive", code="bad_argument")
         self.own_id = own_id
         self.target = target
@@ -155,7 +156,10 @@ class Lookup:
         self.timeout = timeout
         self.retries = retries
         self.validate = validate or _accept_all
-        self.quorum = (1 if kind is LookupKind.FIND_VALUE else None) if quorum is None else quorum
+        if quorum is None:
+            quorum = 1 if kind is LookupKind.FIND_VALUE else 0
+        #: end as soon as this many values were accepted; None: run until every path is finished
+        self.quorum = quorum or None
         self.max_queries = 8 * k * paths if max_queries is None else max_queries
         self._target_int = int.from_bytes(target, "big")
         self._candidates: dict[bytes, _Candidate] = {}

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 import socket
+import time
 
 import msgpack
 import trio
 from tidings.node.dht import DHT
+from tidings.protocol import FeedId, SigningKey
 from tidings.protocol.dht_wire import FindNode, Ping, decode_datagram, digest, encode_request
 from tidings.protocol.lookup import LookupKind
+from tidings.protocol.records import create_node_record, node_key
 
 from .nodes import next_host
 
@@ -127,4 +131,39 @@ async def test_a_request_whose_reply_cannot_be_built_is_dropped_not_fatal() -> N
         assert any(k.startswith("unanswerable_") for k in node.statistics())
         other = await _dht(nursery)
         assert await other.ping(node.address) == node.own_id  # still serving
+        nursery.cancel_scope.cancel()
+
+
+async def test_find_node_record_keeps_the_newest_of_the_records_found() -> None:
+    """Nodes that missed an update still serve an older valid record; the newest one found wins,
+    wherever it sits among the nodes around the key (spec §13.6)."""
+    owner = SigningKey(os.urandom(32))
+    key = node_key(FeedId(owner.public_key))
+    now_ms = int(time.time() * 1000)
+
+    def record(seq: int, host: str) -> bytes:
+        return create_node_record(
+            owner, addresses=[(host, 7433)], transport_key=bytes(32), seq=seq, expiry_ms=now_ms + 600_000
+        ).encode()
+
+    old, new = record(100, "127.0.8.1"), record(200, "127.0.8.2")
+    async with trio.open_nursery() as nursery:
+        nodes = [await _dht(nursery) for _ in range(12)]
+        for node in nodes[1:]:
+            await node.bootstrap([nodes[0].address])
+        base = int.from_bytes(key, "big")
+        by_distance = sorted(nodes[1:], key=lambda n: int.from_bytes(n.own_id, "big") ^ base)
+        # the older record on the nodes nearest the key (asked first), the newer one on two farther ones
+        for node in by_distance[:6]:
+            assert node.records.put(key, old, now_ms).accepted
+        for node in by_distance[8:10]:
+            assert node.records.put(key, new, now_ms).accepted
+        first = await nodes[0].lookup(key, LookupKind.FIND_VALUE)  # what a first-value lookup sees
+        found = await nodes[0].find_node_record(owner.public_key)
+        assert found is not None and found.seq == 200 and found.encode() == new
+        assert first.values[0].value in (old, new)
+        # the asking node's own older copy does not win either
+        assert by_distance[0].records.get(key, now_ms) == old
+        found = await by_distance[0].find_node_record(owner.public_key)
+        assert found is not None and found.seq == 200
         nursery.cancel_scope.cancel()

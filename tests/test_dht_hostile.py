@@ -148,8 +148,9 @@ def _near(key: bytes, rng: random.Random) -> bytes:
 
 async def test_eight_sybils_around_a_key_do_not_stop_an_honest_lookup_over_udp() -> None:
     """30 honest DHT nodes and 8 Sybils whose ids sit next to a feed's node key: the Sybils forge the
-    record (a newer seq with a broken signature), serve another feed's valid record, or withhold it and
-    name only each other; honest lookups from the nodes nearest the key still get the genuine record."""
+    record (a newer seq with a broken signature), serve another feed's valid record, replay the owner's
+    older record, or withhold it and name only each other; honest lookups from the nodes nearest the key
+    still get the genuine newest record."""
     rng = random.Random(4)
     owner, mallory = SigningKey(os.urandom(32)), SigningKey(os.urandom(32))
     key = node_key(FeedId(owner.public_key))
@@ -166,10 +167,13 @@ async def test_eight_sybils_around_a_key_do_not_stop_an_honest_lookup_over_udp()
     foreign = create_node_record(
         mallory, addresses=[("127.0.6.6", 6666)], transport_key=bytes(32), seq=900, expiry_ms=expiry
     ).encode()
+    older = create_node_record(  # the owner's own earlier record, replayed
+        owner, addresses=[("127.0.6.6", 6666)], transport_key=bytes(32), seq=50, expiry_ms=expiry
+    ).encode()
     ids: set[bytes] = set()
     while len(ids) < 8:
         ids.add(_near(key, rng))
-    values = [bytes(forged)] * 3 + [foreign] * 3 + [None] * 2
+    values = [bytes(forged)] * 2 + [foreign] * 2 + [older] * 2 + [None] * 2
     sybils = [Sybil(node_id, value) for node_id, value in zip(sorted(ids), values, strict=True)]
     async with trio.open_nursery() as nursery:
         contacts = tuple([await sybil.bind() for sybil in sybils])

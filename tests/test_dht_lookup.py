@@ -108,6 +108,21 @@ def test_quorum_waits_for_more_values() -> None:
     assert lookup.done and [f.value for f in lookup.result().values] == [1, 2]
 
 
+def test_quorum_zero_runs_to_the_end_and_collects_every_value() -> None:
+    lookup = Lookup(own_id=OWN, target=TARGET, kind=LookupKind.FIND_VALUE, seeds=[c(1), c(2), c(3)], quorum=0)
+    lookup.next_queries(0.0)
+    lookup.handle_reply(c(1).node_id, ValueReply(value=b"old"))
+    lookup.handle_reply(c(2).node_id, NodesReply(contacts=(c(4),)))
+    assert not lookup.done  # no early end at the first value
+    lookup.handle_reply(c(3).node_id, ValueReply(value=b"old"))
+    (query,) = lookup.next_queries(0.1)
+    assert query.contact == c(4)
+    lookup.handle_reply(c(4).node_id, ValueReply(value=b"new"))
+    assert lookup.done and [f.value for f in lookup.result().values] == [b"old", b"new"]
+    with pytest.raises(LocalProtocolError):
+        Lookup(own_id=OWN, target=TARGET, kind=LookupKind.FIND_VALUE, seeds=[], quorum=-1)
+
+
 def test_members_lookup_collects_from_both_reply_shapes() -> None:
     lookup = Lookup(
         own_id=OWN,
