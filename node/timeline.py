@@ -200,13 +200,24 @@ def rank_timeline(
     ranked.sort(key=lambda r: (-r.score, r.entry["id"]))
     by_id = {c.id: c for c in shown}
     out: list[dict[str, Any]] = []
-    for item in ranked[:limit]:
+    placed: dict[bytes, dict[str, Any]] = {}  # subject (a post, or what a repost reposts) -> its row
+    for item in ranked:
+        if len(out) >= limit:
+            break
         cand = by_id[item.entry["id"]]
+        subject = cand.target if cand.target is not None else cand.hash
+        first = placed.get(subject)
+        if first is not None:  # a post and its reposts appear once, where the best of them ranks
+            if explain:
+                what = "reposted" if cand.target is not None else "posted"
+                first["why"].append(f"also {what} by {labels(cand.author)} ({cand.id[:9]}…)")
+            continue
         row = {k: cand.entry[k] for k in ("id", "feed", "seq", "ts", "type")}
         row["content"] = cand.content
         row["score"] = item.score
         if explain:
             row["why"] = list(item.reasons)
+        placed[subject] = row
         out.append(row)
     if explain_hidden:
         for h in hidden:

@@ -178,13 +178,13 @@ def test_writing_reading_and_deleting(tmp_path: Path) -> None:
     assert [e["id"] for e in found] == [hello["id"]] and set(found[0]) >= READ_FIELDS
 
     timeline = jl(home, "timeline", "--explain")
-    assert [e["id"] for e in timeline] == [
+    assert [e["id"] for e in timeline] == [  # the reposted post is shown once, as its newer repost
         repost["id"],
         nested["id"],
         reply["id"],
-        from_stdin["id"],
         hello["id"],
     ]
+    assert timeline[0]["why"][-1].startswith("also posted by")
     for e in timeline:
         assert READ_FIELDS | {"score", "why"} <= set(e)
         assert e["why"][0].startswith("newest first: score = timestamp") and "your own" in e["why"][1]
