@@ -20,8 +20,10 @@ its TCP listener) and owns a nursery with two tasks: the receive loop and the ma
   half the query time is asked ``find_value`` instead, and an ``announce`` that gets no reply becomes a
   plain ``store`` (a stock ``kademlia`` node then holds one member record per key, ARCHITECTURE.md).
 - Replies are bounded: at most k contacts, member lists cut to ``MEMBERS_BYTES``, values of at most
-  ``MAX_RECORD_SIZE``; nothing is ever sent to an address that did not ask (no unsolicited traffic
-  except our own requests), so the DHT cannot be used to amplify a flood much beyond a request's size.
+  ``MAX_RECORD_SIZE``, and no reply datagram larger than ``dht_wire.reply_limit`` of its request
+  (member records sampled to fit, then contacts cut); nothing is ever sent to an address that did not
+  ask (no unsolicited traffic except our own requests), so a spoofed request cannot turn the DHT into
+  an amplifier.
 
 Maintenance: records expire; buckets no lookup touched for ``refresh_interval`` are refreshed with a
 ``find_node`` lookup of a random id in them (``RoutingTable.refresh_targets``).
@@ -64,8 +66,10 @@ from tidings.protocol.dht_wire import (
     ValueReply,
     decode_datagram,
     encode_reply,
+    encode_reply_within,
     encode_request,
     parse_reply,
+    reply_limit,
 )
 from tidings.protocol.errors import LocalProtocolError, ProtocolError
 from tidings.protocol.lookup import Lookup, LookupKind, LookupResult
@@ -268,7 +272,7 @@ class DHT:
                 self._stats["ignored_" + ("unknown_rpc" if exc.code == "unknown_rpc" else "malformed")] += 1
                 continue
             if isinstance(datagram, RequestDatagram):
-                await self._on_request(datagram, address)
+                await self._on_request(datagram, address, reply_limit(len(data)))
             else:
                 pending = self._pending.get(datagram.msg_id)
                 if pending is None or pending.address != address:
@@ -286,7 +290,7 @@ class DHT:
                 await self.lookup(target, LookupKind.FIND_NODE)
 
     # -- answering -------------------------------------------------------------------------------------
-    async def _on_request(self, datagram: RequestDatagram, source: tuple[str, int]) -> None:
+    async def _on_request(self, datagram: RequestDatagram, source: tuple[str, int], limit: int) -> None:
         now = trio.current_time()
         if not self.limiter.allow(source[0], now):
             self._stats["rate_limited"] += 1
@@ -298,8 +302,12 @@ class DHT:
             with contextlib.suppress(LocalProtocolError):  # e.g. an IPv6 source in an odd spelling
                 self._heard(Contact(node_id=sender_id, host=source[0], port=source[1]))
         try:
-            reply = self.answer(request, source)
-            data = encode_reply(datagram.msg_id, reply)
+            reply = self.answer(request, source, limit)
+            data = encode_reply_within(datagram.msg_id, reply, limit)
+            if data is None and isinstance(reply, ValueReply):  # a value bigger than was invited
+                data = encode_reply_within(datagram.msg_id, self.answer_nodes(request), limit)
+            if data is None:
+                raise LocalProtocolError("no reply fits the amplification limit", code="too_large")
         except ProtocolError as exc:
             # a reply we cannot build (e.g. a stun answer for a source address in a spelling the
             # wire format refuses, or one over the size bound) is not sent; the node goes on
@@ -307,8 +315,14 @@ class DHT:
             return
         await self._send(data, source)
 
-    def answer(self, request: Request, source: tuple[str, int]) -> Reply:
-        """The reply to ``request`` from ``source`` (pure apart from the record store)."""
+    def answer_nodes(self, request: Request) -> NodesReply:
+        """The ``find_node`` reply to ``request``: the k closest contacts, leaving out the requester."""
+        key, requester = getattr(request, "key", self.own_id), getattr(request, "node_id", b"")
+        return NodesReply(contacts=tuple(self.table.find_neighbors(key, self.k, exclude={requester})))
+
+    def answer(self, request: Request, source: tuple[str, int], limit: int = MAX_DATAGRAM) -> Reply:
+        """The reply to ``request`` from ``source`` (pure apart from the record store); member records
+        are sampled to fit a reply datagram of ``limit`` bytes (§13.1 anti-amplification)."""
         now_ms = _now_ms()
         if isinstance(request, Ping):
             return PingReply(node_id=self.own_id)
@@ -326,7 +340,14 @@ class DHT:
                 return ValueReply(value=value)
             return NodesReply(contacts=neighbors)
         if isinstance(request, GetMembers):
-            members = self.records.members(request.key, now_ms, max_bytes=MEMBERS_BYTES, rng=self.rng)
+            # the contacts may take half of the reply's bound, the member records the rest (§13.6)
+            def size(contacts: tuple[Contact, ...]) -> int:
+                return len(encode_reply(bytes(20), MembersReply(records=(), contacts=contacts)))
+
+            while neighbors and size(neighbors) > limit // 2:
+                neighbors = neighbors[:-1]
+            budget = min(MEMBERS_BYTES, limit - size(neighbors) - 2)  # 2: a longer array header
+            members = self.records.members(request.key, now_ms, max_bytes=budget, rng=self.rng)
             return MembersReply(records=tuple(members), contacts=neighbors)
         return NodesReply(contacts=neighbors)
 

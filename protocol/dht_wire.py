@@ -49,6 +49,8 @@ __all__ = [
     "MAX_DATAGRAM",
     "MAX_MEMBERS",
     "MSG_ID_SIZE",
+    "REPLY_FACTOR",
+    "REPLY_FLOOR",
     "Announce",
     "Contact",
     "FindNode",
@@ -71,8 +73,10 @@ __all__ = [
     "decode_datagram",
     "digest",
     "encode_reply",
+    "encode_reply_within",
     "encode_request",
     "parse_reply",
+    "reply_limit",
 ]
 
 ID_SIZE = 20
@@ -383,6 +387,40 @@ def encode_request(msg_id: bytes, request: Request) -> bytes:
 def encode_reply(msg_id: bytes, reply: Reply) -> bytes:
     """The response datagram carrying ``reply`` for the request ``msg_id``."""
     return _pack(RESPONSE, msg_id, reply.body())
+
+
+#: Anti-amplification (§13.1): a reply datagram is at most max(REPLY_FLOOR, REPLY_FACTOR x the request
+#: datagram). The floor (the IPv6 minimum MTU) fits every reply a stock requester expects: k IPv4
+#: contacts or one record. The format leaves no room to pad a request, so the factor only matters for
+#: requests that are big anyway.
+REPLY_FLOOR = 1280
+REPLY_FACTOR = 3
+
+
+def reply_limit(request_size: int) -> int:
+    """The largest reply datagram a request datagram of ``request_size`` bytes may get (§13.1)."""
+    return max(REPLY_FLOOR, REPLY_FACTOR * request_size)
+
+
+def encode_reply_within(msg_id: bytes, reply: Reply, limit: int) -> bytes | None:
+    """``encode_reply``, cut to at most ``limit`` bytes, or None when it cannot be.
+
+    A node list loses its farthest contacts (the list is closest first), a members reply its last
+    records and then its farthest contacts; any other reply that does not fit is None.
+    """
+    data = encode_reply(msg_id, reply)
+    while len(data) > limit:
+        if isinstance(reply, NodesReply) and reply.contacts:
+            reply = NodesReply(contacts=reply.contacts[:-1])
+        elif isinstance(reply, MembersReply) and (reply.records or reply.contacts):
+            if reply.records:
+                reply = MembersReply(records=reply.records[:-1], contacts=reply.contacts)
+            else:
+                reply = MembersReply(records=(), contacts=reply.contacts[:-1])
+        else:
+            return None
+        data = encode_reply(msg_id, reply)
+    return data
 
 
 def _refuse_ext(code: int, data: bytes) -> Any:

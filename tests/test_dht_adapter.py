@@ -127,7 +127,7 @@ async def test_a_request_whose_reply_cannot_be_built_is_dropped_not_fatal() -> N
     async with trio.open_nursery() as nursery:
         node = await _dht(nursery)
         # a stun from an IPv4-mapped IPv6 source: its spelling is refused by the wire format
-        await node._on_request(RequestDatagram(msg_id=b"m" * 20, request=Stun()), ("::ffff:1.2.3.4", 5))
+        await node._on_request(RequestDatagram(msg_id=b"m" * 20, request=Stun()), ("::ffff:1.2.3.4", 5), 1280)
         assert any(k.startswith("unanswerable_") for k in node.statistics())
         other = await _dht(nursery)
         assert await other.ping(node.address) == node.own_id  # still serving

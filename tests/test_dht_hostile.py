@@ -12,8 +12,10 @@ import trio
 from tidings.node.dht import DHT
 from tidings.protocol import FeedId, SigningKey
 from tidings.protocol.dht_wire import (
+    REPLY_FLOOR,
     Announce,
     Contact,
+    FindNode,
     FindValue,
     GetMembers,
     MembersReply,
@@ -22,15 +24,18 @@ from tidings.protocol.dht_wire import (
     PingReply,
     Reply,
     RequestDatagram,
+    ResponseDatagram,
     Store,
     StoreReply,
     ValueReply,
     decode_datagram,
     encode_reply,
     encode_request,
+    parse_reply,
+    reply_limit,
 )
 from tidings.protocol.lookup import LookupKind
-from tidings.protocol.records import create_node_record, node_key
+from tidings.protocol.records import create_member_record, create_node_record, node_key, swarm_key
 
 from .nodes import next_host
 
@@ -218,3 +223,59 @@ async def test_eight_sybils_around_a_key_do_not_stop_an_honest_lookup_over_udp()
         nursery.cancel_scope.cancel()
     for sybil in sybils:
         sybil.sock.close()
+
+
+async def test_no_reply_is_larger_than_its_request_invites() -> None:
+    """Anti-amplification (§13.1): tiny requests, as a spoofer would send them, get replies of at most
+    ``reply_limit(request)`` bytes, although the node holds a 4 KB value, 30 member records and a full
+    table of long IPv6 contacts; the replies shrink (fewer records and contacts) but stay useful."""
+    node = DHT(secrets.token_bytes(20), host=next_host(), port=0, timeout=0.3)
+    now_ms = int(time.time() * 1000)
+    for i in range(200):  # long contacts: IPv6 addresses with nothing to compress
+        node.table.observe(
+            Contact(node_id=os.urandom(20), host=f"2001:db8:{i + 1:x}:ffff:ffff:ffff:ffff:ffff", port=65535),
+            0.0,
+        )
+    assert len(node.table) >= 60
+    for i in range(30):
+        record = create_member_record(
+            SigningKey(os.urandom(32)),
+            swarm="big",
+            addresses=[(f"127.1.{i}.2", 7433)],
+            seq=1,
+            expiry_ms=now_ms + 600_000,
+        )
+        assert node.records.put(swarm_key("big"), record.encode(), now_ms).accepted
+    big_key = secrets.token_bytes(20)
+    assert node.records.put(big_key, "\U0001d11e" * 1000, now_ms).accepted  # 4000 bytes of UTF-8
+    asker_id = secrets.token_bytes(20)
+    requests = [
+        FindNode(node_id=asker_id, key=secrets.token_bytes(20)),
+        FindValue(node_id=asker_id, key=big_key),
+        GetMembers(node_id=asker_id, key=swarm_key("big")),
+    ]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(node.run)
+        sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        await sock.bind((next_host(), 0))
+        for request in requests:
+            unbounded = len(encode_reply(bytes(20), node.answer(request, sock.getsockname())))
+            msg = secrets.token_bytes(20)
+            data = encode_request(msg, request)
+            await sock.sendto(data, node.address)
+            with trio.fail_after(3):
+                reply, _ = await sock.recvfrom(9000)
+            datagram = decode_datagram(reply)
+            assert isinstance(datagram, ResponseDatagram) and datagram.msg_id == msg
+            assert len(reply) <= reply_limit(len(data)) == REPLY_FLOOR < unbounded, (request.NAME, len(reply))
+            parsed = parse_reply(request.NAME, datagram.body)
+            if isinstance(request, GetMembers):
+                assert (
+                    isinstance(parsed, MembersReply)
+                    and len(parsed.records) >= 1
+                    and len(parsed.contacts) >= 5
+                )
+            else:  # the value did not fit: the node list instead
+                assert isinstance(parsed, NodesReply) and len(parsed.contacts) >= 10
+        sock.close()
+        nursery.cancel_scope.cancel()

@@ -343,3 +343,28 @@ def test_new_protocol_modules_load_no_io_modules() -> None:
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == ""
+
+
+def test_replies_are_cut_to_the_amplification_limit() -> None:
+    from tidings.protocol.dht_wire import REPLY_FLOOR, encode_reply_within, reply_limit
+
+    assert reply_limit(30) == REPLY_FLOOR and reply_limit(1000) == 3000
+    contacts = tuple(
+        Contact(node_id=bytes([i]) * 20, host=f"2001:db8:{i + 1:x}:ffff:ffff:ffff:ffff:ffff", port=65535)
+        for i in range(20)
+    )
+    msg = b"m" * 20
+    data = encode_reply_within(msg, NodesReply(contacts=contacts), 600)
+    assert data is not None and len(data) <= 600
+    kept = parse_reply("find_node", decode_datagram(data).body).contacts
+    assert kept == contacts[: len(kept)] and len(kept) >= 8  # the farthest (last) are dropped
+    members = MembersReply(records=(b"r" * 300,) * 4, contacts=contacts[:2])
+    data = encode_reply_within(msg, members, 800)
+    assert data is not None and len(data) <= 800
+    assert parse_reply("get_members", decode_datagram(data).body) == MembersReply(
+        records=(b"r" * 300,) * 2, contacts=contacts[:2]
+    )
+    assert encode_reply_within(msg, ValueReply(value=b"v" * 2000), 1280) is None
+    assert encode_reply_within(msg, ValueReply(value=b"v" * 1000), 1280) == encode_reply(
+        msg, ValueReply(value=b"v" * 1000)
+    )
