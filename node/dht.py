@@ -120,7 +120,11 @@ def member_record(value: Any, key: bytes | None, now_ms: int) -> MemberRecord | 
         if len(_VERIFIED) >= _VERIFIED_MAX:
             _VERIFIED.clear()
         _VERIFIED[value] = record
-    if record is None or key not in (None, record.key) or not now_ms < record.expiry_ms <= now_ms + MAX_TTL_MS:
+    if (
+        record is None
+        or key not in (None, record.key)
+        or not now_ms < record.expiry_ms <= now_ms + MAX_TTL_MS
+    ):
         return None
     return record
 
@@ -162,6 +166,8 @@ class _Wake:
 
     def __init__(self) -> None:
         self.event = trio.Event()
+        #: the contacts that answered a query of this lookup (a resend's twin then is not silence)
+        self.answered: set[bytes] = set()
 
 
 async def resolve_address(host: str, port: int) -> tuple[str, int]:
@@ -518,11 +524,14 @@ class DHT:
             self.table.failed(contact.node_id)
         else:
             if reply is None:
+                if contact.node_id in wake.answered:
+                    return  # it answered a resend of this query (§13.3): not silent
                 self._silent[contact.node_id] = (silent + 1, trio.current_time())
                 if len(self._silent) > 10_000:
                     self._silent.clear()
                 return  # the lookup's own timer deals with it
             self._silent.pop(contact.node_id, None)
+            wake.answered.add(contact.node_id)
             self._heard(contact)
             lookup.handle_reply(contact.node_id, reply)
         wake.event.set()

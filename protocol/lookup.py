@@ -9,13 +9,16 @@ feeds back ``handle_reply``, ``handle_failure`` (malformed reply, or its own tim
 Every contact the lookup learns of is a candidate with a state::
 
     NEW --next_queries--> WAITING --handle_reply (usable)------------------------> RESPONDED
-     ^                            --failure, unusable reply, last timeout -------> FAILED
-     +---------- timeout, while retries are left ---------+
+                            |  ^  --failure, unusable reply, deadline ---------> FAILED
+                            +--+ resend due (handle_timer), sent again (next_queries)
 
 A reply is unusable when it has the wrong shape for the query, or (``FIND_VALUE``) when it carries a
 value the ``validate`` callback refuses: a node serving a forged value is treated as a failed node and
-the lookup goes on. A timed-out query is sent again up to ``retries`` times (UDP loses datagrams) before
-the node counts as FAILED. Late replies (once FAILED, or once the lookup is done) are ignored.
+the lookup goes on. A query has one deadline, ``timeout`` after it was first sent; a node silent for
+``timeout / (1 + retries)`` since the last send is sent the query again (UDP loses datagrams), up to
+``retries`` times, within that same deadline. A dead node thus costs a lookup one timeout, not
+``1 + retries`` of them (after churn the closest contacts hold dead ones), and a lost datagram is
+still made up for. Late replies (once FAILED, or once the lookup is done) are ignored.
 
 The candidates are split into ``paths`` disjoint paths (S/Kademlia §4.4): the seeds are dealt out in
 turn by distance, a contact learned from a reply joins the path of the node that named it, and a node
@@ -78,6 +81,8 @@ class _Candidate:
     hop: int
     state: _State = _State.NEW
     deadline: float = math.inf
+    resend_at: float = math.inf
+    resend_due: bool = False
     had_value: bool = False
     attempts: int = 0
 
@@ -186,6 +191,10 @@ class Lookup:
         if self._done:
             return queries
         for index, path in enumerate(self._paths):
+            for candidate in path:  # resends first: they are due, and hold an alpha slot already
+                due = candidate.resend_due and candidate.state is _State.WAITING
+                if due and self._queries < self.max_queries:
+                    queries.append(self._send(candidate, index, now))
             in_flight = sum(1 for c in path if c.state is _State.WAITING)
             for candidate in self._closest(path):
                 if in_flight >= self.alpha or self._queries >= self.max_queries:
@@ -193,39 +202,48 @@ class Lookup:
                 if candidate.state is _State.NEW:
                     candidate.state = _State.WAITING
                     candidate.deadline = now + self.timeout
-                    candidate.attempts += 1
                     in_flight += 1
-                    self._queries += 1
-                    queries.append(
-                        Query(
-                            contact=candidate.contact,
-                            request=self._request(),
-                            deadline=candidate.deadline,
-                            path=index,
-                        )
-                    )
+                    queries.append(self._send(candidate, index, now))
         self._update()
         return queries
+
+    def _send(self, candidate: _Candidate, path: int, now: float) -> Query:
+        candidate.attempts += 1
+        candidate.resend_due = False
+        spacing = self.timeout / (1 + self.retries)
+        candidate.resend_at = now + spacing if candidate.attempts <= self.retries else math.inf
+        self._queries += 1
+        return Query(
+            contact=candidate.contact, request=self._request(), deadline=candidate.deadline, path=path
+        )
 
     def get_timer(self) -> float | None:
         """When ``handle_timer`` must run next (the earliest query deadline), or None."""
         if self._done:
             return None
-        deadlines = [c.deadline for c in self._candidates.values() if c.state is _State.WAITING]
+        deadlines = [
+            min(c.deadline, c.resend_at) for c in self._candidates.values() if c.state is _State.WAITING
+        ]
         return min(deadlines) if deadlines else None
 
     # -- events in ----------------------------------------------------------------------------------------
     def handle_timer(self, now: float) -> list[Contact]:
         """Expire the queries whose deadline has passed; returns their contacts (for ``RoutingTable.failed``).
 
-        A timed-out candidate is asked again (``retries`` times: datagrams get lost), then FAILED.
+        An expired candidate is FAILED; one silent since its resend time is due a resend (``next_queries``
+        sends it; datagrams get lost).
         """
-        expired = [c for c in self._candidates.values() if c.state is _State.WAITING and c.deadline <= now]
-        for candidate in expired:
-            retry = candidate.attempts <= self.retries
-            candidate.state = _State.NEW if retry else _State.FAILED
-            candidate.deadline = math.inf
-            self._timeouts += 1
+        waiting = [c for c in self._candidates.values() if c.state is _State.WAITING]
+        expired = [c for c in waiting if c.deadline <= now]
+        for candidate in waiting:
+            if candidate.deadline <= now:
+                candidate.state = _State.FAILED
+                candidate.deadline = candidate.resend_at = math.inf
+                candidate.resend_due = False
+                self._timeouts += 1
+            elif candidate.resend_at <= now:
+                candidate.resend_at = math.inf
+                candidate.resend_due = True
         self._update()
         return [c.contact for c in expired]
 

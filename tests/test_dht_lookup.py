@@ -58,16 +58,26 @@ def test_timeouts_fail_queries_and_late_replies_are_ignored() -> None:
         own_id=OWN, target=TARGET, kind=LookupKind.FIND_NODE, seeds=[c(1), c(2)], k=2, timeout=1.0, retries=1
     )
     lookup.next_queries(now=10.0)
-    assert lookup.get_timer() == 11.0
-    assert lookup.handle_timer(10.5) == []
-    assert lookup.handle_timer(11.0) == [c(1), c(2)]
-    assert lookup.get_timer() is None and not lookup.done
-    assert [q.contact for q in lookup.next_queries(11.0)] == [c(1), c(2)]  # asked once more
-    assert lookup.handle_timer(12.0) == [c(1), c(2)]
+    assert lookup.get_timer() == 10.5  # the resend time: timeout / (1 + retries)
+    assert lookup.handle_timer(10.4) == [] and lookup.next_queries(10.4) == []
+    assert lookup.handle_timer(10.5) == []  # silent so far: asked once more, within the same deadline
+    resent = lookup.next_queries(10.5)
+    assert [q.contact for q in resent] == [c(1), c(2)] and {q.deadline for q in resent} == {11.0}
+    assert lookup.get_timer() == 11.0 and lookup.next_queries(10.7) == []
+    assert lookup.handle_timer(11.0) == [c(1), c(2)]  # one timeout in all, however many resends
     assert lookup.done and lookup.get_timer() is None
     lookup.handle_reply(c(1).node_id, NodesReply(contacts=(c(0),)))  # too late
     result = lookup.result()
-    assert result.timeouts == 4 and result.queries == 4 and not result.found and result.contacts == ()
+    assert result.timeouts == 2 and result.queries == 4 and not result.found and result.contacts == ()
+
+
+def test_a_resend_makes_up_for_a_lost_datagram() -> None:
+    lookup = Lookup(own_id=OWN, target=TARGET, kind=LookupKind.FIND_NODE, seeds=[c(1)], k=2, timeout=1.0)
+    lookup.next_queries(0.0)
+    lookup.handle_timer(0.5)
+    assert [q.contact for q in lookup.next_queries(0.5)] == [c(1)]
+    lookup.handle_reply(c(1).node_id, NodesReply(contacts=()))
+    assert lookup.done and lookup.result().contacts == (c(1),) and lookup.result().timeouts == 0
 
 
 def test_wrong_shaped_replies_count_as_failures() -> None:
