@@ -5,7 +5,8 @@ always kept connected), peers remembered in the store, node records found in the
 records, and peer exchange (``peers`` messages, unverified until the handshake proves who answers).
 Every ``manage_interval`` seconds, or when woken (a connection ended, a candidate arrived), the manager:
 
-1. dials every pinned candidate that is not connected, not being dialled, due and not banned;
+1. dials every pinned candidate that is not connected (by address, or by its feed once a handshake
+   proved it), not being dialled, due and not banned;
 2. while the node has fewer than ``target_connections`` outgoing gossip connections (counting dials in
    progress), and fewer than ``max_connections`` connections in all, dials the best due candidate whose
    feed is not connected already. "Best" is, in order: an IP range (IPv4 /24, IPv6 /48) with the fewest
@@ -127,7 +128,11 @@ class ConnectionManager:
                 and not node.penalties.banned(c.host)
             )
 
-        chosen = [c for c in self.candidates.values() if c.pinned and due(c)][: max(total_room, 0)]
+        chosen = [
+            c
+            for c in self.candidates.values()
+            if c.pinned and due(c) and (c.feed is None or c.feed not in connected_feeds)
+        ][: max(total_room, 0)]
         room = min(
             limits["target_connections"] - len(outbound) - dialing - len(chosen), total_room - len(chosen)
         )

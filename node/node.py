@@ -376,6 +376,19 @@ class Node:
                 last = now
                 self.wake()
 
+    def _keep_new_connection(self, remote: bytes, initiator: bool) -> bool:
+        """Two nodes that dialled each other keep the connection the smaller feed key dialled (spec
+        §12.8): the node with the larger key lets its outgoing connection to the other give way to
+        the other's incoming one. A node only ever closes connections it dialled itself."""
+        if self.key.public_key < remote:
+            return True
+        if initiator:
+            return not any(c.feed == remote and not c.initiator for c in self.connections.values())
+        for old in list(self.connections.values()):
+            if old.feed == remote and old.initiator and not old.once:
+                old.cancel()
+        return True
+
     def _local_host(self) -> str | None:
         """Dial from the address we listen on (tests give each node its own 127.x address)."""
         host = parse_address(self.listen)[0]
@@ -465,6 +478,11 @@ class Node:
                 self.manager.wrong_identity(expected, channel.remote_feed)
                 if expected.source == "pex":
                     return None
+            if expected is not None:
+                expected.feed = channel.remote_feed  # proven by the handshake
+            if not self._keep_new_connection(channel.remote_feed, initiator):
+                log.debug("already connected to %s; closing the second connection", feed_id_text(channel.remote_feed))
+                return None
             conn = PeerConnection(self, channel, address, initiator=initiator, once=once)
             conn.host = host
             self.connections[id(conn)] = conn

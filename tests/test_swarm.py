@@ -288,3 +288,27 @@ async def test_a_hole_left_by_out_of_order_delivery_is_asked_for_again(tmp_path)
         await wait_until(lambda: count(hr, author.public_key) == 4, timeout=5)
         await channel.aclose()
         nursery.cancel_scope.cancel()
+
+
+async def test_two_nodes_that_dial_each_other_keep_one_connection(tmp_path):
+    ha, ka = make_home(tmp_path, "a")
+    hb, kb = make_home(tmp_path, "b")
+    follow(ha, ka, kb)
+    follow(hb, kb, ka)
+    async with trio.open_nursery() as nursery:
+        a = await start_node(nursery, ha, ka, dht=False)
+        b = await start_node(nursery, hb, kb, peers=[a.address], dht=False)
+        a.dial(b.address, source="peer", pinned=True)  # both keep the other pinned: they dial at once
+
+        def settled() -> bool:
+            return len(a.connections) == 1 and len(b.connections) == 1
+
+        await wait_until(settled, timeout=10)
+        await trio.sleep(3)  # redials of the pinned address find the feed connected and give way again
+        await wait_until(settled, timeout=5)
+        (ca,), (cb,) = a.connections.values(), b.connections.values()
+        smaller = min(ka.public_key, kb.public_key)
+        assert ca.initiator == (ka.public_key == smaller) and cb.initiator == (kb.public_key == smaller)
+        entry = post(ha, ka, "over the one connection")
+        await wait_until(lambda: has_entry(hb, entry.hash), timeout=3)
+        nursery.cancel_scope.cancel()
