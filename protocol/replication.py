@@ -430,7 +430,9 @@ def _on_members(self: Replication, args: list[Any]) -> Event:
         or len(args[0]) > MAX_MEMBER_RECORDS
         or not all(isinstance(r, bytes) and len(r) <= MAX_MEMBER_RECORD_SIZE for r in args[0])
     ):
-        raise _bad(f"members is at most {MAX_MEMBER_RECORDS} records of at most {MAX_MEMBER_RECORD_SIZE} bytes")
+        raise _bad(
+            f"members is at most {MAX_MEMBER_RECORDS} records of at most {MAX_MEMBER_RECORD_SIZE} bytes"
+        )
     return MembersOffered(tuple(args[0]))
 
 
