@@ -30,7 +30,7 @@ class Running:
     def __init__(self, home: Path, *args: str, listen: str | None = None) -> None:
         self.home = home
         self.proc = subprocess.Popen(
-            [*TIDINGS, "--home", str(home), "run", "--listen", listen or f"{next_host()}:0", *args],
+            [*TIDINGS, "--home", str(home), "run", "--listen", listen or f"{next_host()}:0", "--http", "off", *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
