@@ -167,6 +167,10 @@ def _first(group: BaseExceptionGroup[Any], kind: type[OSError]) -> OSError | Non
     return None
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _netkey(text: str | None) -> bytes | None:
     return network_key(text)
 
@@ -263,6 +267,7 @@ def status(session: Session, as_json: bool) -> None:
         "feeds": stats["feeds"],
         "entries": stats["entries"],
         "services": info.get("services", {}) if info else {},
+        "counters": info.get("counters", {}) if info else {},
     }
     if as_json:
         emit(out)
@@ -271,6 +276,13 @@ def status(session: Session, as_json: bool) -> None:
     click.echo(
         f"node:    {state}\nfeed:    {out['feed']}\nstore:   {out['feeds']} feeds, {out['entries']} entries"
     )
+    counters = out["counters"]
+    if counters:
+        click.echo(
+            f"gossip:  {_count(counters.get('connections', 0), 'connection')}, "
+            f"{_count(counters.get('wanted', 0), 'feed')} wanted, "
+            f"{counters.get('ingested', 0)} entries received and {counters.get('sent_entries', 0)} sent since start"
+        )
     for name, svc in sorted(out["services"].items()):
         detail = svc.get("error") or ", ".join(
             f"{k}={v}" for k, v in svc.items() if k != "state" and not isinstance(v, (dict, list))

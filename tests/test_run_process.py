@@ -105,6 +105,12 @@ def test_two_nodes_three_nodes_and_restart(tmp_path):
         posted = json.loads(tidings(b, "post", "live from b", "--json").stdout)
         took = wait_for(lambda: posted["id"] in log_ids(a, fb), timeout=2.0)
         assert took < 2.0
+        counted = wait_for(
+            lambda: json.loads(tidings(a, "status", "--json").stdout)["counters"].get("ingested", 0) >= 1,
+            timeout=3.0,
+        )
+        assert counted < 3.0
+        assert "gossip:  1 connection," in tidings(a, "status").stdout
         # C follows A only, never connects to B, yet gets B's posts through A (hops = 2)
         nc = Running(c, "--peer", na.address)
         nodes.append(nc)
