@@ -162,6 +162,7 @@ def bench(args: argparse.Namespace, root: Path) -> dict[str, object]:
         memory = [rss_mb(p.pid) for p in procs]
         sent = sum(counters(h).get("sent_entries", 0) for h in homes) - sent0
         dups = sum(counters(h).get("duplicates", 0) for h in homes) - dups0
+        repairs = sum(counters(h).get("repairs", 0) for h in homes)
         for db in readers:
             db.close()
     finally:
@@ -190,6 +191,7 @@ def bench(args: argparse.Namespace, root: Path) -> dict[str, object]:
         "post_max_s": round(max(post_latency), 3) if post_latency else None,
         "copies_per_delivery": round(sent / len(deliveries), 2) if deliveries else None,
         "duplicates_per_delivery": round(dups / len(deliveries), 2) if deliveries else None,
+        "hole_repairs": repairs,
         "cpu_per_node_pct_mean": round(statistics.mean(cpu), 2),
         "cpu_per_node_pct_max": round(max(cpu), 2),
         "rss_per_node_mb_mean": round(statistics.mean(memory), 1),

@@ -57,6 +57,7 @@ DEFAULT_LIMITS: dict[str, Any] = {
     "eager_peers": 3,
     "min_eager_peers": 2,
     "graft_delay": 0.3,
+    "have_interval": 0.2,
     "pex_interval": 60.0,
 }
 
@@ -158,6 +159,7 @@ class Node:
         self._rows_lock = trio.Lock()
         self._heads: dict[bytes, int] = {}
         self.duplicates = 0  # entries received that we held already
+        self.repairs = 0  # holes asked for again (spec §12.7)
         self._inbound = 0
         self._inbound_by_host: dict[str, int] = {}
         self.wanted: set[bytes] = {key.public_key}
@@ -325,6 +327,17 @@ class Node:
                         await listener.aclose()
                     await db.call(peers.mark_all_disconnected)
 
+    def _store_signature(self) -> tuple[int, ...]:
+        """Sizes and change times of the store's files: any commit, by any process, changes them."""
+        out: list[int] = []
+        for suffix in ("", "-wal"):
+            try:
+                st = os.stat(f"{self.home.store_path}{suffix}")
+                out += [st.st_mtime_ns, st.st_size]
+            except OSError:
+                out += [0, 0]
+        return tuple(out)
+
     def _counters(self) -> dict[str, int]:
         return {
             "wanted": len(self.wanted),
@@ -332,6 +345,7 @@ class Node:
             "ingested": self._ingested,
             "sent_entries": self.sent_entries,
             "duplicates": self.duplicates,
+            "repairs": self.repairs,
         }
 
     def _write_node_file(self) -> None:
@@ -360,6 +374,8 @@ class Node:
     async def _watch(self) -> None:
         """Notice entries written by other processes (and ourselves) and wake the pushers."""
         last = await self.db.call(gossip.max_row)
+        seen = self._store_signature()
+        next_query = trio.current_time() + 1.0
         shown = self._counters()
         next_show = trio.current_time() + 1.0
         while True:
@@ -369,6 +385,11 @@ class Node:
                 if self._counters() != shown:
                     shown = self._counters()
                     self._write_node_file()
+            signature = self._store_signature()
+            if signature == seen and not self._rows_stale and trio.current_time() < next_query:
+                continue  # no file of the store changed: nobody wrote (a stat, not a query)
+            seen = signature
+            next_query = trio.current_time() + 1.0  # and a query every second whatever the files say
             now = await self.db.call(gossip.max_row)
             if now != last:
                 if await self.db.call(gossip.graph_changed, last):

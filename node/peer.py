@@ -128,6 +128,8 @@ class PeerConnection:
         #: EBT (spec §12.7): feeds we asked this peer to push lazily / have notes sent per feed
         self.lazy_in: set[bytes] = set()
         self._have_sent: dict[bytes, int] = {}
+        self._notes: dict[bytes, int] = {}  # lazy notes waiting for ``_note_sender``
+        self._notes_ready = trio.Event()
         self._grafting: dict[bytes, int] = {}  # feed -> highest seq a note named while a graft waits
         self._throttled: set[bytes] = set()
         self.duplicates = 0
@@ -174,6 +176,7 @@ class PeerConnection:
                 nursery.start_soon(self._writer)
                 if not self.once:
                     nursery.start_soon(self._pusher)
+                    nursery.start_soon(self._note_sender)
                     if self.rep.version >= 2:
                         nursery.start_soon(self._exchange_peers)
                 wants = await self.node.current_wants(extra={self.feed} if self.once else None)
@@ -482,6 +485,7 @@ class PeerConnection:
             below = await self.node.db.call(gossip.held_below, author, seq)
             if 0 < below < seq - 1 and author not in self._throttled:
                 log.debug("asking %s again for %s after seq %d", self.address, feed_id_text(author), below)
+                self.node.repairs += 1
                 await self._set_mode(author, lazy=False, seq=below)  # entries, not notes
 
     async def _handle_result(self, result: IngestResult) -> None:
@@ -564,10 +568,24 @@ class PeerConnection:
                     await self.channel.send(self.rep.entries(items))
                     self.sent += len(items)
                     self.node.sent_entries += len(items)
-                if notes:
+                if notes:  # gathered for ``have_interval`` and sent by ``_note_sender``
                     self._have_sent.update(notes)
-                    self.haves_sent += len(notes)
-                    await self.channel.send(self.rep.have(sorted(notes.items())))
+                    for feed, seq in notes.items():
+                        self._notes[feed] = max(seq, self._notes.get(feed, 0))
+                    self._notes_ready.set()
+
+    async def _note_sender(self) -> None:
+        """Send the gathered lazy notes at most every ``have_interval`` (spec §12.7): one frame for all
+        the feeds that moved meanwhile, leaving out what the peer got from elsewhere in the meantime."""
+        while True:
+            await self._notes_ready.wait()
+            await trio.sleep(self.node.limits["have_interval"])
+            self._notes_ready = trio.Event()
+            notes, self._notes = self._notes, {}
+            due = sorted((f, seq) for f, seq in notes.items() if self.rep.peer_lacks(f, seq))
+            if due and self.rep.state == "ACTIVE":
+                self.haves_sent += len(due)
+                await self.channel.send(self.rep.have(due))
 
 
 #: Address scopes for peer exchange, from the most local up.
