@@ -301,7 +301,8 @@ class Discovery:
             if held is None and len(known) >= MAX_SWARM_MEMBERS:
                 continue
             known[record.member] = record
-            fresh.append(record)
+            if held is None or held.addresses != record.addresses:
+                fresh.append(record)  # a mere refresh (same addresses, later expiry) is kept, not spread
         if not fresh:
             return
         stamp = now_ms()
