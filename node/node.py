@@ -57,7 +57,7 @@ DEFAULT_LIMITS: dict[str, Any] = {
     "eager_peers": 3,
     "min_eager_peers": 2,
     "graft_delay": 0.3,
-    "have_interval": 0.2,
+    "have_interval": 0.5,
     "pex_interval": 60.0,
 }
 

@@ -670,6 +670,7 @@ def test_new_default_limits() -> None:
         "eager_peers": 3,
         "min_eager_peers": 2,
         "graft_delay": 0.3,
+        "have_interval": 0.5,
         "pex_interval": 60.0,
         "max_connections": 64,
     }
