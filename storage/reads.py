@@ -82,6 +82,22 @@ class ReadMixin:
         return bytes(value) if value is not None else None
 
     # -- ids -------------------------------------------------------------------------------------------
+    def reaction_counts(self: Store, hashes: list[bytes]) -> dict[bytes, dict[str, int]]:
+        """``{entry hash: {emoji: people}}``: distinct authors reacting with each emoji (not deleted)."""
+        out: dict[bytes, dict[str, int]] = {}
+        for i in range(0, len(hashes), 500):
+            part = hashes[i : i + 500]
+            marks = ",".join("?" * len(part))
+            rows = self.read(
+                "SELECT r.target, r.emoji, count(DISTINCT r.author) FROM reactions r "
+                f"JOIN entries e ON e.id = r.entry WHERE e.deleted = 0 AND r.target IN ({marks}) "
+                "GROUP BY r.target, r.emoji ORDER BY r.target, count(DISTINCT r.author) DESC, r.emoji",
+                part,
+            )
+            for target, emoji, people in rows:
+                out.setdefault(bytes(target), {})[str(emoji)] = int(people)
+        return out
+
     def resolve_entry(self: Store, text: str) -> bytes:
         """Entry hash for a full ``%id`` or a unique prefix of one (at least 4 characters after ``%``)."""
         text = text.strip()

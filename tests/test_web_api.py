@@ -97,6 +97,10 @@ async def test_every_endpoint_reads_and_writes_like_the_cli(tmp_path):
 
                 timeline = (await api(c, "GET", "/api/timeline"))["items"]
                 assert [t["id"] for t in timeline][:1] == [repost["id"]]
+                # the repost carries the reposted post's reactions: one person reacted with 🎉
+                assert timeline[0]["reactions"] == {"🎉": 1}
+                thread_items = (await api(c, "GET", "/api/thread", params={"entry": first["id"]}))["items"]
+                assert next(t for t in thread_items if t["id"] == first["id"])["reactions"] == {"🎉": 1}
                 assert all(READ_FIELDS | {"score"} <= set(t) and "why" not in t for t in timeline)
                 explained = (
                     await api(

@@ -217,6 +217,23 @@ def _items(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {"items": rows}
 
 
+def _with_reactions(store: Store, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Add ``reactions`` (``{emoji: people}``) to posts and reposts: for a repost, the reposted entry's."""
+    subjects: dict[int, bytes] = {}
+    for i, row in enumerate(rows):
+        content = row.get("content") or {}
+        text = content.get("target") if row.get("type") == "repost" else row.get("id")
+        if row.get("type") in ("post", "repost") and isinstance(text, str):
+            try:
+                subjects[i] = EntryId.parse(text).hash
+            except ProtocolError:
+                continue
+    counts = store.reaction_counts(sorted(set(subjects.values()))) if subjects else {}
+    for i, subject in subjects.items():
+        rows[i]["reactions"] = counts.get(subject, {})
+    return rows
+
+
 # -- handlers -------------------------------------------------------------------------------------------
 async def get_status(ctx: WebContext, args: Args) -> Any:
     return await ctx.node.db.call(_status, ctx)
@@ -232,7 +249,7 @@ async def get_rankers(ctx: WebContext, args: Args) -> Any:
 
 async def get_timeline(ctx: WebContext, args: Args) -> Any:
     config = ctx.home.config()
-    rows = await ctx.node.db.call(_timeline, ctx, args, config)
+    rows = await ctx.node.db.call(lambda store: _with_reactions(store, _timeline(store, ctx, args, config)))
     if not args["explain"]:
         for row in rows:
             row.pop("why", None)
@@ -240,12 +257,14 @@ async def get_timeline(ctx: WebContext, args: Args) -> Any:
 
 
 async def get_log(ctx: WebContext, args: Args) -> Any:
-    return _items(await ctx.node.db.call(_log, ctx.me, args["feed"], args["limit"]))
+    return _items(
+        await ctx.node.db.call(lambda store: _with_reactions(store, _log(store, ctx.me, args["feed"], args["limit"])))
+    )
 
 
 async def get_thread(ctx: WebContext, args: Args) -> Any:
     def thread(store: Store) -> list[dict[str, Any]]:
-        return store.thread(store.resolve_entry(args["entry"]))
+        return _with_reactions(store, store.thread(store.resolve_entry(args["entry"])))
 
     return _items(await ctx.node.db.call(thread))
 

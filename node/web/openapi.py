@@ -36,13 +36,19 @@ _ENTRY = {
     "type": _STR,
     "content": {"type": ["object", "null"], "description": "the decoded payload; null when deleted"},
 }
+_REACTIONS = {
+    "type": "object",
+    "additionalProperties": _INT,
+    "description": "posts and reposts in the timeline, a log and a thread: emoji -> people who reacted "
+    "with it (for a repost, to the reposted entry)",
+}
 
 SCHEMAS: dict[str, Any] = {
     "Error": _obj({"error": _STR, "code": _STR}),
     "Object": {"type": "object"},
-    "Entry": _obj({**_ENTRY, "deleted": _BOOL}, list(_ENTRY)),
+    "Entry": _obj({**_ENTRY, "deleted": _BOOL, "reactions": _REACTIONS}, list(_ENTRY)),
     "RankedEntry": _obj(
-        {**_ENTRY, "score": {"type": "number"}, "why": {"type": "array", "items": _STR}},
+        {**_ENTRY, "score": {"type": "number"}, "why": {"type": "array", "items": _STR}, "reactions": _REACTIONS},
         [*_ENTRY, "score"],
     ),
     "Written": _obj({"id": _STR, "feed": _STR, "seq": _INT, "ts": _INT, "type": _STR}),

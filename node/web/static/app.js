@@ -176,6 +176,11 @@ function actions(entry) {
       },
     }, emoji));
   }
+  const counts = entry.reactions && typeof entry.reactions === "object" ? Object.entries(entry.reactions) : [];
+  if (counts.length) {
+    const total = counts.map(([emoji, people]) => `${emoji} ${Number(people)}`).join(" · ");
+    bar.append(el("span", { class: "counts", title: "reactions (people)" }, total));
+  }
   bar.append(el("button", { class: "repost", type: "button", onclick: () => attempt(() => api("POST", "/api/repost", { entry: target }), "Reposted").then(refresh) }, "Repost"));
   bar.append(el("button", { class: "thread", type: "button", onclick: () => showThread(target) }, "Thread"));
   showReacted(bar, target);
