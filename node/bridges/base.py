@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 if TYPE_CHECKING:
     import click
     from tidings.node.home import Home
+    from tidings.protocol import SigningKey
     from tidings.storage.store import Store
 
 __all__ = [
@@ -31,6 +32,8 @@ __all__ = [
     "BridgeContext",
     "BridgeError",
     "Setting",
+    "follow_source",
+    "unfollow_source",
 ]
 
 
@@ -168,3 +171,32 @@ def parse_listen(value: str) -> str:
 
     host, port = parse_address(value.strip())
     return f"{host}:{port}"
+
+
+def follow_source(
+    store: Store, home: Home, me: SigningKey, bridge: str, source: str, now: int
+) -> tuple[bytes, bool]:
+    """Record ``source`` as an inbound source of ``bridge`` and follow its bridge feed from the user's
+    own log (as ``tidings follow`` does). Returns the bridge feed and whether a Follow was appended."""
+    from tidings.protocol import Follow
+    from tidings.storage import bridges as db
+
+    from .keys import feed_key
+
+    feed = feed_key(home, bridge, source).public_key
+    db.add_source(store, bridge, "in", source, feed=feed, now=now)
+    if feed in store.graph_targets(me.public_key, "follow"):
+        return feed, False
+    store.append(me, Follow(feed=feed))
+    return feed, True
+
+
+def unfollow_source(store: Store, me: SigningKey, bridge: str, source: str) -> dict[str, Any] | None:
+    """Forget an inbound source of ``bridge`` and unfollow its bridge feed; its row, or None if unknown."""
+    from tidings.protocol import Unfollow
+    from tidings.storage import bridges as db
+
+    src = db.remove_source(store, bridge, "in", source)
+    if src is not None and src["feed"] and src["feed"] in store.graph_targets(me.public_key, "follow"):
+        store.append(me, Unfollow(feed=src["feed"]))
+    return src

@@ -22,7 +22,17 @@ import trio
 from tidings.cli.common import CliError, Session, common_options, emit, emit_lines, json_option, pass_session
 from tidings.protocol import nostr as wire
 
-from .base import Backoff, Bridge, BridgeContext, BridgeError, Setting, parse_bool, parse_seconds
+from .base import (
+    Backoff,
+    Bridge,
+    BridgeContext,
+    BridgeError,
+    Setting,
+    follow_source,
+    parse_bool,
+    parse_seconds,
+    unfollow_source,
+)
 from .relay import check_relay_url, fetch_events, publish_events
 
 if TYPE_CHECKING:
@@ -422,6 +432,16 @@ def nostr_publish(session: Session, as_json: bool) -> None:
     _report(rows, as_json, "published")
 
 
+def _author_key(text: str) -> str:
+    """A Nostr public key (npub or hex) as hex; ``bad_key`` otherwise."""
+    from tidings.protocol import ProtocolError
+
+    try:
+        return wire.decode_key(text)
+    except ProtocolError as exc:
+        raise BridgeError(str(exc.args[0]), code="bad_key") from None
+
+
 @nostr_group.command("follow")
 @click.argument("key", metavar="NPUB_OR_HEX")
 @common_options
@@ -429,21 +449,10 @@ def nostr_publish(session: Session, as_json: bool) -> None:
 @pass_session
 def nostr_follow(session: Session, key: str, as_json: bool) -> None:
     """Follow a Nostr author: their kind-1 notes are imported into a bridge feed you follow."""
-    from tidings.protocol import Follow, ProtocolError, feed_id_text
-    from tidings.storage import bridges as db
+    from tidings.protocol import feed_id_text
 
-    from .keys import feed_key
-
-    try:
-        pub = wire.decode_key(key)
-    except ProtocolError as exc:
-        raise BridgeError(str(exc.args[0]), code="bad_key") from None
-    store = session.store()
-    feed = feed_key(session.home, NAME, pub).public_key
-    db.add_source(store, NAME, "in", pub, feed=feed, now=_now())
-    followed = feed not in store.graph_targets(session.me(), "follow")
-    if followed:
-        store.append(session.key(), Follow(feed=feed))
+    pub = _author_key(key)
+    feed, followed = follow_source(session.store(), session.home, session.key(), NAME, pub, _now())
     out = {"author": wire.npub(pub), "hex": pub, "feed": feed_id_text(feed), "followed": followed}
     emit(out) if as_json else click.echo(f"following {out['author']} as {out['feed']}")
 
@@ -455,19 +464,9 @@ def nostr_follow(session: Session, key: str, as_json: bool) -> None:
 @pass_session
 def nostr_unfollow(session: Session, key: str, as_json: bool) -> None:
     """Stop following a Nostr author."""
-    from tidings.protocol import ProtocolError, Unfollow
-    from tidings.storage import bridges as db
-
-    try:
-        pub = wire.decode_key(key)
-    except ProtocolError as exc:
-        raise BridgeError(str(exc.args[0]), code="bad_key") from None
-    store = session.store()
-    src = db.remove_source(store, NAME, "in", pub)
-    if src is None:
+    pub = _author_key(key)
+    if unfollow_source(session.store(), session.key(), NAME, pub) is None:
         raise CliError(f"not following {key}", code="not_found")
-    if src["feed"] and src["feed"] in store.graph_targets(session.me(), "follow"):
-        store.append(session.key(), Unfollow(feed=src["feed"]))
     emit({"author": wire.npub(pub), "unfollowed": True}) if as_json else click.echo(f"unfollowed {key}")
 
 

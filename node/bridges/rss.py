@@ -20,7 +20,16 @@ import click
 import trio
 from tidings.cli.common import CliError, Session, common_options, emit, emit_lines, json_option, pass_session
 
-from .base import Backoff, Bridge, BridgeContext, BridgeError, Setting, parse_seconds
+from .base import (
+    Backoff,
+    Bridge,
+    BridgeContext,
+    BridgeError,
+    Setting,
+    follow_source,
+    parse_seconds,
+    unfollow_source,
+)
 from .feeds import parse_feed
 
 if TYPE_CHECKING:
@@ -251,20 +260,11 @@ def rss_group() -> None:
 @pass_session
 def rss_follow(session: Session, url: str, as_json: bool) -> None:
     """Follow the RSS or Atom feed at URL (its items are imported by 'poll' or the running node)."""
-    from tidings.protocol import Follow, feed_id_text
-    from tidings.storage import bridges as db
-
-    from .keys import feed_key
+    from tidings.protocol import feed_id_text
 
     url = check_url(url)
     store = session.store()
-    me = session.me()
-    bridge_feed = feed_key(session.home, NAME, url).public_key
-    db.add_source(store, NAME, "in", url, feed=bridge_feed, now=_now())
-    followed = False
-    if bridge_feed not in store.graph_targets(me, "follow"):
-        store.append(session.key(), Follow(feed=bridge_feed))
-        followed = True
+    bridge_feed, followed = follow_source(store, session.home, session.key(), NAME, url, _now())
     out = {"source": url, "feed": feed_id_text(bridge_feed), "followed": followed}
     if as_json:
         emit(out)
@@ -279,16 +279,12 @@ def rss_follow(session: Session, url: str, as_json: bool) -> None:
 @pass_session
 def rss_unfollow(session: Session, url: str, as_json: bool) -> None:
     """Stop following URL (its imported posts stay; following it again imports only new items)."""
-    from tidings.protocol import Unfollow, feed_id_text
-    from tidings.storage import bridges as db
+    from tidings.protocol import feed_id_text
 
     url = url.strip()
-    store = session.store()
-    src = db.remove_source(store, NAME, "in", url)
+    src = unfollow_source(session.store(), session.key(), NAME, url)
     if src is None:
         raise CliError(f"not following {url}", code="not_found")
-    if src["feed"] and src["feed"] in store.graph_targets(session.me(), "follow"):
-        store.append(session.key(), Unfollow(feed=src["feed"]))
     out = {"source": url, "feed": feed_id_text(src["feed"]) if src["feed"] else None, "unfollowed": True}
     if as_json:
         emit(out)
