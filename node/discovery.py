@@ -61,11 +61,6 @@ def dht_node_id(feed: bytes) -> bytes:
 MAX_SWARM_MEMBERS = 1000
 
 
-def decode_member(value: bytes, now: int) -> MemberRecord | None:
-    """A valid, unexpired member record of any swarm, or None."""
-    return member_record(value, None, now)
-
-
 def _backoff(attempt: int, cap: float) -> float:
     return float(min(cap, 2.0 ** min(attempt + 1, 30)))
 
@@ -341,7 +336,7 @@ class Discovery:
         by_key = {swarm_key(name): name for name in self._swarm_scopes}
         taken: dict[str, list[MemberRecord]] = {}
         for value in data:
-            record = decode_member(value, now)
+            record = member_record(value, None, now)  # any swarm: the key is checked below
             if record is not None and record.swarm_key in by_key:
                 taken.setdefault(by_key[record.swarm_key], []).append(record)
         for name, records in taken.items():

@@ -148,25 +148,26 @@ class ConnectionManager:
             r = address_range(c.address.rpartition(":")[0])
             ranges[r] = ranges.get(r, 0) + 1
         uncovered = node.wanted - connected_feeds
-        tiebreak = {c.address: self.rng.random() for c in pool}
+        # everything but the range count is fixed for this round: compute it once per candidate
+        fixed = {
+            c.address: (
+                c.feed not in uncovered,
+                -node.scores.get(c.host),
+                _SOURCE_RANK.get(c.source, 9),
+                self.rng.random(),
+            )
+            for c in pool
+        }
+        range_of = {c.address: address_range(c.host) for c in pool}
         picked_feeds: set[bytes] = set()
         while room > 0 and pool:
-            best = min(
-                pool,
-                key=lambda c: (
-                    ranges.get(address_range(c.host), 0),
-                    c.feed not in uncovered,
-                    -node.scores.get(c.host),
-                    _SOURCE_RANK.get(c.source, 9),
-                    tiebreak[c.address],
-                ),
-            )
+            best = min(pool, key=lambda c: (ranges.get(range_of[c.address], 0), *fixed[c.address]))
             pool.remove(best)
             if best.feed is not None and best.feed in picked_feeds:
                 continue
             if best.feed is not None:
                 picked_feeds.add(best.feed)
-            r = address_range(best.host)
+            r = range_of[best.address]
             ranges[r] = ranges.get(r, 0) + 1
             chosen.append(best)
             room -= 1

@@ -505,7 +505,6 @@ class Node:
                 log.debug("already connected to %s; closing the second connection", feed_id_text(channel.remote_feed))
                 return None
             conn = PeerConnection(self, channel, address, initiator=initiator, once=once)
-            conn.host = host
             self.connections[id(conn)] = conn
             self._write_node_file()
             await self._note_peer(conn, connected=True)

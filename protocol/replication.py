@@ -387,6 +387,20 @@ class Replication:
             items.append((row[0], row[1]))
         return PeersOffered(tuple(items))
 
+    def _on_members(self, args: list[Any]) -> Event:
+        if self.version < 2:
+            raise _bad("unexpected message 'members'")
+        if (
+            len(args) != 1
+            or not isinstance(args[0], list)
+            or len(args[0]) > MAX_MEMBER_RECORDS
+            or not all(isinstance(r, bytes) and len(r) <= MAX_MEMBER_RECORD_SIZE for r in args[0])
+        ):
+            raise _bad(
+                f"members is at most {MAX_MEMBER_RECORDS} records of at most {MAX_MEMBER_RECORD_SIZE} bytes"
+            )
+        return MembersOffered(tuple(args[0]))
+
     def _on_entries(self, args: list[Any]) -> Event:
         if len(args) != 1 or not isinstance(args[0], list):
             raise _bad("entries is [[raw, payload], ...]")
@@ -421,23 +435,8 @@ class Replication:
         return Closed(code[:50], reason[:200])
 
 
-def _on_members(self: Replication, args: list[Any]) -> Event:
-    if self.version < 2:
-        raise _bad("unexpected message 'members'")
-    if (
-        len(args) != 1
-        or not isinstance(args[0], list)
-        or len(args[0]) > MAX_MEMBER_RECORDS
-        or not all(isinstance(r, bytes) and len(r) <= MAX_MEMBER_RECORD_SIZE for r in args[0])
-    ):
-        raise _bad(
-            f"members is at most {MAX_MEMBER_RECORDS} records of at most {MAX_MEMBER_RECORD_SIZE} bytes"
-        )
-    return MembersOffered(tuple(args[0]))
-
-
 _HANDLERS = {
-    "members": _on_members,
+    "members": Replication._on_members,
     "clock": Replication._on_clock,
     "have": Replication._on_have,
     "peers": Replication._on_peers,
