@@ -182,6 +182,8 @@ async def resolve_address(host: str, port: int) -> tuple[str, int]:
 
 #: Shortest time a lookup waits for one reply, however fast the network seemed.
 MIN_QUERY_TIMEOUT = 0.25
+#: Shortest time after which a silent query gives up its place among a lookup's alpha (§13.3).
+MIN_QUERY_STALL = 0.05
 
 
 class _RoundTrip:
@@ -390,6 +392,13 @@ class DHT:
         a few round trips' worth of waiting, not a whole fixed timeout (spec §13.7)."""
         return self._rtt.timeout(MIN_QUERY_TIMEOUT, self.timeout)
 
+    def query_stall(self, timeout: float) -> float:
+        """After how long a silent query counts as stalled in a lookup (§13.3): the same estimator as
+        ``query_timeout`` but with the lower floor ``MIN_QUERY_STALL``, and at most half of ``timeout``
+        (when the query is resent). The lookup then asks the next contact while the silent one's
+        deadline runs, so dead contacts after churn cost it about one timeout in all."""
+        return self._rtt.timeout(MIN_QUERY_STALL, timeout / 2)
+
     # -- asking ----------------------------------------------------------------------------------------
     async def request(self, address: tuple[str, int], request: Request, timeout: float) -> Reply | None:
         """Send ``request`` to ``address``; its reply, or None on timeout.
@@ -456,6 +465,7 @@ class DHT:
         """Run one iterative lookup to its end (see ``protocol.lookup``)."""
         started = trio.current_time()
         seeds = self.table.find_neighbors(target, self.k)
+        timeout = self.query_timeout()
         lookup = Lookup(
             own_id=self.own_id,
             target=target,
@@ -464,7 +474,8 @@ class DHT:
             k=self.k,
             alpha=self.alpha,
             paths=paths or self.paths,
-            timeout=self.query_timeout(),
+            timeout=timeout,
+            stall=self.query_stall(timeout),
             validate=validate,
             quorum=quorum,
         )

@@ -20,11 +20,18 @@ the lookup goes on. A query has one deadline, ``timeout`` after it was first sen
 ``1 + retries`` of them (after churn the closest contacts hold dead ones), and a lost datagram is
 still made up for. Late replies (once FAILED, or once the lookup is done) are ignored.
 
+A query silent for ``stall`` (at most the resend time) is *stalled*: its candidate stays WAITING, but it
+gives up its place among the ``alpha`` and is passed over when choosing whom to ask, so the next
+contact is asked while the silent one's deadline runs. After churn the closest contacts hold dead
+ones; without this each dead one would be found only after the previous one failed, one timeout after
+another.
+
 The candidates are split into ``paths`` disjoint paths (S/Kademlia §4.4): the seeds are dealt out in
 turn by distance, a contact learned from a reply joins the path of the node that named it, and a node
 already on one path never joins another, so each node is queried at most once in the whole lookup and
 bad nodes that lead one path astray (naming only each other) cannot hold up the others. Per path, classic Kademlia with parallelism ``alpha``:
-query the closest NEW candidates among the ``k`` closest not-FAILED ones, at most ``alpha`` at a time;
+query the closest NEW candidates among the ``k`` closest neither FAILED nor stalled, at most ``alpha``
+unstalled at a time;
 the path is finished when those ``k`` have all RESPONDED (or the query budget is spent and none of them
 is awaited).
 
@@ -83,6 +90,9 @@ class _Candidate:
     deadline: float = math.inf
     resend_at: float = math.inf
     resend_due: bool = False
+    stall_at: float = math.inf
+    #: silent for ``stall`` since its first query: still WAITING, but no longer holds an alpha slot
+    stalled: bool = False
     had_value: bool = False
     attempts: int = 0
 
@@ -144,6 +154,7 @@ class Lookup:
         paths: int = 1,
         timeout: float = 2.0,
         retries: int = 1,
+        stall: float | None = None,
         validate: Callable[[Value], bool] | None = None,
         quorum: int | None = None,
         max_queries: int | None = None,
@@ -151,8 +162,10 @@ class Lookup:
         for name, raw in (("own id", own_id), ("target", target)):
             if type(raw) is not bytes or len(raw) != ID_SIZE:
                 raise LocalProtocolError(f"{name} must be {ID_SIZE} bytes", code="bad_id")
-        if k < 1 or alpha < 1 or paths < 1 or timeout <= 0 or retries < 0 or (quorum or 0) < 0:
-            raise LocalProtocolError("k, alpha, paths, timeout are positive", code="bad_argument")
+        if stall is None:
+            stall = timeout / (1 + retries)
+        if k < 1 or alpha < 1 or paths < 1 or timeout <= 0 or retries < 0 or (quorum or 0) < 0 or stall <= 0:
+            raise LocalProtocolError("k, alpha, paths, timeout, stall are positive", code="bad_argument")
         self.own_id = own_id
         self.target = target
         self.kind = kind
@@ -160,6 +173,7 @@ class Lookup:
         self.alpha = alpha
         self.timeout = timeout
         self.retries = retries
+        self.stall = stall
         self.validate = validate or _accept_all
         if quorum is None:
             quorum = 1 if kind is LookupKind.FIND_VALUE else 0
@@ -195,13 +209,14 @@ class Lookup:
                 due = candidate.resend_due and candidate.state is _State.WAITING
                 if due and self._queries < self.max_queries:
                     queries.append(self._send(candidate, index, now))
-            in_flight = sum(1 for c in path if c.state is _State.WAITING)
-            for candidate in self._closest(path):
+            in_flight = sum(1 for c in path if c.state is _State.WAITING and not c.stalled)
+            for candidate in self._closest(path, skip_stalled=True):
                 if in_flight >= self.alpha or self._queries >= self.max_queries:
                     break
                 if candidate.state is _State.NEW:
                     candidate.state = _State.WAITING
                     candidate.deadline = now + self.timeout
+                    candidate.stall_at = now + self.stall
                     in_flight += 1
                     queries.append(self._send(candidate, index, now))
         self._update()
@@ -222,7 +237,9 @@ class Lookup:
         if self._done:
             return None
         deadlines = [
-            min(c.deadline, c.resend_at) for c in self._candidates.values() if c.state is _State.WAITING
+            min(c.deadline, c.resend_at, c.stall_at)
+            for c in self._candidates.values()
+            if c.state is _State.WAITING
         ]
         return min(deadlines) if deadlines else None
 
@@ -231,19 +248,24 @@ class Lookup:
         """Expire the queries whose deadline has passed; returns their contacts (for ``RoutingTable.failed``).
 
         An expired candidate is FAILED; one silent since its resend time is due a resend (``next_queries``
-        sends it; datagrams get lost).
+        sends it; datagrams get lost); one silent since its stall time gives up its alpha slot, so the
+        next candidate is asked while its deadline runs.
         """
         waiting = [c for c in self._candidates.values() if c.state is _State.WAITING]
         expired = [c for c in waiting if c.deadline <= now]
         for candidate in waiting:
             if candidate.deadline <= now:
                 candidate.state = _State.FAILED
-                candidate.deadline = candidate.resend_at = math.inf
+                candidate.deadline = candidate.resend_at = candidate.stall_at = math.inf
                 candidate.resend_due = False
                 self._timeouts += 1
-            elif candidate.resend_at <= now:
+                continue
+            if candidate.resend_at <= now:
                 candidate.resend_at = math.inf
                 candidate.resend_due = True
+            if candidate.stall_at <= now:
+                candidate.stall_at = math.inf
+                candidate.stalled = True
         self._update()
         return [c.contact for c in expired]
 
@@ -357,10 +379,12 @@ class Lookup:
             self._found.append(Found(contact=source.contact, value=value, hop=source.hop))
         return True
 
-    def _closest(self, path: list[_Candidate]) -> list[_Candidate]:
+    def _closest(self, path: list[_Candidate], *, skip_stalled: bool = False) -> list[_Candidate]:
+        # skip_stalled: whom to ask next counts a stalled candidate as gone already, so the one that
+        # would replace it among the k closest is asked while the stalled one's deadline runs
         closest: list[_Candidate] = []
         for candidate in path:
-            if candidate.state is not _State.FAILED:
+            if candidate.state is not _State.FAILED and not (skip_stalled and candidate.stalled):
                 closest.append(candidate)
                 if len(closest) == self.k:
                     break

@@ -80,6 +80,56 @@ def test_a_resend_makes_up_for_a_lost_datagram() -> None:
     assert lookup.done and lookup.result().contacts == (c(1),) and lookup.result().timeouts == 0
 
 
+def test_a_stalled_query_gives_up_its_slot_and_dead_contacts_cost_one_timeout() -> None:
+    # k=3, alpha=2: 100 and 200 are dead, 300.. answer. Without stalls the lookup would wait for the
+    # dead pair's deadline (1.0) before asking 300 and 400, and 400 only after 300's dead twin failed.
+    seeds = [c(n) for n in (100, 200, 300, 400, 500)]
+    lookup = Lookup(
+        own_id=OWN,
+        target=TARGET,
+        kind=LookupKind.FIND_NODE,
+        seeds=seeds,
+        k=3,
+        alpha=2,
+        timeout=1.0,
+        stall=0.1,
+    )
+    assert [q.contact for q in lookup.next_queries(0.0)] == [c(100), c(200)]
+    assert lookup.get_timer() == 0.1
+    assert lookup.handle_timer(0.1) == []  # stalled, not failed: still waited for
+    asked = lookup.next_queries(0.1)
+    # the stalled pair counts as gone when choosing whom to ask: the next two of the k closest
+    assert [q.contact for q in asked] == [c(300), c(400)]
+    lookup.handle_reply(c(300).node_id, NodesReply(contacts=()))
+    lookup.handle_reply(c(400).node_id, NodesReply(contacts=()))
+    assert [q.contact for q in lookup.next_queries(0.15)] == [c(500)]
+    lookup.handle_reply(c(500).node_id, NodesReply(contacts=()))
+    # 100 and 200 are still among the k closest not FAILED: a late answer from them would count
+    assert not lookup.done
+    assert lookup.handle_timer(0.5) == [] and {q.contact for q in lookup.next_queries(0.5)} == {
+        c(100),
+        c(200),
+    }
+    assert lookup.handle_timer(1.0) == [c(100), c(200)]
+    assert lookup.done and lookup.result().contacts == (c(300), c(400), c(500))
+    assert lookup.result().timeouts == 2
+
+
+def test_a_stalled_contact_that_answers_late_still_counts() -> None:
+    lookup = Lookup(
+        own_id=OWN, target=TARGET, kind=LookupKind.FIND_NODE, seeds=[c(1), c(2)], k=2, alpha=1, stall=0.2
+    )
+    assert [q.contact for q in lookup.next_queries(0.0)] == [c(1)]
+    lookup.handle_timer(0.2)
+    assert [q.contact for q in lookup.next_queries(0.2)] == [c(2)]
+    lookup.handle_reply(c(2).node_id, NodesReply(contacts=()))
+    assert not lookup.done  # 1 is closer and still awaited
+    lookup.handle_reply(c(1).node_id, NodesReply(contacts=(c(0),)))
+    assert [q.contact for q in lookup.next_queries(0.3)] == [c(0)]
+    lookup.handle_reply(c(0).node_id, NodesReply(contacts=()))
+    assert lookup.done and lookup.result().contacts == (c(0), c(1))
+
+
 def test_wrong_shaped_replies_count_as_failures() -> None:
     lookup = Lookup(own_id=OWN, target=TARGET, kind=LookupKind.FIND_NODE, seeds=[c(1), c(2), c(3)], k=3)
     lookup.next_queries(0.0)
@@ -194,6 +244,8 @@ def test_own_id_and_duplicates_are_skipped_and_bad_arguments_refused() -> None:
         Lookup(own_id=OWN, target=b"x", kind=LookupKind.FIND_NODE, seeds=[])
     with pytest.raises(LocalProtocolError):
         Lookup(own_id=OWN, target=TARGET, kind=LookupKind.FIND_NODE, seeds=[], alpha=0)
+    with pytest.raises(LocalProtocolError):
+        Lookup(own_id=OWN, target=TARGET, kind=LookupKind.FIND_NODE, seeds=[], stall=0)
     assert Lookup(own_id=OWN, target=TARGET, kind=LookupKind.FIND_NODE, seeds=[]).done
 
 
