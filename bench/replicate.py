@@ -119,6 +119,8 @@ def main() -> None:
                 f"sync: {received} entries in {elapsed:.2f} s = {received / elapsed:,.0f} entries/s end to end "
                 f"(whole 'tidings sync' process); peak RSS of A {usage.ru_maxrss / 1024:.0f} MB"
             )
+            cpu = usage.ru_utime + usage.ru_stime
+            print(f"CPU of A: {cpu:.2f} s ({cpu / elapsed:.2f} cores), {1e6 * cpu / max(received, 1):.0f} µs per entry")
             # live latency: A runs as a node connected to B; B posts with the CLI
             proc_a, _ = start_node(ha, "--listen", "127.0.0.3:0", "--peer", addr_b)
             try:

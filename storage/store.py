@@ -351,23 +351,24 @@ class Store(ReadMixin):
                     continue
             else:
                 verdicts.add(entry)
-            fresh[entry.hash] = (entry, payload)
+            # decoded here, off the database thread (which the pipeline is bound by)
+            fresh[entry.hash] = (entry, payload, _content_of(payload))
         verdicts.submit()
         return prepared
 
     def ingest_prepared(self, prepared: Prepared, *, kind: str = "remote") -> IngestResult:
         """Check links of prepared entries against the store and write the valid ones (one transaction)."""
         result = prepared.result
-        todo = sorted(prepared.fresh.values(), key=lambda ep: (ep[0].author, ep[0].seq))
+        todo = sorted(prepared.fresh.values(), key=lambda epc: (epc[0].author, epc[0].seq))
         with self.transaction() as cur:
             for held, late_payload in prepared.fills:
                 self._fill_payload(cur, held, late_payload)
             if todo:
-                view = BatchView(cur, [e for e, _ in todo])
+                view = BatchView(cur, [e for e, _, _ in todo])
                 writer = RowWriter(cur)
-                for entry, payload in todo:
+                for entry, payload, content in todo:
                     if prepared.verdicts.ok(entry):
-                        self._ingest_one(cur, view, writer, entry, payload, result, kind)
+                        self._ingest_one(cur, view, writer, entry, payload, content, result, kind)
                     else:
                         result.rejected.append(
                             Rejected(entry.author, entry.seq, "bad_signature", "invalid signature")
@@ -407,10 +408,12 @@ class Store(ReadMixin):
         writer: RowWriter,
         entry: Entry,
         payload: bytes | None,
+        content: Content | None,
         result: IngestResult,
         kind: str,
     ) -> None:
-        """Link checks and insert of one entry whose signature is valid (batch sorted by author, seq)."""
+        """Link checks and insert of one entry whose signature is valid (batch sorted by author, seq);
+        ``content`` is ``payload`` decoded (``_content_of``)."""
         author, seq = entry.author, entry.seq
         forked = view.feeds.get(author)
         if forked:
@@ -442,12 +445,6 @@ class Store(ReadMixin):
         except InvalidEntry as exc:
             result.rejected.append(Rejected(author, seq, exc.code, str(exc.args[0])))
             return
-        content: Content | None = None
-        if payload is not None:
-            try:
-                content = decode_content(payload)
-            except (DecodeError, InvalidContent):
-                content = None  # kept (the hash matches) but not shown: spec §8.4
         if forked is None:
             cur.execute("INSERT OR IGNORE INTO feeds (author, kind) VALUES (?, ?)", (author, kind))
             view.feeds[author] = 0
@@ -462,10 +459,7 @@ class Store(ReadMixin):
         row = cur.execute("SELECT id, payload, deleted FROM entries WHERE hash = ?", (entry.hash,)).fetchone()
         if row is None or row[1] is not None or row[2]:
             return
-        try:
-            content: Content | None = decode_content(payload)
-        except (DecodeError, InvalidContent):
-            content = None
+        content = _content_of(payload)
         kind = None if content is None else type_of(content)
         cur.execute("UPDATE entries SET payload = ?, type = ? WHERE id = ?", (payload, kind, row[0]))
         if content is not None:
@@ -496,13 +490,25 @@ class Store(ReadMixin):
             self._record_fork(cur, proof)
 
 
+def _content_of(payload: bytes | None) -> Content | None:
+    """The decoded payload; None without one, or when it does not decode: such an entry is kept (its
+    hash matches) but not shown (spec §8.4)."""
+    if payload is None:
+        return None
+    try:
+        return decode_content(payload)
+    except (DecodeError, InvalidContent):
+        return None
+
+
 @dataclass(slots=True)
 class Prepared:
     """A batch decoded and being signature-checked by ``Store.prepare``; store it with ``ingest_prepared``."""
 
     verdicts: _Verdicts
     result: IngestResult = field(default_factory=IngestResult)
-    fresh: dict[bytes, tuple[Entry, bytes | None]] = field(default_factory=dict)
+    #: entry hash -> (entry, payload, decoded payload)
+    fresh: dict[bytes, tuple[Entry, bytes | None, Content | None]] = field(default_factory=dict)
     fills: list[tuple[Entry, bytes]] = field(default_factory=list)
 
 

@@ -30,6 +30,7 @@ from tidings.storage.errors import AmbiguousId, CorruptStore, FeedForked, NotFou
 from tidings.storage.integrity import verify_store
 from tidings.storage.schema import SCHEMA_VERSION
 from tidings.storage.store import Store
+from tidings.storage.writer import ROWS_PER_INSERT, insert_rows
 
 from .entries import chain, raw
 
@@ -357,3 +358,26 @@ def test_the_search_index_catches_up_in_batches_and_stays_exact(store):
     assert not store.search_index_behind()
     assert len(store.search("bulk", limit=FTS_BATCH + 10)) == FTS_BATCH
     assert fts_consistent(store)
+
+
+@pytest.mark.parametrize(
+    "count", [0, 1, ROWS_PER_INSERT - 1, ROWS_PER_INSERT, ROWS_PER_INSERT + 1, 3 * ROWS_PER_INSERT + 7]
+)
+def test_multi_row_inserts_write_every_row_once_in_order(count: int) -> None:
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE t (a INTEGER PRIMARY KEY, b BLOB, c TEXT)")
+    rows: list[tuple[object, ...]] = [
+        (i, bytes([i % 256]) * 3, None if i % 7 else f"r{i}") for i in range(count)
+    ]
+    insert_rows(conn.cursor(), "INSERT INTO t (a, b, c)", rows)
+    assert conn.execute("SELECT a, b, c FROM t ORDER BY a").fetchall() == rows
+
+
+def test_multi_row_inserts_stay_under_the_parameter_limit() -> None:
+    conn = sqlite3.connect(":memory:")
+    conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)  # as older SQLite builds have it
+    columns = [f"c{i}" for i in range(200)]  # 200 x 250 = 50,000 parameters would be refused
+    conn.execute(f"CREATE TABLE w ({', '.join(columns)})")
+    rows: list[tuple[object, ...]] = [tuple(range(200)) for _ in range(400)]
+    insert_rows(conn.cursor(), f"INSERT INTO w ({', '.join(columns)})", rows)
+    assert conn.execute("SELECT count(*), sum(c199) FROM w").fetchone() == (400, 400 * 199)
