@@ -23,6 +23,8 @@ from functools import cached_property
 from importlib import metadata
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from .plugins import PluginProblem, load_entry_points
+
 if TYPE_CHECKING:
     from tidings.storage.store import Store
 
@@ -151,18 +153,6 @@ class Ranker(ABC):
         """Score each candidate worth showing (leaving one out hides it); order is by score."""
 
 
-@dataclass(frozen=True, slots=True)
-class PluginProblem:
-    """A ranker plugin that could not be used: its entry point and what went wrong."""
-
-    name: str
-    source: str
-    error: str
-
-    def __str__(self) -> str:
-        return f"ranker plugin {self.name!r} ({self.source}) is unusable: {self.error}"
-
-
 @dataclass(slots=True)
 class Registry:
     """Rankers by name, with where each came from, and the plugins that failed."""
@@ -187,7 +177,7 @@ class Registry:
         return [{"name": n, "description": self.rankers[n].description} for n in sorted(self.rankers)]
 
 
-def _check_ranker(obj: Any) -> str | None:
+def _check_ranker(obj: Any, entry_point: str = "") -> str | None:
     """Why ``obj`` is not a usable ranker, or None."""
     name = getattr(obj, "name", None)
     if not isinstance(name, str) or not name or not name.replace("-", "_").isidentifier():
@@ -203,13 +193,6 @@ def _check_ranker(obj: Any) -> str | None:
     ):
         return "its defaults must map weight names to numbers"
     return None
-
-
-def _instantiate(loaded: Any) -> Any:
-    """An entry point may name an instance, a class, or a factory function."""
-    if isinstance(loaded, type) or (callable(loaded) and not hasattr(loaded, "rank")):
-        return loaded()
-    return loaded
 
 
 def load_rankers(
@@ -228,23 +211,17 @@ def load_rankers(
     for ranker in builtins:
         registry.rankers[ranker.name] = ranker
         registry.origins[ranker.name] = "built-in"
-    if entry_points is None:
-        entry_points = metadata.entry_points(group=ENTRY_POINT_GROUP)
-    for ep in sorted(entry_points, key=lambda e: (e.name, e.value)):
-        source = ep.value if ep.dist is None else f"{ep.dist.name} {ep.dist.version}: {ep.value}"
-        try:
-            ranker = _instantiate(ep.load())
-        except Exception as exc:  # a broken plugin must not take the others down
-            registry.problems.append(PluginProblem(ep.name, source, f"{type(exc).__name__}: {exc}"))
-            continue
-        why = _check_ranker(ranker)
-        if why is None and ranker.name in registry.rankers:
+    loaded = load_entry_points(
+        ENTRY_POINT_GROUP, "ranker", marker="rank", check=_check_ranker, entry_points=entry_points
+    )
+    registry.problems.extend(loaded.problems)
+    for name, ranker, origin in loaded.plugins:
+        if ranker.name in registry.rankers:
             why = f"the name {ranker.name!r} is taken by {registry.origins[ranker.name]}"
-        if why is not None:
-            registry.problems.append(PluginProblem(ep.name, source, why))
+            registry.problems.append(PluginProblem("ranker", name, origin, why))
             continue
         registry.rankers[ranker.name] = ranker
-        registry.origins[ranker.name] = source
+        registry.origins[ranker.name] = origin
     return registry
 
 

@@ -14,6 +14,7 @@ from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 import trio
+from tidings.node.plugins import PluginProblem, load_entry_points
 
 from .base import Backoff, Bridge, BridgeContext, BridgeError, Setting
 
@@ -40,18 +41,6 @@ ENTRY_POINT_GROUP = "tidings.bridges"
 log = logging.getLogger("tidings.bridges")
 
 
-@dataclass(frozen=True)
-class PluginProblem:
-    """A bridge plugin that could not be used: its name, where it came from, and why."""
-
-    name: str
-    origin: str
-    error: str
-
-    def __str__(self) -> str:
-        return f"bridge plugin {self.name!r} ({self.origin}): {self.error}"
-
-
 @dataclass
 class Registry:
     bridges: dict[str, Bridge] = field(default_factory=dict)
@@ -71,20 +60,6 @@ class Registry:
         return BridgeContext(home=home, store=store, settings=bridge.settings_of(store))
 
 
-def _origin(ep: metadata.EntryPoint) -> str:
-    dist = getattr(ep, "dist", None)
-    where = f"{dist.name} {dist.version}: " if dist is not None else ""
-    return f"{where}{ep.value}"
-
-
-def _instantiate(loaded: Any) -> Any:
-    if isinstance(loaded, type):
-        return loaded()
-    if callable(loaded) and not hasattr(loaded, "name"):
-        return loaded()
-    return loaded
-
-
 def _check(obj: Any, name: str) -> str | None:
     """Why ``obj`` is not a usable bridge named ``name``, or None."""
     if not isinstance(getattr(obj, "name", None), str) or obj.name != name:
@@ -97,26 +72,13 @@ def _check(obj: Any, name: str) -> str | None:
 
 def load_bridges(*, entry_points: Iterable[metadata.EntryPoint] | None = None) -> Registry:
     """Every installed bridge; plugins that fail are reported in ``problems``."""
-    registry = Registry()
-    if entry_points is None:
-        entry_points = metadata.entry_points(group=ENTRY_POINT_GROUP)
-    seen: set[str] = set()
-    for ep in sorted(entry_points, key=lambda e: (e.name, e.value)):
-        if ep.name in seen:  # the same distribution found twice on the path: first wins
-            continue
-        seen.add(ep.name)
-        origin = _origin(ep)
-        try:
-            obj = _instantiate(ep.load())
-        except Exception as exc:  # a plugin's import error must not stop the others
-            registry.problems.append(PluginProblem(ep.name, origin, f"{type(exc).__name__}: {exc}"))
-            continue
-        why = _check(obj, ep.name)
-        if why is not None:
-            registry.problems.append(PluginProblem(ep.name, origin, why))
-            continue
-        registry.bridges[ep.name] = obj
-        registry.origins[ep.name] = origin
+    loaded = load_entry_points(
+        ENTRY_POINT_GROUP, "bridge", marker="name", check=_check, entry_points=entry_points
+    )
+    registry = Registry(problems=loaded.problems)
+    for name, bridge, origin in loaded.plugins:
+        registry.bridges[name] = bridge
+        registry.origins[name] = origin
     return registry
 
 
