@@ -36,7 +36,7 @@ from tidings.protocol import feed_id_text
 if TYPE_CHECKING:
     from .node import Node
 
-__all__ = ["MAX_CANDIDATES", "Candidate", "ConnectionManager", "address_range"]
+__all__ = ["MAX_CANDIDATES", "SCOPE_RANK", "Candidate", "ConnectionManager", "address_range", "address_scope"]
 
 log = logging.getLogger("tidings.manager")
 
@@ -53,6 +53,26 @@ def address_range(host: str) -> str:
         return host
     prefix = 24 if ip.version == 4 else 48
     return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
+
+
+#: Address scopes for peer exchange, from the most local up.
+SCOPE_RANK = {"loopback": 0, "private": 1, "public": 2}
+
+
+def address_scope(host: str) -> str:
+    """``loopback``, ``private`` (RFC 1918, link-local, unique local) or ``public``; ``bad`` for
+    addresses nobody should be dialled at (unspecified, multicast, reserved). Raises ValueError for
+    a name."""
+    ip = ipaddress.ip_address(host.strip("[]"))
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_loopback:
+        return "loopback"
+    if ip.is_unspecified or ip.is_multicast or ip.is_reserved:
+        return "bad"
+    if ip.is_private or ip.is_link_local:
+        return "private"
+    return "public"
 
 
 @dataclass
@@ -208,7 +228,7 @@ class ConnectionManager:
             else:
                 cand.failures += 1
                 cap = 60.0 if cand.pinned else 300.0
-                cand.next_try = trio.current_time() + min(2.0 ** cand.failures, cap)
+                cand.next_try = trio.current_time() + min(2.0**cand.failures, cap)
             self.wake()
 
     def wrong_identity(self, cand: Candidate, actual: bytes) -> None:

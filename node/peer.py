@@ -10,7 +10,6 @@ reported to the node, which backs off from it.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -38,6 +37,8 @@ from tidings.protocol.replication import (
 from tidings.storage import gossip
 from tidings.storage.store import IngestResult, Store
 
+from .budgets import FeedBudgets, RateLimit
+from .manager import SCOPE_RANK, address_scope
 from .transport import ChannelClosed, SecureChannel
 
 if TYPE_CHECKING:
@@ -58,40 +59,6 @@ class PeerMisbehaved(Exception):
     def __init__(self, code: str, reason: str) -> None:
         super().__init__(reason)
         self.code = code
-
-
-class RateLimit:
-    """Token bucket: ``rate`` per second, bursts up to ``burst``."""
-
-    def __init__(self, rate: float, burst: float) -> None:
-        self.rate, self.burst = rate, burst
-        self.tokens = burst
-        self.stamp = time.monotonic()
-
-    def take(self, n: float = 1.0) -> bool:
-        now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        if self.tokens < n:
-            return False
-        self.tokens -= n
-        return True
-
-
-class FeedBudgets:
-    """A token bucket per feed (spec §12.8): live entries of one feed from one peer."""
-
-    def __init__(self, rate: float, burst: float) -> None:
-        self.rate, self.burst = rate, burst
-        self._buckets: dict[bytes, RateLimit] = {}
-
-    def take(self, feed: bytes) -> bool:
-        bucket = self._buckets.get(feed)
-        if bucket is None:
-            if len(self._buckets) > 10000:
-                self._buckets.clear()
-            bucket = self._buckets[feed] = RateLimit(self.rate, self.burst)
-        return bucket.take()
 
 
 class PeerConnection:
@@ -269,7 +236,9 @@ class PeerConnection:
             seq = self._grafting.get(feed, seq)
             head = (await self.node.db.call(gossip.heads, {feed}))[feed]
             if head < seq and feed not in self._throttled:
-                log.debug("grafting %s on %s (have %d, holds %d)", feed_id_text(feed), self.address, head, seq)
+                log.debug(
+                    "grafting %s on %s (have %d, holds %d)", feed_id_text(feed), self.address, head, seq
+                )
                 await self._set_mode(feed, lazy=False)
         finally:
             self._grafting.pop(feed, None)
@@ -281,7 +250,7 @@ class PeerConnection:
         if self.once:
             return
         try:
-            peer_scope = _scope(self.host)
+            peer_scope = address_scope(self.host)
         except ValueError:
             peer_scope = "public"
         for feed, address in items:
@@ -289,12 +258,12 @@ class PeerConnection:
                 continue
             try:
                 host, port = parse_address(address)
-                scope = _scope(host)
+                scope = address_scope(host)
             except ValueError:
                 continue  # names are not taken from peers: no lookups on their behalf
             # a peer may point us only at hosts as public as itself: a public peer cannot make us
             # dial into our own machine or local network
-            if port == 0 or scope == "bad" or _SCOPE_RANK[scope] < _SCOPE_RANK.get(peer_scope, 2):
+            if port == 0 or scope == "bad" or SCOPE_RANK[scope] < SCOPE_RANK.get(peer_scope, 2):
                 continue
             self.node.dial(address, feed=feed, source="pex")
 
@@ -586,26 +555,6 @@ class PeerConnection:
             if due and self.rep.state == "ACTIVE":
                 self.haves_sent += len(due)
                 await self.channel.send(self.rep.have(due))
-
-
-#: Address scopes for peer exchange, from the most local up.
-_SCOPE_RANK = {"loopback": 0, "private": 1, "public": 2}
-
-
-def _scope(host: str) -> str:
-    """``loopback``, ``private`` (RFC 1918, link-local, unique local) or ``public``; ``bad`` for
-    addresses nobody should be dialled at (unspecified, multicast, reserved). Raises ValueError for
-    a name."""
-    ip = ipaddress.ip_address(host.strip("[]"))
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    if ip.is_loopback:
-        return "loopback"
-    if ip.is_unspecified or ip.is_multicast or ip.is_reserved:
-        return "bad"
-    if ip.is_private or ip.is_link_local:
-        return "private"
-    return "public"
 
 
 def describe_error(exc: BaseException) -> tuple[str, str]:

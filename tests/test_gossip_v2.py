@@ -654,7 +654,7 @@ def test_penalize_cuts_a_host_off(tmp_path: Any) -> None:
 
 
 def test_feed_budgets_are_a_token_bucket_per_feed() -> None:
-    from tidings.node.peer import FeedBudgets
+    from tidings.node.budgets import FeedBudgets
 
     budgets = FeedBudgets(0.001, 5)
     assert [budgets.take(F) for _ in range(6)] == [True] * 5 + [False]
@@ -777,13 +777,13 @@ def test_peers_leaves_out_addresses_the_receiver_would_refuse() -> None:
     ],
 )
 def test_address_scopes_for_peer_exchange(host: str, scope: str) -> None:
-    from tidings.node.peer import _scope
+    from tidings.node.manager import address_scope
 
-    assert _scope(host) == scope
+    assert address_scope(host) == scope
 
 
 def test_scope_of_a_name_is_an_error() -> None:
-    from tidings.node.peer import _scope
+    from tidings.node.manager import address_scope
 
     with pytest.raises(ValueError):
-        _scope("example.org")
+        address_scope("example.org")
