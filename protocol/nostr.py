@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,17 +24,23 @@ from .errors import LocalProtocolError, RemoteProtocolError
 
 __all__ = [
     "MAX_CONTENT",
+    "Caught",
     "Closed",
     "Eose",
     "Event",
     "Notice",
     "Ok",
+    "Received",
+    "Refused",
     "RelayEvent",
     "RelayMessage",
+    "RelaySession",
+    "SessionEvent",
     "close_message",
     "decode_key",
     "event_id",
     "event_message",
+    "follow_filter",
     "npub",
     "parse_event",
     "parse_relay_message",
@@ -272,6 +279,156 @@ def parse_relay_message(text: str | bytes) -> RelayMessage | None:
     if kind in ("EVENT", "EOSE", "OK", "NOTICE", "CLOSED"):
         raise _bad(f"malformed {kind} message", code="bad_message")
     return None
+
+
+# -- one relay connection, sans-IO (spec §14.5) ----------------------------------------------------------
+def follow_filter(
+    authors: Iterable[str], newest: int, *, slack: int = 600, limit: int = 500
+) -> dict[str, Any]:
+    """The filter for followed authors' notes: kind 1, ``since`` = newest seen − ``slack`` once anything
+    was seen (relays may learn events late), at most ``limit`` stored events."""
+    flt: dict[str, Any] = {"authors": sorted(set(authors)), "kinds": [1], "limit": limit}
+    if newest:
+        flt["since"] = max(0, newest - slack)
+    return flt
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """A verified event of the open subscription; ``stored`` while the relay sends what it held (before
+    ``EOSE``), False for events that arrive live after it."""
+
+    event: Event
+    stored: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Caught:
+    """``EOSE`` of the open subscription: every later event is live."""
+
+    subscription: str
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A message or event that broke the rules (malformed, forged, not asked for): counted, never used."""
+
+    code: str
+    detail: str
+
+
+#: What ``RelaySession.receive_data`` reports. ``Ok`` answers an event we published (``accepted`` is
+#: also true for ``duplicate:``); ``Closed`` means the relay ended the open subscription.
+SessionEvent = Received | Caught | Refused | Ok | Notice | Closed
+
+# Theory of operation: a connection carries at most one subscription of ours at a time. It is IDLE (no
+# REQ open), STORED (REQ sent; the relay sends the events it holds) or LIVE (EOSE seen; each event is
+# new). ``subscribe`` from any state replaces the open subscription (CLOSE, then a REQ under a new id);
+# events still arriving under an old id are dropped silently, as they may be in flight.
+IDLE, STORED, LIVE = "idle", "stored", "live"
+_NEXT: dict[tuple[str, str], str] = {
+    (IDLE, "subscribe"): STORED,
+    (STORED, "subscribe"): STORED,
+    (LIVE, "subscribe"): STORED,
+    (STORED, "EOSE"): LIVE,
+    (STORED, "CLOSED"): IDLE,
+    (LIVE, "CLOSED"): IDLE,
+    (STORED, "unsubscribe"): IDLE,
+    (LIVE, "unsubscribe"): IDLE,
+    (IDLE, "unsubscribe"): IDLE,
+}
+
+
+def _matches(event: Event, filters: tuple[dict[str, Any], ...]) -> bool:
+    """Whether ``event`` fits the ``authors`` and ``kinds`` of one of ``filters`` (other fields are the
+    relay's business: a wrong ``since`` costs nothing, a wrong author would import a stranger)."""
+    for flt in filters:
+        authors, kinds = flt.get("authors"), flt.get("kinds")
+        if (authors is None or event.pubkey in authors) and (kinds is None or event.kind in kinds):
+            return True
+    return False
+
+
+class RelaySession:
+    """The client side of one relay connection: one subscription, and events we publish awaiting ``OK``.
+
+    ``subscribe``/``unsubscribe``/``publish`` return the text messages to send; ``receive_data`` takes
+    one text message from the relay and returns what it means. Every event is checked here (shape, id,
+    signature, and that it fits the subscription's authors and kinds); one that fails is ``Refused``.
+    """
+
+    def __init__(self) -> None:
+        self.state = IDLE
+        self.subscription: str | None = None
+        self.filters: tuple[dict[str, Any], ...] = ()
+        self._seen: set[str] = set()
+        self._pending: set[str] = set()
+
+    def _move(self, what: str) -> None:
+        self.state = _NEXT[(self.state, what)]
+
+    def subscribe(self, subscription: str, *filters: dict[str, Any]) -> list[str]:
+        """Open ``subscription`` (closing the open one first); the messages to send."""
+        if not filters:
+            raise LocalProtocolError("a subscription needs at least one filter", code="bad_argument")
+        if subscription == self.subscription:
+            raise LocalProtocolError("a new subscription needs a new id", code="bad_argument")
+        out = self.unsubscribe()
+        self._move("subscribe")
+        self.subscription, self.filters = subscription, filters
+        self._seen = set()
+        return [*out, req_message(subscription, *filters)]
+
+    def unsubscribe(self) -> list[str]:
+        """Close the open subscription, if any; the messages to send."""
+        out = [close_message(self.subscription)] if self.state != IDLE and self.subscription else []
+        self._move("unsubscribe")
+        return out
+
+    def publish(self, event: Event) -> str:
+        """The ``EVENT`` message for ``event``; its ``OK`` will be reported."""
+        self._pending.add(event.id)
+        return event_message(event)
+
+    def receive_data(self, text: str | bytes) -> list[SessionEvent]:
+        """What one relay message means for us (nothing for messages about other subscriptions)."""
+        try:
+            msg = parse_relay_message(text)
+        except RemoteProtocolError as exc:
+            return [Refused(exc.code, str(exc.args[0]))]
+        current = self.state != IDLE and self.subscription is not None
+        if isinstance(msg, RelayEvent):
+            if not current or msg.subscription != self.subscription:
+                return []
+            try:
+                verify_event(msg.event)
+            except RemoteProtocolError as exc:
+                return [Refused(exc.code, f"event {msg.event.id}")]
+            if not _matches(msg.event, self.filters):
+                return [Refused("not_asked", f"event {msg.event.id} does not fit the subscription")]
+            if msg.event.id in self._seen:
+                return []
+            self._seen.add(msg.event.id)
+            return [Received(msg.event, stored=self.state == STORED)]
+        if isinstance(msg, Eose):
+            if self.state == STORED and msg.subscription == self.subscription:
+                self._move("EOSE")
+                return [Caught(msg.subscription)]
+            return []
+        if isinstance(msg, Closed):
+            if current and msg.subscription == self.subscription:
+                self._move("CLOSED")
+                return [msg]
+            return []
+        if isinstance(msg, Ok):
+            if msg.event_id not in self._pending:
+                return []
+            self._pending.discard(msg.event_id)
+            accepted = msg.accepted or msg.message.startswith("duplicate:")
+            return [Ok(msg.event_id, accepted, msg.message)]
+        if isinstance(msg, Notice):
+            return [msg]
+        return []
 
 
 # -- NIP-19 keys ------------------------------------------------------------------------------------------

@@ -9,13 +9,19 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tidings.node.bridges import bridge_services
-from tidings.node.bridges.nostr import NostrService, pull_follows
+from tidings.node.bridges.nostr import pull_follows
+from tidings.node.bridges.nostr_live import NostrService
 from tidings.node.bridges.relay import fetch_events, publish_events
+from tidings.node.home import Home
 from tidings.protocol import LocalProtocolError, Post, RemoteProtocolError, entry_id_text
 from tidings.protocol import nostr as wire
 from tidings.storage.store import Store
@@ -81,6 +87,52 @@ def test_npub_and_relay_messages():
             wire.parse_relay_message(bad)
 
 
+def test_relay_session_subscription_states():
+    """spec §14.5: one subscription per connection; replaced by CLOSE + REQ; stale events ignored."""
+    author = wire.public_key(SECRET)
+    session = wire.RelaySession()
+    flt = wire.follow_filter([author], 1_700_000_700)
+    assert flt == {"authors": [author], "kinds": [1], "limit": 500, "since": 1_700_000_100}
+    assert "since" not in wire.follow_filter([author], 0)
+    (req,) = session.subscribe("a", flt)
+    assert json.loads(req) == ["REQ", "a", flt] and session.state == "stored"
+    ev = wire.sign_event(SECRET, created_at=1_700_000_800, kind=1, tags=(), content="x", aux=bytes(32))
+    assert session.receive_data(json.dumps(["EVENT", "a", ev.to_json()])) == [wire.Received(ev, stored=True)]
+    assert session.receive_data(json.dumps(["EVENT", "a", ev.to_json()])) == []  # once per id
+    assert session.receive_data('["EOSE","a"]') == [wire.Caught("a")] and session.state == "live"
+    closing, req2 = session.subscribe("b", flt)
+    assert json.loads(closing) == ["CLOSE", "a"] and json.loads(req2)[:2] == ["REQ", "b"]
+    assert session.receive_data(json.dumps(["EVENT", "a", ev.to_json()])) == []  # the old subscription
+    assert session.receive_data('["EOSE","b"]') == [wire.Caught("b")]
+    later = wire.sign_event(SECRET, created_at=1_700_000_900, kind=1, tags=(), content="y", aux=bytes(32))
+    assert session.receive_data(json.dumps(["EVENT", "b", later.to_json()])) == [wire.Received(later, False)]
+    kind7 = wire.sign_event(SECRET, created_at=1, kind=7, tags=(), content="+", aux=bytes(32))
+    (refused,) = session.receive_data(json.dumps(["EVENT", "b", kind7.to_json()]))
+    assert isinstance(refused, wire.Refused) and refused.code == "not_asked"
+    (bad,) = session.receive_data("nope")
+    assert isinstance(bad, wire.Refused) and bad.code == "bad_message"
+    assert session.receive_data(json.dumps(["OK", ev.id, True, ""])) == []  # not ours to answer
+    session.publish(ev)
+    assert session.receive_data(json.dumps(["OK", ev.id, False, "duplicate: have it"])) == [
+        wire.Ok(ev.id, True, "duplicate: have it")
+    ]
+    assert session.receive_data('["CLOSED","b","rate-limited"]') == [wire.Closed("b", "rate-limited")]
+    assert session.state == "idle" and session.unsubscribe() == []
+    with pytest.raises(LocalProtocolError):
+        session.subscribe("b")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(st.text(max_size=300), st.binary(max_size=300)))
+def test_relay_session_takes_any_message(text):
+    session = wire.RelaySession()
+    session.subscribe("s", {"kinds": [1]})
+    for got in session.receive_data(text):
+        assert isinstance(
+            got, wire.Refused | wire.Notice | wire.Closed | wire.Caught | wire.Ok | wire.Received
+        )
+
+
 def test_protocol_nostr_does_no_io():
     import subprocess
     import sys
@@ -97,13 +149,11 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def relay(tmp_path_factory):
-    """``nostr-relay`` (PyPI) as a subprocess on 127.0.0.1 with SQLite storage in a temporary folder."""
+@contextmanager
+def _run_relay(folder: Path, port: int) -> Iterator[subprocess.Popen]:
+    """``nostr-relay`` (PyPI) as a subprocess on 127.0.0.1:PORT with SQLite storage in ``folder``."""
     exe = shutil.which("nostr-relay")
     assert exe, "the nostr-relay test dependency is not installed"
-    folder = tmp_path_factory.mktemp("relay")
-    port = _free_port()
     config = folder / "config.yaml"
     config.write_text(
         f"""DEBUG: false
@@ -123,7 +173,7 @@ logging:
   root: {{level: WARNING}}
 """
     )
-    log = open(folder / "relay.log", "wb")  # noqa: SIM115
+    log = open(folder / "relay.log", "ab")  # noqa: SIM115
     proc = subprocess.Popen(
         [exe, "-c", str(config), "serve", "--use-uvicorn"],
         cwd=folder,
@@ -141,15 +191,23 @@ logging:
             except OSError:
                 assert time.monotonic() < deadline, "nostr-relay did not start"
                 time.sleep(0.1)
-        yield f"ws://127.0.0.1:{port}/"
+        yield proc
     finally:
-        proc.terminate()
+        if proc.poll() is None:
+            proc.terminate()
         try:
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
         log.close()
+
+
+@pytest.fixture(scope="module")
+def relay(tmp_path_factory):
+    port = _free_port()
+    with _run_relay(tmp_path_factory.mktemp("relay"), port):
+        yield f"ws://127.0.0.1:{port}/"
 
 
 def _npub(home: Path) -> dict:
@@ -311,3 +369,179 @@ async def test_the_node_publishes_and_a_dead_relay_is_reported(tmp_path, relay):
             got = await fetch_events(relay, [{"authors": [pub]}], timeout=10)
             assert [e.tag_values("tidings") for e in got.events] == [[(entry_id_text(entry.hash),)]]
             nursery.cancel_scope.cancel()
+
+
+def _note(secret: bytes, text: str) -> wire.Event:
+    """A kind-1 event made now by another Nostr client."""
+    return wire.sign_event(
+        secret, created_at=int(time.time()), kind=1, tags=(), content=text, aux=secrets.token_bytes(32)
+    )
+
+
+def _texts(home: Path) -> set[str]:
+    return {e["content"]["text"] for e in lines(tidings(home, "timeline", "--json")) if e["type"] == "post"}
+
+
+def _configure(home: Home, relay: str, **settings: str) -> NostrService:
+    tidings(home.path, "bridge", "nostr", "relay", "add", relay)
+    for k, v in settings.items():
+        tidings(home.path, "bridge", "config", "nostr", k, v)
+    (service,) = [s for s in bridge_services(home) if s.name == "bridge:nostr"]
+    assert isinstance(service, NostrService)
+    return service
+
+
+async def test_the_node_follows_a_relay_live(tmp_path, relay):
+    """Events arrive over the open subscription, not by polling (interval 600 s); a follow made while
+    the node runs re-subscribes at once."""
+    home, key = make_home(tmp_path, "listener")
+    first, second = bytes([11]) * 32, bytes([12]) * 32
+    tidings(home.path, "bridge", "nostr", "follow", wire.public_key(first))
+    service = _configure(home, relay, interval="600", retry="0.2", timeout="5")
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            node = await start_node(nursery, home, key, services=[service], dht=False)
+            await wait_until(lambda: relay in service.live, timeout=10)
+            woke = node.wait_changed  # imports wake the node's pushers
+            changed = trio.Event()
+
+            async def watch() -> None:
+                await woke()
+                changed.set()
+
+            nursery.start_soon(watch)
+            note = _note(first, "live from Nostr")
+            assert await publish_events(relay, [note], timeout=5) == {note.id: (True, "")}
+            took = await wait_until(lambda: service.imported >= 1, timeout=5)
+            assert took < 5 and "live from Nostr" in _texts(home.path)
+            with trio.fail_after(2):
+                await changed.wait()
+            # a second author, followed while running: picked up without a restart
+            tidings(home.path, "bridge", "nostr", "follow", wire.public_key(second))
+            late = _note(second, "a newly followed author")
+            assert await publish_events(relay, [late], timeout=5) == {late.id: (True, "")}
+            await wait_until(lambda: "a newly followed author" in _texts(home.path), timeout=8)
+            again = _note(second, "and live after the re-subscription")
+            await publish_events(relay, [again], timeout=5)
+            await wait_until(lambda: "and live after the re-subscription" in _texts(home.path), timeout=5)
+            stranger = _note(bytes([13]) * 32, "nobody follows me")
+            await publish_events(relay, [stranger], timeout=5)
+            await trio.sleep(0.5)
+            assert service.imported == 3 and service.rejected == 0 and not service.failing
+            nursery.cancel_scope.cancel()
+    texts = _texts(home.path)
+    assert "nobody follows me" not in texts
+    assert {"live from Nostr", "a newly followed author", "and live after the re-subscription"} <= texts
+
+
+async def test_own_posts_reach_the_relay_promptly(tmp_path, relay):
+    home, key = make_home(tmp_path, "prompt")
+    service = _configure(home, relay, publish="on", interval="600", retry="0.2", timeout="5")
+    pub = _npub(home.path)["hex"]
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            await start_node(nursery, home, key, services=[service], dht=False)
+            await wait_until(lambda: relay in service.live, timeout=10)
+            with Store(home.store_path) as s:
+                entry = s.append(key, Post(text="sent at once"))
+            took = await wait_until(lambda: service.published >= 1, timeout=5)
+            assert took < 5
+            got = await fetch_events(relay, [{"authors": [pub]}], timeout=5)
+            assert [e.content for e in got.events] == ["sent at once"]
+            assert got.events[0].tag_values("tidings") == [(entry_id_text(entry.hash),)]
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_relay_that_goes_away_is_reported_and_followed_again(tmp_path):
+    home, key = make_home(tmp_path, "patient")
+    author = bytes([14]) * 32
+    tidings(home.path, "bridge", "nostr", "follow", wire.public_key(author))
+    port = _free_port()
+    url = f"ws://127.0.0.1:{port}/"
+    folder = tmp_path / "relay"
+    folder.mkdir()
+    service = _configure(home, url, interval="600", retry="0.1", timeout="3")
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            node = await start_node(nursery, home, key, services=[service], dht=False)
+            with _run_relay(folder, port) as proc:
+                await wait_until(lambda: url in service.live, timeout=15)
+                before = _note(author, "before the outage")
+                await publish_events(url, [before], timeout=5)
+                await wait_until(lambda: service.imported == 1, timeout=5)
+                proc.kill()  # a crash: no goodbye
+                proc.wait(5)
+                await wait_until(lambda: url in service.failing, timeout=10)
+                state = node.statistics()["services"]["bridge:nostr"]
+                assert state["state"] == "running" and state["failing"] == 1 and state["live"] == 0
+                with Store(home.store_path) as s:
+                    (row,) = s.read(
+                        "SELECT last_error, failures FROM bridge_sources WHERE kind = 'relay' AND source = ?",
+                        (url,),
+                    )
+                assert row[0] and row[1] >= 1
+            with _run_relay(folder, port):  # back on the same port, with what it stored
+                await wait_until(lambda: url in service.live and not service.failing, timeout=25)
+                after = _note(author, "after the outage")
+                await publish_events(url, [after], timeout=5)
+                await wait_until(lambda: service.imported == 2, timeout=5)
+                nursery.cancel_scope.cancel()
+    assert {"before the outage", "after the outage"} <= _texts(home.path)
+
+
+async def test_forged_events_are_not_imported_on_the_live_path(tmp_path):
+    home, key = make_home(tmp_path, "wary")
+    author = bytes([3]) * 32
+    pub = wire.public_key(author)
+    tidings(home.path, "bridge", "nostr", "follow", pub)
+
+    def signed(secret: bytes, at: int, text: str) -> wire.Event:
+        return wire.sign_event(secret, created_at=at, kind=1, tags=(), content=text, aux=bytes(32))
+
+    stored, live = (
+        signed(author, 1_800_000_000, "stored genuine"),
+        signed(author, 1_800_000_010, "live genuine"),
+    )
+    altered = {**live.to_json(), "content": "altered after signing"}
+    other = signed(bytes([4]) * 32, 1_800_000_011, "forged")
+    forged_sig = {
+        **other.to_json(),
+        "pubkey": pub,
+        "id": wire.event_id(pub, other.created_at, 1, (), "forged"),
+    }
+    stranger = signed(bytes([6]) * 32, 1_800_000_012, "not asked for")
+    sent_live = trio.Event()
+
+    async def handler(request) -> None:
+        ws = await request.accept()
+        try:
+            while True:
+                msg = json.loads(await ws.get_message())
+                if msg[0] != "REQ":
+                    continue
+                sub = msg[1]
+                await ws.send_message(json.dumps(["EVENT", sub, altered]))
+                await ws.send_message(json.dumps(["EVENT", sub, stored.to_json()]))
+                await ws.send_message(json.dumps(["EOSE", sub]))
+                await trio.sleep(0.3)  # then, live:
+                for ev in (forged_sig, stranger.to_json(), live.to_json(), live.to_json()):
+                    await ws.send_message(json.dumps(["EVENT", sub, ev]))
+                await ws.send_message('["EVENT", "x", {"no": "event"}]')
+                sent_live.set()
+        except Exception:
+            pass
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(serve_websocket, handler, "127.0.0.1", 0, None)
+            url = f"ws://127.0.0.1:{server.port}/"
+            service = _configure(home, url, interval="600", retry="0.2", timeout="3")
+            await start_node(nursery, home, key, services=[service], dht=False)
+            await sent_live.wait()
+            await wait_until(lambda: service.imported == 2 and service.rejected == 4, timeout=5)
+            await trio.sleep(0.3)
+            assert service.imported == 2 and service.rejected == 4 and not service.failing
+            nursery.cancel_scope.cancel()
+    posts = [e for e in lines(tidings(home.path, "timeline", "--json")) if e["type"] == "post"]
+    assert sorted(p["content"]["text"] for p in posts) == ["live genuine", "stored genuine"]
+    assert {p["content"]["origin"]["id"] for p in posts} == {stored.id, live.id}

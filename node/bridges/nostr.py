@@ -6,7 +6,9 @@ each own post becomes a kind-1 event signed by the bridge's own secp256k1 key
 ENTRY_ID]`` tag linking back and NIP-10 ``e`` tags for replies to posts published before.
 In (opt-in per author: ``follow NPUB``): kind-1 events of followed keys are fetched from the relays,
 verified (id and BIP-340 signature), and imported once per event id into one bridge feed per author,
-which the user follows. Progress per relay is kept in ``storage.bridges`` (cursor = last own seq sent).
+which the user follows. Progress per relay is kept in ``storage.bridges`` (cursor = last own seq sent;
+per author, cursor = newest ``created_at`` imported). Inside ``tidings run`` each relay is followed live
+over one long-lived connection (``nostr_live.NostrService``); ``pull`` and ``publish`` are one-shot.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ from tidings.cli.common import CliError, Session, common_options, emit, emit_lin
 from tidings.protocol import nostr as wire
 
 from .base import (
-    Backoff,
     Bridge,
     BridgeContext,
     BridgeError,
@@ -37,10 +38,11 @@ from .relay import check_relay_url, fetch_events, publish_events
 
 if TYPE_CHECKING:
     from tidings.node.home import Home
-    from tidings.node.node import Node
     from tidings.storage.store import Store
 
-__all__ = ["NostrBridge", "NostrService", "nostr_secret", "publish_pending", "pull_follows"]
+    from .nostr_live import NostrService
+
+__all__ = ["NostrBridge", "import_events", "nostr_secret", "publish_pending", "pull_follows"]
 
 log = logging.getLogger("tidings.bridges.nostr")
 
@@ -48,6 +50,7 @@ NAME = "nostr"
 OUT = "out"  # bridge_items source of published events: item = event id, entry = the post
 SLACK = 600  # seconds re-asked before the newest event seen (relays may learn events late)
 Call = Callable[..., Awaitable[Any]]
+Send = Callable[[list[wire.Event]], Awaitable[dict[str, tuple[bool, str]]]]
 
 
 def _now() -> int:
@@ -100,13 +103,26 @@ def _event_for(
 
 
 async def publish_pending(
-    call: Call, home: Home, relay: dict[str, Any], *, timeout: float, batch: int = 50
+    call: Call,
+    home: Home,
+    relay: dict[str, Any],
+    *,
+    timeout: float,
+    batch: int = 50,
+    send: Send | None = None,
 ) -> tuple[int, str | None]:
     """Publish own posts after the relay's cursor; return (events accepted, last rejection or None).
 
-    Connection failures raise ``BridgeError``; a relay that refuses one event is recorded and moves on.
+    ``send`` publishes a batch and returns the relay's answers (default: over a new connection, see
+    ``publish_events``; the node passes its open connection). Connection failures raise
+    ``BridgeError``; a relay that refuses one event is recorded and moves on.
     """
     from tidings.storage import bridges as db
+
+    if send is None:
+
+        async def send(events: list[wire.Event]) -> dict[str, tuple[bool, str]]:
+            return await publish_events(relay["source"], events, timeout=timeout)
 
     secret = nostr_secret(home)
     me = await call(lambda store: store.own_feed())
@@ -123,7 +139,7 @@ async def publish_pending(
             if event is not None:
                 events.append((post, event))
                 batch_ids[post["hash"]] = event.id
-        results = await publish_events(relay["source"], [e for _, e in events], timeout=timeout)
+        results = await send([e for _, e in events])
         for post, event in events:
             if event.id not in results:  # the connection ended: resume from here next time
                 return sent, refused
@@ -157,6 +173,47 @@ def _post_for(event: wire.Event) -> Any:
     return Post(text=text, origin=origin)
 
 
+async def import_events(
+    call: Call, home: Home, follows: dict[str, dict[str, Any]], events: list[wire.Event]
+) -> int:
+    """Import verified kind-1 ``events`` of followed authors (``follows``: author -> its source row) into
+    their bridge feeds, once per event id; raise each author's cursor. Returns how many were new."""
+    from tidings.storage import bridges as db
+
+    from .keys import feed_key
+
+    by_author: dict[str, list[wire.Event]] = {}
+    for event in events:
+        if event.pubkey in follows:  # unfollowed meanwhile: dropped
+            by_author.setdefault(event.pubkey, []).append(event)
+    imported = 0
+    for author, mine in by_author.items():
+        mine.sort(key=lambda e: (e.created_at, e.id))
+        items = [(e.id, p) for e in mine if (p := _post_for(e)) is not None]
+        key = feed_key(home, NAME, author)
+        made = await call(db.append_bridged, key, NAME, author, items, _now())
+        imported += len(made)
+        newest = mine[-1].created_at
+        if newest > int(follows[author]["cursor"] or 0):
+            await call(db.note_poll, NAME, "in", author, cursor=newest)
+            follows[author]["cursor"] = newest  # the row is kept by a live subscription
+    return imported
+
+
+def newest_seen(follows: list[dict[str, Any]]) -> int:
+    """What ``since`` is counted from: the oldest of the followed authors' newest events (0: fetch all)."""
+    return min((int(f["cursor"] or 0) for f in follows), default=0)
+
+
+async def note_authors_ok(call: Call, authors: list[str]) -> None:
+    """Record a successful round for each followed author (shown by ``tidings bridge list``)."""
+    from tidings.storage import bridges as db
+
+    now = _now()
+    for author in authors:
+        await call(db.note_poll, NAME, "in", author, last_poll=now, last_ok=now, last_error=None, failures=0)
+
+
 async def pull_follows(call: Call, home: Home, relay: str, *, timeout: float) -> tuple[int, int]:
     """Fetch kind-1 events of followed authors from ``relay``; import new valid ones.
 
@@ -165,117 +222,21 @@ async def pull_follows(call: Call, home: Home, relay: str, *, timeout: float) ->
     """
     from tidings.storage import bridges as db
 
-    from .keys import feed_key
-
     follows = await call(db.sources, NAME, "in")
     if not follows:
         return 0, 0
-    since = min(int(f["cursor"] or 0) for f in follows)
-    flt: dict[str, Any] = {"authors": [f["source"] for f in follows], "kinds": [1], "limit": 500}
-    if since:
-        flt["since"] = max(0, since - SLACK)
+    flt = wire.follow_filter([f["source"] for f in follows], newest_seen(follows), slack=SLACK)
     fetched = await fetch_events(relay, [flt], timeout=timeout)
     wanted = {f["source"]: f for f in follows}
-    imported, rejected = 0, fetched.rejected
-    by_author: dict[str, list[wire.Event]] = {}
+    rejected = fetched.rejected
+    good: list[wire.Event] = []
     for event in fetched.events:
         if event.pubkey not in wanted or event.kind != 1:
             rejected += 1
-            continue
-        by_author.setdefault(event.pubkey, []).append(event)
-    now = _now()
-    for author in wanted:
-        await call(db.note_poll, NAME, "in", author, last_poll=now, last_ok=now, last_error=None, failures=0)
-    for author, events in by_author.items():
-        events.sort(key=lambda e: (e.created_at, e.id))
-        items = [(e.id, p) for e in events if (p := _post_for(e)) is not None]
-        key = feed_key(home, NAME, author)
-        made = await call(db.append_bridged, key, NAME, author, items, _now())
-        imported += len(made)
-        newest = max(e.created_at for e in events)
-        if newest > int(wanted[author]["cursor"] or 0):
-            await call(db.note_poll, NAME, "in", author, cursor=newest)
-    return imported, rejected
-
-
-def _numbers(settings: dict[str, str]) -> tuple[float, Backoff, float]:
-    interval = float(settings.get("interval", "60"))
-    retry = float(settings.get("retry", "10"))
-    return (
-        interval,
-        Backoff(interval=interval, base=retry, cap=max(interval, retry) * 8),
-        float(settings.get("timeout", "10")),
-    )
-
-
-class NostrService:
-    """Inside ``tidings run``: each relay, when due, gets new own posts (if publishing) and is asked for
-    followed authors' events; a failing relay backs off and is shown in ``tidings status``."""
-
-    def __init__(self, home: Home, settings: dict[str, str]) -> None:
-        self.name = "bridge:nostr"
-        self.home = home
-        self.publish = settings.get("publish", "off") == "on"
-        self.interval, self.backoff, self.timeout = _numbers(settings)
-        self.published = 0
-        self.imported = 0
-        self.rejected = 0
-        self.failing: dict[str, str] = {}
-
-    def state(self) -> dict[str, Any]:
-        return {
-            "publish": self.publish,
-            "published": self.published,
-            "imported": self.imported,
-            "rejected": self.rejected,
-            "failing": len(self.failing),
-            "errors": dict(self.failing),
-        }
-
-    async def run(self, node: Node, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
-        from tidings.storage import bridges as db
-
-        task_status.started()
-        while True:
-            due = await node.db.call(db.sources, NAME, "relay", due=_now())
-            if due:
-                async with trio.open_nursery() as nursery:
-                    for relay in due:
-                        nursery.start_soon(self._one, node, relay)
-                node.services_changed()
-            await trio.sleep(min(1.0, self.interval))
-
-    async def _one(self, node: Node, relay: dict[str, Any]) -> None:
-        from tidings.storage import bridges as db
-
-        url, now = relay["source"], _now()
-        try:
-            with trio.fail_after(self.timeout * 3):
-                refused = None
-                if self.publish:
-                    sent, refused = await publish_pending(
-                        node.db.call, self.home, relay, timeout=self.timeout
-                    )
-                    self.published += sent
-                got, bad = await pull_follows(node.db.call, self.home, url, timeout=self.timeout)
-                self.imported += got
-                self.rejected += bad
-                if got:
-                    node.wake()
-        except Exception as exc:  # a relay's failure is recorded and retried, never fatal
-            error = str(exc) if isinstance(exc, BridgeError) else f"{url}: {type(exc).__name__}: {exc}"
-            failures = int(relay["failures"] or 0) + 1
-            self.failing[url] = error
-            await node.db.call(
-                db.note_poll, NAME, "relay", url, last_poll=now, last_error=error, failures=failures,
-                next_poll=now + int(self.backoff.delay(failures) * 1000),
-            )  # fmt: skip
-            return
-        self.failing.pop(url, None)
-        await node.db.call(
-            db.note_poll, NAME, "relay", url, last_poll=now, last_ok=now, last_error=refused, failures=0,
-            next_poll=now + int(self.interval * 1000),
-        )  # fmt: skip
+        else:
+            good.append(event)
+    await note_authors_ok(call, list(wanted))
+    return await import_events(call, home, wanted, good), rejected
 
 
 class NostrBridge(Bridge):
@@ -291,7 +252,10 @@ class NostrBridge(Bridge):
             parse=parse_bool,
         ),
         Setting(
-            name="interval", default="60", help="seconds between rounds with a relay", parse=parse_seconds
+            name="interval",
+            default="60",
+            help="longest time between full re-subscriptions to a relay (events arrive live in between)",
+            parse=parse_seconds,
         ),
         Setting(
             name="retry",
@@ -309,6 +273,8 @@ class NostrBridge(Bridge):
             return None
         if ctx.settings.get("publish") != "on" and not db.sources(ctx.store, NAME, "in"):
             return None  # opt-in: neither direction is enabled
+        from .nostr_live import NostrService
+
         return NostrService(ctx.home, ctx.settings)
 
     def status(self, ctx: BridgeContext) -> dict[str, Any]:
