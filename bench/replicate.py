@@ -67,13 +67,22 @@ def build(root: Path, entries: int, feeds: int) -> tuple[Home, Home, list[Signin
 
 def start_node(home: Home, *args: str) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
-        [*TIDINGS, "--home", str(home.path), "run", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [*TIDINGS, "--home", str(home.path), "run", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if not line.startswith("listening on"):
         raise SystemExit(f"node did not start: {line}{proc.stderr.read() if proc.stderr else ''}")
     return proc, line.split()[-1]
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by a running process (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def stop(proc: subprocess.Popen[str]) -> None:
@@ -87,7 +96,9 @@ def stored_at(home: Home, entry_hash: bytes) -> bool:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--entries", type=int, default=100_000)
     parser.add_argument("--feeds", type=int, default=100)
     parser.add_argument("--posts", type=int, default=30, help="live posts for the latency figure")
@@ -95,11 +106,14 @@ def main() -> None:
     args = parser.parse_args()
     if args.smoke:
         args.entries, args.feeds, args.posts = 10_000, 20, 5
-    print(f"bare Ed25519 verify (PyNaCl): 1 thread {bare_verify_rate(1):,.0f}/s, 2 threads {bare_verify_rate(2):,.0f}/s")
+    print(
+        f"bare Ed25519 verify (PyNaCl): 1 thread {bare_verify_rate(1):,.0f}/s, 2 threads {bare_verify_rate(2):,.0f}/s"
+    )
     with tempfile.TemporaryDirectory(prefix="tidings-bench-") as tmp:
         ha, hb, _ = build(Path(tmp), args.entries, args.feeds)
         proc_b, addr_b = start_node(hb, "--listen", "127.0.0.2:0")
         try:
+            b_cpu = process_cpu(proc_b.pid)
             start = time.perf_counter()
             sync = subprocess.Popen(
                 [*TIDINGS, "--home", str(ha.path), "sync", addr_b, "--json"],
@@ -109,6 +123,7 @@ def main() -> None:
             )
             _, status, usage = os.wait4(sync.pid, 0)
             elapsed = time.perf_counter() - start
+            b_cpu = process_cpu(proc_b.pid) - b_cpu
             out = sync.stdout.read() if sync.stdout else ""
             err = sync.stderr.read() if sync.stderr else ""
             if status != 0:
@@ -120,7 +135,10 @@ def main() -> None:
                 f"(whole 'tidings sync' process); peak RSS of A {usage.ru_maxrss / 1024:.0f} MB"
             )
             cpu = usage.ru_utime + usage.ru_stime
-            print(f"CPU of A: {cpu:.2f} s ({cpu / elapsed:.2f} cores), {1e6 * cpu / max(received, 1):.0f} µs per entry")
+            print(
+                f"CPU of A: {cpu:.2f} s ({cpu / elapsed:.2f} cores), {1e6 * cpu / max(received, 1):.0f} µs per entry; "
+                f"of B meanwhile: {b_cpu:.2f} s ({1e6 * b_cpu / max(received, 1):.0f} µs per entry)"
+            )
             # live latency: A runs as a node connected to B; B posts with the CLI
             proc_a, _ = start_node(ha, "--listen", "127.0.0.3:0", "--peer", addr_b)
             try:

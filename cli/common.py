@@ -11,7 +11,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
@@ -261,11 +261,23 @@ class TidingsGroup(click.Group):
             return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
-        except Exception as exc:
-            session = ctx.find_object(Session)
-            if (session is not None and session.debug) or (
-                isinstance(exc, OSError) and exc.errno == errno.EPIPE  # click exits quietly on EPIPE
-            ):
+        except BaseExceptionGroup as group:
+            # Ctrl-C inside a trio nursery arrives wrapped in a group: click then says "Aborted!"
+            if group.subgroup(lambda e: isinstance(e, KeyboardInterrupt)) is not None:
+                raise KeyboardInterrupt from None
+            if not isinstance(group, Exception):
                 raise
-            message, code = describe(exc, session)
-            raise CliError(message, code=code) from None
+            self._fail(ctx, group)
+        except Exception as exc:
+            self._fail(ctx, exc)
+
+    @staticmethod
+    def _fail(ctx: click.Context, exc: Exception) -> NoReturn:
+        """One ``error:`` line for ``exc`` (called while it is being handled)."""
+        session = ctx.find_object(Session)
+        if (session is not None and session.debug) or (
+            isinstance(exc, OSError) and exc.errno == errno.EPIPE  # click exits quietly on EPIPE
+        ):
+            raise exc
+        message, code = describe(exc, session)
+        raise CliError(message, code=code) from None

@@ -36,6 +36,9 @@ from .transport import SecureChannel
 
 __all__ = ["DEFAULT_LIMITS", "Node", "parse_address"]
 
+#: Worker processes that check the signatures of bulk batches (storage/verifier.py).
+VERIFY_PROCESSES = 2
+
 log = logging.getLogger("tidings.node")
 
 DEFAULT_LIMITS: dict[str, Any] = {
@@ -146,7 +149,9 @@ class Node:
         self.db: DatabaseThread
         self.connections: dict[int, PeerConnection] = {}
         self.penalties = Penalties()
-        self.scores = Scores(half_life=self.limits["score_half_life"], threshold=self.limits["score_threshold"])
+        self.scores = Scores(
+            half_life=self.limits["score_half_life"], threshold=self.limits["score_threshold"]
+        )
         self.manager = ConnectionManager(self)
         #: feed -> ids of connections we asked to push it eagerly (spec §12.7)
         self.eager: dict[bytes, set[int]] = {}
@@ -201,8 +206,16 @@ class Node:
         """Lower (or raise) a host's score; below the threshold cut it off (spec §12.8)."""
         score = self.scores.add(host, event, count)
         if score < self.scores.threshold and not self.penalties.banned(host):
-            seconds = self.penalties.strike(host, "low_score", f"score {score:.0f}", self.limits["ban_seconds"])
-            log.warning("cutting off %s: score %.0f after %s; not talking to it for %.0f s", host, score, event, seconds)
+            seconds = self.penalties.strike(
+                host, "low_score", f"score {score:.0f}", self.limits["ban_seconds"]
+            )
+            log.warning(
+                "cutting off %s: score %.0f after %s; not talking to it for %.0f s",
+                host,
+                score,
+                event,
+                seconds,
+            )
             for conn in list(self.connections.values()):
                 if conn.host == host:
                     conn.cancel()
@@ -290,7 +303,7 @@ class Node:
     # -- running ---------------------------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
         host, port = parse_address(self.listen)
-        async with DatabaseThread(self.home.store_path) as db:
+        async with DatabaseThread(self.home.store_path, verify_processes=VERIFY_PROCESSES) as db:
             self.db = db
             await self.current_wants()
             await db.call(peers.mark_all_disconnected)
@@ -502,7 +515,10 @@ class Node:
             if expected is not None:
                 expected.feed = channel.remote_feed  # proven by the handshake
             if not self._keep_new_connection(channel.remote_feed, initiator):
-                log.debug("already connected to %s; closing the second connection", feed_id_text(channel.remote_feed))
+                log.debug(
+                    "already connected to %s; closing the second connection",
+                    feed_id_text(channel.remote_feed),
+                )
                 return None
             conn = PeerConnection(self, channel, address, initiator=initiator, once=once)
             self.connections[id(conn)] = conn
@@ -539,7 +555,7 @@ class Node:
     async def sync_once(self, address: str) -> PeerConnection:
         """Connect to ``address``, replicate both ways until both are caught up, then leave."""
         host, port = parse_address(address)
-        async with DatabaseThread(self.home.store_path) as db:
+        async with DatabaseThread(self.home.store_path, verify_processes=VERIFY_PROCESSES) as db:
             self.db = db
             await self.current_wants()
             stream = await trio.open_tcp_stream(host, port, local_address=self._local_host())

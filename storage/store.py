@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,26 +39,21 @@ from tidings.protocol import (
     verify_links,
     verify_payload,
 )
-from tidings.protocol.entry import SIGNING_DOMAIN
-from tidings.protocol.identity import verify_signature
 
-from .batch import BatchView, Stored, signing_message, skip_target
+from .batch import BatchView, Stored, skip_target
 from .errors import CorruptStore, DiskFull, FeedForked, StoreError, StoreLocked
 from .projections import apply_content, index_posts
 from .reads import ReadMixin
 from .schema import migrate
+from .verifier import Verdicts, Verifier
 from .writer import RowWriter, now_ms
 
 __all__ = ["IngestResult", "Prepared", "Rejected", "Store"]
 
 T = TypeVar("T")
 
-#: Below this many new signatures a batch is verified on the calling thread.
-_PARALLEL_MIN = 64
 #: WAL pages between automatic checkpoints.
 _WAL_PAGES = 16384
-#: Entries per verification job: small enough that writing starts soon, large enough to amortise a job.
-_CHUNK = 128
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,13 +95,20 @@ def _translate(exc: sqlite3.Error) -> StoreError:
 class Store(ReadMixin):
     """A Tidings store at ``path``. Use as a context manager or call ``close()``."""
 
-    def __init__(self, path: str | os.PathLike[str], *, create: bool = True, verify_threads: int = 2) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        create: bool = True,
+        verify_threads: int = 2,
+        verify_processes: int = 0,
+    ) -> None:
+        """``verify_threads``: signature checks of a batch run on this many threads;
+        ``verify_processes``: bulk batches go to this many worker processes instead (``verifier``)."""
         self.path = Path(path)
         if not create and not self.path.exists():
             raise StoreError(f"no store at {self.path}", code="no_store")
-        self._verify_threads = max(1, verify_threads)
-        self._pool: ThreadPoolExecutor | None = None
-        self._pool_lock = threading.Lock()
+        self.verifier = Verifier(threads=verify_threads, processes=verify_processes)
         try:
             self.conn = sqlite3.connect(
                 self.path, isolation_level=None, timeout=30.0, check_same_thread=False
@@ -136,9 +136,7 @@ class Store(ReadMixin):
 
     # -- plumbing --------------------------------------------------------------------------------------
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown()
-            self._pool = None
+        self.verifier.close()
         self.conn.close()
 
     def __enter__(self) -> Store:
@@ -268,23 +266,9 @@ class Store(ReadMixin):
         return bytes(found[0])
 
     # -- ingesting other feeds -------------------------------------------------------------------------
-    def _pool_for(self, n: int) -> ThreadPoolExecutor | None:
-        if n < _PARALLEL_MIN or self._verify_threads == 1:
-            return None
-        with self._pool_lock:  # ``prepare`` may run on another thread than ``ingest``
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self._verify_threads, thread_name_prefix="tidings-verify")
-            return self._pool
-
     def _verify_many(self, entries: list[Entry]) -> list[bool]:
-        """Signature check of many entries, on the worker threads when there are enough."""
-        pool = self._pool_for(len(entries))
-        if pool is None:
-            return _signatures_ok(entries)
-        out: list[bool] = []
-        for part in pool.map(_signatures_ok, _chunks(entries, _CHUNK)):
-            out.extend(part)
-        return out
+        """Signature check of many entries, on the workers when there are enough."""
+        return self.verifier.verify(entries)
 
     def ingest(self, items: list[tuple[bytes, bytes | None]], *, kind: str = "remote") -> IngestResult:
         """Verify and store entries of any feeds (``(raw entry, payload or None)`` pairs) in one transaction.
@@ -318,7 +302,7 @@ class Store(ReadMixin):
         next batch is checked while this one is stored). ``known`` (hash -> stored copy lacks its
         payload) lets ``ingest`` skip entries it holds; without it, ``ingest_prepared`` finds them.
         """
-        prepared = Prepared(_Verdicts(self._pool_for(len(items))))
+        prepared = Prepared(Verdicts(self.verifier, len(items)))
         result, fresh, verdicts = prepared.result, prepared.fresh, prepared.verdicts
         known = known or {}
         for i, (raw, payload) in enumerate(items):
@@ -505,51 +489,16 @@ def _content_of(payload: bytes | None) -> Content | None:
 class Prepared:
     """A batch decoded and being signature-checked by ``Store.prepare``; store it with ``ingest_prepared``."""
 
-    verdicts: _Verdicts
+    verdicts: Verdicts
     result: IngestResult = field(default_factory=IngestResult)
     #: entry hash -> (entry, payload, decoded payload)
     fresh: dict[bytes, tuple[Entry, bytes | None, Content | None]] = field(default_factory=dict)
     fills: list[tuple[Entry, bytes]] = field(default_factory=list)
 
 
-class _Verdicts:
-    """Signature verdicts of a batch's entries, computed in chunks on the pool (or here, lazily)."""
-
-    def __init__(self, pool: ThreadPoolExecutor | None) -> None:
-        self._pool = pool
-        self._chunk: list[Entry] = []
-        self._jobs: list[Future[list[bool]] | list[Entry]] = []
-        self._where: dict[bytes, tuple[int, int]] = {}  # entry hash -> (job, position)
-        self._done: dict[int, list[bool]] = {}
-
-    def add(self, entry: Entry) -> None:
-        self._where[entry.hash] = (len(self._jobs), len(self._chunk))
-        self._chunk.append(entry)
-        if len(self._chunk) == _CHUNK:
-            self.submit()
-
-    def submit(self) -> None:
-        if self._chunk:
-            chunk, self._chunk = self._chunk, []
-            self._jobs.append(self._pool.submit(_signatures_ok, chunk) if self._pool else chunk)
-
-    def ok(self, entry: Entry) -> bool:
-        job, pos = self._where[entry.hash]
-        done = self._done.get(job)
-        if done is None:
-            work = self._jobs[job]
-            done = self._done[job] = work.result() if isinstance(work, Future) else _signatures_ok(work)
-        return done[pos]
-
-
 def _chunks(items: list[T], size: int) -> Iterator[list[T]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
-
-
-def _signatures_ok(entries: list[Entry]) -> list[bool]:
-    """Ed25519 check of each entry (spec §5.2); runs on worker threads (libsodium releases the GIL)."""
-    return [verify_signature(e.author, e.signature, signing_message(e, SIGNING_DOMAIN)) for e in entries]
 
 
 def _peek(raw: bytes) -> tuple[bytes | None, int | None]:

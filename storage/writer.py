@@ -38,17 +38,25 @@ def now_ms() -> int:
 
 
 def insert_rows(cur: sqlite3.Cursor, head: str, rows: list[tuple[object, ...]]) -> None:
-    """``head`` (``INSERT INTO t (a, b)``) for every row, ``ROWS_PER_INSERT`` rows per statement."""
+    """``head`` (``INSERT INTO t (a, b)``) for every row, ``ROWS_PER_INSERT`` rows per statement.
+
+    The rows left over are written in statements of power-of-two sizes (128, 64, ...): each distinct
+    statement stays in the connection's statement cache, ~220 KB for 250 rows of ``entries``, and
+    leftovers of every size up to 249 would fill it with 128 of them (measured: +26 MB of memory).
+    """
     if not rows:
         return
     width = len(rows[0])
     group = "(" + ",".join("?" * width) + ")"
-    step = max(
-        1, min(ROWS_PER_INSERT, cur.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // width)
-    )
-    for start in range(0, len(rows), step):
-        chunk = rows[start : start + step]
-        cur.execute(f"{head} VALUES {','.join([group] * len(chunk))}", list(chain.from_iterable(chunk)))
+    limit = cur.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+    step = max(1, min(ROWS_PER_INSERT, limit // width))
+    start = 0
+    while start < len(rows):
+        left = len(rows) - start
+        size = step if left >= step else 1 << (left.bit_length() - 1)
+        chunk = rows[start : start + size]
+        cur.execute(f"{head} VALUES {','.join([group] * size)}", list(chain.from_iterable(chunk)))
+        start += size
 
 
 class RowWriter:

@@ -30,7 +30,17 @@ class Running:
     def __init__(self, home: Path, *args: str, listen: str | None = None) -> None:
         self.home = home
         self.proc = subprocess.Popen(
-            [*TIDINGS, "--home", str(home), "run", "--listen", listen or f"{next_host()}:0", "--http", "off", *args],
+            [
+                *TIDINGS,
+                "--home",
+                str(home),
+                "run",
+                "--listen",
+                listen or f"{next_host()}:0",
+                "--http",
+                "off",
+                *args,
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -161,6 +171,65 @@ def test_run_creates_an_identity_on_a_fresh_home(tmp_path):
         assert (home / "secret.pem").exists()
         assert json.loads((home / "node.json").read_text())["pid"] == node.proc.pid
         os.kill(node.proc.pid, 0)
+        node.stop()
+    finally:
+        node.kill()
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rpartition(")")[2].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_a_bulk_sync_stops_cleanly(tmp_path):
+    """Signature checks of a bulk sync run in worker processes; Ctrl-C (SIGINT to the whole process
+    group, as a terminal sends it) stops the sync at once, with no traceback and no worker left, and
+    what was stored verifies."""
+    from tidings.node.home import Home
+    from tidings.protocol import Follow, Post, SigningKey
+    from tidings.storage.store import Store
+
+    hb, ha = Home(tmp_path / "b"), Home(tmp_path / "a")
+    hb.init(name="b")
+    me = ha.init(name="a")
+    keys = [SigningKey(bytes([i + 1]) * 32) for i in range(10)]
+    with Store(hb.store_path) as store:
+        for key in keys:
+            store.append_many(key, [Post(text=f"post {j} " + "lorem ipsum " * 8) for j in range(4000)])
+    with Store(ha.store_path) as store:
+        store.append_many(me, [Follow(feed=key.public_key) for key in keys])
+    node = Running(hb.path)
+    try:
+        sync = subprocess.Popen(
+            [*TIDINGS, "--home", str(ha.path), "sync", node.address],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,  # its own process group, like a terminal's foreground job
+        )
+        try:
+            wait_for(lambda: len(_children(sync.pid)) >= 2 or sync.poll() is not None, 30)
+            assert sync.poll() is None, "the sync ended before its workers were seen"
+            workers = _children(sync.pid)
+            os.killpg(sync.pid, signal.SIGINT)
+            _, err = sync.communicate(timeout=15)
+        finally:
+            if sync.poll() is None:
+                sync.kill()
+        assert sync.returncode == 1 and "Traceback" not in err, err
+        assert "Aborted!" in err
+        wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in workers), 5)
+        out = json.loads(tidings(ha.path, "verify", "--json").stdout)
+        assert out["ok"] and out["entries"] < 40_001
         node.stop()
     finally:
         node.kill()

@@ -381,3 +381,24 @@ def test_multi_row_inserts_stay_under_the_parameter_limit() -> None:
     rows: list[tuple[object, ...]] = [tuple(range(200)) for _ in range(400)]
     insert_rows(conn.cursor(), f"INSERT INTO w ({', '.join(columns)})", rows)
     assert conn.execute("SELECT count(*), sum(c199) FROM w").fetchone() == (400, 400 * 199)
+
+
+def test_multi_row_inserts_use_few_distinct_statements() -> None:
+    # every distinct statement stays in the connection's cache (~220 KB for 250 rows of entries)
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE t (a INTEGER PRIMARY KEY, b BLOB)")
+    sizes: set[int] = set()
+
+    class Recording:
+        connection = conn
+
+        def execute(self, sql: str, params: list[object]) -> sqlite3.Cursor:
+            sizes.add(sql.count("(?"))
+            return conn.execute(sql, params)
+
+    start = 0
+    for count in range(1, 700):
+        insert_rows(Recording(), "INSERT INTO t (a, b)", [(start + i, b"x") for i in range(count)])  # type: ignore[arg-type]
+        start += count
+    assert conn.execute("SELECT count(*) FROM t").fetchone()[0] == start
+    assert sizes == {ROWS_PER_INSERT} | {1 << k for k in range(8)}

@@ -1,0 +1,177 @@
+"""Signature checks of entry batches, off the thread that decodes and stores them.
+
+Theory of operation. ``Store.prepare`` hands the signatures of a batch to a ``Verifier`` in chunks of
+``CHUNK`` as it decodes; ``Verdicts.ok`` later waits for a chunk's answers. Where the chunks run:
+
+- fewer than ``PARALLEL_MIN`` signatures in the batch: on the calling thread, when first asked;
+- otherwise on worker threads (libsodium releases the GIL while it verifies), or, for batches of at
+  least ``PROCESS_MIN`` signatures when the store was opened with ``verify_processes``, in worker
+  processes.
+
+Why processes for bulk ingest: each libsodium call gives up the GIL and must take it back afterwards.
+While the ingest's own Python runs on another thread (decoding, link checks, rows), a verifying thread
+that finished a signature waits for the GIL until the interpreter's switch interval hands it over, so
+two verifying threads beside a busy ingest ran almost one at a time (measured: wall time equal to CPU
+time, bench/RESULTS.md). A process has a GIL of its own. The processes are started (``spawn``) on the
+first bulk batch and kept until the store closes; they ignore SIGINT (the node handles Ctrl-C and closes
+the store; a terminal's Ctrl-C reaches the whole process group), from their very start: SIGINT is
+blocked in the thread that submits, so a worker started then inherits it blocked. A job sent to a pool that broke (a worker was killed) is checked on the calling thread
+instead: a verdict is never lost or guessed.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import signal
+import threading
+from collections.abc import Iterator
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
+
+from tidings.protocol import Entry
+from tidings.protocol.entry import SIGNING_DOMAIN
+from tidings.protocol.identity import verify_signature
+
+from .batch import signing_message
+
+__all__ = ["CHUNK", "PARALLEL_MIN", "PROCESS_MIN", "Verdicts", "Verifier", "check_signatures"]
+
+#: Below this many signatures a batch is verified on the calling thread.
+PARALLEL_MIN = 64
+#: From this many signatures on, a batch goes to the worker processes (when the store has them).
+PROCESS_MIN = 512
+#: Signatures per job: small enough that writing starts soon, large enough to amortise a job.
+CHUNK = 128
+
+#: (public key, signature, signed bytes)
+Signed = tuple[bytes, bytes, bytes]
+
+
+def check_signatures(items: list[Signed]) -> list[bool]:
+    """Ed25519 check of each ``(key, signature, message)`` (spec §5.2); runs in a worker or here."""
+    return [verify_signature(key, signature, message) for key, signature, message in items]
+
+
+def signed_parts(entry: Entry) -> Signed:
+    return entry.author, entry.signature, signing_message(entry, SIGNING_DOMAIN)
+
+
+def _ignore_interrupts() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@contextmanager
+def _interrupts_blocked() -> Iterator[None]:
+    """SIGINT blocked in this thread meanwhile (a process started now starts with it blocked)."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+class Verifier:
+    """The worker pools of one store (created on first use, shut down by ``close``)."""
+
+    def __init__(self, *, threads: int = 2, processes: int = 0) -> None:
+        self.threads = max(1, threads)
+        self.processes = max(0, processes)
+        self._threads: ThreadPoolExecutor | None = None
+        self._processes: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()  # ``prepare`` may run on another thread than ``ingest``
+
+    def pool_for(self, n: int) -> Executor | None:
+        """Where a batch of ``n`` signatures is checked (None: on the calling thread)."""
+        if n < PARALLEL_MIN:
+            return None
+        with self._lock:
+            if self.processes and n >= PROCESS_MIN:
+                if self._processes is None:
+                    self._processes = ProcessPoolExecutor(
+                        self.processes,
+                        mp_context=multiprocessing.get_context("spawn"),
+                        initializer=_ignore_interrupts,
+                    )
+                return self._processes
+            if self.threads == 1:
+                return None
+            if self._threads is None:
+                self._threads = ThreadPoolExecutor(self.threads, thread_name_prefix="tidings-verify")
+            return self._threads
+
+    def discard(self, pool: Executor) -> None:
+        """Forget a pool that broke (a worker process died); the next bulk batch starts a new one."""
+        with self._lock:
+            if pool is self._processes:
+                self._processes = None
+        pool.shutdown(wait=False)
+
+    def verify(self, entries: list[Entry]) -> list[bool]:
+        """The signature verdict of each entry, in order."""
+        verdicts = Verdicts(self, len(entries))
+        for entry in entries:
+            verdicts.add(entry)
+        verdicts.submit()
+        return [verdicts.ok(entry) for entry in entries]
+
+    def close(self) -> None:
+        with self._lock:
+            pools, self._threads, self._processes = [self._threads, self._processes], None, None
+        for pool in pools:
+            if pool is not None:
+                pool.shutdown()
+
+
+class Verdicts:
+    """Signature verdicts of a batch's entries, computed in chunks on a pool (or here, lazily)."""
+
+    def __init__(self, verifier: Verifier | None, size: int) -> None:
+        self._verifier = verifier
+        self._pool = verifier.pool_for(size) if verifier is not None else None
+        self._chunk: list[Signed] = []
+        self._jobs: list[tuple[Future[list[bool]] | None, list[Signed]]] = []
+        self._where: dict[bytes, tuple[int, int]] = {}  # entry hash -> (job, position)
+        self._done: dict[int, list[bool]] = {}
+
+    def add(self, entry: Entry) -> None:
+        self._where[entry.hash] = (len(self._jobs), len(self._chunk))
+        self._chunk.append(signed_parts(entry))
+        if len(self._chunk) == CHUNK:
+            self.submit()
+
+    def submit(self) -> None:
+        if self._chunk:
+            chunk, self._chunk = self._chunk, []
+            future = None
+            if self._pool is not None:
+                try:
+                    with _interrupts_blocked():  # the pool may start a worker process now
+                        future = self._pool.submit(check_signatures, chunk)
+                except (BrokenProcessPool, RuntimeError):  # broken, or shut down meanwhile
+                    self._broken()
+            self._jobs.append((future, chunk))  # no future: checked here when asked
+
+    def _broken(self) -> None:
+        if self._pool is not None and self._verifier is not None:
+            self._verifier.discard(self._pool)
+        self._pool = None
+
+    def ok(self, entry: Entry) -> bool:
+        job, pos = self._where[entry.hash]
+        done = self._done.get(job)
+        if done is None:
+            future, chunk = self._jobs[job]
+            done = None
+            if future is not None:
+                try:
+                    done = future.result()
+                except BrokenProcessPool:
+                    self._broken()
+            if done is None:
+                done = check_signatures(chunk)
+            self._done[job] = done
+        return done[pos]

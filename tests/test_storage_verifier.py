@@ -1,0 +1,69 @@
+"""Signature checks in worker processes (``storage/verifier.py``): same verdicts as in-thread checks,
+and a worker that dies costs no verdict."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from tidings.protocol import SigningKey
+from tidings.storage.store import Store
+from tidings.storage.verifier import PARALLEL_MIN, PROCESS_MIN, Verifier
+
+from .entries import posts, raw
+
+ALICE = SigningKey(bytes([2]) * 32)
+BOB = SigningKey(bytes([3]) * 32)
+
+
+def _tampered(pairs, *positions):
+    items = raw(pairs)
+    for i in positions:
+        bad = bytearray(items[i][0])
+        bad[-1] ^= 1  # the last byte of the signature
+        items[i] = (bytes(bad), items[i][1])
+    return items
+
+
+def test_bulk_batches_are_checked_in_worker_processes_with_the_same_verdicts(tmp_path):
+    feed = posts(ALICE, PROCESS_MIN + 100)
+    items = _tampered(feed, 7, PROCESS_MIN + 50)
+    with Store(tmp_path / "s.db", verify_processes=2) as store:
+        prepared = store.prepare(items)
+        assert type(store.verifier.pool_for(len(items))).__name__ == "ProcessPoolExecutor"
+        result = store.ingest_prepared(prepared)
+        assert [(r.seq, r.code) for r in result.rejected] == [
+            (8, "bad_signature"),
+            (PROCESS_MIN + 51, "bad_signature"),
+        ]
+        assert len(result.added) == len(items) - 2  # the rest is kept, with the two holes as gaps
+        assert [seq for _, seq in result.gaps] == [9, PROCESS_MIN + 52]
+        workers = store.verifier._processes
+        assert workers is not None
+    assert store.verifier._processes is None and workers._shutdown_thread  # closed with the store
+
+
+def test_small_batches_stay_in_process(tmp_path):
+    verifier = Verifier(threads=2, processes=2)
+    try:
+        assert verifier.pool_for(PARALLEL_MIN - 1) is None
+        assert type(verifier.pool_for(PROCESS_MIN - 1)).__name__ == "ThreadPoolExecutor"
+        assert verifier._processes is None  # not started for a small batch
+    finally:
+        verifier.close()
+
+
+def test_a_killed_worker_costs_no_verdict_and_a_new_pool_is_started():
+    entries = [e for e, _ in posts(BOB, PROCESS_MIN)]
+    verifier = Verifier(threads=1, processes=2)
+    try:
+        assert verifier.verify(entries) == [True] * len(entries)
+        pool = verifier._processes
+        assert pool is not None
+        for pid in list(pool._processes):  # the pool's worker processes
+            os.kill(pid, signal.SIGKILL)
+        assert verifier.verify(entries) == [True] * len(entries)  # checked here, not guessed
+        assert verifier.verify(entries) == [True] * len(entries)
+        assert verifier._processes is not None and verifier._processes is not pool
+    finally:
+        verifier.close()
