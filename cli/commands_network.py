@@ -75,7 +75,7 @@ def run(
     import signal
 
     import trio
-    from tidings.node.bridges import bridge_services
+    from tidings.node.bridges.supervisor import BridgeSupervisor
     from tidings.node.node import Node
     from tidings.node.web import web_services
     from tidings.storage.dht import check_swarm_name
@@ -131,7 +131,7 @@ def run(
         limits=limits,
         bootstrap=list(dict.fromkeys([*bootstrap, *configured])),
         swarms=list(swarms),
-        services=[*web_services(home, http_address), *bridge_services(home)],
+        services=[*web_services(home, http_address), BridgeSupervisor(home)],
     )
 
     async def main() -> None:

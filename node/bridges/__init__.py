@@ -34,6 +34,8 @@ __all__ = [
     "Setting",
     "bridge_services",
     "load_bridges",
+    "unavailable",
+    "wanted_services",
 ]
 
 ENTRY_POINT_GROUP = "tidings.bridges"
@@ -93,12 +95,34 @@ class _Unavailable:
         raise BridgeError(self.error, code="bridge_unavailable")
 
 
-def bridge_services(home: Home) -> list[Any]:
-    """Services for the bridges enabled in ``home`` (run inside ``tidings run``).
+def unavailable(name: str, error: str) -> Any:
+    """A service standing in for bridge ``name``, which failed to load or to start: it fails at once."""
+    return _Unavailable(name, error)
 
-    A plugin that fails to load, or whose ``service()`` raises, becomes a stand-in service that
-    fails at once: ``tidings status`` shows it as crashed and the node runs on without it.
-    """
+
+def wanted_services(registry: Registry, home: Home, store: Store) -> dict[str, tuple[tuple[Any, ...], Any]]:
+    """Per bridge: what its service depends on (on/off and its settings) and the service it wants to
+    run now (None while nothing is enabled: bridges are opt-in). A bridge whose ``service()`` raises
+    gets a stand-in service that fails at once (shown as crashed; the node runs on without it)."""
+    wanted: dict[str, tuple[tuple[Any, ...], Any]] = {}
+    for name, bridge in sorted(registry.bridges.items()):
+        try:
+            ctx = registry.context(bridge, home, store)
+            service = bridge.service(ctx)
+            key: tuple[Any, ...] = (
+                "on" if service is not None else "off",
+                tuple(sorted(ctx.settings.items())),
+            )
+        except Exception as exc:  # a bridge's bug must not stop the others
+            error = f"cannot start: {type(exc).__name__}: {exc}"
+            service, key = _Unavailable(name, error), ("error", error)
+        wanted[name] = (key, service)
+    return wanted
+
+
+def bridge_services(home: Home) -> list[Any]:
+    """Services for the bridges enabled in ``home`` now, and stand-ins for plugins that failed to load
+    (``BridgeSupervisor`` keeps them in line with their settings inside ``tidings run``)."""
     from tidings.storage.store import Store
 
     registry = load_bridges()
@@ -107,13 +131,9 @@ def bridge_services(home: Home) -> list[Any]:
         log.error("%s", problem)
         services.append(_Unavailable(problem.name, f"failed to load: {problem.error}"))
     with Store(home.store_path) as store:
-        for name, bridge in sorted(registry.bridges.items()):
-            try:
-                service = bridge.service(registry.context(bridge, home, store))
-            except Exception as exc:
-                log.error("bridge %s cannot start: %s: %s", name, type(exc).__name__, exc)
-                services.append(_Unavailable(name, f"cannot start: {type(exc).__name__}: {exc}"))
-                continue
+        for name, (key, service) in wanted_services(registry, home, store).items():
+            if key[0] == "error":
+                log.error("bridge %s %s", name, key[1])
             if service is not None:
                 services.append(service)
     return services
