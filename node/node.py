@@ -16,7 +16,6 @@ import os
 import random
 import secrets
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import trio
@@ -30,7 +29,7 @@ from .discovery import Discovery
 from .home import Home
 from .manager import Candidate, ConnectionManager
 from .peer import PeerConnection, describe_error
-from .scoring import Scores
+from .scoring import Penalties, Scores
 from .services import Service, ServiceRunner
 from .transport import SecureChannel
 
@@ -71,56 +70,6 @@ def parse_address(text: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"not a HOST:PORT address: {text!r}")
     return host.strip("[]"), int(port)
-
-
-@dataclass
-class PeerRecord:
-    address: str
-    banned_until: float = 0.0
-    last_reason: str = ""
-    strikes: int = 0
-    last_strike: float = 0.0
-    warned: bool = False
-
-
-@dataclass
-class Penalties:
-    """Bans by host after misbehaviour (spec §12.5).
-
-    Sending invalid data (bad signatures or chains, floods, oversized or undecryptable frames, forged
-    identities) bans the host for ``ban_seconds`` times its number of strikes (at most 8x). A failed or
-    stalled handshake is often an honest mistake (a wrong ``--network-key``, a port scan, a NAT with
-    several nodes behind it): it bans for only ``HANDSHAKE_BAN`` seconds, doubling per strike, capped at
-    ``ban_seconds``. Strikes are forgotten after ``FORGET`` seconds without a new one.
-    """
-
-    HANDSHAKE_CODES = frozenset({"handshake", "handshake_timeout", "truncated", "timeout"})
-    HANDSHAKE_BAN = 5.0
-    FORGET = 3600.0
-
-    def __init__(self) -> None:
-        self.by_host: dict[str, PeerRecord] = {}
-
-    def strike(self, host: str, code: str, reason: str, ban_seconds: float) -> float:
-        """Count an offence; return the seconds the host is now banned for."""
-        now = time.monotonic()
-        rec = self.by_host.setdefault(host, PeerRecord(host))
-        if now - rec.last_strike > self.FORGET:
-            rec.strikes = 0
-        rec.strikes += 1
-        rec.last_strike = now
-        rec.last_reason = f"{code}: {reason}"
-        rec.warned = False
-        if code in self.HANDSHAKE_CODES:
-            seconds = min(ban_seconds, self.HANDSHAKE_BAN * 2 ** (rec.strikes - 1))
-        else:
-            seconds = ban_seconds * min(rec.strikes, 8)
-        rec.banned_until = now + seconds
-        return seconds
-
-    def banned(self, host: str) -> bool:
-        rec = self.by_host.get(host)
-        return rec is not None and rec.banned_until > time.monotonic()
 
 
 class Node:

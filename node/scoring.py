@@ -18,7 +18,7 @@ import math
 import time
 from dataclasses import dataclass
 
-__all__ = ["SCORE_EVENTS", "Scores"]
+__all__ = ["SCORE_EVENTS", "PeerRecord", "Penalties", "Scores"]
 
 #: Score change per event (per entry for the per-entry events), as documented in spec §12.8.
 SCORE_EVENTS: dict[str, float] = {
@@ -78,3 +78,53 @@ class Scores:
 
     def snapshot(self) -> dict[str, float]:
         return {host: round(self.get(host), 2) for host in list(self._by_host)}
+
+
+@dataclass
+class PeerRecord:
+    address: str
+    banned_until: float = 0.0
+    last_reason: str = ""
+    strikes: int = 0
+    last_strike: float = 0.0
+    warned: bool = False
+
+
+@dataclass
+class Penalties:
+    """Bans by host after misbehaviour (spec §12.5).
+
+    Sending invalid data (bad signatures or chains, floods, oversized or undecryptable frames, forged
+    identities) bans the host for ``ban_seconds`` times its number of strikes (at most 8x). A failed or
+    stalled handshake is often an honest mistake (a wrong ``--network-key``, a port scan, a NAT with
+    several nodes behind it): it bans for only ``HANDSHAKE_BAN`` seconds, doubling per strike, capped at
+    ``ban_seconds``. Strikes are forgotten after ``FORGET`` seconds without a new one.
+    """
+
+    HANDSHAKE_CODES = frozenset({"handshake", "handshake_timeout", "truncated", "timeout"})
+    HANDSHAKE_BAN = 5.0
+    FORGET = 3600.0
+
+    def __init__(self) -> None:
+        self.by_host: dict[str, PeerRecord] = {}
+
+    def strike(self, host: str, code: str, reason: str, ban_seconds: float) -> float:
+        """Count an offence; return the seconds the host is now banned for."""
+        now = time.monotonic()
+        rec = self.by_host.setdefault(host, PeerRecord(host))
+        if now - rec.last_strike > self.FORGET:
+            rec.strikes = 0
+        rec.strikes += 1
+        rec.last_strike = now
+        rec.last_reason = f"{code}: {reason}"
+        rec.warned = False
+        if code in self.HANDSHAKE_CODES:
+            seconds = min(ban_seconds, self.HANDSHAKE_BAN * 2 ** (rec.strikes - 1))
+        else:
+            seconds = ban_seconds * min(rec.strikes, 8)
+        rec.banned_until = now + seconds
+        return seconds
+
+    def banned(self, host: str) -> bool:
+        rec = self.by_host.get(host)
+        return rec is not None and rec.banned_until > time.monotonic()
