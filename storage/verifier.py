@@ -16,11 +16,13 @@ time, bench/RESULTS.md). A process has a GIL of its own. The processes are start
 first bulk batch and kept until the store closes; they ignore SIGINT (the node handles Ctrl-C and closes
 the store; a terminal's Ctrl-C reaches the whole process group), from their very start: SIGINT is
 blocked in the thread that submits, so a worker started then inherits it blocked. A job sent to a pool that broke (a worker was killed) is checked on the calling thread
-instead: a verdict is never lost or guessed.
+instead: a verdict is never lost or guessed. Where processes cannot be started at all (no working
+``sem_open``, no ``fork``), the store says so once in the log and verifies on threads.
 """
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import signal
 import threading
@@ -34,6 +36,8 @@ from tidings.protocol.entry import SIGNING_DOMAIN
 from tidings.protocol.identity import verify_signature
 
 from .batch import signing_message
+
+log = logging.getLogger("tidings.storage")
 
 __all__ = ["CHUNK", "PARALLEL_MIN", "PROCESS_MIN", "Verdicts", "Verifier", "check_signatures"]
 
@@ -91,17 +95,32 @@ class Verifier:
         with self._lock:
             if self.processes and n >= PROCESS_MIN:
                 if self._processes is None:
-                    self._processes = ProcessPoolExecutor(
-                        self.processes,
-                        mp_context=multiprocessing.get_context("spawn"),
-                        initializer=_ignore_interrupts,
-                    )
-                return self._processes
+                    try:
+                        self._processes = ProcessPoolExecutor(
+                            self.processes,
+                            mp_context=multiprocessing.get_context("spawn"),
+                            initializer=_ignore_interrupts,
+                        )
+                    except (OSError, ImportError, ValueError) as exc:  # e.g. no working sem_open here
+                        log.warning(
+                            "no verify processes (%s: %s); verifying on threads", type(exc).__name__, exc
+                        )
+                        self.processes = 0
+                if self._processes is not None:
+                    return self._processes
             if self.threads == 1:
                 return None
             if self._threads is None:
                 self._threads = ThreadPoolExecutor(self.threads, thread_name_prefix="tidings-verify")
             return self._threads
+
+    def give_up_processes(self, exc: BaseException) -> None:
+        """Worker processes cannot be started here: verify on threads from now on."""
+        log.warning("no verify processes (%s: %s); verifying on threads", type(exc).__name__, exc)
+        with self._lock:
+            pool, self._processes, self.processes = self._processes, None, 0
+        if pool is not None:
+            pool.shutdown(wait=False)
 
     def discard(self, pool: Executor) -> None:
         """Forget a pool that broke (a worker process died); the next bulk batch starts a new one."""
@@ -153,6 +172,10 @@ class Verdicts:
                         future = self._pool.submit(check_signatures, chunk)
                 except (BrokenProcessPool, RuntimeError):  # broken, or shut down meanwhile
                     self._broken()
+                except OSError as exc:  # a worker process could not be started
+                    if self._verifier is not None:
+                        self._verifier.give_up_processes(exc)
+                    self._pool = None
             self._jobs.append((future, chunk))  # no future: checked here when asked
 
     def _broken(self) -> None:

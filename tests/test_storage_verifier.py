@@ -67,3 +67,37 @@ def test_a_killed_worker_costs_no_verdict_and_a_new_pool_is_started():
         assert verifier._processes is not None and verifier._processes is not pool
     finally:
         verifier.close()
+
+
+def test_without_working_processes_signatures_are_checked_on_threads(monkeypatch):
+    import tidings.storage.verifier as verifier_module
+
+    def no_processes(*args, **kwargs):
+        raise OSError("no sem_open here")
+
+    monkeypatch.setattr(verifier_module, "ProcessPoolExecutor", no_processes)
+    entries = [e for e, _ in posts(BOB, PROCESS_MIN)]
+    verifier = Verifier(threads=2, processes=2)
+    try:
+        assert verifier.verify(entries) == [True] * len(entries)
+        assert verifier.processes == 0
+        assert type(verifier.pool_for(PROCESS_MIN)).__name__ == "ThreadPoolExecutor"
+    finally:
+        verifier.close()
+
+
+def test_a_worker_that_cannot_be_started_falls_back_to_threads():
+    entries = [e for e, _ in posts(BOB, PROCESS_MIN)]
+    verifier = Verifier(threads=2, processes=2)
+    try:
+        pool = verifier.pool_for(PROCESS_MIN)
+        assert pool is not None
+
+        def cannot_start(*args, **kwargs):
+            raise OSError("fork failed")
+
+        pool.submit = cannot_start  # type: ignore[method-assign]
+        assert verifier.verify(entries) == [True] * len(entries)  # checked here, not guessed
+        assert verifier.processes == 0 and verifier._processes is None
+    finally:
+        verifier.close()
