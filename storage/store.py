@@ -5,9 +5,9 @@ one dedicated database thread (``storage.thread``). Several processes may open o
 every write is one ``BEGIN IMMEDIATE`` transaction, so a half-written entry never exists and writers
 queue behind SQLite's lock instead of interleaving.
 
-Batched writes go through ``writer.RowWriter`` (one ``executemany`` per table); ingest reads what it
-needs to check links once per batch (``batch.BatchView``) and verifies signatures on worker threads.
-bench/RESULTS.md has the figures.
+Batched writes go through ``writer.RowWriter`` (multi-row inserts per table); ingest reads what it
+needs to check links once per batch (``batch.BatchView``) and verifies signatures on worker threads,
+or in worker processes for bulk batches (``verifier``). bench/RESULTS.md has the figures.
 """
 
 from __future__ import annotations
