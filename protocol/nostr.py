@@ -45,6 +45,7 @@ __all__ = [
     "parse_event",
     "parse_relay_message",
     "public_key",
+    "reply_refs",
     "req_message",
     "serialize",
     "sign_event",
@@ -159,6 +160,35 @@ def parse_event(value: Any) -> Event:
         )
     except KeyError as exc:
         raise _bad(f"an event has no {exc.args[0]!r}") from None
+
+
+def _is_event_id(text: str) -> bool:
+    return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
+
+
+def reply_refs(event: Event) -> tuple[str | None, str | None]:
+    """``(root, reply)``: the event ids a kind-1 note answers, by NIP-10 (both None for a top-level note).
+
+    Marked ``e`` tags (``["e", id, relay, "root" | "reply"]``) win; a note with only a ``root`` mark
+    answers the root itself. Without marks, the deprecated positional form: the first ``e`` tag is the
+    root, the last the note answered (one tag: both). ``mention`` marks and malformed ids are ignored.
+    """
+    marked: dict[str, str] = {}
+    positional: list[str] = []
+    for tag in event.tags:
+        if len(tag) < 2 or tag[0] != "e" or not _is_event_id(tag[1]):
+            continue
+        mark = tag[3] if len(tag) > 3 else ""
+        if mark in ("root", "reply"):
+            marked.setdefault(mark, tag[1])
+        elif mark == "":
+            positional.append(tag[1])
+    if marked:
+        root = marked.get("root") or marked["reply"]
+        return root, marked.get("reply") or root
+    if positional:
+        return positional[0], positional[-1]
+    return None, None
 
 
 def verify_event(event: Event) -> None:

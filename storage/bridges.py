@@ -32,6 +32,7 @@ __all__ = [
     "seen_items",
     "set_setting",
     "sources",
+    "thread_of_item",
 ]
 
 _SOURCE_COLS = (
@@ -183,6 +184,27 @@ def entry_for_item(store: Store, bridge: str, source: str, item: str) -> bytes |
         "SELECT entry FROM bridge_items WHERE bridge = ? AND source = ? AND item = ?", (bridge, source, item)
     )
     return bytes(rows[0][0]) if rows and rows[0][0] is not None else None
+
+
+def thread_of_item(store: Store, bridge: str, root: str, reply: str) -> tuple[bytes, bytes] | None:
+    """``(root, reply)`` entry hashes for a reply to bridged item ``reply`` in the thread of ``root``
+    (e.g. Nostr event ids), when ``reply`` was carried as a post by any source of ``bridge`` (an import,
+    or an own post published by it); None otherwise. The root is ``root``'s entry when that was carried
+    too, else the root of the post answered (or that post itself when it starts its thread)."""
+    found = store.read(
+        "SELECT e.hash, p.root FROM bridge_items b JOIN entries e ON e.hash = b.entry "
+        "JOIN posts p ON p.entry = e.id WHERE b.bridge = ? AND b.item = ? LIMIT 1",
+        (bridge, reply),
+    )
+    if not found:
+        return None
+    reply_hash, its_root = found[0]
+    rows = store.read(
+        "SELECT entry FROM bridge_items WHERE bridge = ? AND item = ? AND entry IS NOT NULL LIMIT 1",
+        (bridge, root),
+    )
+    root_hash = rows[0][0] if rows else its_root if its_root is not None else reply_hash
+    return bytes(root_hash), bytes(reply_hash)
 
 
 def item_for_entry(store: Store, bridge: str, entry: bytes) -> str | None:

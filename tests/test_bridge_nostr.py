@@ -71,6 +71,22 @@ def test_event_id_signature_and_validation():
             wire.parse_event(bad)
 
 
+def test_nip10_reply_references():
+    def note(*tags):
+        return wire.sign_event(bytes([7]) * 32, created_at=1, kind=1, tags=tags, content="x", aux=bytes(32))
+
+    a, b, c = "a" * 64, "b" * 64, "c" * 64
+    assert wire.reply_refs(note()) == (None, None)
+    assert wire.reply_refs(note(("e", a, "", "root"))) == (a, a)  # answers the root itself
+    assert wire.reply_refs(note(("e", a, "", "root"), ("e", b, "wss://r", "reply"))) == (a, b)
+    assert wire.reply_refs(note(("e", b, "", "reply"), ("e", a, "", "root"))) == (a, b)  # order-free
+    assert wire.reply_refs(note(("e", a), ("e", c), ("e", b))) == (a, b)  # deprecated positional form
+    assert wire.reply_refs(note(("e", a, "", "root"), ("e", c, "", "mention"))) == (a, a)
+    assert wire.reply_refs(note(("e", c, "", "mention"))) == (None, None)
+    assert wire.reply_refs(note(("e", "not-an-id"), ("p", a), ("e",))) == (None, None)
+    assert wire.reply_refs(note(("e", a.upper()))) == (None, None)  # ids are lowercase hex
+
+
 def test_npub_and_relay_messages():
     hex_key = "7e7e9c42a91bfef19fa929e5fda1b72e0ebc1a4c1141673e2794234d86addf4e"  # NIP-19 example
     npub = "npub10elfcs4fr0l0r8af98jlmgdh9c8tcxjvz9qkw038js35mp4dma8qzvjptg"
@@ -249,7 +265,16 @@ def test_round_trip_with_a_real_relay(tmp_path, relay):
             content="hello from Nostr",
             aux=secrets.token_bytes(32),
         )
-        assert (await publish_events(relay, [other], timeout=10)) == {other.id: (True, "")}
+        orphan = wire.sign_event(
+            bytes([5]) * 32,
+            created_at=int(time.time()),
+            kind=1,
+            tags=(("e", "d" * 64, "", "root"),),  # answers a note this node never saw
+            content="an answer to something unseen",
+            aux=secrets.token_bytes(32),
+        )
+        sent = await publish_events(relay, [other, orphan], timeout=10)
+        assert sent == {other.id: (True, ""), orphan.id: (True, "")}
 
     trio.run(check_relay)
     other_pub = wire.public_key(bytes([5]) * 32)
@@ -258,11 +283,17 @@ def test_round_trip_with_a_real_relay(tmp_path, relay):
     fo = lines(tidings(bob.path, "bridge", "nostr", "follow", other_pub, "--json"))[0]
     assert fa["followed"] and fo["followed"] and fa["feed"] != fo["feed"]  # one bridge feed per author
     out = lines(tidings(bob.path, "bridge", "nostr", "pull", "--json"))
-    assert out == [{"relay": relay, "imported": 3, "rejected": 0, "error": None}]
+    assert out == [{"relay": relay, "imported": 4, "rejected": 0, "error": None}]
     assert lines(tidings(bob.path, "bridge", "nostr", "pull", "--json"))[0]["imported"] == 0  # by event id
     timeline = lines(tidings(bob.path, "timeline", "--json"))
     texts = {e["content"]["text"]: e for e in timeline if e["type"] == "post"}
-    assert set(texts) == {"first from Tidings", "a reply\nwith two lines", "hello from Nostr"}
+    assert set(texts) == {
+        "first from Tidings",
+        "a reply\nwith two lines",
+        "hello from Nostr",
+        "an answer to something unseen",
+    }
+    assert "reply" not in texts["an answer to something unseen"]["content"]  # kept as a plain post
     imported = texts["hello from Nostr"]
     assert imported["feed"] == fo["feed"]
     origin = imported["content"]["origin"]
@@ -270,6 +301,11 @@ def test_round_trip_with_a_real_relay(tmp_path, relay):
         origin["network"] == "nostr" and origin["author"] == wire.npub(other_pub) and len(origin["id"]) == 64
     )
     assert texts["first from Tidings"]["feed"] == fa["feed"]
+    # the Nostr reply (NIP-10 root tag) is a reply in Tidings too, to the imported note's entry
+    answer = texts["a reply\nwith two lines"]["content"]
+    first_here = texts["first from Tidings"]["id"]
+    assert answer["reply"] == first_here and answer["root"] == first_here
+    assert "reply" not in texts["hello from Nostr"]["content"]
     listed = {b["name"]: b for b in lines(tidings(bob.path, "bridge", "list", "--json"))}["nostr"]
     assert {s["kind"] for s in listed["sources"]} == {"relay", "in"}
     assert all(s["error"] is None and s["last_ok"] for s in listed["sources"])

@@ -155,7 +155,8 @@ async def publish_pending(
         await call(db.note_poll, NAME, "relay", relay["source"], cursor=cursor)
 
 
-def _post_for(event: wire.Event) -> Any:
+def _post_for(event: wire.Event, thread: tuple[bytes, bytes] | None = None) -> Any:
+    """The post an event becomes (None for an empty note); ``thread``: its (root, reply) entries."""
     from tidings.protocol import Post
     from tidings.protocol.content import MAX_TEXT
 
@@ -170,30 +171,36 @@ def _post_for(event: wire.Event) -> Any:
         "author": wire.npub(event.pubkey),
         "ts": event.created_at * 1000,
     }
-    return Post(text=text, origin=origin)
+    if thread is None:
+        return Post(text=text, origin=origin)
+    return Post(text=text, root=thread[0], reply=thread[1], origin=origin)
 
 
 async def import_events(
     call: Call, home: Home, follows: dict[str, dict[str, Any]], events: list[wire.Event]
 ) -> int:
     """Import verified kind-1 ``events`` of followed authors (``follows``: author -> its source row) into
-    their bridge feeds, once per event id; raise each author's cursor. Returns how many were new."""
+    their bridge feeds, once per event id; raise each author's cursor. Returns how many were new.
+
+    Oldest first across authors, so a reply whose note arrived in the same batch finds it: a note that
+    answers (NIP-10) a note carried before, imported or own, becomes a reply to its entry.
+    """
     from tidings.storage import bridges as db
 
     from .keys import feed_key
 
-    by_author: dict[str, list[wire.Event]] = {}
-    for event in events:
-        if event.pubkey in follows:  # unfollowed meanwhile: dropped
-            by_author.setdefault(event.pubkey, []).append(event)
-    imported = 0
-    for author, mine in by_author.items():
-        mine.sort(key=lambda e: (e.created_at, e.id))
-        items = [(e.id, p) for e in mine if (p := _post_for(e)) is not None]
-        key = feed_key(home, NAME, author)
-        made = await call(db.append_bridged, key, NAME, author, items, _now())
-        imported += len(made)
-        newest = mine[-1].created_at
+    mine = sorted((e for e in events if e.pubkey in follows), key=lambda e: (e.created_at, e.id))
+    imported, now = 0, _now()
+    for i, event in enumerate(mine):  # unfollowed meanwhile: dropped above
+        root, reply = wire.reply_refs(event)
+        thread = None if root is None or reply is None else await call(db.thread_of_item, NAME, root, reply)
+        post = _post_for(event, thread)
+        if post is not None:  # 1 ms apart, in the source's order (spec §14.1)
+            key = feed_key(home, NAME, event.pubkey)
+            made = await call(db.append_bridged, key, NAME, event.pubkey, [(event.id, post)], now + i)
+            imported += len(made)
+    for author in {e.pubkey for e in mine}:
+        newest = max(e.created_at for e in mine if e.pubkey == author)
         if newest > int(follows[author]["cursor"] or 0):
             await call(db.note_poll, NAME, "in", author, cursor=newest)
             follows[author]["cursor"] = newest  # the row is kept by a live subscription
