@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from tidings.protocol import SigningKey
 from tidings.storage.store import Store
@@ -14,6 +16,15 @@ from .entries import posts, raw
 
 ALICE = SigningKey(bytes([2]) * 32)
 BOB = SigningKey(bytes([3]) * 32)
+
+
+@contextmanager
+def _verifier(threads: int = 2, processes: int = 2) -> Iterator[Verifier]:
+    verifier = Verifier(threads=threads, processes=processes)
+    try:
+        yield verifier
+    finally:
+        verifier.close()
 
 
 def _tampered(pairs, *positions):
@@ -44,19 +55,15 @@ def test_bulk_batches_are_checked_in_worker_processes_with_the_same_verdicts(tmp
 
 
 def test_small_batches_stay_in_process(tmp_path):
-    verifier = Verifier(threads=2, processes=2)
-    try:
+    with _verifier() as verifier:
         assert verifier.pool_for(PARALLEL_MIN - 1) is None
         assert type(verifier.pool_for(PROCESS_MIN - 1)).__name__ == "ThreadPoolExecutor"
         assert verifier._processes is None  # not started for a small batch
-    finally:
-        verifier.close()
 
 
 def test_a_killed_worker_costs_no_verdict_and_a_new_pool_is_started():
     entries = [e for e, _ in posts(BOB, PROCESS_MIN)]
-    verifier = Verifier(threads=1, processes=2)
-    try:
+    with _verifier(threads=1) as verifier:
         assert verifier.verify(entries) == [True] * len(entries)
         pool = verifier._processes
         assert pool is not None
@@ -65,8 +72,6 @@ def test_a_killed_worker_costs_no_verdict_and_a_new_pool_is_started():
         assert verifier.verify(entries) == [True] * len(entries)  # checked here, not guessed
         assert verifier.verify(entries) == [True] * len(entries)
         assert verifier._processes is not None and verifier._processes is not pool
-    finally:
-        verifier.close()
 
 
 def test_without_working_processes_signatures_are_checked_on_threads(monkeypatch):
@@ -77,19 +82,15 @@ def test_without_working_processes_signatures_are_checked_on_threads(monkeypatch
 
     monkeypatch.setattr(verifier_module, "ProcessPoolExecutor", no_processes)
     entries = [e for e, _ in posts(BOB, PROCESS_MIN)]
-    verifier = Verifier(threads=2, processes=2)
-    try:
+    with _verifier() as verifier:
         assert verifier.verify(entries) == [True] * len(entries)
         assert verifier.processes == 0
         assert type(verifier.pool_for(PROCESS_MIN)).__name__ == "ThreadPoolExecutor"
-    finally:
-        verifier.close()
 
 
 def test_a_worker_that_cannot_be_started_falls_back_to_threads():
     entries = [e for e, _ in posts(BOB, PROCESS_MIN)]
-    verifier = Verifier(threads=2, processes=2)
-    try:
+    with _verifier() as verifier:
         pool = verifier.pool_for(PROCESS_MIN)
         assert pool is not None
 
@@ -99,5 +100,3 @@ def test_a_worker_that_cannot_be_started_falls_back_to_threads():
         pool.submit = cannot_start  # type: ignore[method-assign]
         assert verifier.verify(entries) == [True] * len(entries)  # checked here, not guessed
         assert verifier.processes == 0 and verifier._processes is None
-    finally:
-        verifier.close()
