@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import secrets
@@ -85,6 +86,24 @@ def test_nip10_reply_references():
     assert wire.reply_refs(note(("e", c, "", "mention"))) == (None, None)
     assert wire.reply_refs(note(("e", "not-an-id"), ("p", a), ("e",))) == (None, None)
     assert wire.reply_refs(note(("e", a.upper()))) == (None, None)  # ids are lowercase hex
+
+
+def test_replies_are_imported_after_the_notes_they_answer():
+    from tidings.node.bridges.nostr import _parents_first
+
+    def note(ts, text, *tags):
+        return wire.sign_event(bytes([7]) * 32, created_at=ts, kind=1, tags=tags, content=text, aux=bytes(32))
+
+    first = note(5, "first")
+    answer = note(5, "answer", ("e", first.id, "", "root"))  # the same second as its parent
+    deeper = note(5, "deeper", ("e", first.id, "", "root"), ("e", answer.id, "", "reply"))
+    alone = note(1, "alone", ("e", "f" * 64, "", "root"))  # answers a note not in the batch
+    for order in itertools.permutations([first, answer, deeper, alone]):
+        batch = sorted(order, key=lambda e: (e.created_at, e.id))  # as import_events sorts them
+        texts = [e.content for e in _parents_first(batch)]
+        assert sorted(texts) == ["alone", "answer", "deeper", "first"]
+        assert texts.index("first") < texts.index("answer") < texts.index("deeper")
+        assert texts[0] == "alone"  # otherwise the order of the batch is kept
 
 
 def test_npub_and_relay_messages():

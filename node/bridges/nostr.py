@@ -189,7 +189,9 @@ async def import_events(
 
     from .keys import feed_key
 
-    mine = sorted((e for e in events if e.pubkey in follows), key=lambda e: (e.created_at, e.id))
+    mine = _parents_first(
+        sorted((e for e in events if e.pubkey in follows), key=lambda e: (e.created_at, e.id))
+    )
     imported, now = 0, _now()
     for i, event in enumerate(mine):  # unfollowed meanwhile: dropped above
         root, reply = wire.reply_refs(event)
@@ -205,6 +207,30 @@ async def import_events(
             await call(db.note_poll, NAME, "in", author, cursor=newest)
             follows[author]["cursor"] = newest  # the row is kept by a live subscription
     return imported
+
+
+def _parents_first(events: list[wire.Event]) -> list[wire.Event]:
+    """``events`` in the same order, except that a note comes after the notes of the batch it answers
+    (``created_at`` has whole seconds: a reply may tie with its parent, and an id decides the tie).
+    Iterative, so a long (or forged, cyclic) chain of references cannot exhaust the stack."""
+    by_id = {e.id: e for e in events}
+    out: list[wire.Event] = []
+    seen: set[str] = set()
+    for event in events:
+        stack = [(event, False)]
+        while stack:
+            current, ready = stack.pop()
+            if ready:
+                out.append(current)
+                continue
+            if current.id in seen:
+                continue
+            seen.add(current.id)
+            stack.append((current, True))  # after its parents
+            for parent in wire.reply_refs(current):
+                if parent is not None and parent in by_id and parent not in seen:
+                    stack.append((by_id[parent], False))
+    return out
 
 
 def newest_seen(follows: list[dict[str, Any]]) -> int:
