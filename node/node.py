@@ -276,6 +276,7 @@ class Node:
                             self.discovery = None
                     for runner in self.services:
                         await nursery.start(runner.run, self)
+                    self.services_changed()  # node.json shows them started, not starting
                     for peer in self.peers:
                         self.dial(peer, source="peer", pinned=True)
                     for peer in await db.call(peers.dial_addresses, self.key.public_key):

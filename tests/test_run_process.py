@@ -169,7 +169,10 @@ def test_run_creates_an_identity_on_a_fresh_home(tmp_path):
     node = Running(home)
     try:
         assert (home / "secret.pem").exists()
-        assert json.loads((home / "node.json").read_text())["pid"] == node.proc.pid
+        info = json.loads((home / "node.json").read_text())
+        assert info["pid"] == node.proc.pid
+        # written again once every service has started: none is left "starting"
+        assert info["services"]["bridges"]["state"] == "running", info["services"]
         os.kill(node.proc.pid, 0)
         node.stop()
     finally:
