@@ -12,12 +12,15 @@ Why processes for bulk ingest: each libsodium call gives up the GIL and must tak
 While the ingest's own Python runs on another thread (decoding, link checks, rows), a verifying thread
 that finished a signature waits for the GIL until the interpreter's switch interval hands it over, so
 two verifying threads beside a busy ingest ran almost one at a time (measured: wall time equal to CPU
-time, bench/RESULTS.md). A process has a GIL of its own. The processes are started (``spawn``) on the
-first bulk batch and kept until the store closes; they ignore SIGINT (the node handles Ctrl-C and closes
-the store; a terminal's Ctrl-C reaches the whole process group), from their very start: SIGINT is
-blocked in the thread that submits, so a worker started then inherits it blocked. A job sent to a pool that broke (a worker was killed) is checked on the calling thread
-instead: a verdict is never lost or guessed. Where processes cannot be started at all (no working
-``sem_open``, no ``fork``), the store says so once in the log and verifies on threads.
+time, bench/RESULTS.md). A process has a GIL of its own.
+
+The processes are started (``spawn``) on the first bulk batch and stopped after ``IDLE_SECONDS``
+without one, or when the store closes: a node keeps them while it syncs, not for the rest of its life.
+They ignore SIGINT from their very start (SIGINT is blocked in the thread that submits, so a worker
+started then inherits it blocked): a terminal's Ctrl-C reaches the whole process group, and the node
+handles it and closes the store. A job sent to a pool that broke (a worker was killed) is checked on
+the calling thread instead: a verdict is never lost or guessed. Where processes cannot be started at
+all (no working ``sem_open``, no ``fork``), the store says so once in the log and verifies on threads.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import logging
 import multiprocessing
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -39,7 +43,7 @@ from .batch import signing_message
 
 log = logging.getLogger("tidings.storage")
 
-__all__ = ["CHUNK", "PARALLEL_MIN", "PROCESS_MIN", "Verdicts", "Verifier", "check_signatures"]
+__all__ = ["CHUNK", "IDLE_SECONDS", "PARALLEL_MIN", "PROCESS_MIN", "Verdicts", "Verifier", "check_signatures"]
 
 #: Below this many signatures a batch is verified on the calling thread.
 PARALLEL_MIN = 64
@@ -47,6 +51,8 @@ PARALLEL_MIN = 64
 PROCESS_MIN = 512
 #: Signatures per job: small enough that writing starts soon, large enough to amortise a job.
 CHUNK = 128
+#: Worker processes are stopped after this many seconds without a bulk batch.
+IDLE_SECONDS = 60.0
 
 #: (public key, signature, signed bytes)
 Signed = tuple[bytes, bytes, bytes]
@@ -81,12 +87,15 @@ def _interrupts_blocked() -> Iterator[None]:
 class Verifier:
     """The worker pools of one store (created on first use, shut down by ``close``)."""
 
-    def __init__(self, *, threads: int = 2, processes: int = 0) -> None:
+    def __init__(self, *, threads: int = 2, processes: int = 0, idle: float = IDLE_SECONDS) -> None:
         self.threads = max(1, threads)
         self.processes = max(0, processes)
+        self.idle = idle
         self._threads: ThreadPoolExecutor | None = None
         self._processes: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()  # ``prepare`` may run on another thread than ``ingest``
+        self._last_bulk = 0.0
+        self._reaper: threading.Timer | None = None
 
     def pool_for(self, n: int) -> Executor | None:
         """Where a batch of ``n`` signatures is checked (None: on the calling thread)."""
@@ -107,12 +116,37 @@ class Verifier:
                         )
                         self.processes = 0
                 if self._processes is not None:
+                    self._last_bulk = time.monotonic()
+                    self._reap_later(self.idle)
                     return self._processes
             if self.threads == 1:
                 return None
             if self._threads is None:
                 self._threads = ThreadPoolExecutor(self.threads, thread_name_prefix="tidings-verify")
             return self._threads
+
+    def _reap_later(self, delay: float) -> None:
+        """(Under the lock.) Look again in ``delay`` seconds whether the worker processes sit idle."""
+        if self._reaper is None:
+            self._reaper = threading.Timer(delay, self._reap)
+            self._reaper.daemon = True
+            self._reaper.start()
+
+    def _reap(self) -> None:
+        """Stop the worker processes once no bulk batch came for ``idle`` seconds: a node keeps them
+        only while it syncs, not for the rest of its life (each holds its own interpreter's memory)."""
+        with self._lock:
+            self._reaper = None
+            pool = self._processes
+            if pool is None:
+                return
+            quiet = time.monotonic() - self._last_bulk
+            if quiet < self.idle:
+                self._reap_later(self.idle - quiet)
+                return
+            self._processes = None
+        pool.shutdown(wait=False)  # a job still running finishes first
+        log.debug("verify processes stopped after %.0f s without a bulk batch", quiet)
 
     def give_up_processes(self, exc: BaseException) -> None:
         """Worker processes cannot be started here: verify on threads from now on."""
@@ -140,6 +174,9 @@ class Verifier:
     def close(self) -> None:
         with self._lock:
             pools, self._threads, self._processes = [self._threads, self._processes], None, None
+            if self._reaper is not None:
+                self._reaper.cancel()
+                self._reaper = None
         for pool in pools:
             if pool is not None:
                 pool.shutdown()

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from tidings.protocol import SigningKey
 from tidings.storage.store import Store
@@ -19,8 +21,8 @@ BOB = SigningKey(bytes([3]) * 32)
 
 
 @contextmanager
-def _verifier(threads: int = 2, processes: int = 2) -> Iterator[Verifier]:
-    verifier = Verifier(threads=threads, processes=processes)
+def _verifier(threads: int = 2, processes: int = 2, idle: float = 60.0) -> Iterator[Verifier]:
+    verifier = Verifier(threads=threads, processes=processes, idle=idle)
     try:
         yield verifier
     finally:
@@ -100,3 +102,19 @@ def test_a_worker_that_cannot_be_started_falls_back_to_threads():
         pool.submit = cannot_start  # type: ignore[method-assign]
         assert verifier.verify(entries) == [True] * len(entries)  # checked here, not guessed
         assert verifier.processes == 0 and verifier._processes is None
+
+
+def test_idle_worker_processes_are_stopped_and_started_again_when_needed():
+    entries = [e for e, _ in posts(BOB, PROCESS_MIN)]
+    with _verifier(idle=0.3) as verifier:
+        assert verifier.verify(entries) == [True] * len(entries)
+        pool = verifier._processes
+        assert pool is not None
+        workers = list(pool._processes)
+        assert workers
+        deadline = time.monotonic() + 10
+        while verifier._processes is not None or any(Path(f"/proc/{pid}").exists() for pid in workers):
+            assert time.monotonic() < deadline, "idle workers were not stopped"
+            time.sleep(0.05)
+        assert verifier.verify(entries) == [True] * len(entries)  # a new pool for the next bulk batch
+        assert verifier._processes is not None and verifier._processes is not pool
