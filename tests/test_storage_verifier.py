@@ -18,6 +18,8 @@ from .entries import posts, raw
 
 ALICE = SigningKey(bytes([2]) * 32)
 BOB = SigningKey(bytes([3]) * 32)
+#: a bulk batch: enough signatures to go to the worker processes
+BULK = [e for e, _ in posts(BOB, PROCESS_MIN)]
 
 
 @contextmanager
@@ -64,15 +66,14 @@ def test_small_batches_stay_in_process(tmp_path):
 
 
 def test_a_killed_worker_costs_no_verdict_and_a_new_pool_is_started():
-    entries = [e for e, _ in posts(BOB, PROCESS_MIN)]
     with _verifier(threads=1) as verifier:
-        assert verifier.verify(entries) == [True] * len(entries)
+        assert verifier.verify(BULK) == [True] * len(BULK)
         pool = verifier._processes
         assert pool is not None
         for pid in list(pool._processes):  # the pool's worker processes
             os.kill(pid, signal.SIGKILL)
-        assert verifier.verify(entries) == [True] * len(entries)  # checked here, not guessed
-        assert verifier.verify(entries) == [True] * len(entries)
+        assert verifier.verify(BULK) == [True] * len(BULK)  # checked here, not guessed
+        assert verifier.verify(BULK) == [True] * len(BULK)
         assert verifier._processes is not None and verifier._processes is not pool
 
 
@@ -83,15 +84,13 @@ def test_without_working_processes_signatures_are_checked_on_threads(monkeypatch
         raise OSError("no sem_open here")
 
     monkeypatch.setattr(verifier_module, "ProcessPoolExecutor", no_processes)
-    entries = [e for e, _ in posts(BOB, PROCESS_MIN)]
     with _verifier() as verifier:
-        assert verifier.verify(entries) == [True] * len(entries)
+        assert verifier.verify(BULK) == [True] * len(BULK)
         assert verifier.processes == 0
         assert type(verifier.pool_for(PROCESS_MIN)).__name__ == "ThreadPoolExecutor"
 
 
 def test_a_worker_that_cannot_be_started_falls_back_to_threads():
-    entries = [e for e, _ in posts(BOB, PROCESS_MIN)]
     with _verifier() as verifier:
         pool = verifier.pool_for(PROCESS_MIN)
         assert pool is not None
@@ -100,14 +99,13 @@ def test_a_worker_that_cannot_be_started_falls_back_to_threads():
             raise OSError("fork failed")
 
         pool.submit = cannot_start  # type: ignore[method-assign]
-        assert verifier.verify(entries) == [True] * len(entries)  # checked here, not guessed
+        assert verifier.verify(BULK) == [True] * len(BULK)  # checked here, not guessed
         assert verifier.processes == 0 and verifier._processes is None
 
 
 def test_idle_worker_processes_are_stopped_and_started_again_when_needed():
-    entries = [e for e, _ in posts(BOB, PROCESS_MIN)]
     with _verifier(idle=0.3) as verifier:
-        assert verifier.verify(entries) == [True] * len(entries)
+        assert verifier.verify(BULK) == [True] * len(BULK)
         pool = verifier._processes
         assert pool is not None
         workers = list(pool._processes)
@@ -116,5 +114,5 @@ def test_idle_worker_processes_are_stopped_and_started_again_when_needed():
         while verifier._processes is not None or any(Path(f"/proc/{pid}").exists() for pid in workers):
             assert time.monotonic() < deadline, "idle workers were not stopped"
             time.sleep(0.05)
-        assert verifier.verify(entries) == [True] * len(entries)  # a new pool for the next bulk batch
+        assert verifier.verify(BULK) == [True] * len(BULK)  # a new pool for the next bulk batch
         assert verifier._processes is not None and verifier._processes is not pool
