@@ -174,4 +174,3 @@ def _describe(exc: BaseException) -> str:
 
 
 COMMANDS = [demo]
-

@@ -204,7 +204,12 @@ def sync(session: Session, address: str, network_key: str | None, timeout: float
                 return await node.sync_once(address)
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-            columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+            columns = (
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+            )
             with Progress(*columns, transient=True) as progress:
                 task = progress.add_task(f"syncing with {address}", total=None)
                 async with trio.open_nursery() as nursery:

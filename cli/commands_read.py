@@ -20,15 +20,6 @@ if TYPE_CHECKING:
 __all__ = ["COMMANDS"]
 
 
-def swarm_timeline(store: Store, me: bytes, swarm: str, limit: int) -> list[dict[str, Any]]:
-    """Posts and reposts of a swarm's members found so far (and yours), newest first."""
-    items = store.timeline(me, limit=limit, swarm=swarm)
-    for item in items:
-        item["score"] = item["ts"]
-        item["why"] = ["chronological: newest first", f"member of swarm {swarm}"]
-    return items
-
-
 @click.command()
 @click.argument("feed", required=False, type=FeedType())
 @click.option("--limit", type=click.IntRange(min=1), help="At most N entries (default: all).")
@@ -94,6 +85,7 @@ def timeline(
     me = session.me()
     members = None
     if swarm is not None:
+        from tidings.node.timeline import swarm_timeline
         from tidings.storage.dht import swarm_members, swarm_names
 
         if swarm not in swarm_names(store):

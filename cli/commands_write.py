@@ -17,7 +17,6 @@ from .common import (
     ask_passphrase,
     common_options,
     emit,
-    entry_written,
     json_option,
     pass_session,
 )
@@ -32,6 +31,7 @@ __all__ = ["COMMANDS"]
 def append(session: Session, content: Content, as_json: bool, verb: str) -> None:
     """Sign and store ``content`` as our next entry, then report it."""
     from tidings.protocol import type_of
+    from tidings.storage.reads import entry_written
 
     key = session.key()
     entry = session.store().append(key, content)
@@ -181,6 +181,7 @@ def delete(session: Session, entry: str, as_json: bool) -> None:
 def profile(session: Session, feed: bytes | None, name: str | None, bio: str | None, as_json: bool) -> None:
     """Set your profile, or with no option show it (or the profile of FEED)."""
     from tidings.protocol import Profile, type_of
+    from tidings.storage.reads import entry_written
 
     store = session.store()
     me = session.me()

@@ -17,7 +17,7 @@ import click
 
 if TYPE_CHECKING:
     from tidings.node.home import Home
-    from tidings.protocol import Entry, SigningKey
+    from tidings.protocol import SigningKey
     from tidings.storage.store import Store
 
 __all__ = [
@@ -29,7 +29,6 @@ __all__ = [
     "common_options",
     "emit",
     "emit_lines",
-    "entry_written",
     "json_option",
     "pass_session",
 ]
@@ -201,19 +200,6 @@ def emit(obj: Any) -> None:
 def emit_lines(items: Iterable[Any]) -> None:
     for item in items:
         emit(item)
-
-
-def entry_written(entry: Entry, kind: str) -> dict[str, Any]:
-    """The ``--json`` shape of an entry a command appended: ``{"id", "feed", "seq", "ts"}`` (+ type)."""
-    from tidings.protocol import entry_id_text, feed_id_text
-
-    return {
-        "id": entry_id_text(entry.hash),
-        "feed": feed_id_text(entry.author),
-        "seq": entry.seq,
-        "ts": entry.timestamp,
-        "type": kind,
-    }
 
 
 # -- errors -------------------------------------------------------------------------------------------

@@ -90,10 +90,9 @@ from .dht_support import (
     RateLimiter,
     RoundTrip,
     member_record,
-    resolve_address,
 )
 
-__all__ = ["DHT", "RateLimiter", "member_record", "resolve_address"]
+__all__ = ["DHT"]
 
 log = logging.getLogger("tidings.dht")
 

@@ -39,7 +39,8 @@ from tidings.storage import dht as dht_store
 from tidings.storage import peers
 from tidings.storage.writer import now_ms
 
-from .dht import DHT, member_record, resolve_address
+from .dht import DHT
+from .dht_support import member_record, resolve_address
 
 if TYPE_CHECKING:
     from .node import Node
@@ -325,7 +326,9 @@ class Discovery:
             if r.expiry_ms > now
         ]
         data += [
-            r.encode() for name, r in self.own_records.items() if name in self._swarm_scopes and r.expiry_ms > now
+            r.encode()
+            for name, r in self.own_records.items()
+            if name in self._swarm_scopes and r.expiry_ms > now
         ]
         if data:
             await conn.send_members(data)

@@ -172,7 +172,9 @@ class SwarmLab:
                 marks = ",".join("?" * len(part))
                 rows += [
                     (bytes(h), int(r))
-                    for h, r in store.read(f"SELECT hash, received FROM entries WHERE hash IN ({marks})", part)
+                    for h, r in store.read(
+                        f"SELECT hash, received FROM entries WHERE hash IN ({marks})", part
+                    )
                 ]
             return rows
 

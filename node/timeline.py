@@ -25,7 +25,7 @@ from .ranking import Candidate, RankContext, Ranked, RankingError, Registry, loa
 if TYPE_CHECKING:
     from tidings.storage.store import Store
 
-__all__ = ["rank_timeline"]
+__all__ = ["rank_timeline", "swarm_timeline"]
 
 _HOUR_MS = 3_600_000
 _OLDEST = -(2**62)
@@ -226,3 +226,12 @@ def rank_timeline(
             row.update(content=None, hidden=True, why=list(h.reasons))
             out.append(row)
     return out
+
+
+def swarm_timeline(store: Store, me: bytes, swarm: str, limit: int) -> list[dict[str, Any]]:
+    """Posts and reposts of a swarm's members found so far (and yours), newest first."""
+    items = store.timeline(me, limit=limit, swarm=swarm)
+    for item in items:
+        item["score"] = item["ts"]
+        item["why"] = ["chronological: newest first", f"member of swarm {swarm}"]
+    return items

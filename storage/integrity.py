@@ -70,7 +70,7 @@ def verify_store(store: Store, feed: bytes | None = None, progress: Progress | N
                 continue
             decoded.append((seq, entry, payload))
             by_seq[seq] = entry
-        good = store._verify_many([e for _, e, _ in decoded])
+        good = store.verifier.verify([e for _, e, _ in decoded])
         expected = 1
         for (seq, entry, payload), sig_ok in zip(decoded, good, strict=True):
             total += 1

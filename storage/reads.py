@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from tidings.protocol import (
     DecodeError,
+    Entry,
     EntryId,
     FeedId,
     InvalidContent,
@@ -26,7 +27,7 @@ from .errors import AmbiguousId, NotFound, StoreError
 if TYPE_CHECKING:
     from .store import Store
 
-__all__ = ["ReadMixin", "content_json"]
+__all__ = ["ReadMixin", "content_json", "entry_written"]
 
 _FEED_KEYS = {"feed", "mentions"}
 _ENTRY_KEYS = {"target", "reply", "root"}
@@ -72,6 +73,17 @@ def entry_row(row: sqlite3.Row | tuple[Any, ...]) -> dict[str, Any]:
     if deleted:
         out["deleted"] = True
     return out
+
+
+def entry_written(entry: Entry, kind: str) -> dict[str, Any]:
+    """An entry just appended as ``tidings ... --json`` and the web API show it: id, feed, seq, ts, type."""
+    return {
+        "id": entry_id_text(entry.hash),
+        "feed": feed_id_text(entry.author),
+        "seq": entry.seq,
+        "ts": entry.timestamp,
+        "type": kind,
+    }
 
 
 class ReadMixin:

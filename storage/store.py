@@ -266,10 +266,6 @@ class Store(ReadMixin):
         return bytes(found[0])
 
     # -- ingesting other feeds -------------------------------------------------------------------------
-    def _verify_many(self, entries: list[Entry]) -> list[bool]:
-        """Signature check of many entries, on the workers when there are enough."""
-        return self.verifier.verify(entries)
-
     def ingest(self, items: list[tuple[bytes, bytes | None]], *, kind: str = "remote") -> IngestResult:
         """Verify and store entries of any feeds (``(raw entry, payload or None)`` pairs) in one transaction.
 

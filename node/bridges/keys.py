@@ -47,15 +47,20 @@ def read_secret_file(path: Path, *, make: bool = True) -> bytes:
     return value
 
 
-def write_secret_file(path: Path, value: bytes) -> None:
-    """Write 32 secret bytes as hex (mode 0600), replacing the file atomically."""
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+def _write_hex(tmp: Path, value: bytes, flags: int) -> None:
+    """``value`` as a hex line in ``tmp`` (mode 0600), on disk before it is linked or renamed into place."""
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | flags, 0o600)
     try:
         os.write(fd, value.hex().encode() + b"\n")
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def write_secret_file(path: Path, value: bytes) -> None:
+    """Write 32 secret bytes as hex (mode 0600), replacing the file atomically."""
+    tmp = path.with_suffix(".tmp")
+    _write_hex(tmp, value, os.O_TRUNC)
     os.replace(tmp, path)
 
 
@@ -63,12 +68,7 @@ def _write_new(path: Path) -> bytes:
     value = secrets.token_bytes(32)
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, value.hex().encode() + b"\n")
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    _write_hex(tmp, value, os.O_EXCL)
     try:
         os.link(tmp, path)  # fails if another process made one meanwhile: use theirs
     except FileExistsError:

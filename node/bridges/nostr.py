@@ -417,18 +417,12 @@ def _relays(store: Store) -> list[dict[str, Any]]:
 @pass_session
 def nostr_publish(session: Session, as_json: bool) -> None:
     """Publish your posts not yet sent to each relay, once, now."""
-    store = session.store()
-    timeout = float(NostrBridge().settings_of(store)["timeout"])
-    call = _store_call(store)
-    rows = []
-    for relay in _relays(store):
-        try:
-            sent, refused = trio.run(lambda r=relay: publish_pending(call, session.home, r, timeout=timeout))
-            rows.append({"relay": relay["source"], "published": sent, "error": refused})
-        except BridgeError as exc:
-            rows.append({"relay": relay["source"], "published": 0, "error": str(exc)})
-        _note_round(store, relay["source"], rows[-1]["error"])
-    _report(rows, as_json, "published")
+
+    async def one(call: Call, relay: dict[str, Any], timeout: float) -> dict[str, Any]:
+        sent, refused = await publish_pending(call, session.home, relay, timeout=timeout)
+        return {"published": sent, "error": refused}
+
+    _each_relay(session, one, {"published": 0}, as_json, "published")
 
 
 def _author_key(text: str) -> str:
@@ -475,20 +469,35 @@ def nostr_unfollow(session: Session, key: str, as_json: bool) -> None:
 @pass_session
 def nostr_pull(session: Session, as_json: bool) -> None:
     """Fetch followed authors' notes from each relay once, now."""
+
+    async def one(call: Call, relay: dict[str, Any], timeout: float) -> dict[str, Any]:
+        got, bad = await pull_follows(call, session.home, relay["source"], timeout=timeout)
+        return {"imported": got, "rejected": bad, "error": None}
+
+    _each_relay(session, one, {"imported": 0, "rejected": 0}, as_json, "imported")
+
+
+def _each_relay(
+    session: Session,
+    one: Callable[[Call, dict[str, Any], float], Awaitable[dict[str, Any]]],
+    failed: dict[str, Any],
+    as_json: bool,
+    what: str,
+) -> None:
+    """``one`` round with each relay, one after another; a relay that fails gives the ``failed`` row
+    with its error. Each round is recorded (``tidings bridge list``), then the rows are reported."""
     store = session.store()
     timeout = float(NostrBridge().settings_of(store)["timeout"])
     call = _store_call(store)
     rows = []
     for relay in _relays(store):
         try:
-            got, bad = trio.run(
-                lambda r=relay: pull_follows(call, session.home, r["source"], timeout=timeout)
-            )
-            rows.append({"relay": relay["source"], "imported": got, "rejected": bad, "error": None})
+            row = trio.run(one, call, relay, timeout)
         except BridgeError as exc:
-            rows.append({"relay": relay["source"], "imported": 0, "rejected": 0, "error": str(exc)})
-        _note_round(store, relay["source"], rows[-1]["error"])
-    _report(rows, as_json, "imported")
+            row = {**failed, "error": str(exc)}
+        rows.append({"relay": relay["source"], **row})
+        _note_round(store, relay["source"], row["error"])
+    _report(rows, as_json, what)
 
 
 def _note_round(store: Store, relay: str, error: str | None) -> None:

@@ -31,10 +31,11 @@ from tidings.protocol import (
 )
 from tidings.storage import dht, peers
 from tidings.storage.errors import NotFound, NotYours
+from tidings.storage.reads import entry_written
 from tidings.storage.writer import now_ms
 
 from ..ranking import Registry, load_rankers, parse_weights
-from ..timeline import rank_timeline
+from ..timeline import rank_timeline, swarm_timeline
 from .routes import ApiError, Args, Param, Route
 
 if TYPE_CHECKING:
@@ -82,19 +83,8 @@ def _resolve(store: Store, text: str) -> bytes:
     return hash_
 
 
-def written(entry: Any, kind: str) -> dict[str, Any]:
-    """An appended entry as ``tidings ... --json`` prints it: id, feed, seq, ts, type."""
-    return {
-        "id": entry_id_text(entry.hash),
-        "feed": feed_id_text(entry.author),
-        "seq": entry.seq,
-        "ts": entry.timestamp,
-        "type": kind,
-    }
-
-
 def _append(store: Store, key: SigningKey, content: Content) -> dict[str, Any]:
-    return written(store.append(key, content), type_of(content))
+    return entry_written(store.append(key, content), type_of(content))
 
 
 def _post(store: Store, key: SigningKey, text: str, reply_to: str | None) -> dict[str, Any]:
@@ -131,15 +121,6 @@ def _log(store: Store, me: bytes, feed: str | None, limit: int | None) -> list[d
     return store.log(author, limit=limit)
 
 
-def _swarm_chronological(store: Store, me: bytes, swarm: str, limit: int) -> list[dict[str, Any]]:
-    """As ``tidings timeline --swarm NAME``: members' posts and reposts, newest first."""
-    items = store.timeline(me, limit=limit, swarm=swarm)
-    for item in items:
-        item["score"] = item["ts"]
-        item["why"] = ["chronological: newest first", f"member of swarm {swarm}"]
-    return items
-
-
 def _timeline(store: Store, ctx: WebContext, args: Args, config: dict[str, Any]) -> list[dict[str, Any]]:
     ranker, swarm, limit = args["ranker"], args["swarm"], args["limit"]
     members = None
@@ -147,7 +128,7 @@ def _timeline(store: Store, ctx: WebContext, args: Args, config: dict[str, Any])
         if swarm not in dht.swarm_names(store):
             raise NotFound(f"not in swarm {swarm}: join it first")
         if ranker == "chronological":
-            return _swarm_chronological(store, ctx.me, swarm, limit)
+            return swarm_timeline(store, ctx.me, swarm, limit)
         if ranker != "swarm":
             raise ApiError("swarm goes with the chronological or swarm ranker", code="needs_swarm")
         members = dht.swarm_members(store, swarm)
@@ -258,7 +239,9 @@ async def get_timeline(ctx: WebContext, args: Args) -> Any:
 
 async def get_log(ctx: WebContext, args: Args) -> Any:
     return _items(
-        await ctx.node.db.call(lambda store: _with_reactions(store, _log(store, ctx.me, args["feed"], args["limit"])))
+        await ctx.node.db.call(
+            lambda store: _with_reactions(store, _log(store, ctx.me, args["feed"], args["limit"]))
+        )
     )
 
 

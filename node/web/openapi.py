@@ -48,7 +48,12 @@ SCHEMAS: dict[str, Any] = {
     "Object": {"type": "object"},
     "Entry": _obj({**_ENTRY, "deleted": _BOOL, "reactions": _REACTIONS}, list(_ENTRY)),
     "RankedEntry": _obj(
-        {**_ENTRY, "score": {"type": "number"}, "why": {"type": "array", "items": _STR}, "reactions": _REACTIONS},
+        {
+            **_ENTRY,
+            "score": {"type": "number"},
+            "why": {"type": "array", "items": _STR},
+            "reactions": _REACTIONS,
+        },
         [*_ENTRY, "score"],
     ),
     "Written": _obj({"id": _STR, "feed": _STR, "seq": _INT, "ts": _INT, "type": _STR}),
