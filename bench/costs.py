@@ -25,7 +25,6 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -51,23 +50,6 @@ def per_item(fn: Callable[[Any], object], items: list[Any]) -> float:
             fn(item)
         best = min(best, time.process_time() - t0)
     return best / len(items) * 1e6
-
-
-def verify_2_threads(jobs: list[tuple[bytes, bytes, bytes]]) -> float:
-    """Bare signature checks per second on two threads (libsodium releases the GIL); best of three."""
-    half = len(jobs) // 2
-
-    def run(part: list[tuple[bytes, bytes, bytes]]) -> None:
-        for key, sig, msg in part:
-            verify_signature(key, sig, msg)
-
-    best = 0.0
-    with ThreadPoolExecutor(2) as pool:
-        for _ in range(3):
-            t0 = time.perf_counter()
-            list(pool.map(run, [jobs[:half], jobs[half:]]))
-            best = max(best, len(jobs) / (time.perf_counter() - t0))
-    return best
 
 
 class Timings:
@@ -174,7 +156,8 @@ def main() -> None:
     }
     for name, us in parts.items():
         print(f"  {name:44s} {us:6.1f} µs")
-    two = verify_2_threads(jobs)
+    # ingest.py's bare rates (best of two measurements, as it does)
+    two = max(source.verify_rates(items, min(len(items), 20_000))["pynacl 2 threads"] for _ in range(2))
     print(f"  bare signature checks on 2 threads: {two:,.0f}/s")
 
     prepare, ingest, ingest_wall, sql = store_costs(db, items, args.batch)
