@@ -1,4 +1,4 @@
-"""DHT benchmark: N Tidings DHT nodes (node/dht.py) on loopback UDP in one trio process.
+"""DHT benchmark: N Tidings DHT nodes (node/discovery/dht.py) on loopback UDP in one trio process.
 
     python bench/dht.py                 # 200 nodes, 100 records, 300 lookups before and after churn
     python bench/dht.py --smoke         # 60 nodes, 100 lookups: ~10-20 s, for CI
@@ -26,7 +26,7 @@ import sys
 import time
 
 import trio
-from tidings.node.dht import DHT
+from tidings.node.discovery.dht import DHT
 from tidings.protocol import SigningKey
 from tidings.protocol.lookup import LookupKind
 from tidings.protocol.records import NodeRecord, create_node_record, validator

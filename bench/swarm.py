@@ -39,7 +39,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tidings.node.swarmlab import LAB_LIMITS, SwarmLab
+from tidings.node.lab.swarmlab import LAB_LIMITS, SwarmLab
 from tidings.protocol import Post
 from tidings.storage.store import Store
 
@@ -200,7 +200,9 @@ def bench(args: argparse.Namespace, root: Path) -> dict[str, object]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("nodes", nargs="?", type=int, default=50)
     parser.add_argument("--posts", type=int, default=2, help="posts per node (default 2)")
     parser.add_argument("--interval", type=float, default=0.1, help="seconds between posts (default 0.1)")

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from tidings.cli.commands_rank import ranked_timeline
 from tidings.node.home import Home
-from tidings.node.ranking import load_rankers
+from tidings.node.ranking.registry import load_rankers
 from tidings.protocol import (
     Content,
     Follow,

@@ -1,4 +1,4 @@
-"""``tidings demo``: watch a swarm of real nodes on loopback spread posts (node/demo.py does the work)."""
+"""``tidings demo``: watch a swarm of real nodes on loopback spread posts (node/lab/demo.py does the work)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import click
 from .common import CliError, Session, emit, json_option
 
 if TYPE_CHECKING:
-    from tidings.node.demo import Snapshot, Summary
+    from tidings.node.lab.demo import Snapshot, Summary
 
 __all__ = ["COMMANDS", "demo"]
 
@@ -91,7 +91,7 @@ async def _main(n: int, seconds: float, on_tick: Any, tick: float) -> Summary | 
     import signal
 
     import trio
-    from tidings.node.demo import run_demo
+    from tidings.node.lab.demo import run_demo
 
     stop = trio.Event()
     parent = os.environ.get("TIDINGS_DEMO_DIR") or None

@@ -24,7 +24,7 @@ def network_key(text: str | None) -> bytes | None:
 
 
 def _address(value: str) -> str:
-    from tidings.node.node import parse_address
+    from tidings.node.net.node import parse_address
 
     try:
         parse_address(value)
@@ -76,7 +76,7 @@ def run(
 
     import trio
     from tidings.node.bridges.supervisor import BridgeSupervisor
-    from tidings.node.node import Node
+    from tidings.node.net.node import Node
     from tidings.node.web import web_services
     from tidings.storage.dht import check_swarm_name
 
@@ -187,7 +187,7 @@ def _netkey(text: str | None) -> bytes | None:
 def sync(session: Session, address: str, network_key: str | None, timeout: float, as_json: bool) -> None:
     """Connect once to a peer, replicate both ways until both are caught up, then exit."""
     import trio
-    from tidings.node.node import Node
+    from tidings.node.net.node import Node
     from tidings.protocol import feed_id_text
 
     home = session.home
@@ -242,7 +242,7 @@ def sync(session: Session, address: str, network_key: str | None, timeout: float
     except OSError as exc:
         raise CliError(f"cannot reach {address}: {exc.strerror or exc}", code="unreachable") from None
     except Exception as exc:
-        from tidings.node.peer import describe_error
+        from tidings.node.net.peer import describe_error
 
         code, reason = describe_error(exc)
         raise CliError(f"sync with {address} failed: {reason}", code=code) from None

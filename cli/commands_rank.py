@@ -16,7 +16,7 @@ import click
 from .common import CliError, Session, common_options, emit, json_option, pass_session
 
 if TYPE_CHECKING:
-    from tidings.node.ranking import Registry
+    from tidings.node.ranking.registry import Registry
     from tidings.storage.store import Store
 
 __all__ = ["COMMANDS", "ranked_timeline", "rankers", "ranking_options"]
@@ -57,7 +57,7 @@ def ranked_timeline(
     Errors come out as click exceptions (usage errors exit 2).
     """
     from tidings.node.ranking import RankingError, parse_weights
-    from tidings.node.timeline import rank_timeline
+    from tidings.node.ranking.timeline import rank_timeline
     from tidings.storage.writer import now_ms
 
     try:
@@ -109,7 +109,7 @@ def _warn_problems(registry: Registry) -> None:
 @pass_session
 def rankers(session: Session, as_json: bool) -> None:
     """The rankers available here: built-in and installed plugins."""
-    from tidings.node.ranking import load_rankers
+    from tidings.node.ranking.registry import load_rankers
 
     registry = load_rankers()
     _warn_problems(registry)

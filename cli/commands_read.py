@@ -75,7 +75,7 @@ def timeline(
 
     Posts and reposts of you and the feeds you follow (or of a swarm's members), minus blocks and mutes.
     """
-    from tidings.node.ranking import load_rankers
+    from tidings.node.ranking.registry import load_rankers
 
     registry = load_rankers()
     if ranker not in registry.rankers:  # a usage error, before the home is even opened
@@ -85,7 +85,7 @@ def timeline(
     me = session.me()
     members = None
     if swarm is not None:
-        from tidings.node.timeline import swarm_timeline
+        from tidings.node.ranking.timeline import swarm_timeline
         from tidings.storage.dht import swarm_members, swarm_names
 
         if swarm not in swarm_names(store):

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import trio
 
 if TYPE_CHECKING:
-    from .node import Node
+    from tidings.node.net.node import Node
 
 __all__ = ["Service", "ServiceRunner"]
 

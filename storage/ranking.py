@@ -1,4 +1,4 @@
-"""The queries the timeline rankers need (node/rankers.py, spec/ranking.md).
+"""The queries the timeline rankers need (node/ranking/rankers.py, spec/ranking.md).
 
 Every query here is written so the planner walks an index in the order wanted, never sorting a big
 table: candidates walk ``entries_ts`` newest first and keep the wanted authors (a JOIN on the ts index,

@@ -14,13 +14,12 @@ from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 import trio
+from tidings.node.bridges.base import Backoff, Bridge, BridgeContext, BridgeError, Setting
 from tidings.node.plugins import PluginProblem, load_entry_points
-
-from .base import Backoff, Bridge, BridgeContext, BridgeError, Setting
 
 if TYPE_CHECKING:
     from tidings.node.home import Home
-    from tidings.node.node import Node
+    from tidings.node.net.node import Node
     from tidings.storage.store import Store
 
 __all__ = [

@@ -16,11 +16,10 @@ from urllib.parse import unquote
 import click
 import trio
 from tidings.cli.common import Session, common_options, emit, json_option, pass_session
-
-from .base import Bridge, BridgeContext, BridgeError, Setting, parse_listen
+from tidings.node.bridges.base import Bridge, BridgeContext, BridgeError, Setting, parse_listen
 
 if TYPE_CHECKING:
-    from tidings.node.node import Node
+    from tidings.node.net.node import Node
     from tidings.storage.store import Store
 
 __all__ = ["AtomBridge", "atom_feed", "entry_urn", "feed_urn", "rfc3339"]
@@ -148,9 +147,8 @@ class AtomService:
         return {"listen": self.address or self.listen, "served": self.served, "errors": self.errors}
 
     async def run(self, node: Node, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
-        from tidings.node.node import parse_address
-
-        from .httpserve import serve_http
+        from tidings.node.bridges.httpserve import serve_http
+        from tidings.node.net.node import parse_address
 
         host, port = parse_address(self.listen)
         me = node.key.public_key

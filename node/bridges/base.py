@@ -167,7 +167,7 @@ def parse_listen(value: str) -> str:
     """``HOST:PORT`` or ``off``; a host other than loopback is refused unless it is written out."""
     if value.strip().lower() == "off":
         return "off"
-    from tidings.node.node import parse_address
+    from tidings.node.net.node import parse_address
 
     host, port = parse_address(value.strip())
     return f"{host}:{port}"
@@ -178,10 +178,9 @@ def follow_source(
 ) -> tuple[bytes, bool]:
     """Record ``source`` as an inbound source of ``bridge`` and follow its bridge feed from the user's
     own log (as ``tidings follow`` does). Returns the bridge feed and whether a Follow was appended."""
+    from tidings.node.bridges.keys import feed_key
     from tidings.protocol import Follow
     from tidings.storage import bridges as db
-
-    from .keys import feed_key
 
     feed = feed_key(home, bridge, source).public_key
     db.add_source(store, bridge, "in", source, feed=feed, now=now)

@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from html.parser import HTMLParser
 from typing import Any
 
+from tidings.node.bridges.base import BridgeError
 from tidings.protocol.content import MAX_ORIGIN_AUTHOR, MAX_ORIGIN_ID, MAX_ORIGIN_URL, MAX_TEXT
-
-from .base import BridgeError
 
 __all__ = ["FeedItem", "ParsedFeed", "html_to_text", "parse_feed"]
 

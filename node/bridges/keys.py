@@ -13,9 +13,8 @@ import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tidings.node.bridges.base import BridgeError
 from tidings.protocol import SigningKey
-
-from .base import BridgeError
 
 if TYPE_CHECKING:
     from tidings.node.home import Home

@@ -22,9 +22,7 @@ from typing import TYPE_CHECKING, Any
 import click
 import trio
 from tidings.cli.common import CliError, Session, common_options, emit, emit_lines, json_option, pass_session
-from tidings.protocol import nostr as wire
-
-from .base import (
+from tidings.node.bridges.base import (
     Bridge,
     BridgeContext,
     BridgeError,
@@ -34,13 +32,13 @@ from .base import (
     parse_seconds,
     unfollow_source,
 )
-from .relay import check_relay_url, fetch_events, publish_events
+from tidings.node.bridges.relay import check_relay_url, fetch_events, publish_events
+from tidings.protocol import nostr as wire
 
 if TYPE_CHECKING:
+    from tidings.node.bridges.nostr_live import NostrService
     from tidings.node.home import Home
     from tidings.storage.store import Store
-
-    from .nostr_live import NostrService
 
 __all__ = ["NostrBridge", "import_events", "nostr_secret", "publish_pending", "pull_follows"]
 
@@ -59,7 +57,7 @@ def _now() -> int:
 
 def nostr_secret(home: Home) -> bytes:
     """The bridge's secp256k1 secret (``HOME/bridges/nostr/nostr.key``, 0600), made on first use."""
-    from .keys import bridge_dir, read_secret_file
+    from tidings.node.bridges.keys import bridge_dir, read_secret_file
 
     secret = read_secret_file(bridge_dir(home, NAME) / "nostr.key")
     try:
@@ -185,9 +183,8 @@ async def import_events(
     Oldest first across authors, so a reply whose note arrived in the same batch finds it: a note that
     answers (NIP-10) a note carried before, imported or own, becomes a reply to its entry.
     """
+    from tidings.node.bridges.keys import feed_key
     from tidings.storage import bridges as db
-
-    from .keys import feed_key
 
     mine = _parents_first(
         sorted((e for e in events if e.pubkey in follows), key=lambda e: (e.created_at, e.id))
@@ -306,7 +303,7 @@ class NostrBridge(Bridge):
             return None
         if ctx.settings.get("publish") != "on" and not db.sources(ctx.store, NAME, "in"):
             return None  # opt-in: neither direction is enabled
-        from .nostr_live import NostrService
+        from tidings.node.bridges.nostr_live import NostrService
 
         return NostrService(ctx.home, ctx.settings)
 

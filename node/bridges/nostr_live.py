@@ -34,15 +34,21 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import trio
+from tidings.node.bridges.base import Backoff, BridgeError
+from tidings.node.bridges.nostr import (
+    NAME,
+    SLACK,
+    import_events,
+    newest_seen,
+    note_authors_ok,
+    publish_pending,
+)
+from tidings.node.bridges.relay import RelayConnection, open_relay, relay_failure
 from tidings.protocol import nostr as wire
-
-from .base import Backoff, BridgeError
-from .nostr import NAME, SLACK, import_events, newest_seen, note_authors_ok, publish_pending
-from .relay import RelayConnection, open_relay, relay_failure
 
 if TYPE_CHECKING:
     from tidings.node.home import Home
-    from tidings.node.node import Node
+    from tidings.node.net.node import Node
 
 __all__ = ["CHECK", "SETTLE", "NostrService"]
 

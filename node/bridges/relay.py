@@ -18,9 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import trio
+from tidings.node.bridges.base import BridgeError
 from tidings.protocol import nostr as wire
-
-from .base import BridgeError
 
 __all__ = [
     "Fetched",

@@ -19,8 +19,7 @@ from urllib.parse import urlsplit
 import click
 import trio
 from tidings.cli.common import CliError, Session, common_options, emit, emit_lines, json_option, pass_session
-
-from .base import (
+from tidings.node.bridges.base import (
     Backoff,
     Bridge,
     BridgeContext,
@@ -30,12 +29,12 @@ from .base import (
     parse_seconds,
     unfollow_source,
 )
-from .feeds import parse_feed
+from tidings.node.bridges.feeds import parse_feed
 
 if TYPE_CHECKING:
     import httpx
     from tidings.node.home import Home
-    from tidings.node.node import Node
+    from tidings.node.net.node import Node
 
 __all__ = ["Call", "PollOutcome", "RssBridge", "RssService", "check_url", "poll_source"]
 
@@ -110,10 +109,9 @@ async def poll_source(
     timeout: float,
 ) -> PollOutcome:
     """Poll one source once and record the outcome; failures are recorded, not raised."""
+    from tidings.node.bridges.keys import feed_key
     from tidings.protocol import Post, Profile
     from tidings.storage import bridges as db
-
-    from .keys import feed_key
 
     url = src["source"]
     now = _now()

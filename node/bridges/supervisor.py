@@ -24,13 +24,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import trio
-
-from ..services import ServiceRunner
-from . import Registry, load_bridges, unavailable, wanted_services
+from tidings.node.bridges import Registry, load_bridges, unavailable, wanted_services
+from tidings.node.services import ServiceRunner
 
 if TYPE_CHECKING:
     from tidings.node.home import Home
-    from tidings.node.node import Node
+    from tidings.node.net.node import Node
 
 __all__ = ["CHECK", "BridgeSupervisor"]
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .service import DEFAULT_HTTP, WebService
+from tidings.node.web.service import DEFAULT_HTTP, WebService
 
 if TYPE_CHECKING:
-    from ..home import Home
+    from tidings.node.home import Home
 
 __all__ = ["DEFAULT_HTTP", "WebService", "web_services"]
 

@@ -10,6 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from tidings.node.ranking.registry import Registry, load_rankers, parse_weights
+from tidings.node.ranking.timeline import rank_timeline, swarm_timeline
+from tidings.node.web.routes import ApiError, Args, Param, Route
 from tidings.protocol import (
     Block,
     Content,
@@ -34,15 +37,10 @@ from tidings.storage.errors import NotFound, NotYours
 from tidings.storage.reads import entry_written
 from tidings.storage.writer import now_ms
 
-from ..ranking import Registry, load_rankers, parse_weights
-from ..timeline import rank_timeline, swarm_timeline
-from .routes import ApiError, Args, Param, Route
-
 if TYPE_CHECKING:
+    from tidings.node.home import Home
+    from tidings.node.net.node import Node
     from tidings.storage.store import Store
-
-    from ..home import Home
-    from ..node import Node
 
 __all__ = ["ROUTES", "WebContext"]
 
@@ -354,7 +352,7 @@ async def get_peers(ctx: WebContext, args: Args) -> Any:
 
 
 async def get_openapi(ctx: WebContext, args: Args) -> Any:
-    from .openapi import openapi_document
+    from tidings.node.web.openapi import openapi_document
 
     return openapi_document()
 

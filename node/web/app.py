@@ -22,13 +22,12 @@ from importlib import resources
 from typing import Any
 
 import trio
-from tidings.node.ranking import RankingError
+from tidings.node.ranking.base import RankingError
+from tidings.node.web import auth
+from tidings.node.web.api import ROUTES, WebContext
+from tidings.node.web.routes import ApiError, Route, parse_args
 from tidings.protocol import ProtocolError
 from tidings.storage.errors import NotFound, NotYours, StoreError
-
-from . import auth
-from .api import ROUTES, WebContext
-from .routes import ApiError, Route, parse_args
 
 __all__ = ["WebApp"]
 

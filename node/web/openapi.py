@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .api import ROUTES
-from .routes import Param, Route
+from tidings.node.web.api import ROUTES
+from tidings.node.web.routes import Param, Route
 
 __all__ = ["SCHEMAS", "openapi_document"]
 

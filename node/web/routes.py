@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .api import WebContext
+    from tidings.node.web.api import WebContext
 
 __all__ = ["ApiError", "Param", "Route", "parse_args"]
 

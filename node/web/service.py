@@ -14,15 +14,14 @@ from typing import TYPE_CHECKING, Any
 import trio
 from hypercorn.config import Config, Sockets
 from hypercorn.trio import serve
-
-from ..node import parse_address
-from . import auth
-from .api import WebContext
-from .app import WebApp
+from tidings.node.net.node import parse_address
+from tidings.node.web import auth
+from tidings.node.web.api import WebContext
+from tidings.node.web.app import WebApp
 
 if TYPE_CHECKING:
-    from ..home import Home
-    from ..node import Node
+    from tidings.node.home import Home
+    from tidings.node.net.node import Node
 
 __all__ = ["DEFAULT_HTTP", "WebService"]
 

@@ -1,0 +1,1 @@
+"""Tools to watch and measure many real nodes on one machine: the swarm lab and ``tidings demo``."""

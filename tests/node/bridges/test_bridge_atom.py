@@ -1,0 +1,128 @@
+"""Atom out (spec §14.3): exported and served documents, checked field by field with feedparser."""
+
+from __future__ import annotations
+
+import calendar
+
+import feedparser
+import httpx
+import trio
+from tidings.node.bridges import bridge_services
+from tidings.node.bridges.atom import AtomService, entry_urn, feed_urn, rfc3339
+from tidings.protocol import Post, Profile, SigningKey, entry_id_text, feed_id_text
+from tidings.storage.store import Store
+
+from tests.support.bridges import lines, tidings
+from tests.support.nodes import make_home, start_node
+
+T0 = 1_900_000_000_123  # after the profile make_home writes at the real time
+
+
+def _seed(tmp_path):
+    home, key = make_home(tmp_path, "alice")
+    with Store(home.store_path) as s:
+        s.append(key, Profile(name="Alice", bio="I write things."), now=T0)
+        first = s.append(key, Post(text="Hello Atom\nsecond line", tags=("intro", "atom")), now=T0 + 1000)
+        reply = s.append(
+            key, Post(text="a reply <b>&amp; escapes</b>", reply=first.hash, root=first.hash), now=T0 + 2000
+        )
+        gone = s.append(key, Post(text="deleted later"), now=T0 + 3000)
+        from tidings.protocol import Delete
+
+        s.append(key, Delete(target=gone.hash), now=T0 + 4000)
+    return home, key, first, reply
+
+
+def _check(parsed, key: SigningKey, first, reply) -> None:
+    assert not parsed.bozo, parsed.bozo_exception
+    assert parsed.version == "atom10"
+    feed = feed_id_text(key.public_key)
+    assert parsed.feed.id == feed_urn(feed) == "urn:tidings:feed:" + feed[1:]
+    assert parsed.feed.title == "Alice on Tidings"
+    assert parsed.feed.subtitle == "I write things."
+    assert parsed.feed.author == "Alice"
+    assert calendar.timegm(parsed.feed.updated_parsed) == (T0 + 2000) // 1000
+    entries = parsed.entries
+    assert [e.id for e in entries] == [
+        entry_urn(entry_id_text(reply.hash)),
+        entry_urn(entry_id_text(first.hash)),
+    ]
+    newest, oldest = entries
+    assert newest.title == "a reply <b>&amp; escapes</b>"
+    assert newest.content[0].value == "a reply <b>&amp; escapes</b>"
+    assert newest.content[0].type == "text/plain"
+    assert newest["thr_in-reply-to"]["ref"] == entry_urn(entry_id_text(first.hash))
+    assert newest.published == rfc3339(T0 + 2000) == newest.updated
+    assert newest.published.endswith("Z") and "T" in newest.published
+    assert calendar.timegm(newest.published_parsed) == (T0 + 2000) // 1000
+    assert newest.author == "Alice" and newest.author_detail.href == feed_urn(feed)
+    assert oldest.title == "Hello Atom"
+    assert oldest.content[0].value == "Hello Atom\nsecond line"
+    assert [t.term for t in oldest.tags] == ["intro", "atom"]
+    assert "thr_in-reply-to" not in oldest
+
+
+def test_export_writes_a_valid_atom_feed(tmp_path):
+    home, key, first, reply = _seed(tmp_path)
+    out = tmp_path / "feed.atom"
+    summary = lines(tidings(home.path, "bridge", "atom", "export", "-o", str(out), "--json"))[0]
+    assert summary == {"feed": feed_id_text(key.public_key), "entries": 2, "file": str(out)}
+    _check(feedparser.parse(out.read_bytes()), key, first, reply)
+    # standard output, and another stored feed by id
+    text = tidings(home.path, "bridge", "atom", "export").stdout
+    _check(feedparser.parse(text.encode()), key, first, reply)
+    by_id = tidings(home.path, "bridge", "atom", "export", feed_id_text(key.public_key)).stdout
+    assert by_id == text  # stable: same ids, same dates
+
+
+def test_export_of_a_bridged_post_keeps_its_origin(tmp_path):
+    home, _ = make_home(tmp_path, "me")
+    bridge = SigningKey(bytes([9]) * 32)
+    origin = {"network": "rss", "id": "guid-1", "author": "Bob Writer", "url": "https://example.org/p/1"}
+    with Store(home.store_path) as s:
+        s.append(bridge, Post(text="bridged", origin=origin), now=T0)
+    parsed = feedparser.parse(
+        tidings(home.path, "bridge", "atom", "export", feed_id_text(bridge.public_key)).stdout
+    )
+    (entry,) = parsed.entries
+    assert entry.link == "https://example.org/p/1"
+    assert entry.author == "Bob Writer"
+
+
+def test_export_errors_are_one_line(tmp_path):
+    home, _ = make_home(tmp_path, "me")
+    out = tidings(home.path, "bridge", "atom", "export", "@nope", code=1)
+    assert out.stderr.startswith("error: '@nope' is not a feed id")
+    out = tidings(home.path, "bridge", "atom", "export", "@" + "a" * 52, code=1)
+    assert "no feed" in out.stderr
+    out = tidings(home.path, "bridge", "config", "atom", "listen", "nowhere", code=1)
+    assert "not a HOST:PORT" in out.stderr
+    out = tidings(home.path, "bridge", "config", "atom", "colour", "red", code=1)
+    assert "has no setting 'colour'" in out.stderr
+
+
+async def test_the_running_node_serves_the_feed(tmp_path):
+    home, key, first, reply = _seed(tmp_path)
+    tidings(home.path, "bridge", "config", "atom", "listen", "127.0.0.1:0")
+    services = [s for s in bridge_services(home) if s.name == "bridge:atom"]
+    assert len(services) == 1 and isinstance(services[0], AtomService)
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            node = await start_node(nursery, home, key, services=services, dht=False)
+            atom = services[0]
+            assert atom.address is not None and atom.address.startswith("127.0.0.1:")
+            async with httpx.AsyncClient() as client:
+                r = await client.get(f"http://{atom.address}/feed.atom")
+                assert r.status_code == 200
+                assert r.headers["content-type"].startswith("application/atom+xml")
+                parsed = feedparser.parse(r.content)
+                _check(parsed, key, first, reply)
+                assert parsed.feed.links[0].rel == "self"
+                assert parsed.feed.links[0].href == f"http://{atom.address}/feed.atom"
+                other = await client.get(f"http://{atom.address}/feeds/{feed_id_text(key.public_key)}.atom")
+                assert other.status_code == 200
+                assert (await client.get(f"http://{atom.address}/nothing")).status_code == 404
+                assert (await client.post(f"http://{atom.address}/feed.atom")).status_code == 405
+            state = node.statistics()["services"]["bridge:atom"]
+            assert state["state"] == "running" and state["served"] == 2
+            nursery.cancel_scope.cancel()

@@ -1,0 +1,316 @@
+"""Check tidings.protocol against every vector in spec/vectors (spec/protocol.md §1.4).
+
+Every valid vector must pass and every invalid one must fail with exactly its labelled code. The vectors
+are also regenerated into a temporary directory and compared byte for byte with the committed ones.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tidings.protocol import (
+    Entry,
+    EntryId,
+    FeedId,
+    ForkProof,
+    ProtocolError,
+    RemoteProtocolError,
+    SigningKey,
+    check_fork,
+    create_entry,
+    decode,
+    decode_content,
+    encode,
+    encode_content,
+    entry_id_text,
+    feed_id_text,
+    hash_bytes,
+    lipmaa,
+    path_to_first,
+    skip_target,
+    type_of,
+    verify_entry,
+)
+from tidings.protocol.entry import SIGNING_DOMAIN
+
+ROOT = Path(__file__).resolve().parents[2]
+VECTORS = ROOT / "spec" / "vectors"
+SPEC = ROOT / "spec" / "protocol.md"
+FILES = ("content.json", "encoding.json", "entries.json", "forks.json", "ids.json", "lipmaa.json")
+
+
+def load(name: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((VECTORS / name).read_text(encoding="utf-8"))
+    return data
+
+
+def untag(value: Any) -> Any:
+    """Inverse of the tagged JSON form described in encoding.json's "format"."""
+    if value is None or isinstance(value, bool):
+        return value
+    (tag, inner), *rest = value.items()
+    assert not rest, value
+    if tag == "int":
+        return int(inner)
+    if tag == "bytes":
+        return bytes.fromhex(inner)
+    if tag == "text":
+        return inner
+    if tag == "array":
+        return [untag(v) for v in inner]
+    if tag == "map":
+        return {k: untag(v) for k, v in inner}
+    raise AssertionError(f"unknown tag {tag}")
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equality that also tells bool from int and bytes from text, all the way down."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, list):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(same(a[k], b[k]) for k in a)
+    return bool(a == b)
+
+
+def fails_with(code: str, action: Any) -> None:
+    with pytest.raises(ProtocolError) as info:
+        action()
+    assert isinstance(info.value, RemoteProtocolError), repr(info.value)
+    assert info.value.code == code, f"expected {code}, got {info.value.code}: {info.value}"
+
+
+def cases(name: str, key: str) -> list[Any]:
+    return [pytest.param(v, id=v.get("name", str(i))) for i, v in enumerate(load(name)[key])]
+
+
+def opt_entry(hex_text: str | None) -> Entry | None:
+    return None if hex_text is None else Entry.decode(bytes.fromhex(hex_text))
+
+
+# -- every file ---------------------------------------------------------------------------------------------
+
+
+def spec_sections() -> set[str]:
+    found = set()
+    for line in SPEC.read_text(encoding="utf-8").splitlines():
+        m = re.match(r"#{2,4} (\d+(?:\.\d+)*)\.? ", line)
+        if m:
+            found.add("§" + m.group(1))
+    # "#### 8.2.4 `follow`, 8.2.5 `unfollow`, ..." names several sections in one heading.
+    found.update({"§8.2.5", "§8.2.6", "§8.2.7"})
+    return found
+
+
+def test_the_vector_files_are_the_expected_ones() -> None:
+    assert sorted(p.name for p in VECTORS.glob("*.json")) == list(FILES)
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_every_file_and_rule_cites_an_existing_section(name: str) -> None:
+    sections = spec_sections()
+    doc = load(name)
+    cited = doc["spec"]
+    assert cited.startswith("spec/protocol.md §")
+    for part in re.findall(r"§[\d.]+", cited):
+        assert part in sections, part
+    for vector in doc.get("invalid", []):
+        assert vector["rule"] in sections, vector
+        assert re.fullmatch(r"[a-z0-9_]+", vector["code"]), vector
+
+
+def test_codes_in_vectors_are_listed_in_section_9() -> None:
+    table = SPEC.read_text(encoding="utf-8").split("## 9. Error codes", 1)[1]
+    listed = set(re.findall(r"`([a-z0-9_]+)`", table))
+    for name in FILES:
+        for vector in load(name).get("invalid", []):
+            assert vector["code"] in listed, vector
+
+
+# -- §2 encoding --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("vector", cases("encoding.json", "valid"))
+def test_encoding_valid(vector: dict[str, Any]) -> None:
+    data = bytes.fromhex(vector["hex"])
+    value = untag(vector["value"])
+    assert same(decode(data), value)
+    assert encode(value) == data
+
+
+@pytest.mark.parametrize("vector", cases("encoding.json", "invalid"))
+def test_encoding_invalid(vector: dict[str, Any]) -> None:
+    data = bytes.fromhex(vector["hex"])
+    limit = vector.get("max_size")
+    if limit is None:
+        fails_with(vector["code"], lambda: decode(data))
+    else:
+        assert len(decode(data)) >= 0  # valid under the default limit: only the size rule is broken
+        fails_with(vector["code"], lambda: decode(data, max_size=limit))
+
+
+# -- §3 ids -------------------------------------------------------------------------------------------------
+
+
+def test_ids_keys_and_hashes() -> None:
+    doc = load("ids.json")
+    for v in doc["keys"]:
+        key = SigningKey(bytes.fromhex(v["seed"]))
+        assert key.public_key.hex() == v["public_key"]
+        assert str(key.feed) == v["feed_id"]
+    for v in doc["hashes"]:
+        assert hash_bytes(bytes.fromhex(v["input"])).hex() == v["hash"]
+
+
+def test_ids_both_ways() -> None:
+    doc = load("ids.json")
+    for v in doc["feeds"]:
+        raw = bytes.fromhex(v["hex"])
+        assert str(FeedId(raw)) == feed_id_text(raw) == v["text"]
+        assert FeedId.parse(v["text"]).key == raw
+    for v in doc["entries"]:
+        raw = bytes.fromhex(v["hex"])
+        assert str(EntryId(raw)) == entry_id_text(raw) == v["text"]
+        assert EntryId.parse(v["text"]).hash == raw
+
+
+@pytest.mark.parametrize("vector", cases("ids.json", "invalid"))
+def test_ids_invalid(vector: dict[str, Any]) -> None:
+    parse = FeedId.parse if vector["kind"] == "feed" else EntryId.parse
+    fails_with(vector["code"], lambda: parse(vector["text"]))
+
+
+# -- §6 lipmaa ----------------------------------------------------------------------------------------------
+
+
+def test_lipmaa_values_and_paths() -> None:
+    doc = load("lipmaa.json")
+    assert [v["n"] for v in doc["values"]][:200] == list(range(1, 201))
+    for v in doc["values"]:
+        assert lipmaa(v["n"]) == v["lipmaa"], v
+        assert skip_target(v["n"]) == v["skip_target"], v
+    for v in doc["paths"]:
+        assert path_to_first(v["n"]) == v["path"], v
+
+
+# -- §4, §5 entries -----------------------------------------------------------------------------------------
+
+
+def test_entries_log_verifies() -> None:
+    doc = load("entries.json")
+    assert bytes.fromhex(doc["signing_domain"]) == SIGNING_DOMAIN == b"tidings/entry/v1\x00"
+    key = SigningKey(bytes.fromhex(doc["author"]["seed"]))
+    assert key.public_key.hex() == doc["author"]["public_key"]
+    log: list[Entry] = []
+    assert len(doc["log"]) >= 30
+    for v in doc["log"]:
+        raw = bytes.fromhex(v["entry"])
+        payload = bytes.fromhex(v["payload"])
+        entry = Entry.decode(raw)
+        assert entry.raw == raw
+        assert entry.author == key.public_key
+        assert entry.seq == v["seq"] == len(log) + 1
+        assert entry.timestamp == v["timestamp"]
+        assert entry.hash.hex() == v["hash"] == hash_bytes(raw).hex()
+        assert str(entry.id) == v["id"]
+        assert entry.signing_bytes().hex() == v["signing_bytes"]
+        assert entry.signing_bytes().startswith(SIGNING_DOMAIN)
+        assert (entry.backlink or b"").hex() == (v["backlink"] or "")
+        assert (entry.skiplink or b"").hex() == (v["skiplink"] or "")
+        assert entry.payload_size == v["payload_size"] == len(payload)
+        previous = log[-1] if log else None
+        target = skip_target(entry.seq)
+        skip = log[target - 1] if target is not None else None
+        verify_entry(entry, previous=previous, skip=skip, payload=payload)
+        again = create_entry(
+            key,
+            seq=entry.seq,
+            backlink=previous.hash if previous else None,
+            skiplink=skip.hash if skip else None,
+            timestamp=entry.timestamp,
+            payload=payload,
+        )
+        assert again.raw == raw
+        log.append(entry)
+
+
+@pytest.mark.parametrize("vector", cases("entries.json", "invalid"))
+def test_entries_invalid(vector: dict[str, Any]) -> None:
+    context = vector["context"]
+    previous = opt_entry(context.get("previous"))
+    skip = opt_entry(context.get("skip"))
+    payload = bytes.fromhex(context["payload"]) if "payload" in context else None
+
+    def check() -> None:
+        entry = Entry.decode(bytes.fromhex(vector["entry"]))
+        verify_entry(entry, previous=previous, skip=skip, payload=payload)
+
+    fails_with(vector["code"], check)
+
+
+# -- §7 forks -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("vector", cases("forks.json", "valid"))
+def test_forks_valid(vector: dict[str, Any]) -> None:
+    data = bytes.fromhex(vector["proof"])
+    proof = ForkProof.decode(data)
+    assert proof.first.raw.hex() == vector["first"]
+    assert proof.second.raw.hex() == vector["second"]
+    assert str(proof.first.id) == vector["first_id"]
+    assert str(proof.second.id) == vector["second_id"]
+    assert proof.author.hex() == vector["author"]
+    assert proof.seq == vector["seq"]
+    assert proof.encode() == data
+    found = check_fork(proof.second, proof.first)
+    assert found == proof
+    assert found is not None and found.encode() == data
+
+
+@pytest.mark.parametrize("vector", cases("forks.json", "invalid"))
+def test_forks_invalid(vector: dict[str, Any]) -> None:
+    fails_with(vector["code"], lambda: ForkProof.decode(bytes.fromhex(vector["proof"])))
+
+
+# -- §8 content ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("vector", cases("content.json", "valid"))
+def test_content_valid(vector: dict[str, Any]) -> None:
+    payload = bytes.fromhex(vector["payload"])
+    content = decode_content(payload)
+    assert type_of(content) == vector["type"]
+    expected = untag(vector["map"])
+    assert same(content.to_map(), {k: expected[k] for k in content.to_map()})
+    assert set(content.to_map()) == set(expected)
+    assert encode_content(content) == encode(expected)
+    assert decode_content(encode_content(content)) == content
+
+
+@pytest.mark.parametrize("vector", cases("content.json", "invalid"))
+def test_content_invalid(vector: dict[str, Any]) -> None:
+    fails_with(vector["code"], lambda: decode_content(bytes.fromhex(vector["payload"])))
+
+
+# -- regeneration -------------------------------------------------------------------------------------------
+
+
+def test_make_vectors_is_deterministic(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "spec" / "make_vectors.py"), "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == list(FILES)
+    for name in FILES:
+        assert (tmp_path / name).read_bytes() == (VECTORS / name).read_bytes(), name
