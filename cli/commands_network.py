@@ -24,7 +24,7 @@ def network_key(text: str | None) -> bytes | None:
 
 
 def _address(value: str) -> str:
-    from tidings.node.net.node import parse_address
+    from tidings.node.addresses import parse_address
 
     try:
         parse_address(value)
@@ -336,13 +336,13 @@ def swarm() -> None:
 def swarm_join(session: Session, name: str, as_json: bool) -> None:
     """Join the swarm NAME (a running node announces us and finds the other members)."""
     from tidings.storage import dht
-    from tidings.storage.writer import now_ms
+    from tidings.storage.clock import wall_ms
 
     try:
         dht.check_swarm_name(name)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="NAME") from None
-    joined = dht.join_swarm(session.store(), name, now_ms())
+    joined = dht.join_swarm(session.store(), name, wall_ms())
     if as_json:
         emit({"swarm": name, "joined": joined})
     else:

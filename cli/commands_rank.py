@@ -58,7 +58,7 @@ def ranked_timeline(
     """
     from tidings.node.ranking import RankingError, parse_weights
     from tidings.node.ranking.timeline import rank_timeline
-    from tidings.storage.writer import now_ms
+    from tidings.storage.clock import wall_ms
 
     try:
         overrides = dict(weights) if isinstance(weights, Mapping) else parse_weights(weights)
@@ -70,7 +70,7 @@ def ranked_timeline(
             limit=limit,
             explain=explain,
             explain_hidden=explain_hidden,
-            now=now_ms() if now is None else now,
+            now=wall_ms() if now is None else now,
             config=config,
             swarm_members=swarm_members,
             registry=registry,

@@ -41,12 +41,13 @@ from tidings.protocol import (
 )
 
 from .batch import BatchView, Stored, skip_target
+from .clock import wall_ms
 from .errors import CorruptStore, DiskFull, FeedForked, StoreError, StoreLocked
 from .projections import apply_content, index_posts
 from .reads import ReadMixin
 from .schema import migrate
 from .verifier import Verdicts, Verifier
-from .writer import RowWriter, now_ms
+from .writer import RowWriter
 
 __all__ = ["IngestResult", "Prepared", "Rejected", "Store"]
 
@@ -204,7 +205,7 @@ class Store(ReadMixin):
         Timestamps never go back: each entry gets ``max(now, previous timestamp)`` (spec §5.3).
         """
         payloads = [encode_content(c) for c in contents]  # refuse unencodable content before writing
-        stamp = now_ms() if now is None else now
+        stamp = wall_ms() if now is None else now
         author = key.public_key
         made: list[Entry] = []
         # Our own entries are committed with a full sync of the WAL: were a commit lost to a power cut
@@ -448,7 +449,7 @@ class Store(ReadMixin):
     def _record_fork(self, cur: sqlite3.Cursor, proof: ForkProof) -> None:
         cur.execute(
             "INSERT OR IGNORE INTO forks (author, seq, proof, found) VALUES (?,?,?,?)",
-            (proof.author, proof.seq, proof.encode(), now_ms()),
+            (proof.author, proof.seq, proof.encode(), wall_ms()),
         )
         cur.execute("UPDATE feeds SET forked = 1 WHERE author = ?", (proof.author,))
 

@@ -20,21 +20,17 @@ Nothing is written until ``flush``; the caller's transaction makes all of it ato
 from __future__ import annotations
 
 import sqlite3
-import time
 from itertools import chain
 
 from tidings.protocol import Content, Entry, Post, Reaction, Repost, type_of
 
+from .clock import wall_ms
 from .projections import FTS_BATCH, apply_content, fts_mark, index_posts
 
-__all__ = ["ROWS_PER_INSERT", "RowWriter", "insert_rows", "now_ms"]
+__all__ = ["ROWS_PER_INSERT", "RowWriter", "insert_rows"]
 
 #: rows per multi-row INSERT (fewer when the columns would pass SQLite's limit on bound parameters)
 ROWS_PER_INSERT = 250
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def insert_rows(cur: sqlite3.Cursor, head: str, rows: list[tuple[object, ...]]) -> None:
@@ -65,7 +61,7 @@ class RowWriter:
     def __init__(self, cur: sqlite3.Cursor) -> None:
         self.cur = cur
         self.next_id: int = cur.execute("SELECT coalesce(max(id), 0) + 1 FROM entries").fetchone()[0]
-        self.received = now_ms()
+        self.received = wall_ms()
         self._first_id = self.next_id
         self._entries: list[tuple[object, ...]] = []
         self._posts: list[tuple[object, ...]] = []

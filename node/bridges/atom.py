@@ -147,8 +147,8 @@ class AtomService:
         return {"listen": self.address or self.listen, "served": self.served, "errors": self.errors}
 
     async def run(self, node: Node, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+        from tidings.node.addresses import parse_address
         from tidings.node.bridges.httpserve import serve_http
-        from tidings.node.net.node import parse_address
 
         host, port = parse_address(self.listen)
         me = node.key.public_key

@@ -167,7 +167,7 @@ def parse_listen(value: str) -> str:
     """``HOST:PORT`` or ``off``; a host other than loopback is refused unless it is written out."""
     if value.strip().lower() == "off":
         return "off"
-    from tidings.node.net.node import parse_address
+    from tidings.node.addresses import parse_address
 
     host, port = parse_address(value.strip())
     return f"{host}:{port}"

@@ -39,7 +39,7 @@ from tidings.protocol.records import (
 )
 from tidings.storage import dht as dht_store
 from tidings.storage import peers
-from tidings.storage.writer import now_ms
+from tidings.storage.clock import wall_ms
 
 if TYPE_CHECKING:
     from tidings.node.net.node import Node
@@ -99,7 +99,7 @@ class Discovery:
             timeout=float(node.limits.get("dht_timeout", 1.0)),
         )
         for name in self.swarms:
-            await node.db.call(dht_store.join_swarm, name, now_ms())
+            await node.db.call(dht_store.join_swarm, name, wall_ms())
         try:
             async with trio.open_nursery() as nursery:
                 address = await nursery.start(dht.run)
@@ -152,7 +152,7 @@ class Discovery:
             return
         rows = [(c.node_id, c.host, c.port) for c in self.dht.table.find_neighbors(self.dht.own_id, 500)]
         with contextlib.suppress(Exception):  # the store may be closing; the next start re-bootstraps
-            await self.node.db.call(dht_store.save_contacts, rows, now_ms())
+            await self.node.db.call(dht_store.save_contacts, rows, wall_ms())
 
     async def _public_address(self) -> tuple[str, int] | None:
         """The address others can dial us at: the listen address, or what a peer sees (stun)."""
@@ -186,7 +186,7 @@ class Discovery:
         address = await self._public_address()
         if address is None:
             return 0
-        stamp = now_ms()
+        stamp = wall_ms()
         record = create_node_record(
             self.node.key,
             addresses=[address],
@@ -227,7 +227,7 @@ class Discovery:
                 return
             address = _address_text(record.addresses[0])
             log.info("found %s at %s in the DHT", feed_id_text(feed), address)
-            await self.node.db.call(peers.note_peer, feed, address, "dht", False, now_ms())
+            await self.node.db.call(peers.note_peer, feed, address, "dht", False, wall_ms())
             self.node.dial(address, feed=feed, source="dht")
         finally:
             self._lookups.discard(feed)
@@ -265,7 +265,7 @@ class Discovery:
         address = await self._public_address()
         if address is None:
             return 0
-        stamp = now_ms()
+        stamp = wall_ms()
         record = create_member_record(
             self.node.key,
             swarm=name,
@@ -300,7 +300,7 @@ class Discovery:
                 fresh.append(record)  # a mere refresh (same addresses, later expiry) is kept, not spread
         if not fresh:
             return
-        stamp = now_ms()
+        stamp = wall_ms()
         new = False
         for record in fresh:
             address = _address_text(record.addresses[0])
@@ -317,7 +317,7 @@ class Discovery:
 
     async def offer_members(self, conn: PeerConnection) -> None:
         """Send a new connection every member record we hold of the swarms we are in."""
-        now = now_ms()
+        now = wall_ms()
         data = [
             r.encode()
             for name in list(self._swarm_scopes)
@@ -334,7 +334,7 @@ class Discovery:
 
     async def receive_members(self, data: tuple[bytes, ...], conn: PeerConnection) -> None:
         """Member records gossiped by a peer: only valid ones of swarms we are in count (§13.6)."""
-        now = now_ms()
+        now = wall_ms()
         by_key = {swarm_key(name): name for name in self._swarm_scopes}
         taken: dict[str, list[MemberRecord]] = {}
         for value in data:

@@ -29,8 +29,8 @@ from tidings.node.home import Home
 from tidings.node.net.node import Node
 from tidings.protocol import Follow, Post, SigningKey
 from tidings.storage import dht as dht_store
+from tidings.storage.clock import wall_ms
 from tidings.storage.store import Store
-from tidings.storage.writer import now_ms
 
 __all__ = ["LAB_LIMITS", "LabNode", "SwarmLab"]
 
@@ -95,7 +95,7 @@ class SwarmLab:
             with Store(m.home.store_path) as store:
                 for other in self.rng.sample(others, min(len(others), self.follows)):
                     store.append(m.key, Follow(feed=other.key.public_key))
-                dht_store.join_swarm(store, self.swarm, now_ms())
+                dht_store.join_swarm(store, self.swarm, wall_ms())
 
     @contextlib.asynccontextmanager
     async def running(self, nursery: trio.Nursery, *, count: int | None = None) -> AsyncIterator[SwarmLab]:

@@ -24,55 +24,25 @@ useful are forgotten first.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import trio
+from tidings.node.addresses import address_range, parse_address
 from tidings.protocol import feed_id_text
 
 if TYPE_CHECKING:
     from tidings.node.net.node import Node
 
-__all__ = ["MAX_CANDIDATES", "SCOPE_RANK", "Candidate", "ConnectionManager", "address_range", "address_scope"]
+__all__ = ["MAX_CANDIDATES", "Candidate", "ConnectionManager"]
 
 log = logging.getLogger("tidings.manager")
 
 MAX_CANDIDATES = 2000
 #: Lower is dialled first.
 _SOURCE_RANK = {"peer": 0, "swarm": 1, "dht": 1, "remembered": 2, "pex": 3}
-
-
-def address_range(host: str) -> str:
-    """The IP range a host belongs to for diversity: IPv4 /24, IPv6 /48 (a name is its own range)."""
-    try:
-        ip = ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return host
-    prefix = 24 if ip.version == 4 else 48
-    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
-
-
-#: Address scopes for peer exchange, from the most local up.
-SCOPE_RANK = {"loopback": 0, "private": 1, "public": 2}
-
-
-def address_scope(host: str) -> str:
-    """``loopback``, ``private`` (RFC 1918, link-local, unique local) or ``public``; ``bad`` for
-    addresses nobody should be dialled at (unspecified, multicast, reserved). Raises ValueError for
-    a name."""
-    ip = ipaddress.ip_address(host.strip("[]"))
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    if ip.is_loopback:
-        return "loopback"
-    if ip.is_unspecified or ip.is_multicast or ip.is_reserved:
-        return "bad"
-    if ip.is_private or ip.is_link_local:
-        return "private"
-    return "public"
 
 
 @dataclass
@@ -98,7 +68,6 @@ class ConnectionManager:
     # -- candidates ------------------------------------------------------------------------------------
     def offer(self, address: str, *, feed: bytes | None = None, source: str, pinned: bool = False) -> None:
         """Add or refresh a candidate address (see the module docstring)."""
-        from tidings.node.net.node import parse_address
 
         try:
             host, _ = parse_address(address)
@@ -205,7 +174,6 @@ class ConnectionManager:
             self._wake = trio.Event()
 
     async def _dial(self, cand: Candidate) -> None:
-        from tidings.node.net.node import parse_address
 
         node = self.node
         started = trio.current_time()

@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 import trio
+from tidings.node.addresses import parse_address
 from tidings.node.discovery.discovery import Discovery
 from tidings.node.home import Home
 from tidings.node.net.manager import Candidate, ConnectionManager
@@ -28,11 +29,11 @@ from tidings.node.net.transport import SecureChannel
 from tidings.node.services import Service, ServiceRunner
 from tidings.protocol import SigningKey, feed_id_text
 from tidings.storage import gossip, peers
+from tidings.storage.clock import wall_ms
 from tidings.storage.store import Store
 from tidings.storage.thread import DatabaseThread
-from tidings.storage.writer import now_ms
 
-__all__ = ["DEFAULT_LIMITS", "Node", "parse_address"]
+__all__ = ["DEFAULT_LIMITS", "Node"]
 
 #: Worker processes that check the signatures of bulk batches (storage/verifier.py).
 VERIFY_PROCESSES = 2
@@ -61,14 +62,6 @@ DEFAULT_LIMITS: dict[str, Any] = {
     "have_interval": 0.5,
     "pex_interval": 60.0,
 }
-
-
-def parse_address(text: str) -> tuple[str, int]:
-    """``HOST:PORT`` -> (host, port); raise ValueError with a clear message."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"not a HOST:PORT address: {text!r}")
-    return host.strip("[]"), int(port)
 
 
 class Node:
@@ -430,7 +423,7 @@ class Node:
     async def _note_peer(self, conn: PeerConnection, *, connected: bool) -> None:
         address = conn.address if conn.initiator else None  # an inbound port is not dialable
         source = "peer" if conn.initiator else "inbound"
-        await self.db.call(peers.note_peer, conn.feed, address, source, connected, now_ms())
+        await self.db.call(peers.note_peer, conn.feed, address, source, connected, wall_ms())
 
     async def _handle(
         self,
@@ -520,7 +513,7 @@ class Node:
                 conn = PeerConnection(self, channel, address, initiator=True, once=True)
                 self.syncing = conn
                 await conn.run()
-                await db.call(peers.note_peer, conn.feed, address, "sync", False, now_ms())
+                await db.call(peers.note_peer, conn.feed, address, "sync", False, wall_ms())
                 return conn
             finally:
                 await _close(stream)

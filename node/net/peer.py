@@ -15,8 +15,8 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import trio
+from tidings.node.addresses import SCOPE_RANK, address_scope
 from tidings.node.net.budgets import FeedBudgets, RateLimit
-from tidings.node.net.manager import SCOPE_RANK, address_scope
 from tidings.node.net.transport import ChannelClosed, SecureChannel
 from tidings.protocol import (
     ForkProof,
@@ -246,7 +246,7 @@ class PeerConnection:
 
     async def _on_peers(self, items: tuple[tuple[bytes, str], ...]) -> None:
         """Peer exchange: offer checked addresses to the connection manager (spec §12.8)."""
-        from tidings.node.net.node import parse_address
+        from tidings.node.addresses import parse_address
 
         if self.once:
             return

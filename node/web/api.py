@@ -33,9 +33,9 @@ from tidings.protocol import (
     type_of,
 )
 from tidings.storage import dht, peers
+from tidings.storage.clock import wall_ms
 from tidings.storage.errors import NotFound, NotYours
 from tidings.storage.reads import entry_written
-from tidings.storage.writer import now_ms
 
 if TYPE_CHECKING:
     from tidings.node.home import Home
@@ -137,7 +137,7 @@ def _timeline(store: Store, ctx: WebContext, args: Args, config: dict[str, Any])
         weights=parse_weights(args["weight"]),
         limit=limit,
         explain=args["explain"],
-        now=now_ms(),
+        now=wall_ms(),
         config=config,
         swarm_members=members,
         registry=ctx.registry,
@@ -335,7 +335,7 @@ async def get_swarms(ctx: WebContext, args: Args) -> Any:
 
 async def post_swarm_join(ctx: WebContext, args: Args) -> Any:
     name = _check_swarm(args["name"])
-    joined = await ctx.node.db.call(dht.join_swarm, name, now_ms())
+    joined = await ctx.node.db.call(dht.join_swarm, name, wall_ms())
     await ctx.changed(wants=True)
     return {"swarm": name, "joined": joined}
 

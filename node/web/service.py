@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 from hypercorn.config import Config, Sockets
 from hypercorn.trio import serve
-from tidings.node.net.node import parse_address
+from tidings.node.addresses import parse_address
 from tidings.node.web import auth
 from tidings.node.web.api import WebContext
 from tidings.node.web.app import WebApp

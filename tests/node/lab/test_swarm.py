@@ -9,8 +9,8 @@ import random
 
 import pytest
 import trio
+from tidings.node.addresses import parse_address
 from tidings.node.lab.swarmlab import SwarmLab
-from tidings.node.net.node import parse_address
 from tidings.node.net.transport import SecureChannel
 from tidings.protocol import Post, SigningKey
 from tidings.protocol.entry import peek_position

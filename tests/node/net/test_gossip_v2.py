@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from tidings.node.net.manager import MAX_CANDIDATES, Candidate, ConnectionManager, address_range
+from tidings.node.addresses import address_range
+from tidings.node.net.manager import MAX_CANDIDATES, Candidate, ConnectionManager
 from tidings.node.net.node import DEFAULT_LIMITS, Node
 from tidings.node.net.scoring import DELIVERED_CAP, MAX_SCORE, SCORE_EVENTS, Scores
 from tidings.protocol import LocalProtocolError, RemoteProtocolError, SigningKey, encode
@@ -777,13 +778,13 @@ def test_peers_leaves_out_addresses_the_receiver_would_refuse() -> None:
     ],
 )
 def test_address_scopes_for_peer_exchange(host: str, scope: str) -> None:
-    from tidings.node.net.manager import address_scope
+    from tidings.node.addresses import address_scope
 
     assert address_scope(host) == scope
 
 
 def test_scope_of_a_name_is_an_error() -> None:
-    from tidings.node.net.manager import address_scope
+    from tidings.node.addresses import address_scope
 
     with pytest.raises(ValueError):
         address_scope("example.org")

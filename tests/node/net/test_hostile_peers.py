@@ -7,7 +7,8 @@ import os
 
 import pytest
 import trio
-from tidings.node.net.node import Node, parse_address
+from tidings.node.addresses import parse_address
+from tidings.node.net.node import Node
 from tidings.node.net.transport import ChannelClosed, SecureChannel
 from tidings.protocol import Entry, SigningKey, encode
 from tidings.protocol.handshake import encode_frame

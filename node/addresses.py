@@ -1,0 +1,49 @@
+"""Network addresses as the node handles them: ``HOST:PORT`` text, IP ranges and scopes.
+
+Shared by the network stack, discovery, the web service and the bridges, so none of them has to
+import another room for a helper.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+__all__ = ["SCOPE_RANK", "address_range", "address_scope", "parse_address"]
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` -> (host, port); raise ValueError with a clear message."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"not a HOST:PORT address: {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def address_range(host: str) -> str:
+    """The IP range a host belongs to for diversity: IPv4 /24, IPv6 /48 (a name is its own range)."""
+    try:
+        ip = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return host
+    prefix = 24 if ip.version == 4 else 48
+    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
+
+
+#: Address scopes for peer exchange, from the most local up.
+SCOPE_RANK = {"loopback": 0, "private": 1, "public": 2}
+
+
+def address_scope(host: str) -> str:
+    """``loopback``, ``private`` (RFC 1918, link-local, unique local) or ``public``; ``bad`` for
+    addresses nobody should be dialled at (unspecified, multicast, reserved). Raises ValueError for
+    a name."""
+    ip = ipaddress.ip_address(host.strip("[]"))
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_loopback:
+        return "loopback"
+    if ip.is_unspecified or ip.is_multicast or ip.is_reserved:
+        return "bad"
+    if ip.is_private or ip.is_link_local:
+        return "private"
+    return "public"
