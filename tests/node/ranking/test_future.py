@@ -222,3 +222,57 @@ def test_migration_7_indexes_the_ranked_time_of_stored_rows(tmp_path):
         )
         assert "entries_rank" in plan[0][3]
         assert store.read(f"SELECT {schema.rank_ts()} FROM entries")[0][0] == 5000 + schema.FUTURE_SKEW_MS
+
+
+async def test_future_entries_through_a_real_sync_rank_as_received(tmp_path):
+    """Two real nodes on loopback: B's clock says an hour ahead, then 2^53 − 1. A stores B's entries
+    as they are, they verify (``tidings verify``), and ten minutes later A's own post tops every
+    ranker's timeline, B's future posts ranked as received (``tidings timeline --explain`` says so)."""
+    import json
+    import subprocess
+    import sys
+
+    import trio
+
+    from tests.support.nodes import count, follow, make_home, post, start_node, wait_until
+
+    ha, ka = make_home(tmp_path, "a")
+    hb, kb = make_home(tmp_path, "b")
+    follow(ha, ka, kb)
+    start = wall_ms()
+    post(hb, kb, "honest")
+    with Store(hb.store_path) as s:
+        s.append(kb, Post(text="an hour early"), now=start + H)
+        s.append(kb, Post(text="forever on top"), now=FAR)
+    async with trio.open_nursery() as nursery:
+        b = await start_node(nursery, hb, kb)
+        await start_node(nursery, ha, ka, peers=[b.address])
+        await wait_until(lambda: count(ha, kb.public_key) == count(hb, kb.public_key) == 4)  # + profile
+        nursery.cancel_scope.cancel()
+    synced = wall_ms()
+    later = synced + 10 * MIN
+    with Store(ha.store_path) as s:
+        row = s.read("SELECT ts, received FROM entries WHERE author = ? AND seq = 4", (kb.public_key,))[0]
+        assert row[0] == FAR and start <= row[1] <= synced  # stored as signed, received on arrival
+        s.append(ka, Post(text="ten minutes later"), now=later)
+        for ranker in RANKERS:
+            items = rank_timeline(
+                s, ka.public_key, ranker=ranker, now=later, swarm_members={kb.public_key}, explain=True
+            )
+            assert texts(items)[0] == "ten minutes later", (ranker, texts(items))
+            assert texts(items)[-1] == "honest"
+            far = next(i for i in items if texts([i]) == ["forever on top"])
+            assert far["ts"] == FAR and any("dated in the future" in w for w in far["why"])
+
+    def tidings(*args: str) -> str:
+        cmd = [sys.executable, "-m", "tidings.cli.main", "--home", str(ha.path), *args]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+        return out.stdout
+
+    assert json.loads(tidings("verify", "--json"))["ok"] is True
+    shown = [json.loads(line) for line in tidings("timeline", "--json", "--now", str(later)).splitlines()]
+    assert shown[0]["content"]["text"] == "ten minutes later"
+    assert FAR in {i["ts"] for i in shown}  # the JSON keeps the author's timestamp
+    explained = tidings("timeline", "--explain", "--now", str(later))
+    assert "dated in the future: ranked as received at" in explained
