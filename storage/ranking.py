@@ -1,9 +1,10 @@
 """The queries the timeline rankers need (node/ranking/rankers.py, spec/ranking.md).
 
 Every query here is written so the planner walks an index in the order wanted, never sorting a big
-table: candidates walk ``entries_ts`` newest first and keep the wanted authors (a JOIN on the ts index,
-~0.1 ms over 1M rows, ../shared/REFERENCES.md; ``WHERE author IN (SELECT ...)`` without ``INDEXED BY``
-let the planner pick the author index and sort, 1.3 s). Sets of feeds or entries go into small TEMP
+table: candidates walk ``entries_rank`` (the index of the ranked time ``min(ts, received + skew)``,
+schema.py, spec/ranking.md §1.1) newest first and keep the wanted authors (~0.1 ms over 1M rows,
+../shared/REFERENCES.md; ``WHERE author IN (SELECT ...)`` without ``INDEXED BY`` let the planner pick
+the author index and sort, 1.3 s). Sets of feeds or entries go into small TEMP
 tables (one per role, refilled per call) so each lookup is an index probe per row of the small side;
 ``CROSS JOIN`` pins that order (SQLite never reorders a CROSS JOIN), whatever the statistics say.
 ``tests/test_ranking_storage.py`` asserts the plans.
@@ -14,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from .schema import rank_ts
+
 if TYPE_CHECKING:
     from .store import Store
 
@@ -23,23 +26,29 @@ __all__ = [
     "candidate_page",
     "engagement_counts",
     "entry_authors",
+    "rank_times",
     "set_authors",
     "vouchers",
     "vouches",
 ]
 
-#: Entry columns of a candidate row: row id, hash, author, seq, ts, type, payload, deleted.
-_COLS = "e.id, e.hash, e.author, e.seq, e.ts, e.type, e.payload, e.deleted"
+#: The ranked time of an entry row ``e`` (spec/ranking.md §1.1), as the ``entries_rank`` index has it.
+_RANK = rank_ts("e")
 
-#: One page of candidates: posts and reposts of the wanted authors, newest first, before a
-#: ``(ts, id)`` cursor and not older than ``since``. Walks the ts index (rowid is its tail, so
-#: ``ORDER BY ts DESC, id DESC`` needs no sort); each row costs one probe of the TEMP author table.
+#: Entry columns of a candidate row: row id, hash, author, seq, ts, type, payload, deleted, received,
+#: ranked time.
+_COLS = f"e.id, e.hash, e.author, e.seq, e.ts, e.type, e.payload, e.deleted, e.received, {_RANK}"
+
+#: One page of candidates: posts and reposts of the wanted authors, newest ranked time first, before a
+#: ``(ranked time, id)`` cursor and not ranked before ``since``. Walks the ranked-time index (rowid is
+#: its tail, so ``ORDER BY ... DESC, id DESC`` needs no sort); each row costs one probe of the TEMP
+#: author table.
 CANDIDATE_SQL = (
-    f"SELECT {_COLS} FROM entries e INDEXED BY entries_ts "
-    "WHERE e.ts >= :since AND (e.ts < :ts OR (e.ts = :ts AND e.id < :id)) "
+    f"SELECT {_COLS} FROM entries e INDEXED BY entries_rank "
+    f"WHERE {_RANK} >= :since AND ({_RANK} < :ts OR ({_RANK} = :ts AND e.id < :id)) "
     "AND e.type IN ('post', 'repost') AND e.deleted = 0 "
     "AND e.author IN (SELECT author FROM temp.rk_authors) "
-    "ORDER BY e.ts DESC, e.id DESC LIMIT :n"
+    f"ORDER BY {_RANK} DESC, e.id DESC LIMIT :n"
 )
 
 _TABLES = {
@@ -81,8 +90,9 @@ def set_authors(store: Store, authors: Iterable[bytes]) -> None:
 def candidate_page(
     store: Store, *, before: tuple[int, int] | None, since: int, n: int
 ) -> list[tuple[Any, ...]]:
-    """Up to ``n`` posts and reposts of the ``set_authors`` feeds, newest first (ties: higher row id
-    first), strictly before the ``(ts, row id)`` cursor ``before`` and with ``ts >= since``."""
+    """Up to ``n`` posts and reposts of the ``set_authors`` feeds, newest ranked time first (ties: higher
+    row id first), strictly before the ``(ranked time, row id)`` cursor ``before`` and ranked at
+    ``since`` or later. Rows: ``_COLS``."""
     ts, rowid = before if before is not None else (_MAX_TS, 0)
     return store.read(CANDIDATE_SQL, {"since": since, "ts": ts, "id": rowid, "n": n})
 
@@ -163,3 +173,12 @@ def entry_authors(store: Store, hashes: Iterable[bytes]) -> dict[bytes, bytes]:
     _fill(store, "rk_hashes", ((h,) for h in hashes))
     rows = store.read("SELECT e.hash, e.author FROM temp.rk_hashes h CROSS JOIN entries e ON e.hash = h.hash")
     return {bytes(h): bytes(a) for h, a in rows}
+
+
+def rank_times(store: Store, hashes: Iterable[bytes]) -> dict[bytes, tuple[int, int, int]]:
+    """``{entry hash: (ts, received, ranked time)}`` for the stored ones among ``hashes``."""
+    _fill(store, "rk_hashes", ((h,) for h in hashes))
+    rows = store.read(
+        f"SELECT e.hash, e.ts, e.received, {_RANK} FROM temp.rk_hashes h CROSS JOIN entries e ON e.hash = h.hash"
+    )
+    return {bytes(h): (int(t), int(r), int(k)) for h, t, r, k in rows}

@@ -1,7 +1,8 @@
 """Read queries over the store, returning plain JSON-ready dicts (the CLI's ``--json`` shapes).
 
 Text ids follow ../shared/CLI.md: ``@base32`` feeds, ``%base32`` entries. Queries are written so the
-planner walks an index in the requested order (timelines join on the ``ts`` index; see the README).
+planner walks an index in the requested order (timelines walk the ranked-time index ``entries_rank``:
+``min(ts, received + skew)``, spec/ranking.md §1.1; see the README).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from tidings.protocol import (
 )
 
 from .errors import AmbiguousId, NotFound, StoreError
+from .schema import rank_ts
 
 if TYPE_CHECKING:
     from .store import Store
@@ -32,6 +34,7 @@ __all__ = ["ReadMixin", "content_json", "entry_written"]
 _FEED_KEYS = {"feed", "mentions"}
 _ENTRY_KEYS = {"target", "reply", "root"}
 _ENTRY_COLS = "e.hash, e.author, e.seq, e.ts, e.type, e.payload, e.deleted"
+_RANK = rank_ts("e")  # spec/ranking.md §1.1: timelines and threads order by it, never by ts alone
 
 
 def _ref_json(key: str, value: Any) -> Any:
@@ -241,6 +244,8 @@ class ReadMixin:
     ) -> list[dict[str, Any]]:
         """Chronological timeline: posts and reposts of you and those you follow, minus blocks and mutes.
 
+        Newest ranked time first (spec/ranking.md §1.1); ``before`` is a ranked time.
+
         With ``swarm``: of you and the members found in that swarm (storage/dht.py) instead of follows.
         """
         muted_feeds = {FeedId.parse(m["value"]).key for m in self.mutes() if m["kind"] == "feed"}
@@ -269,7 +274,7 @@ class ReadMixin:
                     break
             if len(batch) < limit * 2:
                 break
-            cursor = batch[-1][3]
+            cursor = batch[-1][7]
         return out
 
     def _timeline_page(self: Store, authors: set[bytes], n: int, before: int | None) -> list[Any]:
@@ -279,27 +284,27 @@ class ReadMixin:
         where = "e.type IN ('post', 'repost') AND e.deleted = 0"
         params: list[Any] = []
         if before is not None:
-            where += " AND e.ts < ?"
+            where += f" AND {_RANK} < ?"
             params.append(before)
         params.append(n)
-        # Walk the ts index newest first and keep wanted authors: ~0.1 ms over 1M rows (README).
+        # Walk the ranked-time index newest first and keep wanted authors: ~0.1 ms over 1M rows (README).
         return self.read(
-            f"SELECT {_ENTRY_COLS} FROM entries e INDEXED BY entries_ts "
-            f"WHERE {where} AND e.author IN (SELECT author FROM tl_authors) ORDER BY e.ts DESC LIMIT ?",
+            f"SELECT {_ENTRY_COLS}, {_RANK} FROM entries e INDEXED BY entries_rank "
+            f"WHERE {where} AND e.author IN (SELECT author FROM tl_authors) ORDER BY {_RANK} DESC LIMIT ?",
             params,
         )
 
     def thread(self: Store, hash_: bytes) -> list[dict[str, Any]]:
-        """The conversation an entry belongs to: its root, then replies in time order."""
+        """The conversation an entry belongs to: its root, then replies in ranked-time order (ranking.md §1.1)."""
         self.entry(hash_)  # NotFound if absent
         rows = self.read(
             "SELECT p.root FROM posts p JOIN entries e ON e.id = p.entry WHERE e.hash = ?", (hash_,)
         )
         root = bytes(rows[0][0]) if rows and rows[0][0] is not None else hash_
         found = self.read(
-            f"SELECT {_ENTRY_COLS} FROM entries e WHERE e.hash = ? "
-            f"UNION SELECT {_ENTRY_COLS} FROM posts p JOIN entries e ON e.id = p.entry WHERE p.root = ? "
-            "ORDER BY 4, 3",
+            f"SELECT {_ENTRY_COLS}, {_RANK} FROM entries e WHERE e.hash = ? "
+            f"UNION SELECT {_ENTRY_COLS}, {_RANK} FROM posts p JOIN entries e ON e.id = p.entry WHERE p.root = ? "
+            "ORDER BY 8, 3",
             (root, root),
         )
         return [entry_row(r) for r in found]

@@ -10,7 +10,22 @@ import sqlite3
 
 from .errors import CorruptStore
 
-__all__ = ["SCHEMA_VERSION", "migrate"]
+__all__ = ["FUTURE_SKEW_MS", "SCHEMA_VERSION", "migrate", "rank_ts"]
+
+#: How far ahead of the moment an entry reached this store its own timestamp may still count, in ms
+#: (spec/ranking.md §1.1): clocks a few minutes fast rank as they say, later dates as received.
+#: Migration 7 writes it into the ``entries_rank`` index; changing it needs a new migration that
+#: recreates that index (a query whose expression differs from the index's cannot use it).
+FUTURE_SKEW_MS = 300_000
+
+
+def rank_ts(table: str = "") -> str:
+    """The SQL expression of an entry's ranked time, ``min(ts, received + FUTURE_SKEW_MS)``
+    (spec/ranking.md §1.1), on the columns of ``table`` (an alias, or none). Written exactly as the
+    ``entries_rank`` index is, so a query ordering or filtering by it walks that index."""
+    p = f"{table}." if table else ""
+    return f"min({p}ts, {p}received + {FUTURE_SKEW_MS})"
+
 
 _MIGRATIONS: list[str] = [
     # 1: logs, payloads, forks and the projections the reading commands use.
@@ -183,6 +198,13 @@ _MIGRATIONS: list[str] = [
         PRIMARY KEY (bridge, source, item)
     ) WITHOUT ROWID;
     CREATE INDEX bridge_items_entry ON bridge_items (entry) WHERE entry IS NOT NULL;
+    """,
+    # 7: timelines rank by the ranked time min(ts, received + skew), not the author's timestamp, so an
+    #    entry dated in the future cannot stay on top (spec/ranking.md §1.1); they walk this index of
+    #    it, which takes the place of the index of ts (nothing else orders by ts).
+    f"""
+    CREATE INDEX entries_rank ON entries ({rank_ts()});
+    DROP INDEX entries_ts;
     """,
 ]
 

@@ -236,7 +236,7 @@ class Store(ReadMixin):
                 raise FeedForked("your feed is marked forked; resolve the fork before posting")
             if row is None:
                 cur.execute("INSERT INTO feeds (author, kind) VALUES (?, 'own')", (author,))
-            writer = RowWriter(cur)
+            writer = RowWriter(cur, received=stamp)  # received as stamped: spec/ranking.md §1.1
             recent: dict[int, bytes] = {}
             for content, payload in zip(contents, payloads, strict=True):
                 seq += 1

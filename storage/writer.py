@@ -56,12 +56,17 @@ def insert_rows(cur: sqlite3.Cursor, head: str, rows: list[tuple[object, ...]]) 
 
 
 class RowWriter:
-    """Collects the rows of verified entries; ``flush()`` writes them (inside the caller's transaction)."""
+    """Collects the rows of verified entries; ``flush()`` writes them (inside the caller's transaction).
 
-    def __init__(self, cur: sqlite3.Cursor) -> None:
+    ``received`` is when the entries reached this store (ms, default the clock): for entries of other
+    feeds the time they arrived, for our own the time we wrote them (``append``'s ``now``). Timelines
+    rank by ``min(ts, received + skew)`` (spec/ranking.md §1.1).
+    """
+
+    def __init__(self, cur: sqlite3.Cursor, *, received: int | None = None) -> None:
         self.cur = cur
         self.next_id: int = cur.execute("SELECT coalesce(max(id), 0) + 1 FROM entries").fetchone()[0]
-        self.received = wall_ms()
+        self.received = wall_ms() if received is None else received
         self._first_id = self.next_id
         self._entries: list[tuple[object, ...]] = []
         self._posts: list[tuple[object, ...]] = []

@@ -43,12 +43,19 @@ class Candidate:
     ``Ranked``; the timeline adds the content of the entries it shows. ``content`` is the decoded,
     JSON-ready content (computed on first use). ``target`` is what a repost reposts, ``reply`` what a
     post answers (entry hashes).
+
+    Times are ms since the epoch. ``ts`` is the author's timestamp, ``received`` when the entry reached
+    this store, and ``rank_ts`` the time to rank by: ``min(ts, received + skew)`` (spec/ranking.md
+    §1.1), so an entry dated in the future ranks as received, never above the present. Rankers use
+    ``rank_ts`` for newness and age; ``clamped`` says when it is earlier than ``ts``.
     """
 
     entry: dict[str, Any]
     hash: bytes
     author: bytes
     ts: int
+    received: int
+    rank_ts: int
     type: str
     text: str = ""
     reply: bytes | None = None
@@ -59,6 +66,11 @@ class Candidate:
     @property
     def id(self) -> str:
         return str(self.entry["id"])
+
+    @property
+    def clamped(self) -> bool:
+        """True when the entry is dated further in the future than the skew allows (spec/ranking.md §1.1)."""
+        return self.rank_ts < self.ts
 
     @cached_property
     def content(self) -> dict[str, Any] | None:

@@ -2,7 +2,9 @@
 
 Each is a pure function of the candidates, the store and ``context.now``: no clock, no randomness, so
 the same store, config and ``now`` give the same scores (ties are broken by entry id by the caller).
-Ages are ``max(0, now - ts)`` in hours, so an entry stamped in the future counts as brand new.
+Newness and ages use the ranked time ``rank_ts`` = ``min(ts, received + skew)``, never the author's
+``ts`` alone (spec/ranking.md §1.1): an entry dated in the future ranks as received, so it cannot stay
+on top. Ages are ``max(0, now - rank_ts)`` in hours.
 """
 
 from __future__ import annotations
@@ -12,15 +14,52 @@ from datetime import UTC, datetime
 
 from tidings.node.ranking.base import Candidate, RankContext, Ranked, Ranker, RankingError
 from tidings.storage import ranking as queries
+from tidings.storage.schema import FUTURE_SKEW_MS
 
-__all__ = ["BUILTINS", "Chronological", "Engagement", "Swarm", "Trust", "age_hours"]
+__all__ = [
+    "BUILTINS",
+    "Chronological",
+    "Engagement",
+    "Swarm",
+    "Trust",
+    "age_hours",
+    "future_reason",
+    "utc_text",
+]
 
 _HOUR_MS = 3_600_000
+_DAY_MS = 24 * _HOUR_MS
 
 
 def age_hours(now: int, ts: int) -> float:
     """Hours from ``ts`` to ``now`` (ms), never negative."""
     return max(0, now - ts) / _HOUR_MS
+
+
+def utc_text(ms: int) -> str:
+    """``2027-01-15 07:00:00 UTC``; a valid timestamp may lie past the year 9999: ``after 9999-12-31``."""
+    try:
+        return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except (OverflowError, ValueError, OSError):
+        return "after 9999-12-31" if ms > 0 else "before 0001-01-01"
+
+
+def _span(ms: int) -> str:
+    if ms < 2 * _DAY_MS:
+        return f"{ms / _HOUR_MS:.1f} h"
+    if ms < 730 * _DAY_MS:
+        return f"{ms / _DAY_MS:.0f} days"
+    return f"{ms / (365.25 * _DAY_MS):,.0f} years"
+
+
+def future_reason(ts: int, received: int) -> str:
+    """What ``--explain`` says of an entry dated in the future (``Candidate.clamped``): its timestamp
+    ``ts`` is more than the skew after it was ``received`` (spec/ranking.md §1.1)."""
+    return (
+        f"dated in the future: ranked as received at {utc_text(received)} (plus "
+        f"{FUTURE_SKEW_MS // 60_000} min allowed clock skew), not at its timestamp {ts} "
+        f"({utc_text(ts)}, {_span(ts - received)} after it arrived)"
+    )
 
 
 def _num(x: float) -> str:
@@ -35,7 +74,8 @@ def _plural(n: int, word: str) -> str:
 
 
 class Chronological(Ranker):
-    """Newest first. score = ts (ms)."""
+    """Newest first. score = the ranked time (ms): the timestamp, or the arrival for an entry dated in
+    the future (spec/ranking.md §1.1, §5)."""
 
     name = "chronological"
     description = "Newest first: posts and reposts of you and the feeds you follow."
@@ -46,10 +86,10 @@ class Chronological(Ranker):
         for c in candidates:
             reasons = []
             if context.explain:
-                when = datetime.fromtimestamp(c.ts / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+                what = "received time + skew" if c.clamped else "timestamp"
                 who = "your own entry" if c.author == context.me else f"you follow {context.label(c.author)}"
-                reasons = [f"newest first: score = timestamp {c.ts} ({when})", who]
-            out.append(Ranked(entry=c.entry, score=c.ts, reasons=reasons))
+                reasons = [f"newest first: score = {what} {c.rank_ts} ({utc_text(c.rank_ts)})", who]
+            out.append(Ranked(entry=c.entry, score=c.rank_ts, reasons=reasons))
         return out
 
 
@@ -76,7 +116,7 @@ def _engagement(
     for c in candidates:
         r, cm, s = counts.get(subject[c.hash], (0, 0, 0))
         points = 1 + w["reaction"] * r + w["reply"] * cm + w["repost"] * s
-        age = age_hours(context.now, c.ts)
+        age = age_hours(context.now, c.rank_ts)
         decay = (age + 2) ** w["gravity"]
         score = points / decay
         if not context.explain:
@@ -196,7 +236,7 @@ class Trust(Ranker):
         out = []
         for c in candidates:
             trust = self.trust(c.author, context, vouches)
-            age = age_hours(context.now, c.ts)
+            age = age_hours(context.now, c.rank_ts)
             decay = 0.5 ** (age / w["half_life_hours"])
             score = trust * decay
             if not context.explain:

@@ -5,10 +5,12 @@ call it. Steps:
 
 1. the ranker's weights: its defaults, config.toml ``[rankers.NAME]``, then the caller's overrides;
 2. its candidate authors (``Ranker.authors``: by default you and whom you follow);
-3. candidates: their posts and reposts newest first over the ts index (storage/ranking.py), at most
-   ``pool`` of them not older than ``window_hours`` (the weights, when the ranker has them; a ranker
+3. candidates: their posts and reposts newest first over the index of the ranked time
+   ``min(ts, received + skew)`` (storage/ranking.py, spec/ranking.md §1.1), at most ``pool`` of them
+   ranked no earlier than ``window_hours`` ago (the weights, when the ranker has them; a ranker
    without ``pool`` sees the newest ``limit``), after the filters (node/ranking/filters.py);
-4. ``rank``; the result is ordered by ``(-score, entry id)`` and cut to ``limit``.
+4. ``rank``; the result is ordered by ``(-score, entry id)`` and cut to ``limit``. With ``explain``,
+   an entry dated in the future says so, whichever ranker placed it.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 from tidings.node.ranking.base import Candidate, RankContext, Ranked, RankingError
 from tidings.node.ranking.filters import Filters, FilterSettings, Hidden
+from tidings.node.ranking.rankers import future_reason
 from tidings.node.ranking.registry import Registry, load_rankers, resolve_weights
-from tidings.protocol import DecodeError, InvalidContent, decode, entry_id_text, feed_id_text
+from tidings.protocol import DecodeError, EntryId, InvalidContent, decode, entry_id_text, feed_id_text
 from tidings.storage import ranking as queries
 
 if TYPE_CHECKING:
@@ -60,7 +63,7 @@ def _ref(value: Any) -> bytes | None:
 
 
 def _candidate(row: tuple[Any, ...], feed_text: dict[bytes, str]) -> Candidate | None:
-    _rowid, hash_, author, seq, ts, kind, payload, _deleted = row
+    _rowid, hash_, author, seq, ts, kind, payload, _deleted, received, rank_ts = row
     try:
         content = decode(payload) if payload is not None else None
     except (DecodeError, InvalidContent):
@@ -80,6 +83,8 @@ def _candidate(row: tuple[Any, ...], feed_text: dict[bytes, str]) -> Candidate |
         hash=bytes(hash_),
         author=author,
         ts=ts,
+        received=received,
+        rank_ts=rank_ts,
         type=kind,
         text=text if isinstance(text, str) else "",
         reply=_ref(content.get("reply")),
@@ -104,7 +109,7 @@ def _gather(store: Store, filters: Filters, *, pool: int, since: int) -> tuple[l
         hidden += more_hidden
         if len(rows) < page:
             break
-        cursor = (rows[-1][4], rows[-1][0])
+        cursor = (rows[-1][9], rows[-1][0])  # (ranked time, row id)
     return shown[:pool], hidden
 
 
@@ -217,6 +222,8 @@ def rank_timeline(
         row["score"] = item.score
         if explain:
             row["why"] = list(item.reasons)
+            if cand.clamped:  # spec/ranking.md §1.1, whichever ranker placed it
+                row["why"].append(future_reason(cand.ts, cand.received))
         placed[subject] = row
         out.append(row)
     if explain_hidden:
@@ -229,9 +236,14 @@ def rank_timeline(
 
 
 def swarm_timeline(store: Store, me: bytes, swarm: str, limit: int) -> list[dict[str, Any]]:
-    """Posts and reposts of a swarm's members found so far (and yours), newest first."""
+    """Posts and reposts of a swarm's members found so far (and yours), newest ranked time first
+    (score: the ranked time, spec/ranking.md §1.1)."""
     items = store.timeline(me, limit=limit, swarm=swarm)
+    times = queries.rank_times(store, [EntryId.parse(i["id"]).hash for i in items]) if items else {}
     for item in items:
-        item["score"] = item["ts"]
+        ts, received, rank_ts = times[EntryId.parse(item["id"]).hash]
+        item["score"] = rank_ts
         item["why"] = ["chronological: newest first", f"member of swarm {swarm}"]
+        if rank_ts < ts:
+            item["why"].append(future_reason(ts, received))
     return items

@@ -25,15 +25,16 @@ def plan(store: Store, sql: str, params=()) -> str:
     return "\n".join(row[3] for row in store.read("EXPLAIN QUERY PLAN " + sql, params))
 
 
-def test_candidate_query_walks_the_ts_index_without_sorting(store):
+def test_candidate_query_walks_the_ranked_time_index_without_sorting(store):
     q.set_authors(store, [k.public_key for k in KEYS])
     text = plan(store, q.CANDIDATE_SQL, {"since": 0, "ts": 10**12, "id": 0, "n": 10})
-    assert "USING INDEX entries_ts" in text
+    assert "USING INDEX entries_rank" in text  # the index of min(ts, received + skew), ranking.md §1.1
     assert "TEMP B-TREE" not in text
     assert "SCAN e\n" not in text + "\n"
     rows = q.candidate_page(store, before=None, since=0, n=3)
     assert [r[4] for r in rows] == [2004, 2003, 2002]
-    rows = q.candidate_page(store, before=(rows[-1][4], rows[-1][0]), since=2001, n=3)
+    assert [r[9] for r in rows] == [2004, 2003, 2002]  # own entries, received when written: not clamped
+    rows = q.candidate_page(store, before=(rows[-1][9], rows[-1][0]), since=2001, n=3)
     assert [r[4] for r in rows] == [2001]
 
 
