@@ -2,8 +2,10 @@
 
 Nothing here performs IO, reads the clock or draws randomness: callers pass ``now``, seeds and bytes in.
 
-The errors load at once; every other name loads its module on first use (PEP 562), so the CLI, whose
-errors derive from ``TidingsError``, starts without loading cryptography or msgpack.
+The errors and the lipmaa functions (no dependencies) load at once; every other name loads its module
+on first use (PEP 562), so the CLI, whose errors derive from ``TidingsError``, starts without loading
+cryptography or msgpack. (``lipmaa`` must be bound here eagerly: importing the submodule of the same
+name would otherwise leave the module, not the function, as ``tidings.protocol.lipmaa``.)
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from .errors import (
     RemoteProtocolError,
     TidingsError,
 )
+from .lipmaa import lipmaa, path_to_first, skip_target
 
 if TYPE_CHECKING:
     from .content import (
@@ -54,7 +57,6 @@ if TYPE_CHECKING:
         verify_signature,
     )
     from .identity import EntryId, FeedId, SigningKey, entry_id_text, feed_id_text, hash_bytes
-    from .lipmaa import lipmaa, path_to_first, skip_target
 
 #: The module of each lazily loaded name (the names imported above for type checkers).
 _LAZY = {
@@ -68,7 +70,6 @@ _LAZY = {
         "signature_ok", "verify_entry", "verify_links", "verify_payload", "verify_signature",
     ),
     "identity": ("EntryId", "FeedId", "SigningKey", "entry_id_text", "feed_id_text", "hash_bytes"),
-    "lipmaa": ("lipmaa", "path_to_first", "skip_target"),
 }  # fmt: skip
 _MODULE_OF = {name: module for module, names in _LAZY.items() for name in names}
 
