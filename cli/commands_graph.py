@@ -3,18 +3,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
-from .commands_write import append
-from .common import CliError, FeedType, Session, common_options, emit, emit_lines, json_option, pass_session
+from .commands_write import report, write
+from .common import FeedType, Session, common_options, emit, emit_lines, json_option, pass_session
+
+if TYPE_CHECKING:
+    from tidings.node.actions import GraphKind
 
 __all__ = ["COMMANDS"]
 
 
-def _graph_command(kind: str, verb: str, summary: str) -> click.Command:
+def _graph_command(kind: GraphKind, verb: str, summary: str) -> click.Command:
     """One of follow/unfollow/block/unblock: each appends the matching entry to your log."""
 
     @click.command(kind, help=f"{summary} Appends a '{kind}' entry to your log (public).")
@@ -23,12 +25,10 @@ def _graph_command(kind: str, verb: str, summary: str) -> click.Command:
     @json_option
     @pass_session
     def command(session: Session, feed: bytes, as_json: bool) -> None:
-        from tidings import protocol
+        from tidings.node import actions
 
-        if feed == session.me() and kind in ("follow", "block"):
-            raise CliError(f"you cannot {kind} yourself", code="self")
-        content_type: Callable[..., Any] = getattr(protocol, kind.capitalize())
-        append(session, content_type(feed=feed), as_json, verb)
+        store, key, now = write(session)
+        report(actions.graph(store, key, kind, feed, now=now), as_json, verb)
 
     return command
 

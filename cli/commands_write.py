@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from .common import (
-    CliError,
     FeedType,
     Session,
     ask_passphrase,
@@ -22,32 +21,26 @@ from .common import (
 )
 
 if TYPE_CHECKING:
-    from tidings.protocol import Content
+    from tidings.protocol import SigningKey
     from tidings.storage.store import Store
 
-__all__ = ["COMMANDS"]
+__all__ = ["COMMANDS", "report", "write"]
 
 
-def append(session: Session, content: Content, as_json: bool, verb: str) -> None:
-    """Sign and store ``content`` as our next entry, then report it."""
-    from tidings.protocol import type_of
-    from tidings.storage.reads import entry_written
+def write(session: Session) -> tuple[Store, SigningKey, int]:
+    """What an action of node/actions.py takes: the store, the signing key, and the time now."""
+    from tidings.node.clock import SYSTEM_CLOCK
 
-    key = session.key()
-    entry = session.store().append(key, content)
-    out = entry_written(entry, type_of(content))
+    store = session.store()
+    return store, session.key(), SYSTEM_CLOCK.wall_ms()
+
+
+def report(written: dict[str, Any], as_json: bool, verb: str) -> None:
+    """Print an entry just written: the JSON line, or ``VERB ID (seq N)``."""
     if as_json:
-        emit(out)
+        emit(written)
     else:
-        click.echo(f"{verb} {out['id']} (seq {out['seq']})")
-
-
-def resolve(store: Store, text: str) -> bytes:
-    """A stored entry's hash from a full ``%id`` or a unique prefix (errors: not found, ambiguous,
-    malformed). ``Store.resolve_entry`` returns a full id as is; we also require the entry here."""
-    hash_ = store.resolve_entry(text)
-    store.entry_author(hash_)  # NotFound when this store does not hold it
-    return hash_
+        click.echo(f"{verb} {written['id']} (seq {written['seq']})")
 
 
 @click.command()
@@ -106,23 +99,12 @@ def id_(session: Session, as_json: bool) -> None:
 @pass_session
 def post(session: Session, text: str, reply_to: str | None, as_json: bool) -> None:
     """Append a post. TEXT '-' reads the text from standard input."""
-    from tidings.protocol import EntryId, Post, ProtocolError
+    from tidings.node import actions
 
     if text == "-":
         text = click.get_text_stream("stdin").read().rstrip("\r\n")
-    reply = root = None
-    if reply_to is not None:
-        store = session.store()
-        reply = resolve(store, reply_to)
-        parent = store.entry(reply)
-        root = reply  # spec: root = the parent's root if it has one, else the parent
-        parent_root = (parent.get("content") or {}).get("root")
-        if isinstance(parent_root, str):
-            try:
-                root = EntryId.parse(parent_root).hash
-            except ProtocolError:
-                root = reply
-    append(session, Post(text=text, reply=reply, root=root), as_json, "posted")
+    store, key, now = write(session)
+    report(actions.post(store, key, text, reply_to=reply_to, now=now), as_json, "posted")
 
 
 @click.command()
@@ -133,10 +115,10 @@ def post(session: Session, text: str, reply_to: str | None, as_json: bool) -> No
 @pass_session
 def react(session: Session, entry: str, emoji: str, as_json: bool) -> None:
     """Append a reaction (an emoji) to ENTRY."""
-    from tidings.protocol import Reaction
+    from tidings.node import actions
 
-    target = resolve(session.store(), entry)
-    append(session, Reaction(target=target, emoji=emoji), as_json, "reacted")
+    store, key, now = write(session)
+    report(actions.react(store, key, entry, emoji, now=now), as_json, "reacted")
 
 
 @click.command()
@@ -146,10 +128,10 @@ def react(session: Session, entry: str, emoji: str, as_json: bool) -> None:
 @pass_session
 def repost(session: Session, entry: str, as_json: bool) -> None:
     """Append a repost of ENTRY."""
-    from tidings.protocol import Repost
+    from tidings.node import actions
 
-    target = resolve(session.store(), entry)
-    append(session, Repost(target=target), as_json, "reposted")
+    store, key, now = write(session)
+    report(actions.repost(store, key, entry, now=now), as_json, "reposted")
 
 
 @click.command()
@@ -159,16 +141,10 @@ def repost(session: Session, entry: str, as_json: bool) -> None:
 @pass_session
 def delete(session: Session, entry: str, as_json: bool) -> None:
     """Delete one of your own entries: its payload is dropped here and by peers; the log stays valid."""
-    from tidings.protocol import Delete, entry_id_text
-    from tidings.storage.errors import NotYours
+    from tidings.node import actions
 
-    store = session.store()
-    target = resolve(store, entry)
-    if store.entry_author(target) != session.me():
-        raise NotYours(f"{entry_id_text(target)} is someone else's entry: you can only delete your own")
-    if store.entry(target).get("deleted"):
-        raise CliError(f"{entry_id_text(target)} is already deleted", code="already_deleted")
-    append(session, Delete(target=target), as_json, "deleted; tombstone")
+    store, key, now = write(session)
+    report(actions.delete(store, key, entry, now=now), as_json, "deleted; tombstone")
 
 
 @click.command()
@@ -180,26 +156,22 @@ def delete(session: Session, entry: str, as_json: bool) -> None:
 @pass_session
 def profile(session: Session, feed: bytes | None, name: str | None, bio: str | None, as_json: bool) -> None:
     """Set your profile, or with no option show it (or the profile of FEED)."""
-    from tidings.protocol import Profile, type_of
-    from tidings.storage.reads import entry_written
+    from tidings.node import actions
 
     store = session.store()
     me = session.me()
-    written: dict[str, Any] = {}
     if name is not None or bio is not None:
         if feed is not None and feed != me:
             raise click.UsageError("only your own profile can be set")
-        content = Profile(name=name, bio=bio)
-        entry = store.append(session.key(), content)
-        written = entry_written(entry, type_of(content))
-    shown = store.profile(feed if feed is not None else me)
+        store, key, now = write(session)
+        shown = actions.set_profile(store, key, name=name, bio=bio, now=now)
+        if not as_json:
+            click.echo(f"profile updated {shown['id']} (seq {shown['seq']})")
+    else:
+        shown = store.profile(feed if feed is not None else me)
     if as_json:
-        if written:
-            shown = {**shown, "id": written["id"], "seq": written["seq"], "ts": written["ts"]}
         emit(shown)
         return
-    if written:
-        click.echo(f"profile updated {written['id']} (seq {written['seq']})")
     click.echo(f"feed  {shown['feed']}")
     click.echo(f"name  {shown['name'] if shown['name'] is not None else '(not set)'}")
     click.echo(f"bio   {shown['bio'] if shown['bio'] else '(not set)'}")

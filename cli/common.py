@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
+from tidings.protocol.errors import TidingsError
 
 if TYPE_CHECKING:
     from tidings.node.home import Home
@@ -36,11 +37,11 @@ __all__ = [
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class CliError(click.ClickException):
+class CliError(click.ClickException, TidingsError):
     """A failure the user can act on: printed as one ``error: ...`` line, exit status 1."""
 
     def __init__(self, message: str, *, code: str = "error") -> None:
-        super().__init__(message)
+        super().__init__(message)  # click.ClickException, then TidingsError (sets ``message``)
         self.code = code
 
     def show(self, file: Any = None) -> None:
@@ -203,30 +204,24 @@ def emit_lines(items: Iterable[Any]) -> None:
 
 
 # -- errors -------------------------------------------------------------------------------------------
+_RESTORE = "restore a backup with 'tidings import FILE'"
+
+#: What to do next, by error code: the store is damaged or missing (the message names which store).
+_HINTS = {
+    "corrupt_store": "{message} ({store}); move it aside, then " + _RESTORE,
+    "store_too_new": "{message} ({store}); move it aside, then " + _RESTORE,
+    "no_store": "the store {store} is missing; " + _RESTORE,
+}
+
+
 def describe(exc: BaseException, session: Session | None) -> tuple[str, str]:
     """``(message, code)`` for an exception: the one line the user sees."""
     import sqlite3
 
-    from tidings.node.home import HomeError
-    from tidings.protocol import ProtocolError
-    from tidings.storage.errors import CorruptStore, StoreError
-
     store_path = session.home.store_path if session is not None else "the store"
-    if isinstance(exc, HomeError):
-        return str(exc), exc.code
-    if isinstance(exc, CorruptStore):
-        if exc.code == "bad_archive":
-            return str(exc), exc.code
-        return (
-            f"{exc} ({store_path}); move it aside, then restore a backup with 'tidings import FILE'",
-            exc.code,
-        )
-    if isinstance(exc, StoreError):
-        if exc.code == "no_store":
-            return f"the store {store_path} is missing; restore a backup with 'tidings import FILE'", exc.code
-        return str(exc), exc.code
-    if isinstance(exc, ProtocolError):
-        return str(exc.args[0]) if exc.args else exc.code, exc.code
+    if isinstance(exc, TidingsError):  # every error of ours: its message and code, a hint for some
+        hint = _HINTS.get(exc.code)
+        return (hint.format(message=exc.message, store=store_path) if hint else exc.message), exc.code
     if isinstance(exc, sqlite3.DatabaseError) and any(
         word in str(exc) for word in ("malformed", "not a database", "corrupt")
     ):

@@ -16,7 +16,6 @@ import random
 import time
 from typing import Protocol
 
-import trio
 from tidings.storage.clock import wall_ms
 
 __all__ = ["SYSTEM_CLOCK", "Clock", "FixedClock", "SystemClock", "make_rng"]
@@ -36,6 +35,8 @@ class SystemClock:
     """The real clock; ``monotonic`` is trio's clock inside a trio run (``MockClock`` in tests)."""
 
     def monotonic(self) -> float:
+        import trio  # here, so a CLI command that only needs wall_ms() does not load trio
+
         try:
             return trio.current_time()
         except RuntimeError:  # outside a trio run (a CLI command, a worker thread)

@@ -21,18 +21,17 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from tidings.protocol import Profile, SigningKey
+from tidings.protocol import Profile, SigningKey, TidingsError
 from tidings.storage.store import Store
 
 __all__ = ["Home", "HomeError", "default_home"]
 
 
-class HomeError(Exception):
+class HomeError(TidingsError):
     """A problem with the home folder or the identity in it; ``code`` is machine-readable."""
 
     def __init__(self, message: str, *, code: str) -> None:
-        super().__init__(message)
-        self.code = code
+        super().__init__(message, code=code)
 
 
 def default_home() -> Path:

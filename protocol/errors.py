@@ -1,5 +1,9 @@
 """Typed protocol errors.
 
+Every error of Tidings that carries a ``code`` derives from ``TidingsError``, defined here at the bottom
+layer so storage, node and the front ends can share it: the CLI and the web API each turn it into one
+message and its code in one place.
+
 Errors say who broke the rules (spec/protocol.md §1.3): a ``LocalProtocolError`` means our own caller
 misused the API; a ``RemoteProtocolError`` means bytes that came from outside (a peer, a file, an archive)
 break the protocol. Every error carries a short machine-readable ``code`` that may go on the wire and
@@ -15,18 +19,31 @@ __all__ = [
     "LocalProtocolError",
     "ProtocolError",
     "RemoteProtocolError",
+    "TidingsError",
 ]
 
 
-class ProtocolError(Exception):
-    """Base class of every error raised by ``tidings.protocol``."""
+class TidingsError(Exception):
+    """Base class of every Tidings error that has a machine-readable ``code``.
 
-    code: str = "protocol_error"
+    ``message`` is the sentence people read; ``code`` is short, stable, and what scripts and peers
+    match. Subclasses set a default ``code`` as a class attribute; ``code=`` overrides it per instance.
+    """
+
+    code: str = "error"
+    message: str
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)
+        self.message = message
         if code is not None:
             self.code = code
+
+
+class ProtocolError(TidingsError):
+    """Base class of every error raised by ``tidings.protocol``."""
+
+    code: str = "protocol_error"
 
     def __str__(self) -> str:
         return f"{self.args[0]} [{self.code}]"

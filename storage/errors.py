@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from tidings.protocol.errors import TidingsError
+
 __all__ = [
     "AmbiguousId",
     "CorruptStore",
@@ -14,15 +16,10 @@ __all__ = [
 ]
 
 
-class StoreError(Exception):
+class StoreError(TidingsError):
     """Base class of every storage error."""
 
     code = "store_error"
-
-    def __init__(self, message: str, *, code: str | None = None) -> None:
-        super().__init__(message)
-        if code is not None:
-            self.code = code
 
 
 class NotFound(StoreError):

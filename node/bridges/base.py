@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from tidings.protocol.errors import TidingsError
+
 if TYPE_CHECKING:
     import click
     from tidings.node.home import Home
@@ -37,7 +39,7 @@ __all__ = [
 ]
 
 
-class BridgeError(Exception):
+class BridgeError(TidingsError):
     """A bridge request that cannot be served; ``code`` is machine-readable.
 
     Codes: ``unknown_bridge``, ``bridge_unavailable`` (the plugin failed to load), ``unknown_setting``,

@@ -17,13 +17,15 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from tidings.protocol.errors import TidingsError
+
 if TYPE_CHECKING:
     from tidings.storage.store import Store
 
 __all__ = ["Candidate", "RankContext", "Ranked", "Ranker", "RankingError"]
 
 
-class RankingError(Exception):
+class RankingError(TidingsError):
     """A ranking request that cannot be served; ``code`` is machine-readable.
 
     Codes: ``unknown_ranker``, ``unknown_weight``, ``bad_weight``, ``bad_config``, ``ranker_failed``
@@ -31,8 +33,7 @@ class RankingError(Exception):
     """
 
     def __init__(self, message: str, *, code: str) -> None:
-        super().__init__(message)
-        self.code = code
+        super().__init__(message, code=code)
 
 
 @dataclass(frozen=True, kw_only=True)

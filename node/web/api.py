@@ -1,69 +1,31 @@
 """The JSON API's endpoints: the same store and node functions the CLI uses, the same JSON fields.
 
-Reads and writes run on the node's database thread (``node.db.call``); writes are signed with the
-node's key, then the node is woken so connected peers get the new entry at once. Lists come back as
-``{"items": [...]}`` whose items have the fields of the matching ``tidings ... --json`` line (CLI.md).
+Reads and writes run on the node's database thread (``node.db.call``); writes are the actions of
+node/actions.py (shared with the CLI), signed with the node's key, then the node is woken so
+connected peers get the new entry at once. Lists come back as ``{"items": [...]}`` whose items have
+the fields of the matching ``tidings ... --json`` line (CLI.md).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from tidings.node.ranking.registry import Registry, load_rankers, parse_weights
+from tidings.node import actions
+from tidings.node.ranking.registry import parse_weights
 from tidings.node.ranking.timeline import rank_timeline, swarm_timeline
+from tidings.node.web.context import WebContext
 from tidings.node.web.routes import ApiError, Args, Param, Route
-from tidings.protocol import (
-    Block,
-    Content,
-    Delete,
-    EntryId,
-    FeedId,
-    Follow,
-    Post,
-    Profile,
-    ProtocolError,
-    Reaction,
-    Repost,
-    SigningKey,
-    Unblock,
-    Unfollow,
-    entry_id_text,
-    feed_id_text,
-    type_of,
-)
+from tidings.protocol import EntryId, FeedId, ProtocolError, feed_id_text
 from tidings.storage import dht, peers
-from tidings.storage.clock import wall_ms
-from tidings.storage.errors import NotFound, NotYours
-from tidings.storage.reads import entry_written
+from tidings.storage.errors import NotFound
 
 if TYPE_CHECKING:
-    from tidings.node.home import Home
-    from tidings.node.net.node import Node
     from tidings.storage.store import Store
 
 __all__ = ["ROUTES", "WebContext"]
 
 MAX_LIMIT = 500
-
-
-@dataclass(slots=True)
-class WebContext:
-    """What the handlers work with: the running node, its home, the ranker registry."""
-
-    node: Node
-    home: Home
-    registry: Registry = field(default_factory=load_rankers)
-
-    @property
-    def me(self) -> bytes:
-        return self.node.key.public_key
-
-    async def changed(self, *, wants: bool = False) -> None:
-        """After a write: recompute wanted feeds if the graph changed, and wake the pushers."""
-        if wants:
-            await self.node.refresh_wants()
-        self.node.wake()
 
 
 # -- helpers run on the database thread -----------------------------------------------------------------
@@ -72,44 +34,6 @@ def _feed(text: str) -> bytes:
         return FeedId.parse(text.strip()).key
     except ProtocolError as exc:
         raise ApiError(f"{text!r} is not a feed id (@ + 52 base32 characters)", code="bad_feed") from exc
-
-
-def _resolve(store: Store, text: str) -> bytes:
-    """A stored entry's hash from an id or unique prefix (NotFound if this store lacks it)."""
-    hash_ = store.resolve_entry(text)
-    store.entry_author(hash_)
-    return hash_
-
-
-def _append(store: Store, key: SigningKey, content: Content) -> dict[str, Any]:
-    return entry_written(store.append(key, content), type_of(content))
-
-
-def _post(store: Store, key: SigningKey, text: str, reply_to: str | None) -> dict[str, Any]:
-    reply = root = None
-    if reply_to:
-        reply = _resolve(store, reply_to)
-        root = reply  # spec: root = the parent's root if it has one, else the parent
-        parent_root = (store.entry(reply).get("content") or {}).get("root")
-        if isinstance(parent_root, str):
-            try:
-                root = EntryId.parse(parent_root).hash
-            except ProtocolError:
-                root = reply
-    return _append(store, key, Post(text=text, reply=reply, root=root))
-
-
-def _targeted(store: Store, key: SigningKey, kind: str, entry: str, emoji: str | None) -> dict[str, Any]:
-    target = _resolve(store, entry)
-    if kind == "react":
-        return _append(store, key, Reaction(target=target, emoji=emoji or ""))
-    if kind == "repost":
-        return _append(store, key, Repost(target=target))
-    if store.entry_author(target) != key.public_key:
-        raise NotYours(f"{entry_id_text(target)} is someone else's entry: you can only delete your own")
-    if store.entry(target).get("deleted"):
-        raise ApiError(f"{entry_id_text(target)} is already deleted", code="already_deleted")
-    return _append(store, key, Delete(target=target))
 
 
 def _log(store: Store, me: bytes, feed: str | None, limit: int | None) -> list[dict[str, Any]]:
@@ -137,7 +61,7 @@ def _timeline(store: Store, ctx: WebContext, args: Args, config: dict[str, Any])
         weights=parse_weights(args["weight"]),
         limit=limit,
         explain=args["explain"],
-        now=wall_ms(),
+        now=ctx.now(),
         config=config,
         swarm_members=members,
         registry=ctx.registry,
@@ -162,14 +86,6 @@ def _status(store: Store, ctx: WebContext) -> dict[str, Any]:
 
 def _profile_get(store: Store, me: bytes, feed: str | None) -> dict[str, Any]:
     return store.profile(_feed(feed) if feed else me)
-
-
-def _profile_set(store: Store, key: SigningKey, name: str | None, bio: str | None) -> dict[str, Any]:
-    if name is None and bio is None:
-        raise ApiError("give a name or a bio", code="missing_parameter")
-    out = _append(store, key, Profile(name=name, bio=bio))
-    shown = store.profile(key.public_key)
-    return {**shown, "id": out["id"], "seq": out["seq"], "ts": out["ts"]}
 
 
 def _mute_target(args: Args) -> tuple[str, str]:
@@ -263,38 +179,39 @@ async def get_search(ctx: WebContext, args: Args) -> Any:
     return _items(await ctx.node.db.call(lambda s: s.search(args["q"], limit=args["limit"])))
 
 
-async def post_post(ctx: WebContext, args: Args) -> Any:
-    out = await ctx.node.db.call(_post, ctx.node.key, args["text"], args["reply_to"])
-    await ctx.changed()
+async def _write(
+    ctx: WebContext, action: Callable[..., Any], *args: Any, wants: bool = False, **kw: Any
+) -> Any:
+    """Run ``action`` (node/actions.py) with the node's key and the time, then tell the node."""
+    out = await ctx.node.db.call(action, ctx.node.key, *args, now=ctx.now(), **kw)
+    await ctx.changed(wants=wants)
     return out
+
+
+async def post_post(ctx: WebContext, args: Args) -> Any:
+    # an empty reply_to is a post, not a reply
+    return await _write(ctx, actions.post, args["text"], reply_to=args["reply_to"] or None)
 
 
 async def post_reply(ctx: WebContext, args: Args) -> Any:
-    out = await ctx.node.db.call(_post, ctx.node.key, args["text"], args["entry"])
-    await ctx.changed()
-    return out
+    return await _write(ctx, actions.post, args["text"], reply_to=args["entry"])
 
 
-def _targeted_handler(kind: str) -> Any:
+async def post_react(ctx: WebContext, args: Args) -> Any:
+    return await _write(ctx, actions.react, args["entry"], args["emoji"])
+
+
+async def post_repost(ctx: WebContext, args: Args) -> Any:
+    return await _write(ctx, actions.repost, args["entry"])
+
+
+async def post_delete(ctx: WebContext, args: Args) -> Any:
+    return await _write(ctx, actions.delete, args["entry"])
+
+
+def _graph_handler(kind: actions.GraphKind) -> Any:
     async def handler(ctx: WebContext, args: Args) -> Any:
-        out = await ctx.node.db.call(_targeted, ctx.node.key, kind, args["entry"], args.get("emoji"))
-        await ctx.changed()
-        return out
-
-    return handler
-
-
-_GRAPH = {"follow": Follow, "unfollow": Unfollow, "block": Block, "unblock": Unblock}
-
-
-def _graph_handler(kind: str) -> Any:
-    async def handler(ctx: WebContext, args: Args) -> Any:
-        feed = _feed(args["feed"])
-        if feed == ctx.me and kind in ("follow", "block"):
-            raise ApiError(f"you cannot {kind} yourself", code="self")
-        out = await ctx.node.db.call(_append, ctx.node.key, _GRAPH[kind](feed=feed))
-        await ctx.changed(wants=True)
-        return out
+        return await _write(ctx, actions.graph, kind, _feed(args["feed"]), wants=True)
 
     return handler
 
@@ -324,9 +241,10 @@ async def get_profile(ctx: WebContext, args: Args) -> Any:
 
 
 async def post_profile(ctx: WebContext, args: Args) -> Any:
-    out = await ctx.node.db.call(_profile_set, ctx.node.key, args["name"], args["bio"])
-    await ctx.changed()
-    return out
+    name, bio = args["name"], args["bio"]
+    if name is None and bio is None:
+        raise ApiError("give a name or a bio", code="missing_parameter")
+    return await _write(ctx, actions.set_profile, name=name, bio=bio)
 
 
 async def get_swarms(ctx: WebContext, args: Args) -> Any:
@@ -335,7 +253,7 @@ async def get_swarms(ctx: WebContext, args: Args) -> Any:
 
 async def post_swarm_join(ctx: WebContext, args: Args) -> Any:
     name = _check_swarm(args["name"])
-    joined = await ctx.node.db.call(dht.join_swarm, name, wall_ms())
+    joined = await ctx.node.db.call(dht.join_swarm, name, ctx.now())
     await ctx.changed(wants=True)
     return {"swarm": name, "joined": joined}
 
@@ -352,9 +270,7 @@ async def get_peers(ctx: WebContext, args: Args) -> Any:
 
 
 async def get_openapi(ctx: WebContext, args: Args) -> Any:
-    from tidings.node.web.openapi import openapi_document
-
-    return openapi_document()
+    return ctx.openapi()
 
 
 async def get_events(ctx: WebContext, args: Args) -> Any:  # served as a stream by app.py
@@ -367,7 +283,7 @@ _ENTRY = Param(name="entry", required=True, description="An entry id (%...) or a
 _FEED = Param(name="feed", required=True, description="A feed id (@...).")
 
 
-def _graph_route(kind: str, summary: str) -> Route:
+def _graph_route(kind: actions.GraphKind, summary: str) -> Route:
     return Route(
         method="POST", path=f"/api/{kind}", handler=_graph_handler(kind), summary=summary,
         params=(_FEED,), response="Written", tags=("graph",),
@@ -395,9 +311,9 @@ ROUTES: tuple[Route, ...] = (
     Route(method="GET", path="/api/search", handler=get_search, summary="Full-text search over stored posts (SQLite FTS5 syntax).", params=(Param(name="q", required=True, description="The query."), Param(name="limit", type="integer", minimum=1, maximum=MAX_LIMIT, default=50, description="At most N results.")), response="Entry", is_list=True, tags=("reading",)),
     Route(method="POST", path="/api/post", handler=post_post, summary="Append a post.", params=(Param(name="text", required=True, description="The text."), Param(name="reply_to", description="Reply to this entry (id or unique prefix).")), response="Written", tags=("writing",)),
     Route(method="POST", path="/api/reply", handler=post_reply, summary="Append a reply to an entry.", params=(_ENTRY, Param(name="text", required=True, description="The text.")), response="Written", tags=("writing",)),
-    Route(method="POST", path="/api/react", handler=_targeted_handler("react"), summary="Append a reaction (an emoji) to an entry.", params=(_ENTRY, Param(name="emoji", required=True, description="One emoji.")), response="Written", tags=("writing",)),
-    Route(method="POST", path="/api/repost", handler=_targeted_handler("repost"), summary="Append a repost of an entry.", params=(_ENTRY,), response="Written", tags=("writing",)),
-    Route(method="POST", path="/api/delete", handler=_targeted_handler("delete"), summary="Delete one of your own entries (its payload is dropped here and by peers).", params=(_ENTRY,), response="Written", tags=("writing",)),
+    Route(method="POST", path="/api/react", handler=post_react, summary="Append a reaction (an emoji) to an entry.", params=(_ENTRY, Param(name="emoji", required=True, description="One emoji.")), response="Written", tags=("writing",)),
+    Route(method="POST", path="/api/repost", handler=post_repost, summary="Append a repost of an entry.", params=(_ENTRY,), response="Written", tags=("writing",)),
+    Route(method="POST", path="/api/delete", handler=post_delete, summary="Delete one of your own entries (its payload is dropped here and by peers).", params=(_ENTRY,), response="Written", tags=("writing",)),
     _graph_route("follow", "Follow a feed (a public entry in your log)."),
     _graph_route("unfollow", "Stop following a feed."),
     _graph_route("block", "Block a feed: hidden everywhere, not replicated."),

@@ -22,12 +22,18 @@ from importlib import resources
 from typing import Any
 
 import trio
-from tidings.node.ranking.base import RankingError
-from tidings.node.web import auth
-from tidings.node.web.api import ROUTES, WebContext
+from tidings.node.web.api import ROUTES
+from tidings.node.web.auth import (
+    AuthError,
+    check_host,
+    check_same_origin,
+    cookie_name,
+    redeem_login_code,
+    token_matches,
+)
+from tidings.node.web.context import WebContext
 from tidings.node.web.routes import ApiError, Route, parse_args
-from tidings.protocol import ProtocolError
-from tidings.storage.errors import NotFound, NotYours, StoreError
+from tidings.protocol.errors import TidingsError
 
 __all__ = ["WebApp"]
 
@@ -61,7 +67,24 @@ _CONTENT_TYPES = {
     ".png": "image/png",
 }
 
-_RANKING_STATUS = {"ranker_failed": 500, "bad_config": 500}
+#: The HTTP status of an error by its ``code``: what is missing (404) or not yours (403), and the
+#: node's own trouble (500: a damaged, locked or full store, a broken ranker or config). Every other
+#: code of a ``TidingsError`` is a request the rules refuse (400); an ``ApiError`` carries its own.
+STATUS_BY_CODE = {
+    "not_found": 404,
+    "not_yours": 403,
+    "store_error": 500,
+    "corrupt_store": 500,
+    "store_too_new": 500,
+    "disk_full": 500,
+    "store_locked": 500,
+    "no_store": 500,
+    "gap": 500,
+    "io": 500,
+    "bad_archive": 500,
+    "ranker_failed": 500,
+    "bad_config": 500,
+}
 
 
 def _load_static() -> dict[str, tuple[bytes, str]]:
@@ -77,19 +100,9 @@ def _load_static() -> dict[str, tuple[bytes, str]]:
 
 def error_status(exc: Exception) -> tuple[int, str, str]:
     """``(status, code, message)`` for an exception raised by a handler."""
-    if isinstance(exc, ApiError | auth.AuthError):
-        return exc.status, exc.code, str(exc)
-    if isinstance(exc, NotFound):
-        return 404, exc.code, str(exc)
-    if isinstance(exc, NotYours):
-        return 403, exc.code, str(exc)
-    if isinstance(exc, StoreError):
-        status = 400 if exc.code in ("bad_id", "ambiguous_id", "bad_query", "feed_forked") else 500
-        return status, exc.code, str(exc)
-    if isinstance(exc, ProtocolError):
-        return 400, exc.code, str(exc.args[0]) if exc.args else exc.code
-    if isinstance(exc, RankingError):
-        return _RANKING_STATUS.get(exc.code, 400), exc.code, str(exc)
+    if isinstance(exc, TidingsError):
+        status = exc.status if isinstance(exc, ApiError) else STATUS_BY_CODE.get(exc.code, 400)
+        return status, exc.code, exc.message
     return 500, "internal", f"internal error: {type(exc).__name__}"
 
 
@@ -127,7 +140,7 @@ class WebApp:
         self.token = token
         self.bound_host = bound_host
         self.port = port
-        self.cookie = auth.cookie_name(port)
+        self.cookie = cookie_name(port)
         self.static = _load_static()
         self.routes: dict[tuple[str, str], Route] = {(r.method, r.path): r for r in ROUTES}
         self.paths = {r.path for r in ROUTES}
@@ -180,8 +193,8 @@ class WebApp:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         req = _Request(scope)
         try:
-            auth.check_host(req.headers.get("host"), self.bound_host, self.port)
-        except auth.AuthError as exc:
+            check_host(req.headers.get("host"), self.bound_host, self.port)
+        except AuthError as exc:
             await self._error(send, exc.status, exc.code, str(exc))
             return
         if req.path.startswith("/api/"):
@@ -204,7 +217,7 @@ class WebApp:
 
     async def _login(self, req: _Request, send: Send) -> None:
         code = (req.query.get("code") or [""])[-1]
-        if req.method != "GET" or not auth.redeem_login_code(self.ctx.home.path, code):
+        if req.method != "GET" or not redeem_login_code(self.ctx.home.path, code):
             page = b"<!doctype html><title>Tidings</title><p>This login link is used up or expired: run <code>tidings open</code> again."
             await self._respond(send, 403, page, "text/html; charset=utf-8")
             return
@@ -215,13 +228,12 @@ class WebApp:
     def _check(self, req: _Request) -> None:
         """Token and same-origin checks of an API request (AuthError if refused)."""
         if not (
-            auth.token_matches(self.token, req.cookie(self.cookie))
-            or auth.token_matches(self.token, req.bearer())
+            token_matches(self.token, req.cookie(self.cookie)) or token_matches(self.token, req.bearer())
         ):
-            raise auth.AuthError(
+            raise AuthError(
                 "no valid token: open the page with 'tidings open'", status=401, code="unauthorized"
             )
-        auth.check_same_origin(
+        check_same_origin(
             method=req.method,
             origin=req.headers.get("origin"),
             fetch_site=req.headers.get("sec-fetch-site"),

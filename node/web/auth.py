@@ -26,6 +26,8 @@ import secrets
 import time
 from pathlib import Path
 
+from tidings.node.web.routes import ApiError
+
 __all__ = [
     "CODE_SECONDS",
     "AuthError",
@@ -43,13 +45,11 @@ CODES_DIR = "web-login"
 _WILDCARD = {"0.0.0.0", "::", ""}
 
 
-class AuthError(Exception):
+class AuthError(ApiError):
     """A refused request: ``status`` is the HTTP status (401 or 403), ``code`` machine-readable."""
 
     def __init__(self, message: str, *, status: int, code: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
+        super().__init__(message, status=status, code=code)
 
 
 def _write_private(path: Path, data: bytes) -> None:

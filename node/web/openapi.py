@@ -7,6 +7,7 @@ fields of ../shared/CLI.md's ``--json`` output.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from tidings.node.web.api import ROUTES
@@ -164,10 +165,10 @@ def _operation(route: Route) -> dict[str, Any]:
     return op
 
 
-def openapi_document() -> dict[str, Any]:
-    """The OpenAPI 3.1 description of every route in ``api.ROUTES``."""
+def openapi_document(routes: Sequence[Route] = ROUTES) -> dict[str, Any]:
+    """The OpenAPI 3.1 description of ``routes`` (default: every route in ``api.ROUTES``)."""
     paths: dict[str, dict[str, Any]] = {}
-    for route in ROUTES:
+    for route in routes:
         paths.setdefault(route.path, {})[route.method.lower()] = _operation(route)
     return {
         "openapi": "3.1.0",

@@ -12,8 +12,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from tidings.protocol.errors import TidingsError
+
 if TYPE_CHECKING:
-    from tidings.node.web.api import WebContext
+    from tidings.node.web.context import WebContext
 
 __all__ = ["ApiError", "Param", "Route", "parse_args"]
 
@@ -23,13 +25,12 @@ Handler = Callable[["WebContext", Args], Awaitable[Any]]
 _TYPES = ("string", "integer", "boolean")
 
 
-class ApiError(Exception):
+class ApiError(TidingsError):
     """A request the API refuses: ``status`` (400, 404, ...) and a machine-readable ``code``."""
 
     def __init__(self, message: str, *, status: int = 400, code: str = "bad_request") -> None:
-        super().__init__(message)
+        super().__init__(message, code=code)
         self.status = status
-        self.code = code
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

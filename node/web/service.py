@@ -15,13 +15,13 @@ import trio
 from hypercorn.config import Config, Sockets
 from hypercorn.trio import serve
 from tidings.node.addresses import parse_address
-from tidings.node.web import auth
-from tidings.node.web.api import WebContext
 from tidings.node.web.app import WebApp
+from tidings.node.web.auth import load_token
+from tidings.node.web.context import WebContext, WebNode
+from tidings.node.web.openapi import openapi_document
 
 if TYPE_CHECKING:
     from tidings.node.home import Home
-    from tidings.node.net.node import Node
 
 __all__ = ["DEFAULT_HTTP", "WebService"]
 
@@ -74,13 +74,16 @@ class WebService:
     def state(self) -> dict[str, Any]:
         return {"url": self.url} if self.url is not None else {"address": self.address}
 
-    async def run(self, node: Node, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, node: WebNode, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         host, port = parse_address(self.address)
         sock = bind_socket(host, port)
         try:
             bound_port = sock.getsockname()[1]
-            token = auth.load_token(self.home.path)
-            app = WebApp(WebContext(node, self.home), token=token, bound_host=host, port=bound_port)
+            token = load_token(self.home.path)
+            ctx = WebContext(node, self.home, openapi=openapi_document)
+            app = WebApp(ctx, token=token, bound_host=host, port=bound_port)
             config = _BoundConfig(sock)
             config.accesslog = None
             config.errorlog = log

@@ -521,12 +521,19 @@ def test_decode_content_errors() -> None:
 
 
 def test_importing_the_protocol_loads_no_io_modules() -> None:
-    """STYLE.md 1 and 8: protocol/ never imports trio, socket, sqlite3 or asyncio."""
+    """STYLE.md 1 and 8: protocol/ never imports trio, socket, sqlite3 or asyncio.
+
+    ``tidings.protocol`` loads its names lazily, so every public name and every module is loaded here."""
     script = textwrap.dedent(
         """
-        import sys
+        import importlib, inspect, pkgutil, sys
         import tidings.protocol
-        import tidings.protocol.content, tidings.protocol.entry, tidings.protocol.lipmaa
+        for name in tidings.protocol.__all__:
+            getattr(tidings.protocol, name)
+        for info in pkgutil.walk_packages(tidings.protocol.__path__, "tidings.protocol."):
+            importlib.import_module(info.name)
+        shadowed = [n for n in tidings.protocol.__all__ if inspect.ismodule(getattr(tidings.protocol, n))]
+        assert not shadowed, f"submodules shadow public names: {shadowed}"
         loaded = [name for name in ("trio", "socket", "sqlite3", "asyncio") if name in sys.modules]
         print(",".join(loaded))
         """
