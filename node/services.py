@@ -11,22 +11,27 @@ from __future__ import annotations
 
 import logging
 import traceback
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import trio
 
-if TYPE_CHECKING:
-    from tidings.node.net.node import Node
-
-__all__ = ["Service", "ServiceRunner"]
+__all__ = ["Service", "ServiceHost", "ServiceRunner"]
 
 log = logging.getLogger("tidings.services")
+
+
+class ServiceHost(Protocol):
+    """What the runner needs from the node: a way to say a service's state changed."""
+
+    def services_changed(self) -> None: ...
 
 
 class Service(Protocol):
     name: str
 
-    async def run(self, node: Node, *, task_status: trio.TaskStatus[Any] = ...) -> None: ...
+    # ``node`` is the running ``tidings.node.net.node.Node``; each service uses what it needs of it
+    # (typed ``Any`` here so this module, which the node imports, does not import the node)
+    async def run(self, node: Any, *, task_status: trio.TaskStatus[Any] = ...) -> None: ...
 
 
 class ServiceRunner:
@@ -50,7 +55,9 @@ class ServiceRunner:
                 extra = {"state_error": f"{type(exc).__name__}: {exc}"}
         return {"state": "running" if self.running else "starting", **extra}
 
-    async def run(self, node: Node, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, node: ServiceHost, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         started = False
 
         class _Status:

@@ -23,13 +23,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from typing import TYPE_CHECKING, Any
+import random
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 import trio
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from tidings.node.clock import SYSTEM_CLOCK, Clock, make_rng
 from tidings.node.discovery.dht import DHT
 from tidings.node.discovery.dht_support import member_record, resolve_address
-from tidings.protocol import feed_id_text
+from tidings.protocol import SigningKey, feed_id_text
 from tidings.protocol.dht_wire import Contact, Stun, StunReply, digest
 from tidings.protocol.records import (
     MemberRecord,
@@ -39,13 +42,9 @@ from tidings.protocol.records import (
 )
 from tidings.storage import dht as dht_store
 from tidings.storage import peers
-from tidings.storage.clock import wall_ms
+from tidings.storage.thread import DatabaseThread
 
-if TYPE_CHECKING:
-    from tidings.node.net.node import Node
-    from tidings.node.net.peer import PeerConnection
-
-__all__ = ["Discovery", "dht_node_id"]
+__all__ = ["Discovery", "DiscoveryHost", "MemberPeer", "dht_node_id"]
 
 log = logging.getLogger("tidings.discovery")
 
@@ -65,11 +64,62 @@ def _backoff(attempt: int, cap: float) -> float:
     return float(min(cap, 2.0 ** min(attempt + 1, 30)))
 
 
+class MemberPeer(Protocol):
+    """A gossip connection, as far as swarm member records go (spec §13.6)."""
+
+    @property
+    def feed(self) -> bytes: ...
+
+    async def send_members(self, records: list[bytes]) -> None: ...
+
+
+class DiscoveryHost(Protocol):
+    """What discovery needs from the node (``Node`` is one)."""
+
+    @property
+    def key(self) -> SigningKey: ...
+    @property
+    def limits(self) -> Mapping[str, Any]: ...
+    @property
+    def listen(self) -> str: ...
+    @property
+    def address(self) -> str | None: ...
+    @property
+    def transport_private(self) -> bytes: ...
+    @property
+    def db(self) -> DatabaseThread: ...
+    @property
+    def wanted(self) -> set[bytes]: ...
+    @property
+    def blocked(self) -> set[bytes]: ...
+    @property
+    def connections(self) -> Mapping[int, MemberPeer]: ...
+
+    def offered_feeds(self) -> set[bytes]:
+        """Feeds whose address the connection manager holds already."""
+        ...
+
+    def dial(
+        self, address: str, *, feed: bytes | None = None, source: str = "dht", pinned: bool = False
+    ) -> None: ...
+    async def refresh_wants(self) -> None: ...
+
+
 class Discovery:
     """The node's DHT service (see the module docstring)."""
 
-    def __init__(self, node: Node, *, bootstrap: list[str], swarms: list[str]) -> None:
+    def __init__(
+        self,
+        node: DiscoveryHost,
+        *,
+        bootstrap: list[str],
+        swarms: list[str],
+        clock: Clock = SYSTEM_CLOCK,
+        rng: random.Random | None = None,
+    ) -> None:
         self.node = node
+        self.clock = clock
+        self.rng = rng if rng is not None else make_rng()
         self.bootstrap = list(bootstrap)
         self.swarms = list(swarms)
         limits = node.limits
@@ -97,9 +147,10 @@ class Discovery:
             host=listen_host or "0.0.0.0",
             port=port,
             timeout=float(node.limits.get("dht_timeout", 1.0)),
+            rng=self.rng,
         )
         for name in self.swarms:
-            await node.db.call(dht_store.join_swarm, name, wall_ms())
+            await node.db.call(dht_store.join_swarm, name, self.clock.wall_ms())
         try:
             async with trio.open_nursery() as nursery:
                 address = await nursery.start(dht.run)
@@ -112,16 +163,16 @@ class Discovery:
     async def _main(self, nursery: trio.Nursery) -> None:
         await self._join()
         nursery.start_soon(self._publish_loop)
-        next_save = trio.current_time() + 60.0
+        next_save = self.clock.monotonic() + 60.0
         while True:
             dht = self._dht()
             if not len(dht.table):
                 await self._join()
             await self._sync_swarms(nursery)
             await self._find_wanted(nursery)
-            if trio.current_time() >= next_save:
+            if self.clock.monotonic() >= next_save:
                 await self._save_contacts()
-                next_save = trio.current_time() + 60.0
+                next_save = self.clock.monotonic() + 60.0
             await trio.sleep(float(self.node.limits.get("discovery_interval", 1.0)))
 
     def _dht(self) -> DHT:
@@ -152,7 +203,7 @@ class Discovery:
             return
         rows = [(c.node_id, c.host, c.port) for c in self.dht.table.find_neighbors(self.dht.own_id, 500)]
         with contextlib.suppress(Exception):  # the store may be closing; the next start re-bootstraps
-            await self.node.db.call(dht_store.save_contacts, rows, wall_ms())
+            await self.node.db.call(dht_store.save_contacts, rows, self.clock.wall_ms())
 
     async def _public_address(self) -> tuple[str, int] | None:
         """The address others can dial us at: the listen address, or what a peer sees (stun)."""
@@ -186,7 +237,7 @@ class Discovery:
         address = await self._public_address()
         if address is None:
             return 0
-        stamp = wall_ms()
+        stamp = self.clock.wall_ms()
         record = create_node_record(
             self.node.key,
             addresses=[address],
@@ -202,12 +253,12 @@ class Discovery:
     async def _find_wanted(self, nursery: trio.Nursery) -> None:
         node = self.node
         connected = {c.feed for c in node.connections.values()}
-        known = {c.feed for c in node.manager.candidates.values()}  # addresses already offered
+        known = node.offered_feeds()  # addresses already offered
         missing = node.wanted - connected - known - {node.key.public_key} - node.blocked
         if not missing:
             return
         with_address = await node.db.call(dht_store.feeds_with_address)
-        now = trio.current_time()
+        now = self.clock.monotonic()
         for feed in missing:
             if feed in self._lookups or len(self._lookups) >= 4:
                 continue
@@ -227,7 +278,7 @@ class Discovery:
                 return
             address = _address_text(record.addresses[0])
             log.info("found %s at %s in the DHT", feed_id_text(feed), address)
-            await self.node.db.call(peers.note_peer, feed, address, "dht", False, wall_ms())
+            await self.node.db.call(peers.note_peer, feed, address, "dht", False, self.clock.wall_ms())
             self.node.dial(address, feed=feed, source="dht")
         finally:
             self._lookups.discard(feed)
@@ -252,11 +303,11 @@ class Discovery:
             next_announce = 0.0
             announces = 0
             while True:
-                if trio.current_time() >= next_announce:
+                if self.clock.monotonic() >= next_announce:
                     stored = await self._announce(name)
                     announces = announces + 1 if stored else 0
                     delay = _backoff(announces, self.record_ttl / 2) if stored else 2.0
-                    next_announce = trio.current_time() + delay
+                    next_announce = self.clock.monotonic() + delay
                 await self._meet(name, key)
                 await trio.sleep(interval)
                 interval = min(interval * 2, float(self.node.limits.get("swarm_interval", 30.0)))
@@ -265,7 +316,7 @@ class Discovery:
         address = await self._public_address()
         if address is None:
             return 0
-        stamp = wall_ms()
+        stamp = self.clock.wall_ms()
         record = create_member_record(
             self.node.key,
             swarm=name,
@@ -280,7 +331,7 @@ class Discovery:
         members = await self._dht().members(key)
         await self._take_members(name, members, via=None)
 
-    async def _take_members(self, name: str, records: list[MemberRecord], via: PeerConnection | None) -> None:
+    async def _take_members(self, name: str, records: list[MemberRecord], via: MemberPeer | None) -> None:
         """Remember new member records of swarm ``name`` (found in the DHT or gossiped), offer their
         addresses to the connection manager, and pass the new ones on to our other peers (§13.6)."""
         node = self.node
@@ -300,7 +351,7 @@ class Discovery:
                 fresh.append(record)  # a mere refresh (same addresses, later expiry) is kept, not spread
         if not fresh:
             return
-        stamp = wall_ms()
+        stamp = self.clock.wall_ms()
         new = False
         for record in fresh:
             address = _address_text(record.addresses[0])
@@ -315,9 +366,9 @@ class Discovery:
                 with contextlib.suppress(Exception):  # a broken peer ends on its own
                     await conn.send_members(data)
 
-    async def offer_members(self, conn: PeerConnection) -> None:
+    async def offer_members(self, conn: MemberPeer) -> None:
         """Send a new connection every member record we hold of the swarms we are in."""
-        now = wall_ms()
+        now = self.clock.wall_ms()
         data = [
             r.encode()
             for name in list(self._swarm_scopes)
@@ -332,9 +383,9 @@ class Discovery:
         if data:
             await conn.send_members(data)
 
-    async def receive_members(self, data: tuple[bytes, ...], conn: PeerConnection) -> None:
+    async def receive_members(self, data: tuple[bytes, ...], conn: MemberPeer) -> None:
         """Member records gossiped by a peer: only valid ones of swarms we are in count (§13.6)."""
-        now = wall_ms()
+        now = self.clock.wall_ms()
         by_key = {swarm_key(name): name for name in self._swarm_scopes}
         taken: dict[str, list[MemberRecord]] = {}
         for value in data:

@@ -3,7 +3,7 @@ feed (spec §12.8)."""
 
 from __future__ import annotations
 
-import time
+from tidings.node.clock import SYSTEM_CLOCK, Clock
 
 __all__ = ["FeedBudgets", "RateLimit"]
 
@@ -11,13 +11,14 @@ __all__ = ["FeedBudgets", "RateLimit"]
 class RateLimit:
     """Token bucket: ``rate`` per second, bursts up to ``burst``."""
 
-    def __init__(self, rate: float, burst: float) -> None:
+    def __init__(self, rate: float, burst: float, clock: Clock = SYSTEM_CLOCK) -> None:
         self.rate, self.burst = rate, burst
+        self.clock = clock
         self.tokens = burst
-        self.stamp = time.monotonic()
+        self.stamp = clock.monotonic()
 
     def take(self, n: float = 1.0) -> bool:
-        now = time.monotonic()
+        now = self.clock.monotonic()
         self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
         self.stamp = now
         if self.tokens < n:
@@ -29,8 +30,9 @@ class RateLimit:
 class FeedBudgets:
     """A token bucket per feed (spec §12.8): live entries of one feed from one peer."""
 
-    def __init__(self, rate: float, burst: float) -> None:
+    def __init__(self, rate: float, burst: float, clock: Clock = SYSTEM_CLOCK) -> None:
         self.rate, self.burst = rate, burst
+        self.clock = clock
         self._buckets: dict[bytes, RateLimit] = {}
 
     def take(self, feed: bytes) -> bool:
@@ -38,5 +40,5 @@ class FeedBudgets:
         if bucket is None:
             if len(self._buckets) > 10000:
                 self._buckets.clear()
-            bucket = self._buckets[feed] = RateLimit(self.rate, self.burst)
+            bucket = self._buckets[feed] = RateLimit(self.rate, self.burst, self.clock)
         return bucket.take()

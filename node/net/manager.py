@@ -26,17 +26,16 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import trio
 from tidings.node.addresses import address_range, parse_address
+from tidings.node.clock import SYSTEM_CLOCK, Clock, make_rng
 from tidings.protocol import feed_id_text
 
-if TYPE_CHECKING:
-    from tidings.node.net.node import Node
-
-__all__ = ["MAX_CANDIDATES", "Candidate", "ConnectionManager"]
+__all__ = ["MAX_CANDIDATES", "Candidate", "ConnectionManager", "ManagedNode"]
 
 log = logging.getLogger("tidings.manager")
 
@@ -57,12 +56,61 @@ class Candidate:
     dialing: bool = False
 
 
+class _Connection(Protocol):
+    @property
+    def feed(self) -> bytes: ...
+    @property
+    def address(self) -> str: ...
+    @property
+    def initiator(self) -> bool: ...
+    @property
+    def once(self) -> bool: ...
+
+
+class _Bans(Protocol):
+    def banned(self, host: str) -> bool: ...
+
+
+class _Scores(Protocol):
+    def get(self, host: str) -> float: ...
+
+
+class ManagedNode(Protocol):
+    """What the connection manager needs from the node (``Node`` is one)."""
+
+    @property
+    def limits(self) -> Mapping[str, Any]: ...
+    @property
+    def address(self) -> str | None: ...
+    @property
+    def connections(self) -> Mapping[int, _Connection]: ...
+    @property
+    def penalties(self) -> _Bans: ...
+    @property
+    def scores(self) -> _Scores: ...
+    @property
+    def wanted(self) -> set[bytes]: ...
+
+    def local_host(self) -> str | None:
+        """The address to dial from (None: any)."""
+        ...
+
+    async def serve_connection(
+        self, stream: trio.abc.Stream, address: str, *, initiator: bool, expected: Candidate | None = None
+    ) -> object | None:
+        """Handshake and replicate on ``stream`` until it ends; the connection if one was made."""
+        ...
+
+
 class ConnectionManager:
-    def __init__(self, node: Node) -> None:
+    def __init__(
+        self, node: ManagedNode, *, clock: Clock = SYSTEM_CLOCK, rng: random.Random | None = None
+    ) -> None:
         self.node = node
+        self.clock = clock
+        self.rng = rng if rng is not None else make_rng()
         self.candidates: dict[str, Candidate] = {}
         self._wake = trio.Event()
-        self.rng = random.Random()
         self.dials = 0
 
     # -- candidates ------------------------------------------------------------------------------------
@@ -166,7 +214,7 @@ class ConnectionManager:
     async def run(self, nursery: trio.Nursery) -> None:
         interval = float(self.node.limits["manage_interval"])
         while True:
-            for cand in self.choose(trio.current_time()):
+            for cand in self.choose(self.clock.monotonic()):
                 cand.dialing = True
                 nursery.start_soon(self._dial, cand)
             with trio.move_on_after(interval):
@@ -174,29 +222,28 @@ class ConnectionManager:
             self._wake = trio.Event()
 
     async def _dial(self, cand: Candidate) -> None:
-
         node = self.node
-        started = trio.current_time()
+        started = self.clock.monotonic()
         conn = None
         self.dials += 1
         try:
             host, port = parse_address(cand.address)
             try:
-                stream = await trio.open_tcp_stream(host, port, local_address=node._local_host())
+                stream = await trio.open_tcp_stream(host, port, local_address=node.local_host())
             except OSError as exc:
                 log.info("cannot reach %s: %s", cand.address, exc.strerror or exc)
             else:
-                conn = await node._handle(stream, cand.address, True, False, expected=cand)
+                conn = await node.serve_connection(stream, cand.address, initiator=True, expected=cand)
         finally:
             cand.dialing = False
-            lasted = trio.current_time() - started
-            if conn is not None and lasted > 30:
+            now = self.clock.monotonic()
+            if conn is not None and now - started > 30:
                 cand.failures = 0
-                cand.next_try = trio.current_time() + 1.0
+                cand.next_try = now + 1.0
             else:
                 cand.failures += 1
                 cap = 60.0 if cand.pinned else 300.0
-                cand.next_try = trio.current_time() + min(2.0**cand.failures, cap)
+                cand.next_try = now + min(2.0**cand.failures, cap)
             self.wake()
 
     def wrong_identity(self, cand: Candidate, actual: bytes) -> None:

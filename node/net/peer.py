@@ -3,7 +3,9 @@
 Tasks (all in one nursery, so a failure anywhere ends the connection cleanly):
 - the reader: frames -> events; entries are verified and stored through the database thread;
 - the server: answers the peer's clocks from the store, oldest first, then says ``caught_up``;
-- the pusher: after each local change, sends new entries the peer wants and lacks (live push).
+- the pusher: after each local change, sends new entries the peer wants and lacks (live push);
+- the channel's writer (``SecureChannel.run_writer``): the only task that writes to the stream; every
+  other task (these, and the node's broadcasts) only queues frames with ``channel.send``.
 A peer that breaks the protocol (bad frame, invalid entry, flood) is dropped with a logged reason and
 reported to the node, which backs off from it.
 """
@@ -11,12 +13,12 @@ reported to the node, which backs off from it.
 from __future__ import annotations
 
 import logging
-import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import trio
 from tidings.node.addresses import SCOPE_RANK, address_scope
 from tidings.node.net.budgets import FeedBudgets, RateLimit
+from tidings.node.net.host import ConnectionHost
 from tidings.node.net.transport import ChannelClosed, SecureChannel
 from tidings.protocol import (
     ForkProof,
@@ -40,9 +42,6 @@ from tidings.protocol.replication import (
 from tidings.storage import gossip
 from tidings.storage.store import IngestResult, Store
 
-if TYPE_CHECKING:
-    from tidings.node.net.node import Node
-
 __all__ = ["PeerConnection", "PeerMisbehaved"]
 
 log = logging.getLogger("tidings.peer")
@@ -64,7 +63,13 @@ class PeerMisbehaved(Exception):
 
 class PeerConnection:
     def __init__(
-        self, node: Node, channel: SecureChannel, address: str, *, initiator: bool, once: bool = False
+        self,
+        node: ConnectionHost,
+        channel: SecureChannel,
+        address: str,
+        *,
+        initiator: bool,
+        once: bool = False,
     ):
         self.node = node
         self.channel = channel
@@ -84,11 +89,12 @@ class PeerConnection:
         self._pending = 0
         self._idle = trio.Event()
         self._serve_send, self._serve_recv = trio.open_memory_channel[tuple[ClockItem, ...]](16)
-        self._frames = RateLimit(node.limits["frames_per_second"], node.limits["frames_per_second"] * 2)
-        self._entries = RateLimit(node.limits["entries_per_second"], node.limits["entries_per_second"] * 2)
+        limits, clock = node.limits, node.clock
+        self._frames = RateLimit(limits["frames_per_second"], limits["frames_per_second"] * 2, clock)
+        self._entries = RateLimit(limits["entries_per_second"], limits["entries_per_second"] * 2, clock)
         self._last_row = 0
         self._asked: set[bytes] = set()
-        self.connected_at = time.time()
+        self.connected_at = clock.monotonic()
         self.done = trio.Event()
         self._nursery: trio.Nursery
         self.host = address.rpartition(":")[0].strip("[]") if initiator else address
@@ -105,7 +111,7 @@ class PeerConnection:
         #: one-shot sync: entries the peer announced it will send (None: unknown, a version-1 peer)
         self.expected_in: int | None = None
         self._probe_heads: dict[bytes, int] = {}
-        self.budgets = FeedBudgets(node.limits["feed_entries_per_second"], node.limits["feed_burst"])
+        self.budgets = FeedBudgets(limits["feed_entries_per_second"], limits["feed_burst"], clock)
 
     def statistics(self) -> dict[str, Any]:
         return {
@@ -131,14 +137,21 @@ class PeerConnection:
         """Run until the peer leaves, breaks the rules, or (``once``) both sides are caught up."""
         db = self.node.db
         self._last_row = await db.call(gossip.max_row)
-        await self.channel.send([self.rep.hello()])
-        with trio.fail_after(self.node.limits["handshake_timeout"]):
-            self.rep.receive(await self.channel.receive())
+        failed: Exception | None = None
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 if self._cancelled:
                     nursery.cancel_scope.cancel()
+                await nursery.start(self.channel.run_writer, self.node.limits["write_timeout"])
+                try:  # a failed hello is raised as itself below, not in the nursery's exception group
+                    await self.channel.send([self.rep.hello()])
+                    with trio.fail_after(self.node.limits["handshake_timeout"]):
+                        self.rep.receive(await self.channel.receive())
+                except Exception as exc:
+                    failed = exc
+                    nursery.cancel_scope.cancel()
+                    return
                 nursery.start_soon(self._server)
                 nursery.start_soon(self._ingester)
                 nursery.start_soon(self._writer)
@@ -156,6 +169,8 @@ class PeerConnection:
                 await self._reader(nursery)
         finally:
             self.done.set()
+            if failed is not None:
+                raise failed
 
     async def send_wants(self, wants: set[bytes]) -> None:
         """Tell the peer about feeds we want that we have not asked it for yet."""
@@ -358,6 +373,7 @@ class PeerConnection:
             and self._served_all.is_set()
         ):
             await self.channel.send([self.rep.bye("done", "sync complete")])
+            await self.channel.wait_sent()  # the writer ends with the nursery: let it write the bye
             self._nursery.cancel_scope.cancel()
 
     def _filter(self, items: tuple[tuple[bytes, bytes | None], ...]) -> list[tuple[bytes, bytes | None]]:

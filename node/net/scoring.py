@@ -15,8 +15,9 @@ until the ban ends.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
+
+from tidings.node.clock import SYSTEM_CLOCK, Clock
 
 __all__ = ["SCORE_EVENTS", "PeerRecord", "Penalties", "Scores"]
 
@@ -44,13 +45,16 @@ class _Score:
 class Scores:
     """Scores by host with exponential decay (see the module docstring)."""
 
-    def __init__(self, *, half_life: float = 600.0, threshold: float = -40.0) -> None:
+    def __init__(
+        self, *, half_life: float = 600.0, threshold: float = -40.0, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
         self.half_life = half_life
         self.threshold = threshold
+        self.clock = clock
         self._by_host: dict[str, _Score] = {}
 
     def _now(self) -> float:
-        return time.monotonic()
+        return self.clock.monotonic()
 
     def get(self, host: str) -> float:
         rec = self._by_host.get(host)
@@ -90,7 +94,6 @@ class PeerRecord:
     warned: bool = False
 
 
-@dataclass
 class Penalties:
     """Bans by host after misbehaviour (spec §12.5).
 
@@ -105,12 +108,13 @@ class Penalties:
     HANDSHAKE_BAN = 5.0
     FORGET = 3600.0
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.clock = clock
         self.by_host: dict[str, PeerRecord] = {}
 
     def strike(self, host: str, code: str, reason: str, ban_seconds: float) -> float:
         """Count an offence; return the seconds the host is now banned for."""
-        now = time.monotonic()
+        now = self.clock.monotonic()
         rec = self.by_host.setdefault(host, PeerRecord(host))
         if now - rec.last_strike > self.FORGET:
             rec.strikes = 0
@@ -127,4 +131,4 @@ class Penalties:
 
     def banned(self, host: str) -> bool:
         rec = self.by_host.get(host)
-        return rec is not None and rec.banned_until > time.monotonic()
+        return rec is not None and rec.banned_until > self.clock.monotonic()

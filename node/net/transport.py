@@ -1,13 +1,27 @@
 """Encrypted, authenticated channels over trio streams (spec/protocol.md §11).
 
 ``SecureChannel.handshake`` runs the sans-IO ``protocol.handshake.Handshake`` over a stream with a
-deadline (a peer that never finishes — slowloris — is cut off), then offers ``send`` (several frames per
-``send_all``) and ``receive`` (one plaintext frame).
+deadline (a peer that never finishes — slowloris — is cut off), then offers ``send`` and ``receive``
+(one plaintext frame).
+
+Theory of operation (sending). Each frame uses the next Noise nonce, so frames must reach the stream in
+the order they were encrypted, whole, and every encrypted frame must be sent. One **writer task**
+(``run_writer``, started in the connection's nursery) is the only code that encrypts and writes.
+``send`` only puts plaintext frames on a bounded queue (``QUEUE`` sends; awaiting it is back-pressure):
+a sender cancelled while it waits has queued nothing, and one cancelled after has queued everything, so
+cancellation can never burn a nonce or tear a frame. The writer takes everything queued at once and
+writes it in one ``send_all``. A write the peer does not take within ``write_timeout`` ends the writer
+with ``trio.TooSlowError`` (the peer stopped reading: spec/protocol.md §12.5, ``timeout``); once the
+writer ends, for any reason, ``send`` raises ``ChannelClosed``, so no task waits on a dead connection.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
+from collections.abc import AsyncIterator
+from typing import Any
 
 import trio
 from tidings.protocol import RemoteProtocolError, SigningKey
@@ -18,6 +32,10 @@ __all__ = ["ChannelClosed", "SecureChannel"]
 log = logging.getLogger("tidings.transport")
 
 _READ = 65536
+#: Sends (lists of frames) the writer's queue holds before ``send`` waits.
+QUEUE = 16
+#: Most plaintext bytes the writer gathers into one ``send_all``.
+_BATCH = 1 << 20
 
 
 class ChannelClosed(Exception):
@@ -29,7 +47,10 @@ class SecureChannel:
         self.stream = stream
         self.session = session
         self._decoder = decoder
-        self._send_lock = trio.Lock()
+        self._outbox, self._inbox = trio.open_memory_channel[list[bytes]](QUEUE)
+        self._queued = 0  # frames queued so far
+        self._written = 0  # frames written so far
+        self._wrote = trio.Event()
         self.bytes_in = 0
         self.bytes_out = 0
 
@@ -71,13 +92,86 @@ class SecureChannel:
         return cls(stream, hs.session(), decoder)
 
     async def send(self, frames: list[bytes]) -> None:
-        """Encrypt and send plaintext frames in one write."""
+        """Queue plaintext frames for the writer, to go out in order in one write (see the module
+        docstring); waits while the queue is full. ``ChannelClosed`` once the writer has ended."""
         if not frames:
             return
-        data = b"".join(self.session.encrypt(f) for f in frames)
-        async with self._send_lock:
-            await _send_all(self.stream, data)
-        self.bytes_out += len(data)
+        try:
+            await self._outbox.send(list(frames))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise ChannelClosed("connection closed for sending") from None
+        self._queued += len(frames)
+
+    async def wait_sent(self) -> None:
+        """Wait until every frame queued so far is written (before a ``bye`` ends the connection)."""
+        target = self._queued
+        while self._written < target:
+            await self._wrote.wait()
+
+    async def run_writer(
+        self,
+        write_timeout: float = 60.0,
+        *,
+        quiet: bool = False,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """The connection's one writer: encrypt queued frames and write them, until the connection's
+        nursery is cancelled or ``close_sending`` was called and the queue is empty. ``ChannelClosed``
+        when the stream breaks (``quiet``: return instead, and let ``send`` and ``receive`` say so);
+        ``trio.TooSlowError`` when the peer takes no write for ``write_timeout`` seconds."""
+        async with self._inbox:
+            task_status.started()
+            try:
+                await self._write_queued(write_timeout)
+            except ChannelClosed:
+                if not quiet:
+                    raise
+
+    async def _write_queued(self, write_timeout: float) -> None:
+        async for first in self._inbox:
+            frames, size = first, sum(map(len, first))
+            while size < _BATCH:
+                try:
+                    more = self._inbox.receive_nowait()
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+                frames += more
+                size += sum(map(len, more))
+            data = b"".join(self.session.encrypt(f) for f in frames)
+            with trio.fail_after(write_timeout):
+                await _send_all(self.stream, data)
+            self.bytes_out += len(data)
+            self._written += len(frames)
+            self._wrote.set()
+            self._wrote = trio.Event()
+
+    def close_sending(self) -> None:
+        """No more sends: the writer writes what is queued, then returns."""
+        self._outbox.close()
+
+    @contextlib.asynccontextmanager
+    async def writing(self, write_timeout: float = 60.0) -> AsyncIterator[SecureChannel]:
+        """Run a quiet writer for the body (a client without a connection nursery of its own): what
+        was queued is written before the block ends."""
+        error: BaseException | None = None
+        async with trio.open_nursery() as nursery:
+            await nursery.start(functools.partial(self.run_writer, write_timeout, quiet=True))
+            try:
+                yield self
+            except BaseException as exc:  # raised below, outside the nursery: not in an exception group
+                error = exc
+                nursery.cancel_scope.cancel()
+            else:
+                self.close_sending()
+        if error is not None:
+            raise error
+
+    def statistics(self) -> dict[str, Any]:
+        return {
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+            "queued": self._queued - self._written,
+        }
 
     async def receive(self) -> bytes:
         """The next plaintext frame; ``ChannelClosed`` at end of stream."""
@@ -86,6 +180,7 @@ class SecureChannel:
         return self.session.decrypt(frame)
 
     async def aclose(self) -> None:
+        self.close_sending()
         with trio.move_on_after(1):
             await self.stream.aclose()
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 from pathlib import Path
 
 import trio
 from tidings.node.home import Home
 from tidings.node.net.node import Node
+from tidings.node.net.transport import SecureChannel
 from tidings.protocol import Entry, Follow, Post, SigningKey
 from tidings.storage.store import Store
 
@@ -58,3 +60,9 @@ async def start_node(nursery: trio.Nursery, home: Home, key: SigningKey, **kwarg
     node = Node(home, key, listen=f"{next_host()}:0", **kwargs)
     await nursery.start(node.run)
     return node
+
+
+async def start_writer(nursery: trio.Nursery, channel: SecureChannel) -> None:
+    """Run ``channel``'s writer in ``nursery`` for a scripted peer; a connection the node closes ends it
+    quietly (``send`` and ``receive`` then raise ``ChannelClosed``)."""
+    await nursery.start(functools.partial(channel.run_writer, quiet=True))

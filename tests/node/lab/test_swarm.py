@@ -19,7 +19,17 @@ from tidings.storage.integrity import verify_store
 from tidings.storage.store import Store
 
 from tests.support.entries import chain_of
-from tests.support.nodes import count, follow, has_entry, make_home, next_host, post, start_node, wait_until
+from tests.support.nodes import (
+    count,
+    follow,
+    has_entry,
+    make_home,
+    next_host,
+    post,
+    start_node,
+    start_writer,
+    wait_until,
+)
 
 
 async def knows_whole_swarm(lab: SwarmLab, among: list[int], timeout: float) -> None:
@@ -105,12 +115,13 @@ async def _attack(address: str, evil_host: str, send) -> None:
     )
     rep = Replication()
     try:
-        await channel.send([rep.hello()])
-        rep.receive(await channel.receive())
-        with trio.move_on_after(5):
-            await send(channel, rep)
-            while True:
-                await channel.receive()
+        async with channel.writing():
+            await channel.send([rep.hello()])
+            rep.receive(await channel.receive())
+            with trio.move_on_after(5):
+                await send(channel, rep)
+                while True:
+                    await channel.receive()
     except Exception:
         pass  # the node cut us off
     finally:
@@ -276,6 +287,7 @@ async def test_a_hole_left_by_out_of_order_delivery_is_asked_for_again(tmp_path)
             stream, initiator=True, identity=SigningKey(os.urandom(32)), transport_private=os.urandom(32)
         )
         rep = Replication()
+        await start_writer(nursery, channel)
         await channel.send([rep.hello()])
         rep.receive(await channel.receive())
         await channel.send(rep.clock([]))

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from tidings.node.addresses import address_range
+from tidings.node.clock import FixedClock
 from tidings.node.net.manager import MAX_CANDIDATES, Candidate, ConnectionManager
 from tidings.node.net.node import DEFAULT_LIMITS, Node
 from tidings.node.net.scoring import DELIVERED_CAP, MAX_SCORE, SCORE_EVENTS, Scores
@@ -553,19 +554,9 @@ def test_candidate_defaults() -> None:
 # -- peer scores (§12.8.4) ------------------------------------------------------------------------------
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def scores(**kw: Any) -> tuple[Scores, Clock]:
-    clock = Clock()
-    s = Scores(**kw)
-    s._now = clock  # type: ignore[method-assign]
-    return s, clock
+def scores(**kw: Any) -> tuple[Scores, FixedClock]:
+    clock = FixedClock(1000.0)
+    return Scores(clock=clock, **kw), clock
 
 
 def test_score_events_are_those_of_the_spec() -> None:
