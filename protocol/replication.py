@@ -21,10 +21,11 @@ starts with ``hello`` and ends with ``bye``. The states meet in three rules the 
    Version-1 messages may be sent as soon as our ``hello`` is out (both sides send theirs at once).
 2. **Closing.** Once either side is CLOSED, nothing but our ``bye`` may be sent, and nothing is read
    (``closed``).
-3. **Errors.** A ``LocalProtocolError`` from ``send`` puts our side in ERROR, a
-   ``RemoteProtocolError`` from ``receive`` theirs. ERROR is final: every later ``send`` and
-   ``receive`` raises ``LocalProtocolError`` (``replication_state``); the node drops the connection
-   without a ``bye`` (§12.5).
+3. **Errors.** A ``LocalProtocolError`` from ``send`` or ``receive`` (a call the states do not allow)
+   puts our side in ERROR, a ``RemoteProtocolError`` from ``receive`` (a frame that breaks §12.1 or
+   the table) theirs. ERROR is final: every later ``send`` and ``receive`` raises
+   ``LocalProtocolError`` (``replication_state``); the node drops the connection without a ``bye``
+   (§12.5). An event whose constructor refuses its fields never reaches the machine.
 
 Beside the states, the machine remembers what the peer holds of each feed it wants (``peer_wants``,
 raised by its clocks, its ``have`` notes and the entries we send it) and which feeds it asked us to
@@ -198,9 +199,11 @@ class Replication:
     # -- receiving -------------------------------------------------------------------------------------
     def receive(self, frame: bytes) -> Event:
         """Decode one plaintext frame into an event; raise ``RemoteProtocolError`` (and their side goes
-        to ERROR) if it breaks §12, ``LocalProtocolError`` if nothing may be read now."""
+        to ERROR) if it breaks §12, ``LocalProtocolError`` (and our side goes to ERROR) if nothing may
+        be read now."""
         self._check_not_failed()
         if State.CLOSED in (self.our_state, self.their_state):
+            self.our_state = State.ERROR
             raise LocalProtocolError("connection is closed", code="closed")
         try:
             event = self._next_event(frame)
