@@ -5,7 +5,7 @@ The connection runs ``Noise_XX_25519_ChaChaPoly_BLAKE2b`` (or ``Noise_XXpsk3_...
 for private swarms). Noise proves each side holds its transport key; the handshake payload proves the
 feed owns that transport key: ``{"feed": ed25519 public key, "sig": sign(TRANSPORT_DOMAIN + x25519
 public key)}``, as libp2p-noise does. The responder sends its payload in message 2, the initiator in
-message 3. States: START -> (msg 1) -> WAIT_2 / WAIT_3 -> DONE, or FAILED on any error.
+message 3. Each side has a state (``SEND_n``, ``WAIT_n``, ``DONE``, ``ERROR``): see ``Handshake``.
 
 After the handshake every frame on the wire is ``u32 big-endian length || Noise ciphertext``; the length
 is at most ``MAX_FRAME`` (Noise's own 65,535-byte limit), so a peer announcing more is cut off at once.
@@ -14,8 +14,10 @@ Handshake messages use the same framing.
 
 from __future__ import annotations
 
+import enum
 import struct
 from dataclasses import dataclass
+from typing import NoReturn
 
 from noise.connection import Keypair, NoiseConnection
 
@@ -26,8 +28,11 @@ from .identity import KEY_SIZE, SigningKey, verify_signature
 __all__ = [
     "MAX_FRAME",
     "MAX_PLAINTEXT",
+    "TRANSITIONS",
     "FrameDecoder",
     "Handshake",
+    "HandshakeState",
+    "Role",
     "Session",
     "encode_frame",
 ]
@@ -127,8 +132,55 @@ class _Keys:
     transport_public: bytes
 
 
+class Role(enum.Enum):
+    INITIATOR = "initiator"
+    RESPONDER = "responder"
+
+
+class HandshakeState(enum.StrEnum):
+    """Where one side is in the three XX messages (a ``str``, so it logs as its name)."""
+
+    SEND_1 = "SEND_1"  # its turn: message 1
+    WAIT_1 = "WAIT_1"  # waiting for message 1
+    SEND_2 = "SEND_2"
+    WAIT_2 = "WAIT_2"
+    SEND_3 = "SEND_3"
+    WAIT_3 = "WAIT_3"
+    DONE = "DONE"
+    ERROR = "ERROR"
+
+
+_S = HandshakeState
+
+#: spec/protocol.md §11.1: (role, state of that side) -> {message number: next state}. Each side's
+#: machine sees every message, its own and the other's; a missing pair is out of turn. ERROR and DONE
+#: are not listed: nothing leaves them.
+TRANSITIONS: dict[Role, dict[HandshakeState, dict[int, HandshakeState]]] = {
+    Role.INITIATOR: {_S.SEND_1: {1: _S.WAIT_2}, _S.WAIT_2: {2: _S.SEND_3}, _S.SEND_3: {3: _S.DONE}},
+    Role.RESPONDER: {_S.WAIT_1: {1: _S.SEND_2}, _S.SEND_2: {2: _S.WAIT_3}, _S.WAIT_3: {3: _S.DONE}},
+}
+#: the message a side sends from each of its sending states
+_MESSAGE = {_S.SEND_1: 1, _S.SEND_2: 2, _S.SEND_3: 3}
+_START = {Role.INITIATOR: _S.SEND_1, Role.RESPONDER: _S.WAIT_1}
+
+
 class Handshake:
-    """One side of the Noise XX handshake. Feed it frames with ``receive``; send what it returns."""
+    """One side of the Noise XX handshake (spec §11.1), with a state per side as in h11.
+
+    Theory of operation. The initiator sends messages 1 and 3, the responder message 2; each side's
+    state says whether it sends next (``SEND_n``), waits for the other side (``WAIT_n``) or is ``DONE``
+    (table ``TRANSITIONS``). ``send()`` returns the next framed message when it is our turn
+    (``our_turn``); ``receive(frame)`` takes the peer's message when it is theirs. Both advance both
+    sides' states. The identity payload of message 2 is checked when it is received, so the
+    initiator never sends message 3 to a peer that failed it. The handshake is ``finished`` when both
+    sides are DONE: for the initiator once it has sent message 3, for the responder once it has
+    checked it; ``session()`` then gives the transport ciphers.
+
+    Errors: a ``RemoteProtocolError`` from ``receive`` (``handshake``, ``bad_identity``) puts their
+    side in ERROR; a ``LocalProtocolError`` (``handshake_state``: a call out of turn) ours. ERROR is
+    final: every later ``send``, ``receive`` and ``session`` raises ``LocalProtocolError``
+    (``handshake_state``).
+    """
 
     def __init__(
         self,
@@ -143,6 +195,10 @@ class Handshake:
         if network_key is not None and len(network_key) != 32:
             raise LocalProtocolError("network key is 32 bytes", code="bad_key")
         self.initiator = initiator
+        self.our_role = Role.INITIATOR if initiator else Role.RESPONDER
+        self.their_role = Role.RESPONDER if initiator else Role.INITIATOR
+        self.our_state = _START[self.our_role]
+        self.their_state = _START[self.their_role]
         name = PSK_PROTOCOL_NAME if network_key is not None else PROTOCOL_NAME
         self._noise = NoiseConnection.from_name(name)
         if initiator:
@@ -158,9 +214,7 @@ class Handshake:
         self._state = state  # kept: the library drops it when the handshake ends, we still need rs
         public = bytes(state.s.public_bytes)
         self._keys = _Keys(identity, transport_private, public)
-        self._step = 0
         self.remote_feed: bytes | None = None
-        self.failed = False
 
     @property
     def transport_public(self) -> bytes:
@@ -168,14 +222,64 @@ class Handshake:
 
     @property
     def finished(self) -> bool:
-        return self.remote_feed is not None and bool(self._noise.handshake_finished)
+        return self.our_state is _S.DONE and self.their_state is _S.DONE
 
-    def start(self) -> bytes | None:
-        """The first framed message (initiator), or None (responder waits)."""
-        if not self.initiator:
-            return None
-        self._step = 1
-        return encode_frame(bytes(self._noise.write_message(b"")))
+    @property
+    def failed(self) -> bool:
+        return _S.ERROR in (self.our_state, self.their_state)
+
+    @property
+    def our_turn(self) -> bool:
+        """True when the next message is ours to ``send``."""
+        return self.our_state in _MESSAGE
+
+    def send(self) -> bytes:
+        """Our next handshake message, framed (§11.4): message 1 or 3 (initiator), 2 (responder)."""
+        self._check_not_failed()
+        number = _MESSAGE.get(self.our_state)
+        if number is None:
+            self._misused(f"not our turn to send (we are {self.our_state})")
+        # message 1 carries no payload; 2 and 3 the sender's identity (§11.2)
+        payload = b"" if number == 1 else identity_payload(self._keys.identity, self._keys.transport_public)
+        frame = encode_frame(bytes(self._noise.write_message(payload)))
+        self._advance(number)
+        return frame
+
+    def receive(self, frame: bytes) -> None:
+        """Take the peer's next handshake message (one frame body)."""
+        self._check_not_failed()
+        number = _MESSAGE.get(self.their_state)
+        if number is None:
+            self._misused(f"not expecting a handshake message (the peer is {self.their_state})")
+        try:
+            self._read(number, frame)
+        except RemoteProtocolError:
+            self.their_state = _S.ERROR
+            raise
+        self._advance(number)
+
+    def _read(self, number: int, frame: bytes) -> None:
+        try:
+            payload = bytes(self._noise.read_message(frame))
+        except Exception as exc:
+            raise RemoteProtocolError(
+                f"handshake failed ({type(exc).__name__}): wrong network key or garbage", code="handshake"
+            ) from None
+        if number == 1:
+            if payload:
+                raise RemoteProtocolError(
+                    "unexpected data in handshake message 1: one side uses a network key and the other"
+                    " does not (or the peer is not a Tidings node)",
+                    code="handshake",
+                )
+            return
+        # message 2 (e, ee, s, es) or 3 (s, se): the peer's identity, bound to the static key Noise
+        # authenticated (§11.2)
+        self.remote_feed = check_identity_payload(payload, self._remote_static())
+
+    def _advance(self, number: int) -> None:
+        self.our_state = TRANSITIONS[self.our_role][self.our_state][number]
+        self.their_state = TRANSITIONS[self.their_role][self.their_state][number]
 
     def _remote_static(self) -> bytes:
         rs = self._state.rs
@@ -183,40 +287,17 @@ class Handshake:
             raise RemoteProtocolError("peer sent no static key", code="handshake")
         return bytes(rs.public_bytes)
 
-    def receive(self, frame: bytes) -> bytes | None:
-        """Take one handshake frame; return the framed reply to send, if any."""
-        if self.failed or self.finished:
-            raise LocalProtocolError("handshake is not expecting data", code="handshake_state")
-        try:
-            payload = bytes(self._noise.read_message(frame))
-        except Exception as exc:
-            self.failed = True
-            raise RemoteProtocolError(
-                f"handshake failed ({type(exc).__name__}): wrong network key or garbage", code="handshake"
-            ) from None
-        own = identity_payload(self._keys.identity, self._keys.transport_public)
-        try:
-            if self.initiator:
-                # message 2 from the responder: e, ee, s, es + its identity
-                self.remote_feed = check_identity_payload(payload, self._remote_static())
-                return encode_frame(bytes(self._noise.write_message(own)))
-            if self._step == 0:
-                if payload:
-                    raise RemoteProtocolError(
-                        "unexpected data in handshake message 1: one side uses a network key and the other"
-                        " does not (or the peer is not a Tidings node)",
-                        code="handshake",
-                    )
-                self._step = 2
-                return encode_frame(bytes(self._noise.write_message(own)))
-            # message 3 from the initiator: s, se + its identity
-            self.remote_feed = check_identity_payload(payload, self._remote_static())
-            return None
-        except RemoteProtocolError:
-            self.failed = True
-            raise
+    def _check_not_failed(self) -> None:
+        if self.failed:
+            raise LocalProtocolError("the handshake failed: drop the connection", code="handshake_state")
+
+    def _misused(self, message: str) -> NoReturn:
+        self.our_state = _S.ERROR
+        raise LocalProtocolError(message, code="handshake_state")
 
     def session(self) -> Session:
+        """The transport ciphers of a finished handshake."""
+        self._check_not_failed()
         if not self.finished or self.remote_feed is None:
             raise LocalProtocolError("handshake not finished", code="handshake_state")
         return Session(self._noise, self.remote_feed)

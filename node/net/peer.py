@@ -28,15 +28,16 @@ from tidings.protocol import (
 )
 from tidings.protocol.entry import peek_position
 from tidings.protocol.replication import (
+    Bye,
+    CaughtUp,
+    Clock,
     ClockItem,
-    Closed,
-    EntriesReceived,
-    ForksReceived,
-    MembersOffered,
-    PeerCaughtUp,
-    PeerHas,
-    PeersOffered,
-    PeerWants,
+    Entries,
+    Forks,
+    Have,
+    Hello,
+    Members,
+    Peers,
     Replication,
 )
 from tidings.storage import gossip
@@ -77,7 +78,7 @@ class PeerConnection:
         self.initiator = initiator
         self.once = once
         self.feed = channel.remote_feed
-        self.rep = Replication(agent=node.agent)
+        self.rep = Replication()
         self.received = 0
         self.sent = 0
         self.useless = 0
@@ -145,7 +146,7 @@ class PeerConnection:
                     nursery.cancel_scope.cancel()
                 await nursery.start(self.channel.run_writer, self.node.limits["write_timeout"])
                 try:  # a failed hello is raised as itself below, not in the nursery's exception group
-                    await self.channel.send([self.rep.hello()])
+                    await self.channel.send(self.rep.send(Hello(agent=self.node.agent)))
                     with trio.fail_after(self.node.limits["handshake_timeout"]):
                         self.rep.receive(await self.channel.receive())
                 except Exception as exc:
@@ -186,7 +187,7 @@ class PeerConnection:
             ClockItem(feed, seq, newest if seq == 0 else 0, self._choose_lazy(feed))
             for feed, seq in sorted(held.items())
         ]
-        frames = self.rep.clock(items)
+        frames = self.rep.send(Clock(items=items))
         self._clocks_out += len(frames)  # the peer answers each clock frame with its own caught_up
         await self.channel.send(frames)
 
@@ -215,7 +216,7 @@ class PeerConnection:
             self.lazy_in.discard(feed)
             self.node.eager.setdefault(feed, set()).add(id(self))
         if self.rep.state == "ACTIVE":
-            frames = self.rep.clock([ClockItem(feed, head, 0, lazy)])
+            frames = self.rep.send(Clock(items=[ClockItem(feed, head, 0, lazy)]))
             self._clocks_out += len(frames)
             await self.channel.send(frames)
 
@@ -223,7 +224,9 @@ class PeerConnection:
         """One-shot sync (§12.6): a lazy clock first, so the peer's notes tell how much will come."""
         held = await self.node.db.call(gossip.heads, wants)
         self._probe_heads = held
-        frames = self.rep.clock([ClockItem(feed, seq, 0, True) for feed, seq in sorted(held.items())])
+        frames = self.rep.send(
+            Clock(items=[ClockItem(feed, seq, 0, True) for feed, seq in sorted(held.items())])
+        )
         self._clocks_out += len(frames)
         await self.channel.send(frames)
 
@@ -293,7 +296,7 @@ class PeerConnection:
             ]
             if offers and self.rep.state == "ACTIVE":
                 self.node.rng.shuffle(offers)
-                await self.channel.send([self.rep.peers(offers)])
+                await self.channel.send(self.rep.send(Peers(items=offers)))
             await trio.sleep(self.node.limits["pex_interval"])
 
     async def _reader(self, nursery: trio.Nursery) -> None:
@@ -302,17 +305,17 @@ class PeerConnection:
             if not self._frames.take():
                 raise PeerMisbehaved("flood", "too many frames per second")
             event = self.rep.receive(frame)
-            if isinstance(event, EntriesReceived):
+            if isinstance(event, Entries):
                 if not self._entries.take(len(event.items)):
                     raise PeerMisbehaved("flood", "too many entries per second")
                 keep = self._filter(event.items)
                 if keep:
                     self._pending += 1
                     await self._ingest_send.send(keep)
-            elif isinstance(event, PeerWants):
+            elif isinstance(event, Clock):
                 self._served_all = trio.Event()
                 await self._serve_send.send(event.items)
-            elif isinstance(event, PeerCaughtUp):
+            elif isinstance(event, CaughtUp):
                 await self._wait_ingested()  # what it sent before caught_up is stored first
                 if self.once:
                     # entries it sent may have widened what we want (follows of follows); ask
@@ -320,16 +323,16 @@ class PeerConnection:
                     await self.send_wants(await self.node.current_wants(extra={self.feed}))
                 self._caught_up_in += 1
                 await self._maybe_finish()
-            elif isinstance(event, ForksReceived):
+            elif isinstance(event, Forks):
                 await self._take_forks(event.proofs)
-            elif isinstance(event, PeerHas):
+            elif isinstance(event, Have):
                 await self._on_have(event.items)
-            elif isinstance(event, PeersOffered):
+            elif isinstance(event, Peers):
                 await self._on_peers(event.items)
-            elif isinstance(event, MembersOffered):
+            elif isinstance(event, Members):
                 if self.node.discovery is not None and not self.once:
                     await self.node.discovery.receive_members(event.records, self)
-            elif isinstance(event, Closed):
+            elif isinstance(event, Bye):
                 log.info("peer %s closed: %s %s", self.address, event.code, event.reason)
                 nursery.cancel_scope.cancel()
                 return
@@ -354,15 +357,14 @@ class PeerConnection:
     async def send_members(self, records: list[bytes]) -> None:
         """Swarm member records (§13.6); only over version 2 connections of a running node."""
         if self.rep.state == "ACTIVE" and self.rep.version >= 2 and not self.once and records:
-            await self.channel.send(self.rep.members(records))
+            await self.channel.send(self.rep.send(Members(records=records)))
 
     async def send_forks(self, proofs: list[bytes]) -> None:
         """Send fork proofs, ``_FORKS_PER_FRAME`` a frame (each proof is at most ~300 bytes)."""
         if self.rep.state == "ACTIVE" and proofs:
             step = _FORKS_PER_FRAME
-            await self.channel.send(
-                [self.rep.forks(proofs[i : i + step]) for i in range(0, len(proofs), step)]
-            )
+            parts = [self.rep.send(Forks(proofs=proofs[i : i + step])) for i in range(0, len(proofs), step)]
+            await self.channel.send([frame for part in parts for frame in part])
 
     async def _maybe_finish(self) -> None:
         """``once`` mode: leave when the peer answered all our clocks and we answered all of its."""
@@ -372,7 +374,7 @@ class PeerConnection:
             and self._caught_up_in >= self._clocks_out
             and self._served_all.is_set()
         ):
-            await self.channel.send([self.rep.bye("done", "sync complete")])
+            await self.channel.send(self.rep.send(Bye(code="done", reason="sync complete")))
             await self.channel.wait_sent()  # the writer ends with the nursery: let it write the bye
             self._nursery.cancel_scope.cancel()
 
@@ -512,7 +514,7 @@ class PeerConnection:
                     newest = 0
                     if not batch:
                         break
-                    await self.channel.send(self.rep.entries(batch))
+                    await self.channel.send(self.rep.send(Entries(items=batch)))
                     self.sent += len(batch)
                     self.node.sent_entries += len(batch)
                     after = peek_position(batch[-1][0])[1]
@@ -525,8 +527,8 @@ class PeerConnection:
                     for f, seq in notes:
                         self._have_sent[f] = seq
                     self.haves_sent += len(notes)
-                    await self.channel.send(self.rep.have(notes))
-            await self.channel.send([self.rep.caught_up()])
+                    await self.channel.send(self.rep.send(Have(items=notes)))
+            await self.channel.send(self.rep.send(CaughtUp()))
             if self._serve_recv.statistics().current_buffer_used == 0:
                 self._served_all.set()
                 await self._maybe_finish()
@@ -551,7 +553,7 @@ class PeerConnection:
                     else:
                         items.append((raw, payload))
                 if items:
-                    await self.channel.send(self.rep.entries(items))
+                    await self.channel.send(self.rep.send(Entries(items=items)))
                     self.sent += len(items)
                     self.node.sent_entries += len(items)
                 if notes:  # gathered for ``have_interval`` and sent by ``_note_sender``
@@ -571,7 +573,7 @@ class PeerConnection:
             due = sorted((f, seq) for f, seq in notes.items() if self.rep.peer_lacks(f, seq))
             if due and self.rep.state == "ACTIVE":
                 self.haves_sent += len(due)
-                await self.channel.send(self.rep.have(due))
+                await self.channel.send(self.rep.send(Have(items=due)))
 
 
 def describe_error(exc: BaseException) -> tuple[str, str]:

@@ -79,14 +79,11 @@ class SecureChannel:
         )
         decoder = FrameDecoder(max_frame)
         with trio.move_on_after(timeout) as scope:
-            first = hs.start()
-            if first is not None:
-                await _send_all(stream, first)
             while not hs.finished:
-                frame = await _next_frame(stream, decoder)
-                reply = hs.receive(frame)
-                if reply is not None:
-                    await _send_all(stream, reply)
+                if hs.our_turn:
+                    await _send_all(stream, hs.send())
+                else:
+                    hs.receive(await _next_frame(stream, decoder))
         if scope.cancelled_caught:
             raise RemoteProtocolError("handshake did not finish in time", code="handshake_timeout")
         return cls(stream, hs.session(), decoder)

@@ -20,12 +20,12 @@ from tidings.protocol import (
 from tidings.protocol import handshake as hsmod
 from tidings.protocol.handshake import MAX_FRAME, FrameDecoder, Handshake, encode_frame
 from tidings.protocol.replication import (
+    Bye,
+    CaughtUp,
+    Clock,
     ClockItem,
-    Closed,
-    EntriesReceived,
-    PeerCaughtUp,
-    PeerHello,
-    PeerWants,
+    Entries,
+    Hello,
     Replication,
     pack_entries,
 )
@@ -49,14 +49,12 @@ def make_pair(nk_a: bytes | None = None, nk_b: bytes | None = None, *, chunk: in
                 frames.append(frame)
         return frames
 
-    pending_res = deliver(to_res, ini.start())
+    inbox = {id(ini): to_ini, id(res): to_res}
     while not (ini.finished and res.finished):
-        for frame in pending_res:
-            reply = res.receive(frame)
-            pending_ini = deliver(to_ini, reply) if reply else []
-            for f in pending_ini:
-                back = ini.receive(f)
-                pending_res = deliver(to_res, back) if back else []
+        assert ini.our_turn != res.our_turn  # exactly one side sends next
+        sender, receiver = (ini, res) if ini.our_turn else (res, ini)
+        for frame in deliver(inbox[id(receiver)], sender.send()):
+            receiver.receive(frame)
     return ini, res
 
 
@@ -96,9 +94,9 @@ def test_claiming_someone_elses_identity_is_refused(monkeypatch):
     ini = Handshake(initiator=True, identity=A, transport_private=os.urandom(32))
     monkeypatch.setattr(hsmod, "identity_payload", forged)
     dec = FrameDecoder()
-    dec.receive_data(ini.start())
-    msg2 = res.receive(dec.next_frame())
-    dec.receive_data(msg2)
+    dec.receive_data(ini.send())
+    res.receive(dec.next_frame())
+    dec.receive_data(res.send())
     with pytest.raises(RemoteProtocolError) as info:
         ini.receive(dec.next_frame())
     assert info.value.code == "bad_identity"
@@ -158,26 +156,36 @@ def chain(key: SigningKey, n: int) -> list[tuple[bytes, bytes]]:
     return out
 
 
+def hello_frame(agent: str = "tidings") -> bytes:
+    """A ``hello`` as a current node sends it."""
+    (frame,) = Replication().send(Hello(agent=agent))
+    return frame
+
+
 def test_replication_pair_exchange():
-    a, b = Replication(agent="a"), Replication(agent="b")
-    assert isinstance(b.receive(a.hello()), PeerHello)
-    assert isinstance(a.receive(b.hello()), PeerHello)
-    (frame,) = a.clock([ClockItem(B.public_key, 3, 0)])
+    a, b = Replication(), Replication()
+    (hello_a,) = a.send(Hello(agent="a"))
+    (hello_b,) = b.send(Hello(agent="b"))
+    assert isinstance(b.receive(hello_a), Hello)
+    assert isinstance(a.receive(hello_b), Hello)
+    (frame,) = a.send(Clock(items=[ClockItem(B.public_key, 3, 0)]))
     event = b.receive(frame)
-    assert isinstance(event, PeerWants) and event.items[0].seq == 3
+    assert isinstance(event, Clock) and event.items[0].seq == 3
     assert b.peer_lacks(B.public_key, 4) and not b.peer_lacks(B.public_key, 3)
     assert not b.peer_lacks(A.public_key, 1)  # not wanted
     items = chain(B, 10)[3:]
     received = []
-    for frame in b.entries(items):
+    for frame in b.send(Entries(items=items)):
         ev = a.receive(frame)
-        assert isinstance(ev, EntriesReceived)
+        assert isinstance(ev, Entries)
         received.extend(ev.items)
     assert received == items
     assert not b.peer_lacks(B.public_key, 10)
-    assert isinstance(a.receive(b.caught_up()), PeerCaughtUp)
-    ev = a.receive(b.bye("done", "bye"))
-    assert isinstance(ev, Closed) and ev.code == "done"
+    (caught_up,) = b.send(CaughtUp())
+    assert isinstance(a.receive(caught_up), CaughtUp)
+    (bye,) = b.send(Bye(code="done", reason="bye"))
+    ev = a.receive(bye)
+    assert isinstance(ev, Bye) and ev.code == "done"
     with pytest.raises(LocalProtocolError):
         a.receive(b"\x91\xa3bye")
 
@@ -215,7 +223,7 @@ def test_first_message_must_be_hello_with_common_version():
 )
 def test_malformed_messages_are_remote_errors(message):
     a = Replication()
-    a.receive(Replication().hello())
+    a.receive(hello_frame())
     with pytest.raises(RemoteProtocolError):
         a.receive(encode(message))
 
@@ -226,7 +234,7 @@ def test_garbage_frames_raise_only_protocol_errors(data):
     for active in (False, True):
         a = Replication()
         if active:
-            a.receive(Replication().hello())
+            a.receive(hello_frame())
         try:
             a.receive(data)
         except ProtocolError:
@@ -246,12 +254,12 @@ def test_lossy_reordered_delivery_converges_by_clock(order):
     while contiguous + 1 in have:
         contiguous += 1
     sender, receiver = Replication(), Replication()
-    sender.receive(receiver.hello())
-    receiver.receive(sender.hello())
-    (clock,) = receiver.clock([ClockItem(B.public_key, contiguous, 0)])
+    sender.receive(*receiver.send(Hello(agent="receiver")))
+    receiver.receive(*sender.send(Hello(agent="sender")))
+    (clock,) = receiver.send(Clock(items=[ClockItem(B.public_key, contiguous, 0)]))
     wants = sender.receive(clock)
-    assert isinstance(wants, PeerWants)
-    for frame in sender.entries(items[wants.items[0].seq :]):
+    assert isinstance(wants, Clock)
+    for frame in sender.send(Entries(items=items[wants.items[0].seq :])):
         for raw, payload in receiver.receive(frame).items:
             from tidings.protocol import Entry
 
@@ -261,25 +269,29 @@ def test_lossy_reordered_delivery_converges_by_clock(order):
 
 
 def test_non_canonical_entries_frame_is_refused():
-    a = Replication()
-    a.receive(Replication().hello())
+    def active() -> Replication:
+        a = Replication()
+        a.receive(hello_frame())
+        return a
+
     good = b"\x92\xa7entries\x91\x92\xc4\x03abc\xc0"
-    assert isinstance(a.receive(good), EntriesReceived)
+    assert isinstance(active().receive(good), Entries)
     long_header = b"\x92\xa7entries\x91\x92\xc5\x00\x03abc\xc0"  # bin16 for 3 bytes
     with pytest.raises(RemoteProtocolError):
-        a.receive(long_header)
+        active().receive(long_header)
     trailing = good + b"\x00"
-    with pytest.raises(RemoteProtocolError):
-        a.receive(trailing)
+    with pytest.raises(RemoteProtocolError):  # a fresh machine: the first error leaves it in ERROR
+        active().receive(trailing)
 
 
 @settings(max_examples=500, deadline=None)
 @given(st.lists(st.binary(max_size=200), min_size=1, max_size=3), st.booleans())
 def test_handshake_garbage_raises_only_protocol_errors(frames, initiator):
     hs = Handshake(initiator=initiator, identity=A, transport_private=bytes(range(32)))
-    hs.start()
     for frame in frames:
         try:
+            if hs.our_turn:
+                hs.send()
             hs.receive(frame)
         except ProtocolError:
             break

@@ -14,7 +14,7 @@ from tidings.node.lab.swarmlab import SwarmLab
 from tidings.node.net.transport import SecureChannel
 from tidings.protocol import Post, SigningKey
 from tidings.protocol.entry import peek_position
-from tidings.protocol.replication import Replication
+from tidings.protocol.replication import Clock, Entries, Hello, Replication
 from tidings.storage.integrity import verify_store
 from tidings.storage.store import Store
 
@@ -116,7 +116,7 @@ async def _attack(address: str, evil_host: str, send) -> None:
     rep = Replication()
     try:
         async with channel.writing():
-            await channel.send([rep.hello()])
+            await channel.send(rep.send(Hello(agent="tidings")))
             rep.receive(await channel.receive())
             with trio.move_on_after(5):
                 await send(channel, rep)
@@ -153,11 +153,11 @@ async def test_a_malicious_swarm_member_is_cut_off_and_delivery_stays_complete(t
                 forged[-1] ^= 1  # the signature is the last field: the victim's own entry, altered
 
                 async def invalid(channel, rep, forged=bytes(forged), payload=bytes(payload)):
-                    await channel.send(rep.entries([(forged, payload)]))
+                    await channel.send(rep.send(Entries(items=[(forged, payload)])))
 
                 async def flood(channel, rep):
                     for _ in range(200):
-                        await channel.send(rep.entries(sybil))
+                        await channel.send(rep.send(Entries(items=sybil)))
 
                 attacks.start_soon(_attack, m.node.address, forger, invalid)
                 attacks.start_soon(_attack, m.node.address, flooder, flood)
@@ -273,7 +273,6 @@ async def test_peer_exchange_brings_a_wanted_feed_within_reach(tmp_path):
 async def test_a_hole_left_by_out_of_order_delivery_is_asked_for_again(tmp_path):
     """Entries 1, 2 and 4 arrive, 3 does not: the node asks the peer again from seq 2 (spec §12.7)."""
     from tidings.protocol import decode
-    from tidings.protocol.replication import PeerWants
 
     hr, kr = make_home(tmp_path, "r")
     author = SigningKey(os.urandom(32))
@@ -288,10 +287,10 @@ async def test_a_hole_left_by_out_of_order_delivery_is_asked_for_again(tmp_path)
         )
         rep = Replication()
         await start_writer(nursery, channel)
-        await channel.send([rep.hello()])
+        await channel.send(rep.send(Hello(agent="tidings")))
         rep.receive(await channel.receive())
-        await channel.send(rep.clock([]))
-        await channel.send(rep.entries(chain[:2]) + rep.entries(chain[3:]))
+        await channel.send(rep.send(Clock(items=[])))
+        await channel.send(rep.send(Entries(items=chain[:2])) + rep.send(Entries(items=chain[3:])))
         asked = None
         with trio.fail_after(5):
             while asked is None:
@@ -299,10 +298,10 @@ async def test_a_hole_left_by_out_of_order_delivery_is_asked_for_again(tmp_path)
                 if decode(frame)[0] in ("have", "peers", "members"):
                     continue
                 event = rep.receive(frame)
-                if isinstance(event, PeerWants):
+                if isinstance(event, Clock):
                     asked = next((i for i in event.items if i.feed == author.public_key and i.seq == 2), None)
         assert not asked.lazy
-        await channel.send(rep.entries(chain[2:]))
+        await channel.send(rep.send(Entries(items=chain[2:])))
         await wait_until(lambda: count(hr, author.public_key) == 4, timeout=5)
         await channel.aclose()
         nursery.cancel_scope.cancel()

@@ -23,14 +23,15 @@ from tidings.protocol.replication import (
     MAX_MEMBER_RECORDS,
     MAX_PEER_ADDRESSES,
     PROTOCOL_VERSIONS,
+    Bye,
     ClockItem,
-    MembersOffered,
-    PeerHas,
-    PeerHello,
-    PeersOffered,
-    PeerWants,
+    Have,
+    Hello,
+    Members,
+    Peers,
     Replication,
 )
+from tidings.protocol.replication import Clock as ClockMessage
 
 F = b"\x00" * 32
 G = b"\x11" * 32
@@ -38,17 +39,30 @@ H = b"\x22" * 32
 HEX_F = "c4 20" + " 00" * 32
 
 
+def hello(rep: Replication, agent: str) -> bytes:
+    """``rep`` sends its ``hello``: the one frame."""
+    (frame,) = rep.send(Hello(agent=agent))
+    return frame
+
+
 def pair() -> tuple[Replication, Replication]:
     """Two machines that exchanged hellos (both speak 1 and 2: version 2)."""
-    a, b = Replication(agent="a"), Replication(agent="b")
-    a.receive(b.hello())
-    b.receive(a.hello())
+    a, b = Replication(), Replication()
+    a.receive(hello(b, "b"))
+    b.receive(hello(a, "a"))
     return a, b
+
+
+def hello_sent() -> Replication:
+    """A machine that sent its ``hello`` and has not received the peer's."""
+    a = Replication()
+    hello(a, "a")
+    return a
 
 
 def with_v1_peer() -> Replication:
     """A machine whose peer is a hand-made version-1 node (``hello`` with ``[1]``)."""
-    a = Replication(agent="a")
+    a = hello_sent()
     a.receive(encode(["hello", [1], "tidings/0.0"]))
     return a
 
@@ -70,15 +84,15 @@ def local_code(fn: Any) -> str:
 
 def test_reference_hello_bytes() -> None:
     assert PROTOCOL_VERSIONS == (1, 2)
-    hello = Replication(agent="tidings/0.1").hello()
-    assert hello.hex(" ") == "93 a5 68 65 6c 6c 6f 92 01 02 ab 74 69 64 69 6e 67 73 2f 30 2e 31"
+    frame = hello(Replication(), "tidings/0.1")
+    assert frame.hex(" ") == "93 a5 68 65 6c 6c 6f 92 01 02 ab 74 69 64 69 6e 67 73 2f 30 2e 31"
 
 
 def test_two_current_nodes_negotiate_version_2() -> None:
-    a, b = Replication(agent="a"), Replication(agent="b")
+    a, b = Replication(), Replication()
     assert a.version == 0 and a.state == "HELLO"
-    assert a.receive(b.hello()) == PeerHello(2, "b")
-    assert b.receive(a.hello()) == PeerHello(2, "a")
+    assert a.receive(hello(b, "b")) == Hello(agent="b", versions=(1, 2)) and a.version == 2
+    assert b.receive(hello(a, "a")) == Hello(agent="a", versions=(1, 2)) and b.version == 2
     assert (a.version, b.version, a.state, b.state) == (2, 2, "ACTIVE", "ACTIVE")
 
 
@@ -93,7 +107,9 @@ def test_a_version_1_peer_gives_version_1() -> None:
 )
 def test_highest_common_version(versions: list[Any], expected: int) -> None:
     a = Replication()
-    assert a.receive(encode(["hello", versions, "x"])) == PeerHello(expected, "x")
+    event = a.receive(encode(["hello", versions, "x"]))
+    assert isinstance(event, Hello) and event.agent == "x"
+    assert a.version == expected
 
 
 @pytest.mark.parametrize("versions", [[], [3], [True], ["1"], [0, 4]])
@@ -107,29 +123,29 @@ def test_no_common_version_is_refused(versions: list[Any]) -> None:
 @pytest.mark.parametrize(
     "send",
     [
-        lambda r: r.have([(F, 1)]),
-        lambda r: r.peers([(F, "192.0.2.1:7433")]),
-        lambda r: r.members([b"record"]),
-        lambda r: r.clock([ClockItem(F, 1, 0, True)]),
+        lambda r: r.send(Have(items=[(F, 1)])),
+        lambda r: r.send(Peers(items=[(F, "192.0.2.1:7433")])),
+        lambda r: r.send(Members(records=[b"record"])),
+        lambda r: r.send(ClockMessage(items=[ClockItem(F, 1, 0, True)])),
     ],
     ids=["have", "peers", "members", "lazy_clock"],
 )
 def test_version_2_messages_cannot_be_sent_under_version_1(send: Any) -> None:
     assert local_code(lambda: send(with_v1_peer())) == "version"
-    assert local_code(lambda: send(Replication())) == "version"  # HELLO: no version negotiated yet
+    assert local_code(lambda: send(hello_sent())) == "version"  # no peer hello: no version negotiated yet
     a, _ = pair()
     assert send(a)  # version 2: fine
 
 
 def test_eager_clock_is_fine_under_version_1() -> None:
     a = with_v1_peer()
-    assert a.clock([ClockItem(F, 3, 0)]) == [encode(["clock", [[F, 3, 0]]])]
+    assert a.send(ClockMessage(items=[ClockItem(F, 3, 0)])) == [encode(["clock", [[F, 3, 0]]])]
 
 
 def test_version_2_messages_after_bye_are_closed() -> None:
     a, _ = pair()
-    a.bye("done", "")
-    assert local_code(lambda: a.have([(F, 1)])) == "closed"
+    a.send(Bye(code="done", reason=""))
+    assert local_code(lambda: a.send(Have(items=[(F, 1)]))) == "closed"
 
 
 # -- receiving under version 1 --------------------------------------------------------------------------
@@ -157,12 +173,12 @@ def test_version_2_messages_are_bad_under_version_1(message: list[Any]) -> None:
 
 def test_lazy_clock_item_encoding_and_flags() -> None:
     a, b = pair()
-    frames = a.clock([ClockItem(F, 5, 0, True), ClockItem(G, 2, 7)])
+    frames = a.send(ClockMessage(items=[ClockItem(F, 5, 0, True), ClockItem(G, 2, 7)]))
     assert frames == [encode(["clock", [[F, 5, 0, True], [G, 2, 7]]])]
-    one = a.clock([ClockItem(F, 5, 0, True)])
+    one = a.send(ClockMessage(items=[ClockItem(F, 5, 0, True)]))
     assert one[0].hex(" ") == f"92 a5 63 6c 6f 63 6b 91 94 {HEX_F} 05 00 c3"
     event = b.receive(frames[0])
-    assert event == PeerWants((ClockItem(F, 5, 0, True), ClockItem(G, 2, 7, False)))
+    assert event == ClockMessage(items=(ClockItem(F, 5, 0, True), ClockItem(G, 2, 7, False)))
     assert b.peer_lazy == {F}
     assert b.peer_wants == {F: 5, G: 2}
     assert b.peer_newest == {}
@@ -170,27 +186,27 @@ def test_lazy_clock_item_encoding_and_flags() -> None:
 
 def test_eager_item_clears_lazy_and_lazy_item_sets_it_again() -> None:
     a, b = pair()
-    b.receive(a.clock([ClockItem(F, 5, 0, True), ClockItem(G, 1, 0, True)])[0])
+    b.receive(a.send(ClockMessage(items=[ClockItem(F, 5, 0, True), ClockItem(G, 1, 0, True)]))[0])
     assert b.peer_lazy == {F, G}
-    b.receive(a.clock([ClockItem(F, 9)])[0])  # graft: a one-item eager clock
+    b.receive(a.send(ClockMessage(items=[ClockItem(F, 9)]))[0])  # graft: a one-item eager clock
     assert b.peer_lazy == {G}
     assert b.peer_wants == {F: 9, G: 1}
-    b.receive(a.clock([ClockItem(F, 9, 0, True)])[0])  # prune
+    b.receive(a.send(ClockMessage(items=[ClockItem(F, 9, 0, True)]))[0])  # prune
     assert b.peer_lazy == {F, G}
 
 
 def test_have_encoding_and_event() -> None:
     a, b = pair()
-    frames = a.have([(F, 7)])
+    frames = a.send(Have(items=[(F, 7)]))
     assert [f.hex(" ") for f in frames] == [f"92 a4 68 61 76 65 91 92 {HEX_F} 07"]
-    assert b.receive(frames[0]) == PeerHas(((F, 7),))
+    assert b.receive(frames[0]) == Have(items=((F, 7),))
 
 
 def test_have_splits_and_sends_nothing_for_no_items() -> None:
     a, b = pair()
-    assert a.have([]) == []
+    assert a.send(Have(items=[])) == []
     items = [(i.to_bytes(32, "big"), i) for i in range(2 * MAX_HAVE_ITEMS + 5)]
-    frames = a.have(items)
+    frames = a.send(Have(items=items))
     assert len(frames) == 3
     sizes = [len(b.receive(f).items) for f in frames]  # type: ignore[union-attr]
     assert sizes == [1000, 1000, 5]
@@ -198,26 +214,27 @@ def test_have_splits_and_sends_nothing_for_no_items() -> None:
 
 def test_peers_encoding_event_and_cut_to_32() -> None:
     a, b = pair()
-    frame = a.peers([(F, "192.0.2.7:7433")])
+    (frame,) = a.send(Peers(items=[(F, "192.0.2.7:7433")]))
     assert frame.hex(" ") == (
         f"92 a5 70 65 65 72 73 91 92 {HEX_F} ae 31 39 32 2e 30 2e 32 2e 37 3a 37 34 33 33"
     )
-    assert b.receive(frame) == PeersOffered(((F, "192.0.2.7:7433"),))
+    assert b.receive(frame) == Peers(items=((F, "192.0.2.7:7433"),))
     many = [(i.to_bytes(32, "big"), f"192.0.2.{i}:7433") for i in range(40)]
-    event = b.receive(a.peers(many))
-    assert isinstance(event, PeersOffered)
+    (frame,) = a.send(Peers(items=many))
+    event = b.receive(frame)
+    assert isinstance(event, Peers)
     assert event.items == tuple(many[:MAX_PEER_ADDRESSES])
     assert len(event.items) == 32
 
 
 def test_members_encoding_split_and_event() -> None:
     a, b = pair()
-    assert a.members([]) == []
+    assert a.send(Members(records=[])) == []
     records = [bytes([i % 256]) * 10 for i in range(450)]
-    frames = a.members(records)
+    frames = a.send(Members(records=records))
     assert len(frames) == 3
     events = [b.receive(f) for f in frames]
-    assert all(isinstance(e, MembersOffered) for e in events)
+    assert all(isinstance(e, Members) for e in events)
     assert [len(e.records) for e in events] == [200, 200, 50]  # type: ignore[union-attr]
     assert sum((e.records for e in events), ()) == tuple(records)  # type: ignore[union-attr]
 
@@ -225,16 +242,18 @@ def test_members_encoding_split_and_event() -> None:
 def test_boundaries_are_accepted() -> None:
     _, b = pair()
     top = 2**53 - 1
-    assert b.receive(encode(["have", [[F, top]] * MAX_HAVE_ITEMS])) == PeerHas(((F, top),) * 1000)
+    assert b.receive(encode(["have", [[F, top]] * MAX_HAVE_ITEMS])) == Have(items=((F, top),) * 1000)
     long_text = "é" * (MAX_ADDRESS_TEXT - 5) + ":7433"  # 100 characters, 195 UTF-8 bytes
     assert len(long_text) == 100
     event = b.receive(encode(["peers", [[F, long_text]] * MAX_PEER_ADDRESSES]))
-    assert event == PeersOffered(((F, long_text),) * 32)
+    assert event == Peers(items=((F, long_text),) * 32)
     big = b"\x01" * MAX_MEMBER_RECORD_SIZE
-    assert b.receive(encode(["members", [big] * 60])) == MembersOffered((big,) * 60)
+    assert b.receive(encode(["members", [big] * 60])) == Members(records=(big,) * 60)
     small = b"\x02" * 300
-    assert b.receive(encode(["members", [small] * MAX_MEMBER_RECORDS])) == MembersOffered((small,) * 200)
-    assert b.receive(encode(["clock", [[F, top, top, True]]])) == PeerWants((ClockItem(F, top, top, True),))
+    assert b.receive(encode(["members", [small] * MAX_MEMBER_RECORDS])) == Members(records=(small,) * 200)
+    assert b.receive(encode(["clock", [[F, top, top, True]]])) == ClockMessage(
+        items=(ClockItem(F, top, top, True),)
+    )
 
 
 # -- §12.1 argument rules (version 2) ----------------------------------------------------------------------
@@ -308,23 +327,23 @@ def test_new_messages_before_hello_are_bad_message() -> None:
 
 def test_have_raises_peer_wants_and_never_lowers_or_creates() -> None:
     a, b = pair()
-    a.receive(b.clock([ClockItem(F, 3), ClockItem(G, 10, 0, True)])[0])
+    a.receive(b.send(ClockMessage(items=[ClockItem(F, 3), ClockItem(G, 10, 0, True)]))[0])
     assert a.peer_wants == {F: 3, G: 10}
     assert a.peer_lacks(F, 4)
-    event = a.receive(b.have([(F, 9), (G, 4), (H, 50)])[0])
-    assert event == PeerHas(((F, 9), (G, 4), (H, 50)))
+    event = a.receive(b.send(Have(items=[(F, 9), (G, 4), (H, 50)]))[0])
+    assert event == Have(items=((F, 9), (G, 4), (H, 50)))
     assert a.peer_wants == {F: 9, G: 10}  # F raised, G not lowered, H (never named) not recorded
     assert not a.peer_lacks(F, 9)
     assert a.peer_lacks(F, 10)
     assert not a.peer_lacks(H, 51)
-    a.receive(b.have([(F, 2)])[0])
+    a.receive(b.send(Have(items=[(F, 2)]))[0])
     assert a.peer_wants[F] == 9
 
 
 def test_sending_have_does_not_change_what_we_know_the_peer_holds() -> None:
     a, b = pair()
-    a.receive(b.clock([ClockItem(F, 3, 0, True)])[0])
-    a.have([(F, 8)])
+    a.receive(b.send(ClockMessage(items=[ClockItem(F, 3, 0, True)]))[0])
+    a.send(Have(items=[(F, 8)]))
     assert a.peer_wants == {F: 3}
     assert a.peer_lazy == {F}
 
@@ -736,18 +755,18 @@ def test_members_sample_leaves_out_expired_records() -> None:
 def test_members_split_by_frame_size_not_only_by_count() -> None:
     a, b = pair()
     records = [bytes([i % 256]) * 1000 for i in range(200)]  # 200 x 1000 bytes: over one frame
-    frames = a.members(records)
+    frames = a.send(Members(records=records))
     assert len(frames) >= 4
     assert all(len(f) <= MAX_PLAINTEXT for f in frames)
     got = [r for f in frames for r in b.receive(f).records]
     assert got == records
-    assert a.members([b"x" * 2000]) == []  # over MAX_MEMBER_RECORD_SIZE: left out
+    assert a.send(Members(records=[b"x" * 2000])) == []  # over MAX_MEMBER_RECORD_SIZE: left out
 
 
 def test_peers_leaves_out_addresses_the_receiver_would_refuse() -> None:
     a, b = pair()
     long_name = "h" * 200 + ".example:7433"
-    frame = a.peers([(F, long_name), (G, "10.0.0.1:7433")])
+    (frame,) = a.send(Peers(items=[(F, long_name), (G, "10.0.0.1:7433")]))
     assert b.receive(frame).items == ((G, "10.0.0.1:7433"),)
 
 

@@ -12,7 +12,7 @@ from tidings.node.net.node import Node
 from tidings.node.net.transport import ChannelClosed, SecureChannel
 from tidings.protocol import Entry, SigningKey, encode
 from tidings.protocol.handshake import encode_frame
-from tidings.protocol.replication import Replication
+from tidings.protocol.replication import CaughtUp, Entries, Hello, Replication
 from tidings.storage.integrity import verify_store
 from tidings.storage.store import Store
 
@@ -42,7 +42,7 @@ async def evil_session(address: str, key: SigningKey, host: str, nursery: trio.N
         stream, initiator=True, identity=key, transport_private=os.urandom(32)
     )
     await start_writer(nursery, channel)
-    await channel.send([Replication().hello()])
+    await channel.send(Replication().send(Hello(agent="tidings")))
     await channel.receive()  # the node's hello
     return channel
 
@@ -150,8 +150,8 @@ async def test_invalid_entries_are_refused_and_the_sender_dropped(tmp_path, vict
     host = next_host()
     channel = await evil_session(victim.address, evil, host, nursery)
     rep = Replication()
-    rep.state = "ACTIVE"
-    await channel.send(rep.entries([items[0], items[1], (forged.raw, payload)]))
+    rep.send(Hello(agent="tidings"))  # evil_session sent it
+    await channel.send(rep.send(Entries(items=[items[0], items[1], (forged.raw, payload)])))
     await wait_dropped(channel)
     await wait_until(lambda: victim.penalties.banned(host))
     reason = victim.penalties.by_host[host].last_reason
@@ -183,11 +183,11 @@ async def test_flood_of_frames(tmp_path, victim, nursery):
     host = next_host()
     channel = await evil_session(victim.address, SigningKey(os.urandom(32)), host, nursery)
     rep = Replication()
-    rep.state = "ACTIVE"
+    rep.send(Hello(agent="tidings"))  # evil_session sent it
     with pytest.raises((ChannelClosed, trio.BrokenResourceError)):
         with trio.fail_after(5):
             while True:
-                await channel.send([rep.caught_up()] * 50)
+                await channel.send(rep.send(CaughtUp()) * 50)
                 await trio.sleep(0.01)
     await channel.aclose()
     await wait_until(lambda: victim.penalties.banned(host))
@@ -200,8 +200,8 @@ async def test_unsolicited_feeds_are_not_stored(tmp_path, victim, nursery):
     items = chain_of(stranger, tmp_path, 3)
     channel = await evil_session(victim.address, stranger, next_host(), nursery)
     rep = Replication()
-    rep.state = "ACTIVE"
-    await channel.send(rep.entries(items))
+    rep.send(Hello(agent="tidings"))  # evil_session sent it
+    await channel.send(rep.send(Entries(items=items)))
     # the reader looked at them (and counted them useless) before any could reach the store
     await wait_until(lambda: any(c.useless == 3 for c in victim.connections.values()))
     assert count(victim.home, stranger.public_key) == 0
@@ -228,7 +228,7 @@ async def test_claiming_someone_elses_identity(tmp_path, victim, monkeypatch):
             stream, initiator=True, identity=mallory, transport_private=os.urandom(32)
         )
         async with channel.writing():
-            await channel.send([Replication().hello()])
+            await channel.send(Replication().send(Hello(agent="tidings")))
             await channel.receive()
     await stream.aclose()
     monkeypatch.undo()

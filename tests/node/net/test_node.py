@@ -161,7 +161,7 @@ async def test_fork_proofs_spread_and_freeze_the_feed(tmp_path):
 
     from tidings.node.net.transport import SecureChannel
     from tidings.protocol import Post, SigningKey, create_entry, encode_content
-    from tidings.protocol.replication import Replication
+    from tidings.protocol.replication import Entries, Hello, Replication
     from tidings.storage.store import Store
 
     ha, ka = make_home(tmp_path, "a")
@@ -191,9 +191,9 @@ async def test_fork_proofs_spread_and_freeze_the_feed(tmp_path):
         )
         rep = Replication()
         await start_writer(nursery, channel)
-        await channel.send([rep.hello()])
+        await channel.send(rep.send(Hello(agent="tidings")))
         rep.receive(await channel.receive())
-        await channel.send(rep.entries([(fork.raw, payload)]))
+        await channel.send(rep.send(Entries(items=[(fork.raw, payload)])))
 
         def forked(home) -> bool:
             with Store(home.store_path) as s:
