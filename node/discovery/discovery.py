@@ -97,6 +97,7 @@ class Discovery:
             host=listen_host or "0.0.0.0",
             port=port,
             timeout=float(node.limits.get("dht_timeout", 1.0)),
+            rng=node.rng,
         )
         for name in self.swarms:
             await node.db.call(dht_store.join_swarm, name, wall_ms())

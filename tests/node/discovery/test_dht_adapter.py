@@ -78,7 +78,7 @@ async def test_malformed_replies_and_spoofed_responses_do_not_break_lookups() ->
                 await seeker.request(silent.getsockname(), Ping(node_id=seeker.own_id), 0.3)
             )
 
-        import tidings.node.discovery.dht as dht_module  # make the adapter use the message id the spoofer sends
+        import tidings.node.discovery.dht_requests as dht_module  # use the message id the spoofer sends
 
         real = dht_module.secrets.token_bytes
         dht_module.secrets.token_bytes = lambda n: msg if n == 20 else real(n)  # type: ignore[assignment]
