@@ -2,7 +2,9 @@
 
 ``bridge list`` and ``bridge config`` are built in; every other sub-command is a bridge's own group
 (``tidings bridge atom export``, ``tidings bridge rss follow URL``, ...), loaded from the
-``tidings.bridges`` entry points only when asked for. A plugin that fails to load is reported, not
+``tidings.bridges`` entry points only when asked for. The bridges shipped with Tidings keep their
+groups here in ``cli/`` (``commands_bridge_atom``, ``_rss``, ``_nostr``: ``node/`` never imports the
+CLI), mounted by bridge type; a plugin's group comes from its ``Bridge.command()``. A plugin that fails to load is reported, not
 raised; a bridge's own error is one ``error:`` line like any other command's.
 """
 
@@ -15,7 +17,7 @@ import click
 from .common import CliError, Session, common_options, emit, emit_lines, json_option, pass_session
 
 if TYPE_CHECKING:
-    from tidings.node.bridges import Registry
+    from tidings.node.bridges import Bridge, Registry
 
 __all__ = ["COMMANDS"]
 
@@ -31,6 +33,25 @@ def _registry() -> Registry:
     if cached is None:
         cached = root.meta["tidings.bridges"] = load_bridges()
     return cached  # type: ignore[no-any-return]
+
+
+def _builtin_command(bridge: Bridge) -> click.Group | None:
+    """The group of a bridge shipped with Tidings (by its type, so a plugin that takes one of their
+    names does not get their commands), or None."""
+    from tidings.node.bridges.atom import AtomBridge
+    from tidings.node.bridges.nostr import NostrBridge
+    from tidings.node.bridges.rss import RssBridge
+
+    from .commands_bridge_atom import atom_group
+    from .commands_bridge_nostr import nostr_group
+    from .commands_bridge_rss import rss_group
+
+    groups: dict[type[Bridge], click.Group] = {
+        AtomBridge: atom_group,
+        NostrBridge: nostr_group,
+        RssBridge: rss_group,
+    }
+    return groups.get(type(bridge))
 
 
 class BridgeGroup(click.Group):
@@ -52,7 +73,7 @@ class BridgeGroup(click.Group):
                 raise CliError(str(exc), code=exc.code) from None
             return None
         try:
-            command = bridge.command()
+            command = _builtin_command(bridge) or bridge.command()
         except Exception as exc:
             raise CliError(
                 f"the {cmd_name} bridge has no usable commands: {type(exc).__name__}: {exc}",

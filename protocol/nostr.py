@@ -5,7 +5,8 @@ serialization ``[0, pubkey, created_at, kind, tags, content]`` as compact JSON i
 escape only ``\\n \\" \\\\ \\r \\t \\b \\f`` and every other character is written as is (NIP-01). ``sig`` is
 a BIP-340 Schnorr signature of the id bytes by the x-only secp256k1 key ``pubkey``.
 
-Nothing here reads the clock or draws randomness: ``created_at`` and the signing ``aux`` randomness are
+Keys (the x-only public key of a secret, the NIP-19 ``npub`` form) are in ``nostr_keys`` and
+re-exported here. Nothing here reads the clock or draws randomness: ``created_at`` and the signing ``aux`` randomness are
 passed in. Events that come from outside are checked with ``parse_event`` (shape) and ``verify_event``
 (id and signature); both raise ``RemoteProtocolError`` with a code.
 """
@@ -21,6 +22,7 @@ from typing import Any
 import coincurve
 
 from .errors import LocalProtocolError, RemoteProtocolError
+from .nostr_keys import decode_key, is_hex, npub, public_key
 
 __all__ = [
     "MAX_CONTENT",
@@ -59,16 +61,11 @@ MAX_TAG_ITEMS = 16
 MAX_TAG_ITEM = 1024
 MAX_MESSAGE = 262144
 
-_HEX = frozenset("0123456789abcdef")
 _ESCAPES = {"\n": "\\n", '"': '\\"', "\\": "\\\\", "\r": "\\r", "\t": "\\t", "\b": "\\b", "\f": "\\f"}
 
 
 def _bad(message: str, code: str = "bad_event") -> RemoteProtocolError:
     return RemoteProtocolError(message, code=code)
-
-
-def _is_hex(value: object, size: int) -> bool:
-    return isinstance(value, str) and len(value) == size * 2 and set(value) <= _HEX
 
 
 def _json_string(value: str) -> str:
@@ -105,7 +102,7 @@ class Event:
     sig: str
 
     def __post_init__(self) -> None:
-        if not _is_hex(self.id, 32) or not _is_hex(self.pubkey, 32) or not _is_hex(self.sig, 64):
+        if not is_hex(self.id, 32) or not is_hex(self.pubkey, 32) or not is_hex(self.sig, 64):
             raise _bad("id, pubkey and sig are lowercase hex of 32, 32 and 64 bytes")
         for name in ("created_at", "kind"):
             value = getattr(self, name)
@@ -203,14 +200,6 @@ def verify_event(event: Event) -> None:
         ok = False
     if not ok:
         raise _bad("invalid event signature", code="bad_signature")
-
-
-def public_key(secret: bytes) -> str:
-    """The x-only public key (hex) of a 32-byte secp256k1 secret."""
-    try:
-        return coincurve.PublicKeyXOnly.from_secret(secret).format().hex()
-    except ValueError:
-        raise LocalProtocolError("not a valid secp256k1 secret key", code="bad_key") from None
 
 
 def sign_event(
@@ -459,71 +448,3 @@ class RelaySession:
         if isinstance(msg, Notice):
             return [msg]
         return []
-
-
-# -- NIP-19 keys ------------------------------------------------------------------------------------------
-_CHARSET = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
-
-
-def _polymod(values: list[int]) -> int:
-    gen = (0x3B6A57B2, 0x26508E6D, 0x1EA119FA, 0x3D4233DD, 0x2A1462B3)
-    chk = 1
-    for v in values:
-        top = chk >> 25
-        chk = (chk & 0x1FFFFFF) << 5 ^ v
-        for i in range(5):
-            chk ^= gen[i] if (top >> i) & 1 else 0
-    return chk
-
-
-def _hrp_expand(hrp: str) -> list[int]:
-    return [ord(c) >> 5 for c in hrp] + [0] + [ord(c) & 31 for c in hrp]
-
-
-def _convert(data: bytes | list[int], frm: int, to: int, pad: bool) -> list[int]:
-    acc = bits = 0
-    out: list[int] = []
-    for value in data:
-        acc = (acc << frm) | value
-        bits += frm
-        while bits >= to:
-            bits -= to
-            out.append((acc >> bits) & ((1 << to) - 1))
-    if pad and bits:
-        out.append((acc << (to - bits)) & ((1 << to) - 1))
-    elif not pad and (bits >= frm or (acc << (to - bits)) & ((1 << to) - 1)):
-        raise ValueError("bad padding")
-    return out
-
-
-def npub(pubkey: str) -> str:
-    """The NIP-19 ``npub1...`` form of a hex public key."""
-    if not _is_hex(pubkey, 32):
-        raise LocalProtocolError("a public key is 64 lowercase hex characters", code="bad_key")
-    data = _convert(bytes.fromhex(pubkey), 8, 5, True)
-    checksum = _polymod([*_hrp_expand("npub"), *data, 0, 0, 0, 0, 0, 0]) ^ 1
-    data += [(checksum >> 5 * (5 - i)) & 31 for i in range(6)]
-    return "npub1" + "".join(_CHARSET[d] for d in data)
-
-
-def decode_key(text: str) -> str:
-    """A public key given as ``npub1...`` or 64 hex characters, as lowercase hex.
-
-    Raises ``LocalProtocolError(code="bad_key")`` for anything else (a typo, an ``nsec``, a wrong checksum).
-    """
-    value = text.strip()
-    if _is_hex(value.lower(), 32):
-        return value.lower()
-    low = value.lower()
-    if not low.startswith("npub1") or len(low) != 63 or not set(low[5:]) <= set(_CHARSET):
-        raise LocalProtocolError(f"not a Nostr public key (npub1... or 64 hex): {text!r}", code="bad_key")
-    data = [_CHARSET.index(c) for c in low[5:]]
-    if _polymod([*_hrp_expand("npub"), *data]) != 1:
-        raise LocalProtocolError(f"bad npub checksum: {text!r}", code="bad_key")
-    try:
-        key = bytes(_convert(data[:-6], 5, 8, False))
-    except ValueError:
-        raise LocalProtocolError(f"bad npub: {text!r}", code="bad_key") from None
-    if len(key) != 32:
-        raise LocalProtocolError(f"bad npub length: {text!r}", code="bad_key")
-    return key.hex()

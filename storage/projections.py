@@ -9,7 +9,7 @@ transaction writes a new index segment and its structure record, which doubled t
 append (bench/RESULTS.md). ``meta.fts_indexed`` is a watermark: every post whose entry row id is at
 most the mark is in ``posts_fts``, none above it is. New posts always get higher row ids, so they wait
 above the mark until ``index_posts`` adds them all at once: when ``FTS_BATCH`` entries have been
-written, or before a search (``ReadMixin.search`` catches up first, so searches never miss a post).
+written, or before a search (``Reads.search`` catches up first, so searches never miss a post).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import sqlite3
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from tidings.protocol import (
     DecodeError,
@@ -23,13 +23,11 @@ from tidings.protocol import (
     feed_id_text,
 )
 
+from .database import Database
 from .errors import AmbiguousId, NotFound, StoreError
 from .schema import rank_ts
 
-if TYPE_CHECKING:
-    from .store import Store
-
-__all__ = ["ReadMixin", "content_json", "entry_written"]
+__all__ = ["Reads", "content_json", "entry_written"]
 
 _FEED_KEYS = {"feed", "mentions"}
 _ENTRY_KEYS = {"target", "reply", "root"}
@@ -89,15 +87,15 @@ def entry_written(entry: Entry, kind: str) -> dict[str, Any]:
     }
 
 
-class ReadMixin:
-    """Reading methods of ``Store``."""
+class Reads(Database):
+    """The read queries of the store, over its database (``store.Store`` adds the writes)."""
 
-    def own_feed(self: Store) -> bytes | None:
+    def own_feed(self) -> bytes | None:
         value = self.get_meta("self")
         return bytes(value) if value is not None else None
 
     # -- ids -------------------------------------------------------------------------------------------
-    def reaction_counts(self: Store, hashes: list[bytes]) -> dict[bytes, dict[str, int]]:
+    def reaction_counts(self, hashes: list[bytes]) -> dict[bytes, dict[str, int]]:
         """``{entry hash: {emoji: people}}``: distinct authors reacting with each emoji (not deleted)."""
         out: dict[bytes, dict[str, int]] = {}
         for i in range(0, len(hashes), 500):
@@ -113,7 +111,7 @@ class ReadMixin:
                 out.setdefault(bytes(target), {})[str(emoji)] = int(people)
         return out
 
-    def resolve_entry(self: Store, text: str) -> bytes:
+    def resolve_entry(self, text: str) -> bytes:
         """Entry hash for a full ``%id`` or a unique prefix of one (at least 4 characters after ``%``)."""
         text = text.strip()
         body = text[1:] if text.startswith("%") else text
@@ -141,26 +139,26 @@ class ReadMixin:
             raise AmbiguousId(f"{text} matches {len(matches)} entries; give more characters")
         return bytes(matches[0])
 
-    def entry(self: Store, hash_: bytes) -> dict[str, Any]:
+    def entry(self, hash_: bytes) -> dict[str, Any]:
         rows = self.read(f"SELECT {_ENTRY_COLS} FROM entries e WHERE e.hash = ?", (hash_,))
         if not rows:
             raise NotFound(f"no entry {entry_id_text(hash_)}")
         return entry_row(rows[0])
 
-    def entry_author(self: Store, hash_: bytes) -> bytes:
+    def entry_author(self, hash_: bytes) -> bytes:
         rows = self.read("SELECT author FROM entries WHERE hash = ?", (hash_,))
         if not rows:
             raise NotFound(f"no entry {entry_id_text(hash_)}")
         return bytes(rows[0][0])
 
-    def raw_entry(self: Store, hash_: bytes) -> tuple[bytes, bytes | None]:
+    def raw_entry(self, hash_: bytes) -> tuple[bytes, bytes | None]:
         rows = self.read("SELECT raw, payload FROM entries WHERE hash = ?", (hash_,))
         if not rows:
             raise NotFound(f"no entry {entry_id_text(hash_)}")
         return bytes(rows[0][0]), rows[0][1]
 
     # -- feeds -----------------------------------------------------------------------------------------
-    def feed_info(self: Store, author: bytes) -> dict[str, Any] | None:
+    def feed_info(self, author: bytes) -> dict[str, Any] | None:
         rows = self.read("SELECT head_seq, count, forked, kind FROM feeds WHERE author = ?", (author,))
         if not rows:
             return None
@@ -173,10 +171,10 @@ class ReadMixin:
             "kind": kind,
         }
 
-    def feeds(self: Store) -> list[bytes]:
+    def feeds(self) -> list[bytes]:
         return [bytes(r[0]) for r in self.read("SELECT author FROM feeds ORDER BY author")]
 
-    def log(self: Store, author: bytes, *, limit: int | None = None) -> list[dict[str, Any]]:
+    def log(self, author: bytes, *, limit: int | None = None) -> list[dict[str, Any]]:
         """A feed's entries, newest first."""
         sql = f"SELECT {_ENTRY_COLS} FROM entries e WHERE e.author = ? ORDER BY e.seq DESC"
         params: tuple[Any, ...] = (author,)
@@ -185,19 +183,19 @@ class ReadMixin:
             params += (limit,)
         return [entry_row(r) for r in self.read(sql, params)]
 
-    def stats(self: Store) -> dict[str, int]:
+    def stats(self) -> dict[str, int]:
         feeds = self.read("SELECT count(*), coalesce(sum(count), 0) FROM feeds")[0]
         return {"feeds": int(feeds[0]), "entries": int(feeds[1])}
 
     # -- social graph ----------------------------------------------------------------------------------
-    def graph_targets(self: Store, author: bytes, kind: str) -> list[bytes]:
+    def graph_targets(self, author: bytes, kind: str) -> list[bytes]:
         rows = self.read(
             "SELECT target FROM graph WHERE author = ? AND kind = ? AND active = 1 ORDER BY target",
             (author, kind),
         )
         return [bytes(r[0]) for r in rows]
 
-    def following(self: Store, author: bytes) -> list[dict[str, Any]]:
+    def following(self, author: bytes) -> list[dict[str, Any]]:
         rows = self.read(
             "SELECT g.target, p.name FROM graph g LEFT JOIN profiles p ON p.feed = g.target "
             "WHERE g.author = ? AND g.kind = 'follow' AND g.active = 1 ORDER BY p.name, g.target",
@@ -205,12 +203,12 @@ class ReadMixin:
         )
         return [{"feed": feed_id_text(r[0]), "name": r[1]} for r in rows]
 
-    def profile(self: Store, feed: bytes) -> dict[str, Any]:
+    def profile(self, feed: bytes) -> dict[str, Any]:
         rows = self.read("SELECT name, bio FROM profiles WHERE feed = ?", (feed,))
         name, bio = rows[0] if rows else (None, None)
         return {"feed": feed_id_text(feed), "name": name, "bio": bio}
 
-    def names(self: Store, feeds: set[bytes]) -> dict[bytes, str]:
+    def names(self, feeds: set[bytes]) -> dict[bytes, str]:
         out: dict[bytes, str] = {}
         items = list(feeds)
         for i in range(0, len(items), 500):
@@ -222,17 +220,17 @@ class ReadMixin:
         return out
 
     # -- mutes (local only) ----------------------------------------------------------------------------
-    def mute(self: Store, kind: str, value: str) -> bool:
+    def mute(self, kind: str, value: str) -> bool:
         with self.transaction() as cur:
             cur.execute("INSERT OR IGNORE INTO mutes (kind, value) VALUES (?, ?)", (kind, value))
             return cur.rowcount > 0
 
-    def unmute(self: Store, kind: str, value: str) -> bool:
+    def unmute(self, kind: str, value: str) -> bool:
         with self.transaction() as cur:
             cur.execute("DELETE FROM mutes WHERE kind = ? AND value = ?", (kind, value))
             return cur.rowcount > 0
 
-    def mutes(self: Store) -> list[dict[str, str]]:
+    def mutes(self) -> list[dict[str, str]]:
         return [
             {"kind": k, "value": v}
             for k, v in self.read("SELECT kind, value FROM mutes ORDER BY kind, value")
@@ -240,7 +238,7 @@ class ReadMixin:
 
     # -- reading ---------------------------------------------------------------------------------------
     def timeline(
-        self: Store, me: bytes, *, limit: int = 50, before: int | None = None, swarm: str | None = None
+        self, me: bytes, *, limit: int = 50, before: int | None = None, swarm: str | None = None
     ) -> list[dict[str, Any]]:
         """Chronological timeline: posts and reposts of you and those you follow, minus blocks and mutes.
 
@@ -277,7 +275,7 @@ class ReadMixin:
             cursor = batch[-1][7]
         return out
 
-    def _timeline_page(self: Store, authors: set[bytes], n: int, before: int | None) -> list[Any]:
+    def _timeline_page(self, authors: set[bytes], n: int, before: int | None) -> list[Any]:
         self.conn.execute("CREATE TEMP TABLE IF NOT EXISTS tl_authors (author BLOB PRIMARY KEY)")
         self.conn.execute("DELETE FROM tl_authors")
         self.conn.executemany("INSERT INTO tl_authors (author) VALUES (?)", [(a,) for a in authors])
@@ -294,7 +292,7 @@ class ReadMixin:
             params,
         )
 
-    def thread(self: Store, hash_: bytes) -> list[dict[str, Any]]:
+    def thread(self, hash_: bytes) -> list[dict[str, Any]]:
         """The conversation an entry belongs to: its root, then replies in ranked-time order (ranking.md §1.1)."""
         self.entry(hash_)  # NotFound if absent
         rows = self.read(
@@ -309,7 +307,7 @@ class ReadMixin:
         )
         return [entry_row(r) for r in found]
 
-    def search(self: Store, query: str, *, limit: int = 50) -> list[dict[str, Any]]:
+    def search(self, query: str, *, limit: int = 50) -> list[dict[str, Any]]:
         """Full-text search over post texts (SQLite FTS5 query syntax), best match first."""
         if self.search_index_behind():  # posts are indexed in batches: catch up first
             self.update_search_index()

@@ -1,6 +1,7 @@
 """The store: one SQLite file (WAL) holding logs, payloads, forks and projections.
 
-Synchronous on purpose: one-shot CLI commands use it directly, and the running node calls it through
+``Store`` is the writing side over ``reads.Reads`` (the queries) and ``database.Database`` (the
+connection, transactions and typed errors). Synchronous on purpose: one-shot CLI commands use it directly, and the running node calls it through
 one dedicated database thread (``storage.thread``). Several processes may open one home at once;
 every write is one ``BEGIN IMMEDIATE`` transaction, so a half-written entry never exists and writers
 queue behind SQLite's lock instead of interleaving.
@@ -14,11 +15,9 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import msgpack
 from tidings.protocol import (
@@ -42,19 +41,15 @@ from tidings.protocol import (
 
 from .batch import BatchView, Stored, skip_target
 from .clock import wall_ms
-from .errors import CorruptStore, DiskFull, FeedForked, StoreError, StoreLocked
-from .projections import apply_content, index_posts
-from .reads import ReadMixin
-from .schema import migrate
+from .errors import FeedForked, StoreError
+from .projections import apply_content
+from .reads import Reads
 from .verifier import Verdicts, Verifier
 from .writer import RowWriter
 
 __all__ = ["IngestResult", "Prepared", "Rejected", "Store"]
 
 T = TypeVar("T")
-
-#: WAL pages between automatic checkpoints.
-_WAL_PAGES = 16384
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,20 +75,7 @@ class IngestResult:
     gaps: list[tuple[bytes, int]] = field(default_factory=list)
 
 
-def _translate(exc: sqlite3.Error) -> StoreError:
-    text = str(exc)
-    if isinstance(exc, sqlite3.OperationalError) and "full" in text:
-        return DiskFull("the disk is full: nothing was written")
-    if isinstance(exc, sqlite3.OperationalError) and "locked" in text:
-        return StoreLocked("the store is busy (locked by another process); try again")
-    if isinstance(exc, sqlite3.DatabaseError) and (
-        "not a database" in text or "malformed" in text or "corrupt" in text
-    ):
-        return CorruptStore(f"the store file is damaged: {text}")
-    return StoreError(f"database error: {text}")
-
-
-class Store(ReadMixin):
+class Store(Reads):
     """A Tidings store at ``path``. Use as a context manager or call ``close()``."""
 
     def __init__(
@@ -106,93 +88,19 @@ class Store(ReadMixin):
     ) -> None:
         """``verify_threads``: signature checks of a batch run on this many threads;
         ``verify_processes``: bulk batches go to this many worker processes instead (``verifier``)."""
-        self.path = Path(path)
-        if not create and not self.path.exists():
-            raise StoreError(f"no store at {self.path}", code="no_store")
+        super().__init__(path, create=create)
         self.verifier = Verifier(threads=verify_threads, processes=verify_processes)
-        try:
-            self.conn = sqlite3.connect(
-                self.path, isolation_level=None, timeout=30.0, check_same_thread=False
-            )
-        except sqlite3.Error as exc:
-            raise _translate(exc) from None
-        try:
-            self.conn.execute("PRAGMA journal_mode = WAL")
-            self.conn.execute("PRAGMA synchronous = NORMAL")
-            self.conn.execute("PRAGMA foreign_keys = OFF")
-            self.conn.execute("PRAGMA busy_timeout = 30000")
-            self.conn.execute("PRAGMA cache_size = -65536")
-            # Checkpoint every 64 MB of WAL instead of 4 MB: random inserts into the hash index touch
-            # ~1 page per entry, and a longer interval writes each page back once for many entries
-            # (+25% ingest into a 1M-entry store, bench/RESULTS.md). The file is cut back after each.
-            self.conn.execute(f"PRAGMA wal_autocheckpoint = {_WAL_PAGES}")
-            self.conn.execute(f"PRAGMA journal_size_limit = {_WAL_PAGES * 4096}")
-            migrate(self.conn)
-        except sqlite3.Error as exc:
-            self.conn.close()
-            raise _translate(exc) from None
-        except StoreError:
-            self.conn.close()
-            raise
 
     # -- plumbing --------------------------------------------------------------------------------------
     def close(self) -> None:
         self.verifier.close()
-        self.conn.close()
+        super().close()
 
     def __enter__(self) -> Store:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Cursor]:
-        """One write transaction (``BEGIN IMMEDIATE``); rolled back on any error."""
-        cur = self.conn.cursor()
-        try:
-            cur.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise _translate(exc) from None
-        try:
-            yield cur
-            cur.execute("COMMIT")
-        except sqlite3.Error as exc:
-            self._rollback(cur)
-            raise _translate(exc) from None
-        except BaseException:
-            self._rollback(cur)
-            raise
-
-    @staticmethod
-    def _rollback(cur: sqlite3.Cursor) -> None:
-        with suppress(sqlite3.Error):  # SQLite may have rolled back already (e.g. after SQLITE_FULL)
-            cur.execute("ROLLBACK")
-
-    def read(self, sql: str, params: Any = ()) -> list[Any]:
-        """Run one read query; storage errors come out typed."""
-        try:
-            return self.conn.execute(sql, params).fetchall()
-        except sqlite3.Error as exc:
-            raise _translate(exc) from None
-
-    def run(self, fn: Callable[[sqlite3.Cursor], T]) -> T:
-        """Run ``fn(cursor)`` inside one write transaction."""
-        with self.transaction() as cur:
-            return fn(cur)
-
-    def data_version(self) -> int:
-        """Changes when another connection commits (used to notice other processes' writes)."""
-        return int(self.conn.execute("PRAGMA data_version").fetchone()[0])
-
-    # -- meta ------------------------------------------------------------------------------------------
-    def get_meta(self, key: str) -> Any:
-        rows = self.read("SELECT value FROM meta WHERE key = ?", (key,))
-        return rows[0][0] if rows else None
-
-    def set_meta(self, key: str, value: Any) -> None:
-        with self.transaction() as cur:
-            cur.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
     # -- writing our own log ---------------------------------------------------------------------------
     def append(self, key: SigningKey, content: Content, *, now: int | None = None) -> Entry:
@@ -452,17 +360,6 @@ class Store(ReadMixin):
             (proof.author, proof.seq, proof.encode(), wall_ms()),
         )
         cur.execute("UPDATE feeds SET forked = 1 WHERE author = ?", (proof.author,))
-
-    def update_search_index(self) -> int:
-        """Add posts not yet in the full-text index (the node may call this when idle); returns how many."""
-        with self.transaction() as cur:
-            return index_posts(cur)
-
-    def search_index_behind(self) -> bool:
-        """True when some stored posts are not in the full-text index yet."""
-        mark = self.read("SELECT value FROM meta WHERE key = 'fts_indexed'")
-        top = self.read("SELECT coalesce(max(entry), 0) FROM posts")[0][0]
-        return bool(top > (int(mark[0][0]) if mark else 0))
 
     def add_fork_proof(self, proof: ForkProof) -> None:
         """Record a fork proof received from elsewhere (spec §7) and mark the feed forked."""

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 from tidings.node.bridges.base import Backoff, Bridge, BridgeContext, BridgeError, Setting
+from tidings.node.clock import SYSTEM_CLOCK, Clock
 from tidings.node.plugins import PluginProblem, load_entry_points
 
 if TYPE_CHECKING:
@@ -57,8 +58,10 @@ class Registry:
         known = ", ".join(sorted(self.bridges)) or "none"
         raise BridgeError(f"no bridge named {name!r} (installed: {known})", code="unknown_bridge")
 
-    def context(self, bridge: Bridge, home: Home, store: Store) -> BridgeContext:
-        return BridgeContext(home=home, store=store, settings=bridge.settings_of(store))
+    def context(
+        self, bridge: Bridge, home: Home, store: Store, *, clock: Clock = SYSTEM_CLOCK
+    ) -> BridgeContext:
+        return BridgeContext(home=home, store=store, settings=bridge.settings_of(store), clock=clock)
 
 
 def _check(obj: Any, name: str) -> str | None:
@@ -99,14 +102,16 @@ def unavailable(name: str, error: str) -> Any:
     return _Unavailable(name, error)
 
 
-def wanted_services(registry: Registry, home: Home, store: Store) -> dict[str, tuple[tuple[Any, ...], Any]]:
+def wanted_services(
+    registry: Registry, home: Home, store: Store, *, clock: Clock = SYSTEM_CLOCK
+) -> dict[str, tuple[tuple[Any, ...], Any]]:
     """Per bridge: what its service depends on (on/off and its settings) and the service it wants to
     run now (None while nothing is enabled: bridges are opt-in). A bridge whose ``service()`` raises
     gets a stand-in service that fails at once (shown as crashed; the node runs on without it)."""
     wanted: dict[str, tuple[tuple[Any, ...], Any]] = {}
     for name, bridge in sorted(registry.bridges.items()):
         try:
-            ctx = registry.context(bridge, home, store)
+            ctx = registry.context(bridge, home, store, clock=clock)
             service = bridge.service(ctx)
             key: tuple[Any, ...] = (
                 "on" if service is not None else "off",

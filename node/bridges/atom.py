@@ -1,6 +1,6 @@
 """Atom out (spec §14.3): a feed's posts as an Atom 1.0 document (RFC 4287, replies per RFC 4685).
 
-``tidings bridge atom export [FEED] [-o FILE]`` writes it once; with the ``listen`` setting
+``tidings bridge atom export [FEED] [-o FILE]`` (cli/commands_bridge_atom.py) writes it once; with the ``listen`` setting
 (``tidings bridge config atom listen 127.0.0.1:7435``) the running node serves it over HTTP:
 ``/feed.atom`` is the user's own feed, ``/feeds/@ID.atom`` any stored feed.
 """
@@ -13,10 +13,9 @@ import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
-import click
 import trio
-from tidings.cli.common import Session, common_options, emit, json_option, pass_session
-from tidings.node.bridges.base import Bridge, BridgeContext, BridgeError, Setting, parse_listen
+from tidings.node.bridges.base import Bridge, BridgeContext, Setting, parse_listen
+from tidings.node.clock import SYSTEM_CLOCK, Clock
 
 if TYPE_CHECKING:
     from tidings.node.net.node import Node
@@ -127,18 +126,13 @@ def _entry(root: ET.Element, e: dict[str, Any], name: str, feed_text: str) -> No
         _sub(el, "in-reply-to", ns=THR, ref=entry_urn(reply))  # RFC 4685 §3
 
 
-def _now() -> int:
-    import time
-
-    return int(time.time() * 1000)
-
-
 class AtomService:
     """Serves Atom documents of stored feeds over HTTP inside ``tidings run``."""
 
-    def __init__(self, listen: str) -> None:
+    def __init__(self, listen: str, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self.name = "bridge:atom"
         self.listen = listen
+        self.clock = clock
         self.address: str | None = None
         self.served = 0
         self.errors = 0
@@ -160,7 +154,7 @@ class AtomService:
                 return 404, "text/plain; charset=utf-8", b"not found: try /feed.atom\n"
             url = f"http://{self.address}{path}"
             try:
-                data, _ = await node.db.call(atom_feed, feed, now=_now(), self_url=url)
+                data, _ = await node.db.call(atom_feed, feed, now=self.clock.wall_ms(), self_url=url)
             except Exception:
                 self.errors += 1
                 raise
@@ -204,52 +198,8 @@ class AtomBridge(Bridge):
 
     def service(self, ctx: BridgeContext) -> AtomService | None:
         listen = ctx.settings.get("listen", "off")
-        return None if listen == "off" else AtomService(listen)
+        return None if listen == "off" else AtomService(listen, clock=ctx.clock)
 
     def status(self, ctx: BridgeContext) -> dict[str, Any]:
         listen = ctx.settings.get("listen", "off")
         return {"serving": None if listen == "off" else f"http://{listen}/feed.atom"}
-
-    def command(self) -> click.Group:
-        return atom_group
-
-
-@click.group("atom")
-def atom_group() -> None:
-    """Atom out: export a feed as Atom 1.0 (serve it with 'bridge config atom listen HOST:PORT')."""
-
-
-@atom_group.command("export")
-@click.argument("feed", required=False)
-@click.option("-o", "--output", metavar="FILE", help="Write to FILE (default: standard output).")
-@click.option("--limit", type=click.IntRange(1, 10000), default=DEFAULT_LIMIT, show_default=True)
-@common_options
-@json_option
-@pass_session
-def atom_export(session: Session, feed: str | None, output: str | None, limit: int, as_json: bool) -> None:
-    """Write FEED's posts (default: yours) as an Atom 1.0 feed; --json prints a summary (and the
-    document itself when there is no -o)."""
-    from pathlib import Path
-
-    from tidings.protocol import FeedId, ProtocolError, feed_id_text
-
-    store = session.store()
-    if feed is None:
-        key = session.me()
-    else:
-        try:
-            key = FeedId.parse(feed.strip()).key
-        except ProtocolError as exc:
-            raise BridgeError(f"{feed!r} is not a feed id: {exc.args[0]}", code="bad_feed") from None
-        if store.feed_info(key) is None:
-            raise BridgeError(f"no feed {feed} in this store", code="not_found")
-    data, count = atom_feed(store, key, now=_now(), limit=limit)
-    if output:
-        Path(output).write_bytes(data)
-    summary = {"feed": feed_id_text(key), "entries": count, "file": output}
-    if as_json:
-        emit(summary if output else {**summary, "atom": data.decode("utf-8")})
-    elif output:
-        click.echo(f"wrote {count} entries of {summary['feed']} to {output}")
-    else:
-        click.echo(data.decode("utf-8"), nl=False)

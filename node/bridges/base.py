@@ -5,13 +5,16 @@ an instance, or a factory returning one. It declares:
 
 - ``name`` (the entry point name) and a one-line ``description``;
 - ``settings``: the ``Setting`` s it reads, changed with ``tidings bridge config NAME KEY VALUE``;
-- ``command()``: a click group mounted as ``tidings bridge NAME ...`` (or None);
+- ``command()``: a click group mounted as ``tidings bridge NAME ...`` (or None). A plugin may build it
+  with click and the CLI's public helpers; the bridges shipped with Tidings keep theirs in ``cli/``
+  (``cli/commands_bridge_NAME.py``), since ``node/`` never imports the CLI;
 - ``service(ctx)``: a service run inside ``tidings run`` (node/services.py) when the user enabled
   something, else None. Every bridge is opt-in: nothing runs until a setting or a source says so;
 - ``status(ctx)``: what ``tidings bridge list`` shows (default: its settings and sources).
 
 Inbound posts go to *bridge feeds*, logs signed by keys the bridge owns (``keys.feed_key``), never to
-the user's own feed; each post carries its ``origin`` (spec §14.2).
+the user's own feed; each post carries its ``origin`` (spec §14.2). ``sources`` follows and unfollows
+them for the user.
 """
 
 from __future__ import annotations
@@ -20,12 +23,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from tidings.node.clock import SYSTEM_CLOCK, Clock
 from tidings.protocol.errors import TidingsError
 
 if TYPE_CHECKING:
     import click
     from tidings.node.home import Home
-    from tidings.protocol import SigningKey
     from tidings.storage.store import Store
 
 __all__ = [
@@ -34,8 +37,6 @@ __all__ = [
     "BridgeContext",
     "BridgeError",
     "Setting",
-    "follow_source",
-    "unfollow_source",
 ]
 
 
@@ -67,11 +68,13 @@ class Setting:
 
 @dataclass
 class BridgeContext:
-    """What a bridge sees from the CLI or at node start: the home, its store, its settings."""
+    """What a bridge sees from the CLI or at node start: the home, its store, its settings, and the
+    clock its services read (the node's clock seam, ``node/clock.py``)."""
 
     home: Home
     store: Store
     settings: dict[str, str]
+    clock: Clock = SYSTEM_CLOCK
 
 
 class Bridge:
@@ -173,31 +176,3 @@ def parse_listen(value: str) -> str:
 
     host, port = parse_address(value.strip())
     return f"{host}:{port}"
-
-
-def follow_source(
-    store: Store, home: Home, me: SigningKey, bridge: str, source: str, now: int
-) -> tuple[bytes, bool]:
-    """Record ``source`` as an inbound source of ``bridge`` and follow its bridge feed from the user's
-    own log (as ``tidings follow`` does). Returns the bridge feed and whether a Follow was appended."""
-    from tidings.node.bridges.keys import feed_key
-    from tidings.protocol import Follow
-    from tidings.storage import bridges as db
-
-    feed = feed_key(home, bridge, source).public_key
-    db.add_source(store, bridge, "in", source, feed=feed, now=now)
-    if feed in store.graph_targets(me.public_key, "follow"):
-        return feed, False
-    store.append(me, Follow(feed=feed))
-    return feed, True
-
-
-def unfollow_source(store: Store, me: SigningKey, bridge: str, source: str) -> dict[str, Any] | None:
-    """Forget an inbound source of ``bridge`` and unfollow its bridge feed; its row, or None if unknown."""
-    from tidings.protocol import Unfollow
-    from tidings.storage import bridges as db
-
-    src = db.remove_source(store, bridge, "in", source)
-    if src is not None and src["feed"] and src["feed"] in store.graph_targets(me.public_key, "follow"):
-        store.append(me, Unfollow(feed=src["feed"]))
-    return src

@@ -29,13 +29,12 @@ One relay's failure ends only its own task's connection, never the others' or th
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import trio
 from tidings.node.bridges.base import Backoff, BridgeError
-from tidings.node.bridges.nostr import (
+from tidings.node.bridges.nostr_sync import (
     NAME,
     SLACK,
     import_events,
@@ -44,6 +43,7 @@ from tidings.node.bridges.nostr import (
     publish_pending,
 )
 from tidings.node.bridges.relay import RelayConnection, open_relay, relay_failure
+from tidings.node.clock import SYSTEM_CLOCK, Clock
 from tidings.protocol import nostr as wire
 
 if TYPE_CHECKING:
@@ -56,10 +56,6 @@ log = logging.getLogger("tidings.bridges.nostr")
 
 CHECK = 2.0  # seconds between looks at the store (relays, followed authors, own posts) without a wake-up
 SETTLE = 0.2  # seconds to let a burst of new entries end before looking
-
-
-def _now() -> int:
-    return int(time.time() * 1000)
 
 
 def _numbers(settings: dict[str, str]) -> tuple[float, Backoff, float]:
@@ -94,9 +90,10 @@ class NostrService:
     """Inside ``tidings run``: one live connection per relay (see the module docstring); a failing relay
     backs off and is shown in ``tidings status``."""
 
-    def __init__(self, home: Home, settings: dict[str, str]) -> None:
+    def __init__(self, home: Home, settings: dict[str, str], *, clock: Clock = SYSTEM_CLOCK) -> None:
         self.name = "bridge:nostr"
         self.home = home
+        self.clock = clock
         self.publish = settings.get("publish", "off") == "on"
         self.interval, self.backoff, self.timeout = _numbers(settings)
         self.published = 0
@@ -178,7 +175,7 @@ class NostrService:
     async def _note_failure(self, node: Node, url: str, error: str, failures: int, delay: float) -> None:
         from tidings.storage import bridges as db
 
-        now = _now()
+        now = self.clock.wall_ms()
         log.info("relay %s failed (%d in a row; again in %.1f s): %s", url, failures, delay, error)
         self.failing[url] = error
         await node.db.call(
@@ -190,7 +187,7 @@ class NostrService:
     async def _note_ok(self, node: Node, link: _Link, refused: str | None) -> None:
         from tidings.storage import bridges as db
 
-        now, url = _now(), link.conn.url
+        now, url = self.clock.wall_ms(), link.conn.url
         link.ok = True
         self.failing.pop(url, None)
         self.live.add(url)
@@ -221,7 +218,7 @@ class NostrService:
                 elif isinstance(got, wire.Notice):
                     log.info("relay %s: notice: %s", link.conn.url, got.message)
             if live:
-                got_new = await import_events(node.db.call, self.home, link.follows, live)
+                got_new = await import_events(node.db.call, self.home, link.follows, live, clock=self.clock)
                 if got_new:
                     self.imported += got_new
                     node.wake()
@@ -232,7 +229,7 @@ class NostrService:
         from tidings.storage import bridges as db
 
         authors: list[str] | None = None
-        renew = trio.current_time()
+        renew = self.clock.monotonic()
         refused: str | None = None
         while True:
             if self.publish and (refusal := await self._publish(node, link)) is not None:
@@ -240,12 +237,12 @@ class NostrService:
                 await node.db.call(db.note_poll, NAME, "relay", link.conn.url, last_error=refused)
             follows = await node.db.call(db.sources, NAME, "in")
             wanted = sorted(f["source"] for f in follows)
-            if wanted != authors or trio.current_time() >= renew:
+            if wanted != authors or self.clock.monotonic() >= renew:
                 await self._subscribe(node, link, follows)
-                authors, renew = wanted, trio.current_time() + self.interval
+                authors, renew = wanted, self.clock.monotonic() + self.interval
                 await self._note_ok(node, link, refused)
                 refused = None
-            with trio.move_on_after(min(CHECK, max(0.0, renew - trio.current_time()))):
+            with trio.move_on_after(min(CHECK, max(0.0, renew - self.clock.monotonic()))):
                 await node.wait_changed()
                 await trio.sleep(SETTLE)  # a busy node changes often: one look per burst
 
@@ -261,7 +258,7 @@ class NostrService:
         await link.conn.subscribe(wire.follow_filter(link.follows, newest_seen(follows), slack=SLACK))
         with trio.fail_after(self.timeout):
             await link.synced.wait()
-        await note_authors_ok(node.db.call, list(link.follows))
+        await note_authors_ok(node.db.call, list(link.follows), clock=self.clock)
 
     async def _publish(self, node: Node, link: _Link) -> str | None:
         """Send own posts not yet on this relay over the open connection; the last refusal, or None."""
@@ -272,7 +269,7 @@ class NostrService:
         if not rows:
             return None
         sent, refused = await publish_pending(
-            node.db.call, self.home, rows[0], timeout=self.timeout, send=link.conn.publish
+            node.db.call, self.home, rows[0], timeout=self.timeout, send=link.conn.publish, clock=self.clock
         )
         self.published += sent
         if sent:

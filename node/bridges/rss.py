@@ -1,6 +1,6 @@
 """RSS/Atom in (spec §14.4): followed web feeds become bridge feeds, one per source.
 
-``tidings bridge rss follow URL`` records the source and appends a Follow of its bridge feed to the
+``tidings bridge rss follow URL`` (cli/commands_bridge_rss.py) records the source and appends a Follow of its bridge feed to the
 user's log (exactly like ``tidings follow``), so the timeline shows it like any followed feed. Items
 are imported once (deduplicated by guid/id) by ``tidings bridge rss poll`` or, inside ``tidings run``,
 by a service that polls each source every ``interval`` seconds with conditional requests
@@ -10,33 +10,22 @@ by a service that polls each source every ``interval`` seconds with conditional 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import click
 import trio
-from tidings.cli.common import CliError, Session, common_options, emit, emit_lines, json_option, pass_session
-from tidings.node.bridges.base import (
-    Backoff,
-    Bridge,
-    BridgeContext,
-    BridgeError,
-    Setting,
-    follow_source,
-    parse_seconds,
-    unfollow_source,
-)
+from tidings.node.bridges.base import Backoff, Bridge, BridgeContext, BridgeError, Setting, parse_seconds
 from tidings.node.bridges.feeds import parse_feed
+from tidings.node.clock import SYSTEM_CLOCK, Clock
 
 if TYPE_CHECKING:
     import httpx
     from tidings.node.home import Home
     from tidings.node.net.node import Node
 
-__all__ = ["Call", "PollOutcome", "RssBridge", "RssService", "check_url", "poll_source"]
+__all__ = ["Call", "PollOutcome", "RssBridge", "RssService", "check_url", "poll_source", "settings_numbers"]
 
 log = logging.getLogger("tidings.bridges.rss")
 
@@ -58,10 +47,6 @@ def check_url(url: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise BridgeError(f"not an http(s) URL: {url!r}", code="bad_url")
     return url
-
-
-def _now() -> int:
-    return int(time.time() * 1000)
 
 
 @dataclass
@@ -107,6 +92,7 @@ async def poll_source(
     interval: float,
     backoff: Backoff,
     timeout: float,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> PollOutcome:
     """Poll one source once and record the outcome; failures are recorded, not raised."""
     from tidings.node.bridges.keys import feed_key
@@ -114,7 +100,7 @@ async def poll_source(
     from tidings.storage import bridges as db
 
     url = src["source"]
-    now = _now()
+    now = clock.wall_ms()
     try:
         response = await _fetch(client, src, timeout)
         if response.status_code == 304:
@@ -152,7 +138,8 @@ async def poll_source(
     return PollOutcome(url, "error", error=error)
 
 
-def _settings_numbers(settings: dict[str, str]) -> tuple[float, Backoff, float]:
+def settings_numbers(settings: dict[str, str]) -> tuple[float, Backoff, float]:
+    """The poll interval, the backoff after failures and the request timeout that ``settings`` give."""
     interval = float(settings.get("interval", "900"))
     retry = float(settings.get("retry", "30"))
     timeout = float(settings.get("timeout", "20"))
@@ -162,10 +149,11 @@ def _settings_numbers(settings: dict[str, str]) -> tuple[float, Backoff, float]:
 class RssService:
     """Polls the followed sources when due, a few at a time, inside ``tidings run``."""
 
-    def __init__(self, home: Home, settings: dict[str, str]) -> None:
+    def __init__(self, home: Home, settings: dict[str, str], *, clock: Clock = SYSTEM_CLOCK) -> None:
         self.name = "bridge:rss"
         self.home = home
-        self.interval, self.backoff, self.timeout = _settings_numbers(settings)
+        self.clock = clock
+        self.interval, self.backoff, self.timeout = settings_numbers(settings)
         self.polls = 0
         self.imported = 0
         self.failing: dict[str, str] = {}
@@ -188,7 +176,7 @@ class RssService:
         limiter = trio.CapacityLimiter(4)
         async with httpx.AsyncClient() as client:
             while True:
-                due = await node.db.call(db.sources, NAME, "in", due=_now())
+                due = await node.db.call(db.sources, NAME, "in", due=self.clock.wall_ms())
                 if due:
                     async with trio.open_nursery() as nursery:
                         for src in due:
@@ -203,10 +191,10 @@ class RssService:
             with trio.move_on_after(self.timeout * 2):
                 out = await poll_source(
                     node.db.call, self.home, src, client,
-                    interval=self.interval, backoff=self.backoff, timeout=self.timeout,
+                    interval=self.interval, backoff=self.backoff, timeout=self.timeout, clock=self.clock,
                 )  # fmt: skip
                 self.polls += 1
-                self.last_poll = _now()
+                self.last_poll = self.clock.wall_ms()
                 self.imported += out.new
                 if out.error:
                     self.failing[out.source] = out.error
@@ -239,127 +227,4 @@ class RssBridge(Bridge):
 
         if not db.sources(ctx.store, NAME, "in"):
             return None  # opt-in: nothing runs until a source is followed
-        return RssService(ctx.home, ctx.settings)
-
-    def command(self) -> click.Group:
-        return rss_group
-
-
-# -- commands -------------------------------------------------------------------------------------------
-@click.group("rss")
-def rss_group() -> None:
-    """RSS/Atom in: follow web feeds as bridge feeds."""
-
-
-@rss_group.command("follow")
-@click.argument("url")
-@common_options
-@json_option
-@pass_session
-def rss_follow(session: Session, url: str, as_json: bool) -> None:
-    """Follow the RSS or Atom feed at URL (its items are imported by 'poll' or the running node)."""
-    from tidings.protocol import feed_id_text
-
-    url = check_url(url)
-    store = session.store()
-    bridge_feed, followed = follow_source(store, session.home, session.key(), NAME, url, _now())
-    out = {"source": url, "feed": feed_id_text(bridge_feed), "followed": followed}
-    if as_json:
-        emit(out)
-    else:
-        click.echo(f"following {url} as {out['feed']}; run 'tidings bridge rss poll' or 'tidings run'")
-
-
-@rss_group.command("unfollow")
-@click.argument("url")
-@common_options
-@json_option
-@pass_session
-def rss_unfollow(session: Session, url: str, as_json: bool) -> None:
-    """Stop following URL (its imported posts stay; following it again imports only new items)."""
-    from tidings.protocol import feed_id_text
-
-    url = url.strip()
-    src = unfollow_source(session.store(), session.key(), NAME, url)
-    if src is None:
-        raise CliError(f"not following {url}", code="not_found")
-    out = {"source": url, "feed": feed_id_text(src["feed"]) if src["feed"] else None, "unfollowed": True}
-    if as_json:
-        emit(out)
-    else:
-        click.echo(f"unfollowed {url}")
-
-
-@rss_group.command("list")
-@common_options
-@json_option
-@pass_session
-def rss_list(session: Session, as_json: bool) -> None:
-    """Followed web feeds: bridge feed, title, last poll, last error."""
-    from tidings.protocol import feed_id_text
-    from tidings.storage import bridges as db
-
-    rows = [
-        {
-            "source": s["source"],
-            "feed": feed_id_text(s["feed"]) if s["feed"] else None,
-            "title": s["title"],
-            "last_poll": s["last_poll"],
-            "last_ok": s["last_ok"],
-            "error": s["last_error"],
-            "failures": s["failures"],
-        }
-        for s in db.sources(session.store(), NAME, "in")
-    ]
-    if as_json:
-        emit_lines(rows)
-    elif not rows:
-        click.echo("no web feeds followed: 'tidings bridge rss follow URL'")
-    else:
-        for r in rows:
-            state = f"error: {r['error']}" if r["error"] else "ok" if r["last_ok"] else "not polled yet"
-            click.echo(f"{r['source']}  {r['title'] or ''}  {state}")
-
-
-@rss_group.command("poll")
-@click.argument("url", required=False)
-@common_options
-@json_option
-@pass_session
-def rss_poll(session: Session, url: str | None, as_json: bool) -> None:
-    """Poll the followed feeds (or only URL) once now, without the node. Exit 1 if any failed."""
-    import httpx
-    from tidings.storage import bridges as db
-
-    store = session.store()
-    bridge = RssBridge()
-    interval, backoff, timeout = _settings_numbers(bridge.settings_of(store))
-    todo = db.sources(store, NAME, "in")
-    if url is not None:
-        todo = [s for s in todo if s["source"] == url.strip()]
-        if not todo:
-            raise CliError(f"not following {url}; 'tidings bridge rss follow URL' first", code="not_found")
-
-    async def call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        return fn(store, *args, **kwargs)
-
-    async def main() -> list[PollOutcome]:
-        async with httpx.AsyncClient() as client:
-            return [
-                await poll_source(
-                    call, session.home, s, client, interval=interval, backoff=backoff, timeout=timeout
-                )
-                for s in todo
-            ]
-
-    outcomes = trio.run(main)
-    if as_json:
-        emit_lines(o.to_json() for o in outcomes)
-    else:
-        for o in outcomes:
-            click.echo(f"{o.source}: error: {o.error}" if o.error else f"{o.source}: {o.new} new")
-    failed = [o for o in outcomes if o.error]
-    if failed:
-        if as_json:
-            raise click.exceptions.Exit(1)
-        raise CliError(f"{len(failed)} of {len(outcomes)} feeds failed", code="poll_failed")
+        return RssService(ctx.home, ctx.settings, clock=ctx.clock)

@@ -25,11 +25,13 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 from tidings.node.bridges import Registry, load_bridges, unavailable, wanted_services
+from tidings.node.clock import SYSTEM_CLOCK, Clock
 from tidings.node.services import ServiceRunner
 
 if TYPE_CHECKING:
     from tidings.node.home import Home
     from tidings.node.net.node import Node
+    from tidings.storage.store import Store
 
 __all__ = ["CHECK", "BridgeSupervisor"]
 
@@ -50,10 +52,19 @@ class BridgeSupervisor:
 
     name = "bridges"
 
-    def __init__(self, home: Home, *, registry: Registry | None = None, check: float = CHECK) -> None:
+    def __init__(
+        self,
+        home: Home,
+        *,
+        registry: Registry | None = None,
+        check: float = CHECK,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        """``clock``: the clock the bridges' services read (the node's)."""
         self.home = home
         self.registry = registry
         self.check = check
+        self.clock = clock
         self.running: dict[str, _Running] = {}
         self.restarts = 0
 
@@ -71,15 +82,18 @@ class BridgeSupervisor:
                     log.error("%s", problem)
                     failed = unavailable(problem.name, f"failed to load: {problem.error}")
                     await self._start(node, nursery, problem.name, ("failed",), failed)
-                wanted = await trio.to_thread.run_sync(wanted_services, registry, self.home, store)
+                wanted = await trio.to_thread.run_sync(self._wanted, registry, store)
                 await self._apply(node, nursery, wanted)
                 task_status.started()
                 while True:
                     await trio.sleep(self.check)
-                    wanted = await trio.to_thread.run_sync(wanted_services, registry, self.home, store)
+                    wanted = await trio.to_thread.run_sync(self._wanted, registry, store)
                     await self._apply(node, nursery, wanted)
         finally:
             store.close()
+
+    def _wanted(self, registry: Registry, store: Store) -> dict[str, tuple[tuple[Any, ...], Any]]:
+        return wanted_services(registry, self.home, store, clock=self.clock)
 
     async def _apply(
         self, node: Node, nursery: trio.Nursery, wanted: dict[str, tuple[tuple[Any, ...], Any]]

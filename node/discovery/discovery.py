@@ -147,6 +147,7 @@ class Discovery:
             host=listen_host or "0.0.0.0",
             port=port,
             timeout=float(node.limits.get("dht_timeout", 1.0)),
+            clock=self.clock,
             rng=self.rng,
         )
         for name in self.swarms:

@@ -28,20 +28,22 @@ No click here: the CLI (cli/commands_demo.py) and bench/swarm.py drive ``run_dem
 from __future__ import annotations
 
 import contextlib
-import random
 import socket
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
+from tidings.node.clock import SYSTEM_CLOCK, Clock, make_rng
 from tidings.node.home import Home
 from tidings.node.net.node import Node
 from tidings.protocol import Follow, Post, SigningKey
 from tidings.storage.store import Store
+
+if TYPE_CHECKING:
+    import random
 
 __all__ = ["MAX_NODES", "MIN_NODES", "SWARM", "NodeRow", "Snapshot", "Summary", "run_demo"]
 
@@ -179,16 +181,18 @@ class _Demo:
         on_tick: Callable[[Snapshot], None],
         stop: trio.Event,
         rng: random.Random,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.n = n
         self.on_tick = on_tick
         self.stop = stop
         self.rng = rng
+        self.clock = clock
         self.members: list[_Member] = []
         self.dir = ""
         self.phase = "setup"
         self.posted = 0
-        self.started = time.monotonic()
+        self.started = clock.monotonic()
 
     def snapshot(self) -> Snapshot:
         rows = []
@@ -205,7 +209,7 @@ class _Demo:
             )
         own = tuple(m.posted for m in self.members) + (0,) * (self.n - len(self.members))
         return Snapshot(
-            t=round(time.monotonic() - self.started, 2),
+            t=round(self.clock.monotonic() - self.started, 2),
             phase=self.phase,
             posted=self.posted,
             dir=self.dir,
@@ -255,6 +259,8 @@ class _Demo:
                 bootstrap=bootstrap,
                 swarms=[SWARM],
                 limits=limits,
+                clock=self.clock,
+                rng=make_rng(self.rng.getrandbits(64)),
             )
             address = await nursery.start(node.run)
             m.node = node
@@ -263,11 +269,11 @@ class _Demo:
 
     async def drain(self, deadline: float) -> None:
         """Wait (counting afresh every 0.2 s) until every node holds every post, or ``deadline``."""
-        while not self.stop.is_set() and trio.current_time() < deadline:
+        while not self.stop.is_set() and self.clock.monotonic() < deadline:
             await self.refresh()
             if all(m.held >= self.posted for m in self.members):
                 return
-            await self.until(min(deadline, trio.current_time() + 0.2))
+            await self.until(min(deadline, self.clock.monotonic() + 0.2))
 
     async def post_one(self) -> None:
         m = self.rng.choice(self.members)
@@ -286,7 +292,7 @@ class _Demo:
             delivered=final.delivered,
             expected=final.expected,
             delivered_ratio=final.delivered_ratio,
-            seconds=time.monotonic() - self.started,
+            seconds=self.clock.monotonic() - self.started,
             interrupted=interrupted,
         )
 
@@ -303,18 +309,20 @@ async def run_demo(
     drain: float = 5.0,
     parent: str | Path | None = None,
     seed: int | None = None,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> Summary:
     """Run the demo (module docstring): N nodes, ``seconds`` of posting, then clean up everything.
 
     ``on_tick`` is called every ``tick`` seconds and at the end; it must not block. ``stop`` ends the
     demo early (still cleanly). Raises ValueError for ``n`` outside MIN_NODES..MAX_NODES; errors of the
-    nodes (cannot listen, disk full) come out of the nursery as trio reports them.
+    nodes (cannot listen, disk full) come out of the nursery as trio reports them. ``seed`` makes the
+    follows and who posts when repeatable; ``clock`` is the clock the phases are timed by.
     """
     if not MIN_NODES <= n <= MAX_NODES:
         raise ValueError(f"the demo runs {MIN_NODES} to {MAX_NODES} nodes, not {n}")
     if seconds < 0 or tick <= 0 or post_interval <= 0:
         raise ValueError("seconds must be >= 0, tick and post_interval > 0")
-    demo = _Demo(n, on_tick, stop if stop is not None else trio.Event(), random.Random(seed))
+    demo = _Demo(n, on_tick, stop if stop is not None else trio.Event(), make_rng(seed), clock)
     with tempfile.TemporaryDirectory(prefix="tidings-demo-", dir=parent) as root:
         demo.dir = root
         spread = _loopback_spreads()
@@ -324,16 +332,16 @@ async def run_demo(
                 demo.members = await trio.to_thread.run_sync(_make_homes, Path(root), n, demo.rng)
                 await demo.start_nodes(nodes, spread)
                 await demo.until(
-                    trio.current_time() + warmup,
+                    clock.monotonic() + warmup,
                     lambda: all(m.node is not None and m.node.connections for m in demo.members),
                 )
                 demo.phase = "posting"
-                end = trio.current_time() + seconds
-                while not demo.stop.is_set() and trio.current_time() < end:
+                end = clock.monotonic() + seconds
+                while not demo.stop.is_set() and clock.monotonic() < end:
                     await demo.post_one()
-                    await demo.until(min(end, trio.current_time() + post_interval))
+                    await demo.until(min(end, clock.monotonic() + post_interval))
                 demo.phase = "draining"
-                await demo.drain(trio.current_time() + drain)
+                await demo.drain(clock.monotonic() + drain)
                 work.cancel_scope.cancel()
             # the ticker is gone before the nodes stop: a call queued on a stopped database thread
             # would never be answered

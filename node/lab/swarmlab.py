@@ -17,19 +17,17 @@ that were held already.
 from __future__ import annotations
 
 import contextlib
-import random
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import trio
+from tidings.node.clock import SYSTEM_CLOCK, Clock, make_rng
 from tidings.node.home import Home
 from tidings.node.net.node import Node
 from tidings.protocol import Follow, Post, SigningKey
 from tidings.storage import dht as dht_store
-from tidings.storage.clock import wall_ms
 from tidings.storage.store import Store
 
 __all__ = ["LAB_LIMITS", "LabNode", "SwarmLab"]
@@ -72,12 +70,15 @@ class SwarmLab:
         seed: int | None = None,
         limits: dict[str, Any] | None = None,
         host: Any = lab_host,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
+        """``seed`` makes the follows repeatable; ``clock`` is the clock posts are timed by."""
         self.root = Path(root)
         self.n = n
         self.swarm = swarm
         self.follows = follows
-        self.rng = random.Random(seed)
+        self.rng = make_rng(seed)
+        self.clock = clock
         self.limits = {**LAB_LIMITS, **(limits or {})}
         self.host = host
         self.members: list[LabNode] = []
@@ -95,7 +96,7 @@ class SwarmLab:
             with Store(m.home.store_path) as store:
                 for other in self.rng.sample(others, min(len(others), self.follows)):
                     store.append(m.key, Follow(feed=other.key.public_key))
-                dht_store.join_swarm(store, self.swarm, wall_ms())
+                dht_store.join_swarm(store, self.swarm, self.clock.wall_ms())
 
     @contextlib.asynccontextmanager
     async def running(self, nursery: trio.Nursery, *, count: int | None = None) -> AsyncIterator[SwarmLab]:
@@ -119,6 +120,8 @@ class SwarmLab:
             listen=f"{m.host}:{m.port}",
             bootstrap=[b for b in self.bootstrap if not b.startswith(m.host + ":")],
             limits={**self.limits, **(extra_limits or {})},
+            clock=self.clock,
+            rng=make_rng(self.rng.getrandbits(64)),
         )
         m.stopped = trio.Event()
 
@@ -154,7 +157,7 @@ class SwarmLab:
         m = self.members[i]
         assert m.node is not None
         entry = await m.node.db.call(Store.append, m.key, Post(text=text or f"post from node {i}"))
-        self.posts[entry.hash] = (i, time.time())
+        self.posts[entry.hash] = (i, self.clock.wall_ms() / 1000)
         m.node.wake()
         return entry.hash
 

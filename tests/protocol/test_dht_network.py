@@ -40,10 +40,10 @@ from tidings.protocol.dht_wire import (
     parse_reply,
 )
 from tidings.protocol.lookup import Lookup, LookupKind, LookupResult
+from tidings.protocol.record_store import RecordStore
 from tidings.protocol.records import (
     MemberRecord,
     NodeRecord,
-    RecordStore,
     create_member_record,
     create_node_record,
     decode_record,
@@ -115,7 +115,7 @@ class SimNet:
         if isinstance(request, Announce):
             return StoreReply(stored=node.store.put(request.key, request.record, self.now_ms()).accepted)
         if isinstance(request, GetMembers):
-            records = node.store.members(request.key, self.now_ms(), max_bytes=4000)
+            records = node.store.members(request.key, self.now_ms(), max_bytes=4000, rng=self.rng)
             neighbors = node.table.find_neighbors(request.key, K, exclude={request.node_id})
             return MembersReply(records=tuple(records), contacts=tuple(neighbors))
         return None

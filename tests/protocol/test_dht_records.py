@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import pytest
@@ -9,11 +10,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kademlia.utils import digest as stock_digest
 from tidings.protocol import LocalProtocolError, RemoteProtocolError, SigningKey, encode
+from tidings.protocol.record_store import RecordStore
 from tidings.protocol.records import (
     MAX_TTL_MS,
     MemberRecord,
     NodeRecord,
-    RecordStore,
     create_member_record,
     create_node_record,
     decode_record,
@@ -187,9 +188,9 @@ def test_store_holds_several_members_per_swarm_and_caps_them() -> None:
     assert outcomes == ["stored"] * 3 + ["full"] * 2
     assert store.put(key, member(signers[0], seq=2).encode(), NOW).code == "replaced"
     assert store.put(key, member(signers[1], seq=1).encode(), NOW).code == "not_newer"
-    records = store.members(key, NOW)
+    records = store.members(key, NOW, rng=random.Random(1))
     assert len(records) == 3 and member(signers[0], seq=2).encode() in records
-    assert len(store.members(key, NOW, max_bytes=300)) == 1
+    assert len(store.members(key, NOW, max_bytes=300, rng=random.Random(1))) == 1
     assert store.get(key, NOW) in records
 
 

@@ -89,7 +89,7 @@ def test_nip10_reply_references():
 
 
 def test_replies_are_imported_after_the_notes_they_answer():
-    from tidings.node.bridges.nostr import _parents_first
+    from tidings.node.bridges.nostr_sync import _parents_first
 
     def note(ts, text, *tags):
         return wire.sign_event(bytes([7]) * 32, created_at=ts, kind=1, tags=tags, content=text, aux=bytes(32))

@@ -21,7 +21,8 @@ from tidings.node.discovery.dht import DHT
 from tidings.protocol import SigningKey
 from tidings.protocol.dht_wire import digest
 from tidings.protocol.lookup import LookupKind
-from tidings.protocol.records import NodeRecord, RecordStore, create_node_record, validator
+from tidings.protocol.record_store import RecordStore
+from tidings.protocol.records import NodeRecord, create_node_record, validator
 
 from tests.support.nodes import next_host
 

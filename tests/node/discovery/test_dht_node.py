@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import pytest
 import trio
-from tidings.protocol import feed_id_text
+from tidings.protocol import FeedId, feed_id_text
+from tidings.protocol.records import node_key
 from tidings.storage import dht as dht_store
+from tidings.storage.clock import wall_ms
 from tidings.storage.peers import list_peers
 from tidings.storage.store import Store
 
@@ -87,15 +89,39 @@ async def test_swarm_join_by_another_process_takes_effect(tmp_path) -> None:
         nursery.cancel_scope.cancel()
 
 
+class _Stoppable:
+    """A node in its own cancel scope: ``cancel()`` stops it; ``stop()`` also waits until it closed."""
+
+    def __init__(self) -> None:
+        self.scope = trio.CancelScope()
+        self.stopped = trio.Event()
+
+    def cancel(self) -> None:
+        self.scope.cancel()
+
+    async def stop(self) -> None:
+        self.scope.cancel()
+        await self.stopped.wait()
+
+
 async def _start_stoppable(nursery: trio.Nursery, home, key, **kwargs):
-    scope = trio.CancelScope()
+    stoppable = _Stoppable()
 
     async def run(task_status=trio.TASK_STATUS_IGNORED) -> None:
-        with scope:
-            await start_node_inner(home, key, task_status, **kwargs)
+        try:
+            with stoppable.scope:
+                await start_node_inner(home, key, task_status, **kwargs)
+        finally:
+            stoppable.stopped.set()
 
     node = await nursery.start(run)
-    return node, scope
+    return node, stoppable
+
+
+def _record_held(nodes, feed: bytes) -> bool:
+    """Whether one of ``nodes`` holds the node record of ``feed`` for the DHT."""
+    key, now_ms = node_key(FeedId(feed)), wall_ms()
+    return any(n.discovery.dht.records.get(key, now_ms) is not None for n in nodes)
 
 
 async def start_node_inner(home, key, task_status, **kwargs) -> None:
@@ -121,7 +147,10 @@ async def test_join_without_the_bootstrap_node(tmp_path) -> None:
             nodes.append(node)
             scopes.append(scope)
         await wait_until(lambda: all(len(n.discovery.dht.table) >= 3 for n in nodes[1:]), timeout=10)
-        await trio.sleep(0.5)  # node records stored
+        survivors = nodes[1:]  # node records stored where they outlive the bootstrap node
+        await wait_until(
+            lambda: all(_record_held(survivors, n.key.public_key) for n in survivors), timeout=10
+        )
         first_scope.cancel()  # the bootstrap node goes away
 
         # a new node knows the dead bootstrap node and one other: it joins through the other
@@ -136,8 +165,7 @@ async def test_join_without_the_bootstrap_node(tmp_path) -> None:
         # a restarted node rejoins through its saved routing table, with no bootstrap address at all
         home4, key4 = homes[4]
         address4 = nodes[4].address
-        scopes[4].cancel()
-        await trio.sleep(0.2)
+        await scopes[4].stop()  # its routing table is saved as it closes
         with Store(home4.store_path) as s:
             assert len(dht_store.load_contacts(s)) >= 3
         restarted, _ = await _start_stoppable(nursery, home4, key4, limits=FAST, listen=address4)
