@@ -12,14 +12,15 @@ import contextlib
 import errno
 import json
 import logging
+import math
 import os
-import random
 import secrets
 import time
 from typing import Any
 
 import trio
 from tidings.node.addresses import parse_address
+from tidings.node.clock import SYSTEM_CLOCK, Clock, make_rng
 from tidings.node.discovery.discovery import Discovery
 from tidings.node.home import Home
 from tidings.node.net.manager import Candidate, ConnectionManager
@@ -28,6 +29,7 @@ from tidings.node.net.scoring import Penalties, Scores
 from tidings.node.net.transport import SecureChannel
 from tidings.node.services import Service, ServiceRunner
 from tidings.protocol import SigningKey, feed_id_text
+from tidings.protocol.gossip import Gossip, GossipLimits
 from tidings.storage import gossip, peers
 from tidings.storage.clock import wall_ms
 from tidings.storage.store import Store
@@ -78,6 +80,7 @@ class Node:
         swarms: list[str] | None = None,
         dht: bool = True,
         services: list[Service] | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.home = home
         self.key = key
@@ -94,9 +97,11 @@ class Node:
             half_life=self.limits["score_half_life"], threshold=self.limits["score_threshold"]
         )
         self.manager = ConnectionManager(self)
-        #: feed -> ids of connections we asked to push it eagerly (spec §12.7)
-        self.eager: dict[bytes, set[int]] = {}
-        self.rng = random.Random()
+        self.clock = clock
+        self.rng = make_rng()
+        #: the gossip rules over all connections (eager/lazy, graft, prune, holes, budgets; spec §12.7)
+        self.gossip = Gossip(own=key.public_key, limits=gossip_limits(self.limits))
+        self._gossip_wake = trio.Event()
         self.sent_entries = 0  # entries sent to peers, all connections (copies, bench/swarm.py)
         # Rows stored lately, fetched once per change for every pusher (see ``new_rows``).
         self._rows: list[tuple[Any, ...]] = []
@@ -104,8 +109,6 @@ class Node:
         self._rows_stale = True
         self._rows_lock = trio.Lock()
         self._heads: dict[bytes, int] = {}
-        self.duplicates = 0  # entries received that we held already
-        self.repairs = 0  # holes asked for again (spec §12.7)
         self._inbound = 0
         self._inbound_by_host: dict[str, int] = {}
         self.wanted: set[bytes] = {key.public_key}
@@ -212,6 +215,27 @@ class Node:
     async def wait_changed(self) -> None:
         await self._changed.wait()
 
+    @property
+    def duplicates(self) -> int:
+        """Entries received that we held already, all connections."""
+        return self.gossip.duplicates
+
+    def wake_gossip(self) -> None:
+        """The gossip machine may have an earlier timer now: wake ``_gossip_timer``."""
+        self._gossip_wake.set()
+
+    async def _gossip_timer(self) -> None:
+        """Run the gossip machine's timers (spec §12.7) and hand their actions to the connections."""
+        while True:
+            self._gossip_wake = trio.Event()
+            deadline = self.gossip.next_timer()
+            with trio.move_on_at(math.inf if deadline is None else deadline):
+                await self._gossip_wake.wait()
+            for action in self.gossip.handle_timer(self.clock.monotonic()):
+                conn = self.connections.get(action.conn)
+                if conn is not None:
+                    conn.post(action)
+
     def note_ingested(self, n: int) -> None:
         if n:
             self._ingested += n
@@ -259,6 +283,7 @@ class Node:
                     for listener in listeners:
                         nursery.start_soon(self._accept_loop, listener, nursery)
                     nursery.start_soon(self._watch)
+                    nursery.start_soon(self._gossip_timer)
                     nursery.start_soon(self.manager.run, nursery)
                     if self.discovery is not None:
                         try:  # UDP on the TCP port number (ARCHITECTURE.md, Discovery)
@@ -300,7 +325,7 @@ class Node:
             "ingested": self._ingested,
             "sent_entries": self.sent_entries,
             "duplicates": self.duplicates,
-            "repairs": self.repairs,
+            "repairs": self.gossip.repairs,
         }
 
     def _write_node_file(self) -> None:
@@ -484,8 +509,6 @@ class Node:
         finally:
             with trio.CancelScope(shield=True):
                 if conn is not None and self.connections.pop(id(conn), None) is not None:
-                    for holders in self.eager.values():
-                        holders.discard(id(conn))
                     if time.time() - conn.connected_at >= 60 and not (conn.received or conn.sent):
                         self.penalize(host, "idle")
                     self.manager.wake()
@@ -538,6 +561,18 @@ async def _close(stream: trio.abc.Stream) -> None:
         contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError),
     ):
         await stream.aclose()
+
+
+def gossip_limits(limits: dict[str, Any]) -> GossipLimits:
+    """The gossip machine's limits out of the node's ``limits`` (spec §12.5)."""
+    return GossipLimits(
+        eager_peers=limits["eager_peers"],
+        min_eager_peers=limits["min_eager_peers"],
+        graft_delay=limits["graft_delay"],
+        have_interval=limits["have_interval"],
+        feed_entries_per_second=limits["feed_entries_per_second"],
+        feed_burst=limits["feed_burst"],
+    )
 
 
 def load_transport_key(home: Home) -> bytes:

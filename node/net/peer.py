@@ -10,13 +10,15 @@ reported to the node, which backs off from it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import time
 from typing import TYPE_CHECKING, Any
 
 import trio
 from tidings.node.addresses import SCOPE_RANK, address_scope
-from tidings.node.net.budgets import FeedBudgets, RateLimit
+from tidings.node.net.budgets import RateLimit
 from tidings.node.net.transport import ChannelClosed, SecureChannel
 from tidings.protocol import (
     ForkProof,
@@ -25,6 +27,7 @@ from tidings.protocol import (
     feed_id_text,
 )
 from tidings.protocol.entry import peek_position
+from tidings.protocol.gossip import Action, Admission, Cause, CheckGraft, CheckHole, SendClock, SendHave
 from tidings.protocol.replication import (
     ClockItem,
     Closed,
@@ -93,19 +96,14 @@ class PeerConnection:
         self._nursery: trio.Nursery
         self.host = address.rpartition(":")[0].strip("[]") if initiator else address
         self._cancelled = False
-        #: EBT (spec §12.7): feeds we asked this peer to push lazily / have notes sent per feed
-        self.lazy_in: set[bytes] = set()
-        self._have_sent: dict[bytes, int] = {}
-        self._notes: dict[bytes, int] = {}  # lazy notes waiting for ``_note_sender``
-        self._notes_ready = trio.Event()
-        self._grafting: dict[bytes, int] = {}  # feed -> highest seq a note named while a graft waits
-        self._throttled: set[bytes] = set()
+        # actions of the node's gossip machine (§12.7) from its timer, carried out by ``_actor``; at most
+        # one per timer the machine holds for this connection, so the machine bounds the queue
+        self._actions_send, self._actions_recv = trio.open_memory_channel[Action](math.inf)
         self.duplicates = 0
         self.haves_sent = 0
         #: one-shot sync: entries the peer announced it will send (None: unknown, a version-1 peer)
         self.expected_in: int | None = None
         self._probe_heads: dict[bytes, int] = {}
-        self.budgets = FeedBudgets(node.limits["feed_entries_per_second"], node.limits["feed_burst"])
 
     def statistics(self) -> dict[str, Any]:
         return {
@@ -134,6 +132,7 @@ class PeerConnection:
         await self.channel.send([self.rep.hello()])
         with trio.fail_after(self.node.limits["handshake_timeout"]):
             self.rep.receive(await self.channel.receive())
+        self.node.gossip.open(id(self), author=self.feed, version=self.rep.version, one_shot=self.once)
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -144,7 +143,7 @@ class PeerConnection:
                 nursery.start_soon(self._writer)
                 if not self.once:
                     nursery.start_soon(self._pusher)
-                    nursery.start_soon(self._note_sender)
+                    nursery.start_soon(self._actor)
                     if self.rep.version >= 2:
                         nursery.start_soon(self._exchange_peers)
                 wants = await self.node.current_wants(extra={self.feed} if self.once else None)
@@ -155,7 +154,14 @@ class PeerConnection:
                     await self.node.discovery.offer_members(self)
                 await self._reader(nursery)
         finally:
+            self.node.gossip.close(id(self))
+            self._actions_send.close()
             self.done.set()
+
+    @property
+    def lazy_in(self) -> frozenset[bytes]:
+        """Feeds we asked this peer to push lazily (spec §12.7; kept by the node's gossip machine)."""
+        return self.node.gossip.lazy_in(id(self))
 
     async def send_wants(self, wants: set[bytes]) -> None:
         """Tell the peer about feeds we want that we have not asked it for yet."""
@@ -167,42 +173,57 @@ class PeerConnection:
         self._asked |= new
         held = await self.node.db.call(gossip.heads, new)
         newest = self.node.limits["newest"]
+        lazy = self.node.gossip.choose(id(self), sorted(held))  # spec §12.7, first naming
         items = [
-            ClockItem(feed, seq, newest if seq == 0 else 0, self._choose_lazy(feed))
-            for feed, seq in sorted(held.items())
+            ClockItem(feed, seq, newest if seq == 0 else 0, lazy[feed]) for feed, seq in sorted(held.items())
         ]
         frames = self.rep.clock(items)
         self._clocks_out += len(frames)  # the peer answers each clock frame with its own caught_up
         await self.channel.send(frames)
 
-    def _choose_lazy(self, feed: bytes) -> bool:
-        """Ask this peer to push ``feed`` lazily unless it is the author or too few peers push it eagerly."""
-        if self.once or self.rep.version < 2 or feed == self.feed:
-            lazy = False
-        else:
-            holders = self.node.eager.get(feed, set())
-            lazy = len(holders - {id(self)}) >= self.node.limits["eager_peers"]
-        if lazy:
-            self.lazy_in.add(feed)
-        else:
-            self.lazy_in.discard(feed)
-            self.node.eager.setdefault(feed, set()).add(id(self))
-        return lazy
+    async def act(self, action: Action) -> None:
+        """Carry out an action of the node's gossip machine on this connection (spec §12.7, §12.8.5)."""
+        machine, db = self.node.gossip, self.node.db
+        if isinstance(action, CheckGraft):
+            head = (await db.call(gossip.heads, {action.feed}))[action.feed]
+            for follow in machine.graft_checked(id(self), action.feed, head=head):
+                await self.act(follow)
+        elif isinstance(action, CheckHole):
+            below = await db.call(gossip.held_below, action.feed, action.seq)
+            for follow in machine.hole_checked(id(self), action.feed, seq=action.seq, below=below):
+                await self.act(follow)
+        elif isinstance(action, SendHave):
+            due = [(f, seq) for f, seq in action.notes if self.rep.peer_lacks(f, seq)]
+            if due and self.rep.state == "ACTIVE":
+                self.haves_sent += len(due)
+                await self.channel.send(self.rep.have(due))
+        elif isinstance(action, SendClock):
+            seq = (
+                (await db.call(gossip.heads, {action.feed}))[action.feed]
+                if action.seq is None
+                else action.seq
+            )
+            if action.cause is not Cause.PRUNE:
+                log.debug(
+                    "%s %s on %s from seq %d",
+                    action.cause.value,
+                    feed_id_text(action.feed),
+                    self.address,
+                    seq,
+                )
+            if self.rep.state == "ACTIVE":  # graft, prune, repair or resume: a one-item clock (§12.7)
+                frames = self.rep.clock([ClockItem(action.feed, seq, 0, action.lazy)])
+                self._clocks_out += len(frames)
+                await self.channel.send(frames)
 
-    async def _set_mode(self, feed: bytes, *, lazy: bool, seq: int | None = None) -> None:
-        """Graft (eager) or prune (lazy) ``feed`` on this connection with a one-item clock (§12.7);
-        ``seq`` (default: our head) is what the clock says we hold."""
-        head = (await self.node.db.call(gossip.heads, {feed}))[feed] if seq is None else seq
-        if lazy:
-            self.lazy_in.add(feed)
-            self.node.eager.get(feed, set()).discard(id(self))
-        else:
-            self.lazy_in.discard(feed)
-            self.node.eager.setdefault(feed, set()).add(id(self))
-        if self.rep.state == "ACTIVE":
-            frames = self.rep.clock([ClockItem(feed, head, 0, lazy)])
-            self._clocks_out += len(frames)
-            await self.channel.send(frames)
+    def post(self, action: Action) -> None:
+        """Queue an action of the gossip machine's timer for ``_actor`` (dropped once the connection ended)."""
+        with contextlib.suppress(trio.ClosedResourceError):
+            self._actions_send.send_nowait(action)
+
+    async def _actor(self) -> None:
+        async for action in self._actions_recv:
+            await self.act(action)
 
     async def _probe(self, wants: set[bytes]) -> None:
         """One-shot sync (§12.6): a lazy clock first, so the peer's notes tell how much will come."""
@@ -221,28 +242,13 @@ class PeerConnection:
                     self.expected_in = (self.expected_in or 0) + seq - held
                     self._probe_heads[feed] = seq
             return
-        for feed, seq in items:
-            if feed not in self.node.wanted:
-                continue
-            if feed in self._grafting:  # a graft is pending: it checks against the newest note
-                self._grafting[feed] = max(self._grafting[feed], seq)
-                continue
-            if await self.node.head(feed) < seq:
-                self._grafting[feed] = seq
-                self._nursery.start_soon(self._graft_later, feed, seq)
-
-    async def _graft_later(self, feed: bytes, seq: int) -> None:
-        try:
-            await trio.sleep(self.node.limits["graft_delay"])
-            seq = self._grafting.get(feed, seq)
-            head = (await self.node.db.call(gossip.heads, {feed}))[feed]
-            if head < seq and feed not in self._throttled:
-                log.debug(
-                    "grafting %s on %s (have %d, holds %d)", feed_id_text(feed), self.address, head, seq
-                )
-                await self._set_mode(feed, lazy=False)
-        finally:
-            self._grafting.pop(feed, None)
+        machine = self.node.gossip
+        heads = {}
+        for feed, _ in items:  # our heads of the wanted feeds, unless a graft of the feed waits anyway
+            if feed in self.node.wanted and feed not in heads:
+                heads[feed] = 0 if machine.grafting(id(self), feed) else await self.node.head(feed)
+        machine.have_received(id(self), items, heads, self.node.clock.monotonic())
+        self.node.wake_gossip()
 
     async def _on_peers(self, items: tuple[tuple[bytes, str], ...]) -> None:
         """Peer exchange: offer checked addresses to the connection manager (spec §12.8)."""
@@ -365,6 +371,7 @@ class PeerConnection:
         wants = self.node.wanted | ({self.feed} if self.once else set())
         keep: list[tuple[bytes, bytes | None]] = []
         live = not self.once and self._caught_up_in >= self._clocks_out > 0
+        now = self.node.clock.monotonic()
         useless = 0
         for raw, payload in items:
             try:
@@ -377,24 +384,21 @@ class PeerConnection:
             if author not in wants:
                 if author not in self._asked:
                     useless += 1  # never asked for on this connection: spam (a dropped follow is not)
-            elif author in self._throttled:
-                pass  # asked for again with a clock when the feed's budget refills
-            elif live and author != self.node.key.public_key and not self.budgets.take(author):
-                self._throttled.add(author)
-                self._nursery.start_soon(self._resume_feed, author)
-            else:
-                keep.append((raw, payload))
+            else:  # a live budget per feed (spec §12.8.5); a paused feed is asked for again later
+                admission = self.node.gossip.admit(id(self), author, live=live, now=now)
+                if admission is Admission.TAKE:
+                    keep.append((raw, payload))
+                elif admission is Admission.PAUSE:
+                    log.info(
+                        "feed %s sends faster than its budget; pausing it on %s",
+                        feed_id_text(author),
+                        self.address,
+                    )
+                    self.node.wake_gossip()
         if useless:
             self.useless += useless
             self.node.penalize(self.host, "useless", useless)
         return keep
-
-    async def _resume_feed(self, feed: bytes) -> None:
-        """A feed that went over its live budget (spec §12.8): ask for it again once the budget refills."""
-        log.info("feed %s sends faster than its budget; pausing it on %s", feed_id_text(feed), self.address)
-        await trio.sleep(self.node.limits["feed_burst"] / self.node.limits["feed_entries_per_second"] / 2)
-        self._throttled.discard(feed)
-        await self._set_mode(feed, lazy=feed in self.lazy_in)
 
     async def _wait_ingested(self) -> None:
         while self._pending:
@@ -423,44 +427,27 @@ class PeerConnection:
             try:
                 result = await self.node.db.call(Store.ingest_prepared, prepared)
                 await self._handle_result(result)
-                await self._prune(result, authors)
+                self.duplicates += result.duplicates
+                fresh = {e.author for e in result.added} | {r.author for r in result.rejected if r.author}
+                actions = self.node.gossip.stored(
+                    id(self),
+                    authors=authors,
+                    fresh=fresh,
+                    duplicates=result.duplicates,
+                    gaps=result.gaps,
+                    now=self.node.clock.monotonic(),
+                )
+                if result.gaps:
+                    self.node.wake_gossip()  # hole checks after graft_delay (spec §12.7)
+                for action in actions:  # prunes
+                    await self.act(action)
             finally:
                 self._pending -= frames
                 if not self._pending:
                     self._idle.set()
                     self._idle = trio.Event()
 
-    async def _prune(self, result: IngestResult, authors: set[bytes]) -> None:
-        """EBT (§12.7): feeds of which this peer sent only entries we held get pushed lazily from now."""
-        self.duplicates += result.duplicates
-        self.node.duplicates += result.duplicates
-        if self.once or self.rep.version < 2 or not result.duplicates:
-            return
-        fresh = {e.author for e in result.added} | {r.author for r in result.rejected if r.author}
-        for feed in authors - fresh:
-            if feed == self.feed or feed in self.lazy_in:
-                continue
-            if len(self.node.eager.get(feed, set()) - {id(self)}) >= self.node.limits["min_eager_peers"]:
-                await self._set_mode(feed, lazy=True)
-
-    async def _repair_gaps(self, gaps: list[tuple[bytes, int]]) -> None:
-        """Entries stored above a hole (they came out of order, or a relay skipped one): once
-        ``graft_delay`` has let late arrivals land, ask this peer again from below the lowest hole
-        of each feed (spec §12.7). The start of a partial log (nothing held below) is no hole."""
-        await trio.sleep(self.node.limits["graft_delay"])
-        lowest: dict[bytes, int] = {}
-        for author, seq in gaps:
-            lowest[author] = min(seq, lowest.get(author, seq))
-        for author, seq in lowest.items():
-            below = await self.node.db.call(gossip.held_below, author, seq)
-            if 0 < below < seq - 1 and author not in self._throttled:
-                log.debug("asking %s again for %s after seq %d", self.address, feed_id_text(author), below)
-                self.node.repairs += 1
-                await self._set_mode(author, lazy=False, seq=below)  # entries, not notes
-
     async def _handle_result(self, result: IngestResult) -> None:
-        if result.gaps and not self.once:
-            self._nursery.start_soon(self._repair_gaps, list(result.gaps))
         self.received += len(result.added)
         self.node.note_ingested(len(result.added))
         if result.added:
@@ -506,8 +493,7 @@ class PeerConnection:
                 held = await db.call(gossip.heads, set(haves))
                 notes = [(f, seq) for f, seq in sorted(held.items()) if self.rep.peer_lacks(f, seq)]
                 if notes:
-                    for f, seq in notes:
-                        self._have_sent[f] = seq
+                    self.node.gossip.noted(id(self), notes)
                     self.haves_sent += len(notes)
                     await self.channel.send(self.rep.have(notes))
             await self.channel.send([self.rep.caught_up()])
@@ -530,32 +516,16 @@ class PeerConnection:
                     if not self.rep.peer_lacks(author, seq):
                         continue
                     if author in lazy:
-                        if seq > self._have_sent.get(author, 0):
-                            notes[author] = max(seq, notes.get(author, 0))
+                        notes[author] = max(seq, notes.get(author, 0))
                     else:
                         items.append((raw, payload))
                 if items:
                     await self.channel.send(self.rep.entries(items))
                     self.sent += len(items)
                     self.node.sent_entries += len(items)
-                if notes:  # gathered for ``have_interval`` and sent by ``_note_sender``
-                    self._have_sent.update(notes)
-                    for feed, seq in notes.items():
-                        self._notes[feed] = max(seq, self._notes.get(feed, 0))
-                    self._notes_ready.set()
-
-    async def _note_sender(self) -> None:
-        """Send the gathered lazy notes at most every ``have_interval`` (spec §12.7): one frame for all
-        the feeds that moved meanwhile, leaving out what the peer got from elsewhere in the meantime."""
-        while True:
-            await self._notes_ready.wait()
-            await trio.sleep(self.node.limits["have_interval"])
-            self._notes_ready = trio.Event()
-            notes, self._notes = self._notes, {}
-            due = sorted((f, seq) for f, seq in notes.items() if self.rep.peer_lacks(f, seq))
-            if due and self.rep.state == "ACTIVE":
-                self.haves_sent += len(due)
-                await self.channel.send(self.rep.have(due))
+                if notes:  # gathered by the gossip machine, sent ``have_interval`` later (spec §12.4)
+                    self.node.gossip.gathered(id(self), notes, self.node.clock.monotonic())
+                    self.node.wake_gossip()
 
 
 def describe_error(exc: BaseException) -> tuple[str, str]:

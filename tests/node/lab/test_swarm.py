@@ -211,7 +211,7 @@ async def test_duplicates_prune_extra_eager_peers(tmp_path):
             entry = post(ha, ka, f"post {i}")
             await wait_until(lambda e=entry: all(has_entry(h, e.hash) for h, _ in rest), timeout=5)
         for node in nodes[1:]:
-            eager = node.eager.get(ka.public_key, set()) & set(node.connections)
+            eager = node.gossip.eager_set(ka.public_key) & set(node.connections)
             assert len(eager) < 3, node.statistics()
         sent = sum(n.sent_entries for n in nodes)
         assert sent < 20 * 3 * 2  # far fewer than every connection pushing every entry
@@ -232,7 +232,7 @@ async def test_a_feed_over_its_live_budget_is_paused_then_fetched_in_full(tmp_pa
         with Store(ha.store_path) as store:
             for i in range(150):
                 store.append(ka, Post(text=f"burst {i}"))
-        await wait_until(lambda: ka.public_key in conn._throttled, timeout=5)
+        await wait_until(lambda: b.gossip.paused(id(conn), ka.public_key), timeout=5)
         total = count(ha, ka.public_key)
         assert total >= 150
         await wait_until(lambda: count(hb, ka.public_key) == total, timeout=20)
