@@ -12,7 +12,6 @@ import contextlib
 import errno
 import json
 import logging
-import math
 import os
 import secrets
 import time
@@ -23,13 +22,14 @@ from tidings.node.addresses import parse_address
 from tidings.node.clock import SYSTEM_CLOCK, Clock, make_rng
 from tidings.node.discovery.discovery import Discovery
 from tidings.node.home import Home
+from tidings.node.net.gossip_link import GossipLink, GossipTimer, gossip_limits
 from tidings.node.net.manager import Candidate, ConnectionManager
 from tidings.node.net.peer import PeerConnection, describe_error
 from tidings.node.net.scoring import Penalties, Scores
 from tidings.node.net.transport import SecureChannel
 from tidings.node.services import Service, ServiceRunner
 from tidings.protocol import SigningKey, feed_id_text
-from tidings.protocol.gossip import Gossip, GossipLimits
+from tidings.protocol.gossip import Gossip
 from tidings.storage import gossip, peers
 from tidings.storage.clock import wall_ms
 from tidings.storage.store import Store
@@ -101,7 +101,7 @@ class Node:
         self.rng = make_rng()
         #: the gossip rules over all connections (eager/lazy, graft, prune, holes, budgets; spec §12.7)
         self.gossip = Gossip(own=key.public_key, limits=gossip_limits(self.limits))
-        self._gossip_wake = trio.Event()
+        self._gossip_timer = GossipTimer(self.gossip, clock, self._gossip_link)
         self.sent_entries = 0  # entries sent to peers, all connections (copies, bench/swarm.py)
         # Rows stored lately, fetched once per change for every pusher (see ``new_rows``).
         self._rows: list[tuple[Any, ...]] = []
@@ -221,20 +221,12 @@ class Node:
         return self.gossip.duplicates
 
     def wake_gossip(self) -> None:
-        """The gossip machine may have an earlier timer now: wake ``_gossip_timer``."""
-        self._gossip_wake.set()
+        """The gossip machine may have an earlier timer now (spec §12.7)."""
+        self._gossip_timer.wake()
 
-    async def _gossip_timer(self) -> None:
-        """Run the gossip machine's timers (spec §12.7) and hand their actions to the connections."""
-        while True:
-            self._gossip_wake = trio.Event()
-            deadline = self.gossip.next_timer()
-            with trio.move_on_at(math.inf if deadline is None else deadline):
-                await self._gossip_wake.wait()
-            for action in self.gossip.handle_timer(self.clock.monotonic()):
-                conn = self.connections.get(action.conn)
-                if conn is not None:
-                    conn.post(action)
+    def _gossip_link(self, conn_id: int) -> GossipLink | None:
+        conn = self.connections.get(conn_id)
+        return None if conn is None else conn.gossip
 
     def note_ingested(self, n: int) -> None:
         if n:
@@ -283,7 +275,7 @@ class Node:
                     for listener in listeners:
                         nursery.start_soon(self._accept_loop, listener, nursery)
                     nursery.start_soon(self._watch)
-                    nursery.start_soon(self._gossip_timer)
+                    nursery.start_soon(self._gossip_timer.run)
                     nursery.start_soon(self.manager.run, nursery)
                     if self.discovery is not None:
                         try:  # UDP on the TCP port number (ARCHITECTURE.md, Discovery)
@@ -561,18 +553,6 @@ async def _close(stream: trio.abc.Stream) -> None:
         contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError),
     ):
         await stream.aclose()
-
-
-def gossip_limits(limits: dict[str, Any]) -> GossipLimits:
-    """The gossip machine's limits out of the node's ``limits`` (spec §12.5)."""
-    return GossipLimits(
-        eager_peers=limits["eager_peers"],
-        min_eager_peers=limits["min_eager_peers"],
-        graft_delay=limits["graft_delay"],
-        have_interval=limits["have_interval"],
-        feed_entries_per_second=limits["feed_entries_per_second"],
-        feed_burst=limits["feed_burst"],
-    )
 
 
 def load_transport_key(home: Home) -> bytes:

@@ -184,10 +184,10 @@ async def test_a_lazy_peer_sends_have_notes_and_is_grafted_when_nothing_else_del
         await wait_until(lambda: len(r.connections) == 1 and len(p.connections) == 2)
         conn = next(iter(r.connections.values()))
         p_to_r = next(c for c in p.connections.values() if c.feed == kr.public_key)
-        await wait_until(lambda: ks.public_key in conn.lazy_in and ks.public_key in p_to_r.rep.peer_lazy)
+        await wait_until(lambda: ks.public_key in conn.gossip.lazy_in and ks.public_key in p_to_r.rep.peer_lazy)
         entry = post(hs, ks, "travels as a note first")
         await wait_until(lambda: has_entry(hr, entry.hash), timeout=5)
-        assert ks.public_key not in conn.lazy_in  # grafted: P pushes S's feed eagerly now
+        assert ks.public_key not in conn.gossip.lazy_in  # grafted: P pushes S's feed eagerly now
         assert p_to_r.haves_sent >= 1
         later = post(hs, ks, "pushed directly")
         await wait_until(lambda: has_entry(hr, later.hash), timeout=3)
