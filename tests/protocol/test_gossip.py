@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -35,7 +36,7 @@ LIMITS = GossipLimits(eager_peers=3, min_eager_peers=2, graft_delay=0.3, have_in
 
 
 def machine(**limits: float) -> Gossip:
-    return Gossip(own=OWN, limits=GossipLimits(**{**_fields(LIMITS), **limits}))  # type: ignore[arg-type]
+    return Gossip(own=OWN, limits=GossipLimits(**{**_fields(LIMITS), **limits}))
 
 
 def _fields(limits: GossipLimits) -> dict[str, float]:
@@ -444,7 +445,7 @@ preludes = st.lists(
 
 def run_events(
     prelude: list[tuple[int, bool]],
-    events: list[tuple[object, ...]],
+    events: list[tuple[Any, ...]],
     *,
     grafts: bool,
     heads: dict[bytes, int],
@@ -473,11 +474,13 @@ def run_events(
             elif isinstance(action, SendClock) and action.cause is Cause.GRAFT:
                 assert key in checked  # a graft only follows its check
                 checked.discard(key)
+            elif isinstance(action, SendClock) and action.cause is Cause.PRUNE:
+                assert len(g.eager_set(action.feed)) >= limits.min_eager_peers  # enough others stay
 
     for event in events:
         kind, *args = event
         if kind == "wait":  # in steps, so a timer that runs early shows
-            end = now + float(args[0])  # type: ignore[arg-type]
+            end = now + float(args[0])
             while now < end:
                 later = min(end, now + 0.05)
                 deadline = g.next_timer()
@@ -487,11 +490,9 @@ def run_events(
                 act(g.handle_timer(now))
             continue
         conn = args[0]
-        assert isinstance(conn, int)
         if kind == "open":
             if conn not in open_:
                 version, one_shot = args[1], args[2]
-                assert isinstance(version, int) and isinstance(one_shot, bool)
                 g.open(conn, author=AUTHORS[conn % 3], version=version, one_shot=one_shot)
                 open_[conn] = (AUTHORS[conn % 3], one_shot or version < 2)
                 named[conn] = set()
@@ -504,27 +505,25 @@ def run_events(
             first_note = {k: v for k, v in first_note.items() if k[0] != conn}
             taken = {k: v for k, v in taken.items() if k[0] != conn}
         elif kind == "choose":
-            feeds = set(args[1]) - named[conn]  # type: ignore[arg-type]
+            feeds = set(args[1]) - named[conn]
             g.choose(conn, sorted(feeds))
             named[conn] |= feeds
         elif kind == "have" and grafts:
             feed, seq = args[1], args[2]
-            assert isinstance(feed, bytes) and isinstance(seq, int)
             before = g.grafting(conn, feed)
             g.have_received(conn, [(feed, seq)], {feed: heads[feed]}, now)
             if g.grafting(conn, feed) and not before:
                 first_note[(conn, feed)] = now
         elif kind == "stored":
             authors, dups, gaps = args[1], args[2], args[3] if grafts else []
-            act(g.stored(conn, authors=authors, fresh=[], duplicates=dups, gaps=gaps, now=now))  # type: ignore[arg-type]
+            act(g.stored(conn, authors=authors, fresh=[], duplicates=dups, gaps=gaps, now=now))
         elif kind == "admit" and grafts:
             feed, live = args[1], args[2]
-            assert isinstance(feed, bytes) and isinstance(live, bool)
             if g.admit(conn, feed, live=live, now=now) is Admission.TAKE and live and feed != OWN:
                 taken.setdefault((conn, feed), []).append(now)
         elif kind == "gathered":
             feed, seq = args[1], args[2]
-            g.gathered(conn, {feed: seq}, now)  # type: ignore[dict-item]
+            g.gathered(conn, {feed: seq}, now)
         check_invariants(g, open_, named, taken, limits, bounded=not grafts)
 
 
@@ -557,18 +556,19 @@ def check_invariants(
 @settings(max_examples=300, deadline=None)
 @given(preludes, events, st.lists(st.integers(0, 9), min_size=len(FEEDS), max_size=len(FEEDS)))
 def test_invariants_hold_over_random_event_sequences(
-    prelude: list[tuple[int, bool]], events: list[tuple[object, ...]], held: list[int]
+    prelude: list[tuple[int, bool]], events: list[tuple[Any, ...]], held: list[int]
 ) -> None:
     """Closed connections leave the eager sets, a feed is never both eager and lazy on a connection,
     authors and forced connections stay eager, nothing is grafted before ``graft_delay`` nor without
-    its check, no timer runs before ``next_timer()``, and live budgets hold (§12.7, §12.8.5)."""
+    its check, a prune leaves at least ``min_eager_peers`` others eager, no timer runs before
+    ``next_timer()``, and live budgets hold (§12.7, §12.8.5)."""
     run_events(prelude, events, grafts=True, heads=dict(zip(FEEDS, held, strict=True)))
 
 
 @settings(max_examples=300, deadline=None)
 @given(preludes, events)
 def test_never_more_than_eager_peers_chosen_eager_per_feed(
-    prelude: list[tuple[int, bool]], events: list[tuple[object, ...]]
+    prelude: list[tuple[int, bool]], events: list[tuple[Any, ...]]
 ) -> None:
     """Without grafts, repairs or resumes (which §12.7 does not limit), first naming and prune never
     leave more than ``eager_peers`` connections eager per feed, besides authors and forced ones."""
