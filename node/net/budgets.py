@@ -1,11 +1,11 @@
-"""Token buckets for what a peer may send: frames and entries per connection, and live entries per
-feed (spec §12.8)."""
+"""Token buckets for what a peer may send: frames and entries per connection (spec §12.5). The live
+budgets per feed (§12.8.5) belong to the gossip machine, ``protocol.gossip.FeedBudgets``."""
 
 from __future__ import annotations
 
 from tidings.node.clock import SYSTEM_CLOCK, Clock
 
-__all__ = ["FeedBudgets", "RateLimit"]
+__all__ = ["RateLimit"]
 
 
 class RateLimit:
@@ -25,20 +25,3 @@ class RateLimit:
             return False
         self.tokens -= n
         return True
-
-
-class FeedBudgets:
-    """A token bucket per feed (spec §12.8): live entries of one feed from one peer."""
-
-    def __init__(self, rate: float, burst: float, clock: Clock = SYSTEM_CLOCK) -> None:
-        self.rate, self.burst = rate, burst
-        self.clock = clock
-        self._buckets: dict[bytes, RateLimit] = {}
-
-    def take(self, feed: bytes) -> bool:
-        bucket = self._buckets.get(feed)
-        if bucket is None:
-            if len(self._buckets) > 10000:
-                self._buckets.clear()
-            bucket = self._buckets[feed] = RateLimit(self.rate, self.burst, self.clock)
-        return bucket.take()

@@ -9,6 +9,7 @@ from typing import Any, Protocol
 
 from tidings.node.clock import Clock
 from tidings.protocol import SigningKey
+from tidings.protocol.gossip import Gossip
 from tidings.storage.thread import DatabaseThread
 
 __all__ = ["ConnectionHost", "Peer"]
@@ -45,10 +46,9 @@ class ConnectionHost(Protocol):
     """What a connection needs from the node that runs it (``Node`` is one)."""
 
     agent: str
-    duplicates: int
     sent_entries: int
-    repairs: int
-    eager: dict[bytes, set[int]]
+    #: the gossip rules over all connections (spec §12.7, §12.8.5)
+    gossip: Gossip
 
     @property
     def db(self) -> DatabaseThread: ...
@@ -81,3 +81,4 @@ class ConnectionHost(Protocol):
     async def wait_changed(self) -> None: ...
     def note_ingested(self, n: int) -> None: ...
     async def broadcast_forks(self, proofs: list[bytes]) -> None: ...
+    def wake_gossip(self) -> None: ...

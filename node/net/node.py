@@ -18,6 +18,7 @@ from tidings.node.clock import SYSTEM_CLOCK, Clock, make_rng
 from tidings.node.discovery.discovery import Discovery
 from tidings.node.home import Home
 from tidings.node.net.changes import Changes
+from tidings.node.net.gossip_link import GossipLink, GossipTimer, gossip_limits
 from tidings.node.net.listener import Listener, close_stream
 from tidings.node.net.manager import Candidate, ConnectionManager
 from tidings.node.net.nodefile import NodeFile, load_transport_key
@@ -26,6 +27,7 @@ from tidings.node.net.scoring import Penalties, Scores
 from tidings.node.net.transport import SecureChannel
 from tidings.node.services import Service, ServiceRunner
 from tidings.protocol import SigningKey, feed_id_text
+from tidings.protocol.gossip import Gossip
 from tidings.storage import gossip, peers
 from tidings.storage.store import Store
 from tidings.storage.thread import DatabaseThread
@@ -99,11 +101,10 @@ class Node:
         self.listener = Listener(self)
         self.changes = Changes(home.store_path, clock)
         self.node_file = NodeFile(home.node_file, self._describe)
-        #: feed -> ids of connections we asked to push it eagerly (spec §12.7)
-        self.eager: dict[bytes, set[int]] = {}
+        #: the gossip rules over all connections (eager/lazy, graft, prune, holes, budgets; spec §12.7)
+        self.gossip = Gossip(own=key.public_key, limits=gossip_limits(self.limits))
+        self._gossip_timer = GossipTimer(self.gossip, clock, self._gossip_link)
         self.sent_entries = 0  # entries sent to peers, all connections (copies, bench/swarm.py)
-        self.duplicates = 0  # entries received that we held already
-        self.repairs = 0  # holes asked for again (spec §12.7)
         self.wanted: set[bytes] = {key.public_key}
         self.blocked: set[bytes] = set()
         self.address: str | None = None
@@ -178,6 +179,19 @@ class Node:
     async def wait_changed(self) -> None:
         await self.changes.wait_changed()
 
+    @property
+    def duplicates(self) -> int:
+        """Entries received that we held already, all connections."""
+        return self.gossip.duplicates
+
+    def wake_gossip(self) -> None:
+        """The gossip machine may have an earlier timer now (spec §12.7)."""
+        self._gossip_timer.wake()
+
+    def _gossip_link(self, conn_id: int) -> GossipLink | None:
+        conn = self.connections.get(conn_id)
+        return None if conn is None else conn.gossip
+
     def note_ingested(self, n: int) -> None:
         if n:
             self._ingested += n
@@ -225,6 +239,7 @@ class Node:
                         nursery.start_soon(self.listener.accept_loop, listener, nursery)
                     nursery.start_soon(self.changes.watch, self.limits["poll_interval"], self.refresh_wants)
                     nursery.start_soon(self.node_file.keep_fresh, self._counters)
+                    nursery.start_soon(self._gossip_timer.run)
                     nursery.start_soon(self.manager.run, nursery)
                     if self.discovery is not None:
                         try:  # UDP on the TCP port number (ARCHITECTURE.md, Discovery)
@@ -255,7 +270,7 @@ class Node:
             "ingested": self._ingested,
             "sent_entries": self.sent_entries,
             "duplicates": self.duplicates,
-            "repairs": self.repairs,
+            "repairs": self.gossip.repairs,
         }
 
     def _describe(self) -> dict[str, Any]:
@@ -351,8 +366,6 @@ class Node:
         finally:
             with trio.CancelScope(shield=True):
                 if conn is not None and self.connections.pop(id(conn), None) is not None:
-                    for holders in self.eager.values():
-                        holders.discard(id(conn))
                     lasted = self.clock.monotonic() - conn.connected_at
                     if lasted >= 60 and not (conn.received or conn.sent):
                         self.penalize(host, "idle")

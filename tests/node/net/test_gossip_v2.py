@@ -666,11 +666,11 @@ def test_penalize_cuts_a_host_off(tmp_path: Any) -> None:
 
 
 def test_feed_budgets_are_a_token_bucket_per_feed() -> None:
-    from tidings.node.net.budgets import FeedBudgets
+    from tidings.protocol.gossip import FeedBudgets
 
     budgets = FeedBudgets(0.001, 5)
-    assert [budgets.take(F) for _ in range(6)] == [True] * 5 + [False]
-    assert budgets.take(G)  # another feed has its own bucket
+    assert [budgets.take(F, now=0.0) for _ in range(6)] == [True] * 5 + [False]
+    assert budgets.take(G, now=0.0)  # another feed has its own bucket
 
 
 def test_new_default_limits() -> None:
