@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 import trio
+from tidings.node import config
 from tidings.node.addresses import parse_address
 from tidings.node.discovery.discovery import Discovery
 from tidings.node.home import Home
@@ -30,6 +31,7 @@ from tidings.node.services import Service, ServiceRunner
 from tidings.protocol import SigningKey, feed_id_text
 from tidings.storage import gossip, peers
 from tidings.storage.clock import wall_ms
+from tidings.storage.files import read_private, write_file
 from tidings.storage.store import Store
 from tidings.storage.thread import DatabaseThread
 
@@ -40,28 +42,7 @@ VERIFY_PROCESSES = 2
 
 log = logging.getLogger("tidings.node")
 
-DEFAULT_LIMITS: dict[str, Any] = {
-    "max_connections": 64,
-    "max_per_host": 8,
-    "handshake_timeout": 10.0,
-    "frames_per_second": 2000,
-    "entries_per_second": 50000,
-    "newest": 0,
-    "hops": 2,
-    "ban_seconds": 300.0,
-    "poll_interval": 0.1,
-    "target_connections": 8,
-    "manage_interval": 0.5,
-    "score_half_life": 600.0,
-    "score_threshold": -40.0,
-    "feed_entries_per_second": 20.0,
-    "feed_burst": 2000,
-    "eager_peers": 3,
-    "min_eager_peers": 2,
-    "graft_delay": 0.3,
-    "have_interval": 0.5,
-    "pex_interval": 60.0,
-}
+DEFAULT_LIMITS: dict[str, Any] = dict(config.DEFAULT_LIMITS)  # the schema: node/config.py, spec/config.md
 
 
 class Node:
@@ -314,9 +295,7 @@ class Node:
             "services": {r.name: r.state() for r in self.services},
             "counters": self._counters(),
         }
-        tmp = self.home.node_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(info))
-        os.replace(tmp, self.home.node_file)
+        write_file(self.home.node_file, json.dumps(info).encode(), replace=True, sync=False)
 
     def _remove_node_file(self) -> None:
         try:
@@ -544,16 +523,11 @@ def load_transport_key(home: Home) -> bytes:
     """The node's X25519 transport key (home/transport.key, created 0600 on first use)."""
     path = home.path / "transport.key"
     try:
-        data = path.read_bytes()
+        data = read_private(path)
         if len(data) == 32:
             return data
     except FileNotFoundError:
         pass
     data = secrets.token_bytes(32)
-    fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-    os.replace(path.with_suffix(".tmp"), path)
+    write_file(path, data, replace=True)
     return data
