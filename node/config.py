@@ -61,7 +61,8 @@ class Limit:
 
 
 def _num(x: float) -> str:
-    return f"{x:g}" if isinstance(x, float) else str(x)
+    """A limit as the docs write it: ``0.01``, ``60``, ``-40``, ``1000000``."""
+    return str(int(x)) if isinstance(x, int) or x.is_integer() else str(x)
 
 
 def _limit(
@@ -168,7 +169,8 @@ def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     except FileNotFoundError:
         return {}
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{where}: not UTF-8 text (byte {exc.start} cannot be decoded)") from None
+        bad = exc.object[exc.start]
+        raise ConfigError(f"{where}: not UTF-8 text (byte 0x{bad:02x} at offset {exc.start})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{where}: {exc}") from None
     except OSError as exc:
