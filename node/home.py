@@ -8,8 +8,9 @@ Layout::
     HOME/node.json    written by ``tidings run`` while it runs
 
 The folder is created 0700 and every file in it 0600, whatever the umask (``storage.files``). A secret
-file (``secret.pem``, ``transport.key``, ``web.token``, bridge keys) that group or others may read or
-write is refused with the ``chmod 600`` that fixes it, as ssh refuses such a private key.
+file (``secret.pem``, ``transport.key``, ``web.token``) that group or others may read or write is
+refused with the ``chmod 600`` that fixes it, as ssh refuses such a private key.
+
 The passphrase comes from ``TIDINGS_PASSPHRASE`` or is passed in by the caller (the CLI prompts).
 """
 
