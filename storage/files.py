@@ -36,6 +36,7 @@ __all__ = [
     "atomic_writer",
     "create_private_file",
     "make_private_dir",
+    "private_store_files",
     "read_private",
     "write_file",
 ]
@@ -173,6 +174,25 @@ def make_private_dir(path: str | os.PathLike[str]) -> Path:
         raise FileError(f"cannot create {folder}: {exc.strerror}", code="io") from None
     os.chmod(folder, DIR_MODE)  # mkdir's mode passes through the umask; the folder is ours alone
     return folder
+
+
+def private_store_files(path: Path, *, create: bool) -> None:
+    """Make a SQLite store at ``path`` the owner's only, whatever the umask.
+
+    A new store file is created empty with mode 0600 before SQLite opens it (SQLite gives the ``-wal``
+    and ``-shm`` files the mode of the database file); an existing one, or its ``-wal`` or ``-shm``,
+    left readable by others (by an older version) is tightened to 0600.
+    """
+    if str(path) == ":memory:":
+        return
+    if create:
+        with contextlib.suppress(OSError):  # an existing store, or a missing folder SQLite then reports
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC, FILE_MODE))
+    for name in (path.name, f"{path.name}-wal", f"{path.name}-shm"):
+        with contextlib.suppress(OSError):
+            st = os.stat(path.with_name(name), follow_symlinks=False)
+            if stat.S_ISREG(st.st_mode) and st.st_mode & 0o077 and st.st_uid == os.getuid():
+                os.chmod(path.with_name(name), FILE_MODE)
 
 
 def read_private(path: str | os.PathLike[str], *, limit: int = 1 << 16) -> bytes:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import stat
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -44,7 +43,7 @@ from tidings.protocol import (
 from .batch import BatchView, Stored, skip_target
 from .clock import wall_ms
 from .errors import CorruptStore, DiskFull, FeedForked, StoreError, StoreLocked
-from .files import FILE_MODE
+from .files import private_store_files
 from .projections import apply_content, index_posts
 from .reads import ReadMixin
 from .schema import migrate
@@ -95,22 +94,6 @@ def _translate(exc: sqlite3.Error) -> StoreError:
     return StoreError(f"database error: {text}")
 
 
-def _make_private(path: Path, *, create: bool) -> None:
-    """Make the store the owner's only, whatever the umask: a new store file is created empty with
-    mode 0600 before SQLite opens it (SQLite gives the ``-wal`` and ``-shm`` files the mode of the
-    database file); an existing one left readable by others (an older version) is tightened."""
-    if str(path) == ":memory:":
-        return
-    if create:
-        with suppress(OSError):  # an existing store, or a missing folder that SQLite then reports
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, FILE_MODE))
-    for name in (path.name, f"{path.name}-wal", f"{path.name}-shm"):
-        with suppress(OSError):
-            st = os.stat(path.with_name(name), follow_symlinks=False)
-            if stat.S_ISREG(st.st_mode) and st.st_mode & 0o077 and st.st_uid == os.getuid():
-                os.chmod(path.with_name(name), FILE_MODE)
-
-
 class Store(ReadMixin):
     """A Tidings store at ``path``. Use as a context manager or call ``close()``."""
 
@@ -127,7 +110,7 @@ class Store(ReadMixin):
         self.path = Path(path)
         if not create and not self.path.exists():
             raise StoreError(f"no store at {self.path}", code="no_store")
-        _make_private(self.path, create=create)
+        private_store_files(self.path, create=create)
         self.verifier = Verifier(threads=verify_threads, processes=verify_processes)
         try:
             self.conn = sqlite3.connect(
