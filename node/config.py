@@ -65,86 +65,39 @@ def _num(x: float) -> str:
     return str(int(x)) if isinstance(x, int) or x.is_integer() else str(x)
 
 
-def _limit(
-    name: str, kind: type[int] | type[float], default: float, low: float, high: float, unit: str, doc: str
-) -> Limit:
-    return Limit(name=name, kind=kind, default=default, low=low, high=high, unit=unit, doc=doc)
-
-
 # spec/protocol.md §12.5 and §13.7; spec/config.md lists the same table for users.
-LIMITS: tuple[Limit, ...] = (
-    _limit(
-        "max_connections",
-        int,
-        64,
-        1,
-        10000,
-        "",
-        "connections of all kinds before new incoming ones are closed",
-    ),
-    _limit("max_per_host", int, 8, 1, 1000, "", "incoming connections from one IP address"),
-    _limit(
-        "handshake_timeout",
-        float,
-        10.0,
-        0.5,
-        120.0,
-        "s",
-        "time for the Noise handshake, then again for hello",
-    ),
-    _limit(
-        "frames_per_second", int, 2000, 100, 1_000_000, "", "frames a peer may send per second (burst: twice)"
-    ),
-    _limit(
-        "entries_per_second",
-        int,
-        50000,
-        100,
-        10_000_000,
-        "",
-        "entries a peer may send per second (burst: twice)",
-    ),
-    _limit(
-        "newest",
-        int,
-        0,
-        0,
-        1_000_000_000,
-        "entries",
-        "partial sync: fetch only the newest N of a feed; 0: all",
-    ),
-    _limit("hops", int, 2, 0, 4, "", "follow steps of the feeds replicated (1: follows; 2: also theirs)"),
-    _limit(
-        "ban_seconds", float, 300.0, 1.0, 86400.0, "s", "unit of ban lengths, which grow with each offence"
-    ),
-    _limit("poll_interval", float, 0.1, 0.01, 60.0, "s", "how often the store is polled for new entries"),
-    _limit("target_connections", int, 8, 0, 1000, "", "outgoing gossip connections to keep; 0: dial none"),
-    _limit(
-        "manage_interval", float, 0.5, 0.05, 60.0, "s", "how often the connection manager looks for peers"
-    ),
-    _limit("score_half_life", float, 600.0, 1.0, 604800.0, "s", "half-life of peer scores"),
-    _limit(
-        "score_threshold",
-        float,
-        -40.0,
-        -1_000_000.0,
-        -1.0,
-        "",
-        "a host scored below it is cut off and banned",
-    ),
-    _limit(
-        "feed_entries_per_second", float, 20.0, 0.1, 1_000_000.0, "", "live budget of a feed on a connection"
-    ),
-    _limit("feed_burst", int, 2000, 1, 10_000_000, "entries", "burst of that budget"),
-    _limit("eager_peers", int, 3, 1, 64, "", "connections pushing a feed eagerly before a new one is lazy"),
-    _limit("min_eager_peers", int, 2, 1, 64, "", "eager connections a feed keeps before one is pruned"),
-    _limit("graft_delay", float, 0.3, 0.01, 60.0, "s", "wait after a have note before grafting"),
-    _limit("have_interval", float, 0.5, 0.01, 60.0, "s", "how long lazy notes are gathered before sending"),
-    _limit("pex_interval", float, 60.0, 1.0, 86400.0, "s", "how often known peers are exchanged"),
-    _limit("record_ttl", float, 3600.0, 60.0, 86400.0, "s", "lifetime of the node's own DHT records"),
-    _limit("dht_timeout", float, 1.0, 0.05, 30.0, "s", "per DHT request"),
-    _limit("discovery_interval", float, 1.0, 0.05, 60.0, "s", "tick of the discovery loop"),
-    _limit("swarm_interval", float, 30.0, 0.5, 3600.0, "s", "longest wait between member lookups of a swarm"),
+# fmt: off
+_TABLE: tuple[tuple[str, type[int] | type[float], float, float, float, str, str], ...] = (
+    # name, type, default, low, high (inclusive), unit, description
+    ("max_connections", int, 64, 1, 10_000, "", "connections of all kinds before new incoming ones are closed"),
+    ("max_per_host", int, 8, 1, 1000, "", "incoming connections from one IP address"),
+    ("handshake_timeout", float, 10.0, 0.5, 120.0, "s", "time for the Noise handshake, then again for hello"),
+    ("frames_per_second", int, 2000, 100, 1_000_000, "", "frames a peer may send per second (burst: twice)"),
+    ("entries_per_second", int, 50_000, 100, 10_000_000, "", "entries a peer may send per second (burst: twice)"),
+    ("newest", int, 0, 0, 1_000_000_000, "entries", "partial sync: fetch only the newest N of a feed; 0: all"),
+    ("hops", int, 2, 0, 4, "", "follow steps of the feeds replicated (1: follows; 2: also theirs)"),
+    ("ban_seconds", float, 300.0, 1.0, 86_400.0, "s", "unit of ban lengths, which grow with each offence"),
+    ("poll_interval", float, 0.1, 0.01, 60.0, "s", "how often the store is polled for new entries"),
+    ("target_connections", int, 8, 0, 1000, "", "outgoing gossip connections to keep; 0: dial none"),
+    ("manage_interval", float, 0.5, 0.05, 60.0, "s", "how often the connection manager looks for peers"),
+    ("score_half_life", float, 600.0, 1.0, 604_800.0, "s", "half-life of peer scores"),
+    ("score_threshold", float, -40.0, -1_000_000.0, -1.0, "", "a host scored below it is cut off and banned"),
+    ("feed_entries_per_second", float, 20.0, 0.1, 1_000_000.0, "", "live budget of a feed on a connection"),
+    ("feed_burst", int, 2000, 1, 10_000_000, "entries", "burst of that budget"),
+    ("eager_peers", int, 3, 1, 64, "", "connections pushing a feed eagerly before a new one is lazy"),
+    ("min_eager_peers", int, 2, 1, 64, "", "eager connections a feed keeps before one is pruned"),
+    ("graft_delay", float, 0.3, 0.01, 60.0, "s", "wait after a have note before grafting"),
+    ("have_interval", float, 0.5, 0.01, 60.0, "s", "how long lazy notes are gathered before sending"),
+    ("pex_interval", float, 60.0, 1.0, 86_400.0, "s", "how often known peers are exchanged"),
+    ("record_ttl", float, 3600.0, 60.0, 86_400.0, "s", "lifetime of the node's own DHT records"),
+    ("dht_timeout", float, 1.0, 0.05, 30.0, "s", "per DHT request"),
+    ("discovery_interval", float, 1.0, 0.05, 60.0, "s", "tick of the discovery loop"),
+    ("swarm_interval", float, 30.0, 0.5, 3600.0, "s", "longest wait between member lookups of a swarm"),
+)
+# fmt: on
+LIMITS: tuple[Limit, ...] = tuple(
+    Limit(name=n, kind=k, default=k(d), low=k(lo), high=k(hi), unit=u, doc=doc)
+    for n, k, d, lo, hi, u, doc in _TABLE
 )
 _BY_NAME = {limit.name: limit for limit in LIMITS}
 
