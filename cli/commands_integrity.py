@@ -70,21 +70,29 @@ def verify(session: Session, feed: bytes | None, as_json: bool) -> None:
 
 
 @click.command()
-@click.argument("file", type=click.Path(dir_okay=False, writable=True))
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--force", is_flag=True, help="Replace FILE if it exists.")
 @common_options
 @json_option
 @pass_session
-def export(session: Session, file: str, as_json: bool) -> None:
-    """Write a self-verifying archive of every stored log to FILE."""
+def export(session: Session, file: str, force: bool, as_json: bool) -> None:
+    """Write a self-verifying archive of every stored log to FILE.
+
+    An existing FILE is kept (error) unless --force; a FILE inside the home is refused.
+    """
     from tidings.storage.integrity import export_archive
 
     store = session.store()
     with progress("exporting", store.stats()["entries"], as_json) as advance:
-        result = export_archive(store, file, advance)
+        result = export_archive(store, file, advance, replace=force, outside=session.home.path)
     if as_json:
         emit({"file": file, **result})
     else:
         click.echo(f"exported {result['entries']} entries and {result['forks']} fork proofs to {file}")
+
+
+#: Refused records ``tidings import`` lists on the terminal; the rest are summed up by code.
+SHOWN = 20
 
 
 @click.command("import")
@@ -101,18 +109,21 @@ def import_(session: Session, file: str, as_json: bool) -> None:
     store = session.recreate_store() if lost else session.store()
     with progress("importing", None, as_json) as advance:
         result = import_archive(store, file, advance)
-    refused = result["rejected"]
+    refused = result["refused"]
     if as_json:
         emit({"file": file, **result})
     else:
         click.echo(
             f"imported {result['added']} entries from {file} "
-            f"({result['duplicates']} already here, {result['forks']} fork proofs, {len(refused)} refused)"
+            f"({result['duplicates']} already here, {result['forks']} fork proofs, {refused} refused)"
         )
-        for r in refused:
+        for r in result["rejected"][:SHOWN]:
             click.echo("  refused " + _problem_line(r, "archive record"))
+        if refused > SHOWN:
+            codes = ", ".join(f"{code} {n}" for code, n in sorted(result["refused_codes"].items()))
+            click.echo(f"  ... and {refused - SHOWN} more refused ({codes})")
     if refused:
-        raise CliError(f"{len(refused)} record(s) of {file} failed verification and were not imported")
+        raise CliError(f"{refused} record(s) of {file} failed verification and were not imported")
     if not result["complete"]:
         raise CliError(f"{file} is incomplete (no end record): it may be truncated")
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from .common import CliError, Session, common_options, emit, emit_lines, json_option, pass_session
+
+if TYPE_CHECKING:
+    from tidings.node.home import Home
 
 __all__ = ["COMMANDS"]
 
@@ -101,6 +104,7 @@ def run(
             f"a node already runs on {home.path} (pid {running.get('pid')}, listening on {running.get('listen')})",
             code="running",
         )
+    config = _checked_config(home)  # every table, before anything is created or started
     if not home.exists():
         key = home.init()
         click.echo(f"created identity {key.feed} in {home.path}", err=True)
@@ -108,20 +112,14 @@ def run(
     key = session.key()
     store.close()
     session.close()
-    config = home.config()
+    if http_address is not None:
+        from tidings.node.web.auth import load_token
+
+        load_token(home.path)  # a token file others may read stops the node here, not the page later
     limits: dict[str, Any] = dict(config.get("limits", {}))
     if hops is not None:
         limits["hops"] = hops
     configured = config.get("bootstrap", [])
-    if not isinstance(configured, list) or not all(isinstance(a, str) for a in configured):
-        raise CliError(
-            f"{home.config_path}: 'bootstrap' is a list of \"HOST:PORT\" strings", code="bad_config"
-        )
-    for a in configured:
-        try:
-            _address(a)
-        except click.BadParameter as exc:
-            raise CliError(f"{home.config_path}: bootstrap: {exc.message}", code="bad_config") from None
     node = Node(
         home,
         key,
@@ -153,6 +151,19 @@ def run(
         raise CliError(f"cannot listen on {listen}: {found.strerror or found}", code="listen") from None
     except OSError as exc:
         raise CliError(f"cannot listen on {listen}: {exc.strerror or exc}", code="listen") from None
+
+
+def _checked_config(home: Home) -> dict[str, Any]:
+    """config.toml with every table checked, the ``[rankers.NAME]`` weights against the installed
+    rankers too (node/config.py); one ``bad_config`` line naming the file and key otherwise."""
+    from tidings.node.config import ConfigError, check_rankers
+
+    config: dict[str, Any] = home.config()
+    try:
+        check_rankers(config, home.config_path)
+    except ConfigError as exc:
+        raise CliError(str(exc), code=exc.code) from None
+    return config
 
 
 def _first(group: BaseExceptionGroup[Any], kind: type[OSError]) -> OSError | None:

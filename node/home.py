@@ -7,6 +7,10 @@ Layout::
     HOME/config.toml  settings (optional)
     HOME/node.json    written by ``tidings run`` while it runs
 
+The folder is created 0700 and every file in it 0600, whatever the umask (``storage.files``). A secret
+file (``secret.pem``, ``transport.key``, ``web.token``) that group or others may read or write is
+refused with the ``chmod 600`` that fixes it, as ssh refuses such a private key.
+
 The passphrase comes from ``TIDINGS_PASSPHRASE`` or is passed in by the caller (the CLI prompts).
 """
 
@@ -15,13 +19,14 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import tomllib
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from tidings.node.config import ConfigError, load_config
 from tidings.protocol import Profile, SigningKey, TidingsError
+from tidings.storage.files import FileError, atomic_writer, make_private_dir, read_private
 from tidings.storage.store import Store
 
 __all__ = ["Home", "HomeError", "default_home"]
@@ -71,7 +76,9 @@ class Home:
             raise HomeError(f"an identity already exists in {self.path}", code="exists")
         if self.path.exists() and not self.path.is_dir():
             raise HomeError(f"{self.path} is not a folder", code="bad_home")
-        self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        make_private_dir(self.path)
+        if self.path.stat().st_mode & 0o077 and self.path.stat().st_uid == os.getuid():
+            os.chmod(self.path, 0o700)  # a folder made beforehand: it now holds a secret key
         key = SigningKey(secrets.token_bytes(32))
         private = Ed25519PrivateKey.from_private_bytes(key.seed)
         encryption: serialization.KeySerializationEncryption = (
@@ -80,23 +87,24 @@ class Home:
             else serialization.NoEncryption()
         )
         pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
-        tmp = self.key_path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            os.write(fd, pem)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        with self.open_store() as store:
-            store.set_meta("self", key.public_key)
-            if name:
-                store.append(key, Profile(name=name))
-        os.replace(tmp, self.key_path)  # the identity exists only once the store is ready
+            # the key is linked into place (never over another) only once the store is ready:
+            # the identity exists only with its store
+            with atomic_writer(self.key_path) as fh:
+                fh.write(pem)
+                with self.open_store() as store:
+                    store.set_meta("self", key.public_key)
+                    if name:
+                        store.append(key, Profile(name=name))
+        except FileError as exc:
+            if exc.code == "exists":
+                raise HomeError(f"an identity already exists in {self.path}", code="exists") from None
+            raise
         return key
 
     def key_is_encrypted(self) -> bool:
         try:
-            return b"ENCRYPTED" in self.key_path.read_bytes()
+            return b"ENCRYPTED" in read_private(self.key_path)
         except FileNotFoundError:
             raise self._no_identity() from None
 
@@ -118,7 +126,7 @@ class Home:
     def load_key(self, passphrase: str | None = None) -> SigningKey:
         """Load the secret key, decrypting it with ``passphrase`` or ``TIDINGS_PASSPHRASE``."""
         try:
-            data = self.key_path.read_bytes()
+            data = read_private(self.key_path)
         except FileNotFoundError:
             raise self._no_identity() from None
         if passphrase is None:
@@ -149,13 +157,11 @@ class Home:
         return Store(self.store_path)
 
     def config(self) -> dict[str, Any]:
+        """config.toml, every table checked against its schema (node/config.py); ``{}`` if none."""
         try:
-            with self.config_path.open("rb") as fh:
-                return tomllib.load(fh)
-        except FileNotFoundError:
-            return {}
-        except tomllib.TOMLDecodeError as exc:
-            raise HomeError(f"{self.config_path}: {exc}", code="bad_config") from None
+            return load_config(self.config_path)
+        except ConfigError as exc:
+            raise HomeError(str(exc), code=exc.code) from None
 
     def running_node(self) -> dict[str, Any] | None:
         """The running node's ``node.json`` if its process is alive."""

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .errors import CorruptStore, DiskFull, StoreError, StoreLocked
+from .files import private_store_files
 from .projections import index_posts
 from .schema import migrate
 
@@ -48,6 +49,7 @@ class Database:
         self.path = Path(path)
         if not create and not self.path.exists():
             raise StoreError(f"no store at {self.path}", code="no_store")
+        private_store_files(self.path, create=create)
         try:
             self.conn = sqlite3.connect(
                 self.path, isolation_level=None, timeout=30.0, check_same_thread=False

@@ -32,12 +32,15 @@ from tidings.protocol import (
 )
 
 from .errors import StoreError
+from .files import atomic_writer
 from .store import Rejected, Store
 
-__all__ = ["ARCHIVE_MAGIC", "export_archive", "import_archive", "verify_store"]
+__all__ = ["ARCHIVE_MAGIC", "LISTED", "export_archive", "import_archive", "verify_store"]
 
 ARCHIVE_MAGIC = b"TIDINGS-ARCHIVE 1\n"
 _BATCH = 5000
+#: Refused records an import report details; the rest are only counted (by code).
+LISTED = 100
 
 Progress = Callable[[int], None]
 
@@ -112,32 +115,32 @@ def _problem(author: bytes, seq: int, exc: ProtocolError) -> dict[str, Any]:
 
 
 def export_archive(
-    store: Store, path: str | os.PathLike[str], progress: Progress | None = None
+    store: Store,
+    path: str | os.PathLike[str],
+    progress: Progress | None = None,
+    *,
+    replace: bool = False,
+    outside: Path | None = None,
 ) -> dict[str, int]:
-    """Write every stored entry (with its payload unless deleted) and fork proof to ``path`` atomically."""
-    target = Path(path)
-    tmp = target.with_name(target.name + ".partial")
+    """Write every stored entry (with its payload unless deleted) and fork proof to ``path`` atomically.
+
+    An existing ``path`` is replaced only with ``replace``; ``outside`` is a folder (the home) the file
+    must not be in. ``storage.files`` writes it: no name is followed, nothing is half-written.
+    """
     entries = forks = 0
-    try:
-        with tmp.open("wb") as fh:
-            fh.write(ARCHIVE_MAGIC)
-            for author in store.feeds():
-                rows = store.read("SELECT raw, payload FROM entries WHERE author = ? ORDER BY seq", (author,))
-                for raw, payload in rows:
-                    fh.write(encode(["entry", bytes(raw), None if payload is None else bytes(payload)]))
-                    entries += 1
-                if progress is not None:
-                    progress(len(rows))
-            for (proof,) in store.read("SELECT proof FROM forks ORDER BY author, seq"):
-                fh.write(encode(["fork", bytes(proof)]))
-                forks += 1
-            fh.write(encode(["end", entries, forks]))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise StoreError(f"cannot write {target}: {exc.strerror}", code="io") from None
+    with atomic_writer(path, replace=replace, outside=outside) as fh:
+        fh.write(ARCHIVE_MAGIC)
+        for author in store.feeds():
+            rows = store.read("SELECT raw, payload FROM entries WHERE author = ? ORDER BY seq", (author,))
+            for raw, payload in rows:
+                fh.write(encode(["entry", bytes(raw), None if payload is None else bytes(payload)]))
+                entries += 1
+            if progress is not None:
+                progress(len(rows))
+        for (proof,) in store.read("SELECT proof FROM forks ORDER BY author, seq"):
+            fh.write(encode(["fork", bytes(proof)]))
+            forks += 1
+        fh.write(encode(["end", entries, forks]))
     return {"entries": entries, "forks": forks}
 
 
@@ -156,12 +159,38 @@ def _records(fh: BinaryIO) -> Iterator[Any]:
         yield _Damaged(f"archive is damaged after the last good record ({type(exc).__name__})")
 
 
+class _Refusals:
+    """Refused records of an import: all counted (by code), only the first ``LISTED`` kept in detail.
+
+    So an archive of millions of bad records costs constant memory and a bounded report.
+    """
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.codes: dict[str, int] = {}
+        self.listed: list[Rejected] = []
+
+    def add(self, rejected: Rejected) -> None:
+        self.total += 1
+        self.codes[rejected.code] = self.codes.get(rejected.code, 0) + 1
+        if len(self.listed) < LISTED:
+            self.listed.append(rejected)
+
+    def extend(self, items: list[Rejected]) -> None:
+        for item in items:
+            self.add(item)
+
+
 def import_archive(
     store: Store, path: str | os.PathLike[str], progress: Progress | None = None
 ) -> dict[str, Any]:
-    """Verify and add every valid entry of an archive; report the ones refused."""
+    """Verify and add every valid entry of an archive; report the ones refused.
+
+    The archive is read as a stream (at most one batch of entries in memory). ``refused`` counts every
+    refused record and ``refused_codes`` counts them by code; ``rejected`` details the first ``LISTED``.
+    """
     added = duplicates = forks_added = 0
-    rejected: list[Rejected] = []
+    refusals = _Refusals()
     complete = False
     batch: list[tuple[bytes, bytes | None]] = []
 
@@ -171,7 +200,7 @@ def import_archive(
             result = store.ingest(batch)
             added += len(result.added)
             duplicates += result.duplicates
-            rejected.extend(result.rejected)
+            refusals.extend(result.rejected)
             if progress is not None:
                 progress(len(batch))
             batch.clear()
@@ -185,10 +214,10 @@ def import_archive(
             raise StoreError(f"{path} is not a Tidings archive", code="bad_archive")
         for record in _records(fh):
             if isinstance(record, _Damaged):
-                rejected.append(Rejected(None, None, "bad_archive", record.reason))
+                refusals.add(Rejected(None, None, "bad_archive", record.reason))
                 break
             if complete:
-                rejected.append(Rejected(None, None, "trailing_data", "records after the end record"))
+                refusals.add(Rejected(None, None, "trailing_data", "records after the end record"))
                 break
             kind = record[0] if isinstance(record, list) and record else None
             if (
@@ -206,17 +235,19 @@ def import_archive(
                     store.add_fork_proof(ForkProof.decode(record[1]))
                     forks_added += 1
                 except (ProtocolError, DecodeError) as exc:
-                    rejected.append(Rejected(None, None, exc.code, f"fork proof: {exc.args[0]}"))
+                    refusals.add(Rejected(None, None, exc.code, f"fork proof: {exc.args[0]}"))
             elif kind == "end":
                 complete = True
             else:
-                rejected.append(Rejected(None, None, "bad_record", "unknown or malformed archive record"))
+                refusals.add(Rejected(None, None, "bad_record", "unknown or malformed archive record"))
         flush()
     return {
         "added": added,
         "duplicates": duplicates,
         "forks": forks_added,
         "complete": complete,
+        "refused": refusals.total,
+        "refused_codes": refusals.codes,
         "rejected": [
             {
                 "feed": feed_id_text(r.author) if r.author else None,
@@ -224,6 +255,6 @@ def import_archive(
                 "code": r.code,
                 "reason": r.reason,
             }
-            for r in rejected
+            for r in refusals.listed
         ],
     }

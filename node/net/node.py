@@ -13,6 +13,7 @@ import random
 from typing import Any
 
 import trio
+from tidings.node import config
 from tidings.node.addresses import parse_address
 from tidings.node.clock import SYSTEM_CLOCK, Clock, make_rng
 from tidings.node.discovery.discovery import Discovery
@@ -39,29 +40,7 @@ VERIFY_PROCESSES = 2
 
 log = logging.getLogger("tidings.node")
 
-DEFAULT_LIMITS: dict[str, Any] = {
-    "max_connections": 64,
-    "max_per_host": 8,
-    "handshake_timeout": 10.0,
-    "write_timeout": 60.0,
-    "frames_per_second": 2000,
-    "entries_per_second": 50000,
-    "newest": 0,
-    "hops": 2,
-    "ban_seconds": 300.0,
-    "poll_interval": 0.1,
-    "target_connections": 8,
-    "manage_interval": 0.5,
-    "score_half_life": 600.0,
-    "score_threshold": -40.0,
-    "feed_entries_per_second": 20.0,
-    "feed_burst": 2000,
-    "eager_peers": 3,
-    "min_eager_peers": 2,
-    "graft_delay": 0.3,
-    "have_interval": 0.5,
-    "pex_interval": 60.0,
-}
+DEFAULT_LIMITS: dict[str, Any] = dict(config.DEFAULT_LIMITS)  # the schema: node/config.py, spec/config.md
 
 
 class Node:

@@ -12,6 +12,7 @@ from typing import Any
 
 import trio
 from tidings.node.home import Home
+from tidings.storage.files import read_private, write_file
 
 __all__ = ["NodeFile", "load_transport_key"]
 
@@ -28,9 +29,8 @@ class NodeFile:
 
     def write(self) -> None:
         info = {"pid": os.getpid(), **self.describe()}
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(info))
-        os.replace(tmp, self.path)
+        # rewritten about once a second while the node runs: atomic, but not worth an fsync
+        write_file(self.path, json.dumps(info).encode(), replace=True, sync=False)
 
     def remove(self) -> None:
         """Remove the file if this process wrote it (another node may have started on this home)."""
@@ -54,16 +54,11 @@ def load_transport_key(home: Home) -> bytes:
     """The node's X25519 transport key (home/transport.key, created 0600 on first use)."""
     path = home.path / "transport.key"
     try:
-        data = path.read_bytes()
+        data = read_private(path)
         if len(data) == 32:
             return data
     except FileNotFoundError:
         pass
     data = secrets.token_bytes(32)
-    fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-    os.replace(path.with_suffix(".tmp"), path)
+    write_file(path, data, replace=True)
     return data

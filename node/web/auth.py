@@ -21,12 +21,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
-import os
 import secrets
 import time
 from pathlib import Path
 
 from tidings.node.web.routes import ApiError
+from tidings.storage.files import make_private_dir, read_private, write_file
 
 __all__ = [
     "CODE_SECONDS",
@@ -52,26 +52,18 @@ class AuthError(ApiError):
         super().__init__(message, status=status, code=code)
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically, readable by the owner only (0600)."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-
-
 def load_token(home_path: Path) -> str:
-    """The home's web token (``HOME/web.token``), created 0600 on first use."""
+    """The home's web token (``HOME/web.token``), created 0600 on first use.
+
+    A token file that others may read or write is refused (``FileError``), like a key file.
+    """
     path = home_path / TOKEN_FILE
     with contextlib.suppress(FileNotFoundError):
-        token = path.read_text().strip()
+        token = read_private(path).decode("ascii", "replace").strip()
         if len(token) >= 32:
             return token
     token = secrets.token_urlsafe(32)
-    _write_private(path, token.encode())
+    write_file(path, token.encode(), replace=True)
     return token
 
 
@@ -83,14 +75,13 @@ def _code_path(home_path: Path, code: str) -> Path:
 def new_login_code(home_path: Path, *, now: float | None = None) -> str:
     """Create a one-time login code valid for ``CODE_SECONDS``; expired codes are removed on the way."""
     now = time.time() if now is None else now
-    folder = home_path / CODES_DIR
-    folder.mkdir(mode=0o700, exist_ok=True)
+    folder = make_private_dir(home_path / CODES_DIR)
     for old in folder.iterdir():
         with contextlib.suppress(OSError, ValueError):
             if float(old.read_text()) < now:
                 old.unlink()
     code = secrets.token_urlsafe(24)
-    _write_private(_code_path(home_path, code), f"{now + CODE_SECONDS:.3f}".encode())
+    write_file(_code_path(home_path, code), f"{now + CODE_SECONDS:.3f}".encode())
     return code
 
 
