@@ -44,9 +44,16 @@ def entry_urn(entry_text: str) -> str:
     return "urn:tidings:entry:" + entry_text.lstrip("%")
 
 
+#: The last moment RFC 3339 can write (year 9999): an entry may be signed with any ``ts`` up to 2^53 - 1
+#: (spec §5.3), which the feed shows as this date rather than failing.
+_LAST_MS = 253_402_300_799_999
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+
+
 def rfc3339(ms: int) -> str:
-    """Milliseconds since the epoch as an RFC 3339 UTC date-time, e.g. ``2026-01-02T03:04:05.678Z``."""
-    moment = datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.UTC)
+    """Milliseconds since the epoch as an RFC 3339 UTC date-time, e.g. ``2026-01-02T03:04:05.678Z``;
+    times outside years 1970–9999 are shown as the nearest end of that range."""
+    moment = _EPOCH + datetime.timedelta(milliseconds=min(max(ms, 0), _LAST_MS))  # exact: no float
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 

@@ -126,3 +126,11 @@ async def test_the_running_node_serves_the_feed(tmp_path):
             state = node.statistics()["services"]["bridge:atom"]
             assert state["state"] == "running" and state["served"] == 2
             nursery.cancel_scope.cancel()
+
+
+def test_dates_from_the_future_or_before_1970_still_make_a_feed():
+    """A validly signed entry may carry any ts up to 2^53 - 1 (spec §5.3); the feed shows the nearest
+    date RFC 3339 can write instead of failing."""
+    assert rfc3339(2**53 - 1) == "9999-12-31T23:59:59.999Z"
+    assert rfc3339(-5) == "1970-01-01T00:00:00.000Z"
+    assert rfc3339(1_767_323_045_678) == "2026-01-02T03:04:05.678Z"
