@@ -39,8 +39,12 @@ log = logging.getLogger("tidings.node")
 
 DEFAULT_LIMITS: dict[str, Any] = {
     "max_connections": 64,
+    "reserved_slots": 16,
     "max_per_host": 8,
+    "max_per_range": 16,
     "handshake_timeout": 10.0,
+    "idle_timeout": 15.0,
+    "frame_timeout": 10.0,
     "write_timeout": 60.0,
     "frames_per_second": 2000,
     "entries_per_second": 50000,
@@ -105,6 +109,7 @@ class Node:
         self.duplicates = 0  # entries received that we held already
         self.repairs = 0  # holes asked for again (spec §12.7)
         self.wanted: set[bytes] = {key.public_key}
+        self.followed: set[bytes] = set()
         self.blocked: set[bytes] = set()
         self.address: str | None = None
         self._ingested = 0
@@ -124,6 +129,7 @@ class Node:
         me = self.key.public_key
         self.wanted = await self.db.call(gossip.wanted_feeds, me, self.limits["hops"])
         self.blocked = set(await self.db.call(Store.graph_targets, me, "block"))
+        self.followed = set(await self.db.call(Store.graph_targets, me, "follow"))
         return self.wanted | ((extra or set()) - self.blocked)
 
     async def refresh_wants(self) -> None:
@@ -144,6 +150,12 @@ class Node:
     def offered_feeds(self) -> set[bytes]:
         """Feeds whose address the connection manager holds (discovery need not look them up)."""
         return {c.feed for c in self.manager.candidates.values() if c.feed is not None}
+
+    def kept_feeds(self) -> set[bytes]:
+        """Feeds whose inbound connections are never evicted nor cut for idleness (spec §12.5): the
+        feeds the node follows, and its pinned peers' (proven by a handshake)."""
+        pinned = {c.feed for c in self.manager.candidates.values() if c.pinned and c.feed is not None}
+        return self.followed | pinned
 
     def penalize(self, host: str, event: str, count: float = 1.0) -> None:
         """Lower (or raise) a host's score; below the threshold cut it off (spec §12.8)."""
@@ -200,6 +212,7 @@ class Node:
             "discovery": None if self.discovery is None else self.discovery.statistics(),
             "services": {r.name: r.state() for r in self.services},
             "manager": self.manager.statistics(),
+            "listener": self.listener.statistics(),
         }
 
     def services_changed(self) -> None:
@@ -226,6 +239,7 @@ class Node:
                     nursery.start_soon(self.changes.watch, self.limits["poll_interval"], self.refresh_wants)
                     nursery.start_soon(self.node_file.keep_fresh, self._counters)
                     nursery.start_soon(self.manager.run, nursery)
+                    nursery.start_soon(self.listener.watch_idle)
                     if self.discovery is not None:
                         try:  # UDP on the TCP port number (ARCHITECTURE.md, Discovery)
                             await nursery.start(self.discovery.run)
@@ -301,6 +315,7 @@ class Node:
             transport_private=self.transport_private,
             network_key=self.network_key,
             timeout=self.limits["handshake_timeout"],
+            frame_timeout=self.limits["frame_timeout"],
         )
 
     async def serve_connection(
