@@ -271,3 +271,20 @@ async def test_a_slow_frame_within_its_deadline_is_taken(autojump_clock) -> None
 async def _later(delay: float, fn: Any, *args: Any) -> None:
     await trio.sleep(delay)
     await fn(*args)
+
+
+def test_the_new_limits_and_their_defaults_are_those_of_the_spec() -> None:
+    """spec/protocol.md §12.5 states each limit with its default; the node uses the same."""
+    from pathlib import Path
+
+    spec = (Path(__file__).parents[3] / "spec" / "protocol.md").read_text()
+    rows = {
+        line.split("|")[1].strip(" `"): line.split("|")[2].strip()
+        for line in spec.splitlines()
+        if line.startswith("| `")
+    }
+    expected = {"reserved_slots": 16, "max_per_range": 16, "idle_timeout": 15.0, "frame_timeout": 10.0}
+    for key, value in expected.items():
+        assert DEFAULT_LIMITS[key] == value
+        assert rows[key].split()[0] == f"{value:g}", key
+    assert DEFAULT_LIMITS["max_connections"] - DEFAULT_LIMITS["reserved_slots"] >= 32
