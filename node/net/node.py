@@ -270,6 +270,9 @@ class Node:
             "sent_entries": self.sent_entries,
             "duplicates": self.duplicates,
             "repairs": self.repairs,
+            "inbound": self.listener.inbound,
+            "evicted": self.listener.evicted,
+            "idle_cut": self.listener.idle_cut,
         }
 
     def _describe(self) -> dict[str, Any]:
