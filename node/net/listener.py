@@ -220,6 +220,10 @@ class Listener:
         finally:
             self.slots.discard(slot)
 
+    def counters(self) -> dict[str, int]:
+        """For ``node.json`` (``tidings status``)."""
+        return {"inbound": self.inbound, "evicted": self.evicted, "idle_cut": self.idle_cut}
+
     def statistics(self) -> dict[str, Any]:
         return {
             "inbound": self.inbound,

@@ -152,10 +152,8 @@ class Node:
         return {c.feed for c in self.manager.candidates.values() if c.feed is not None}
 
     def kept_feeds(self) -> set[bytes]:
-        """Feeds whose inbound connections are never evicted nor cut for idleness (spec §12.5): the
-        feeds the node follows, and its pinned peers' (proven by a handshake)."""
-        pinned = {c.feed for c in self.manager.candidates.values() if c.pinned and c.feed is not None}
-        return self.followed | pinned
+        """Feeds whose inbound connections are never evicted nor cut for idleness (spec §12.5)."""
+        return self.followed | self.manager.pinned_feeds()
 
     def penalize(self, host: str, event: str, count: float = 1.0) -> None:
         """Lower (or raise) a host's score; below the threshold cut it off (spec §12.8)."""
@@ -270,9 +268,7 @@ class Node:
             "sent_entries": self.sent_entries,
             "duplicates": self.duplicates,
             "repairs": self.repairs,
-            "inbound": self.listener.inbound,
-            "evicted": self.listener.evicted,
-            "idle_cut": self.listener.idle_cut,
+            **self.listener.counters(),
         }
 
     def _describe(self) -> dict[str, Any]:
