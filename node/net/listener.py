@@ -203,7 +203,7 @@ class Listener:
         """Cut connections never useful for ``idle_timeout`` after their handshake (spec §12.5)."""
         while True:
             timeout = float(self.node.limits["idle_timeout"])
-            await trio.sleep(min(_IDLE_STEP, timeout / 4))
+            await trio.sleep(max(0.01, min(_IDLE_STEP, timeout / 4)))  # never a busy loop
             now = self.node.clock.monotonic()
             tiers = self._tiers()
             for slot in list(self.slots):
