@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 
-__all__ = ["SCOPE_RANK", "address_range", "address_scope", "parse_address"]
+__all__ = ["SCOPE_RANK", "address_range", "address_scope", "host_key", "parse_address"]
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -25,8 +25,25 @@ def address_range(host: str) -> str:
         ip = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
         return host
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
     prefix = 24 if ip.version == 4 else 48
     return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
+
+
+def host_key(host: str) -> str:
+    """The unit of per-host limits (spec/protocol.md §12.5): an IPv4 address, or the /64 of an IPv6
+    one (one machine or home network gets a whole /64, so its addresses are one host); an
+    IPv4-mapped IPv6 address counts as its IPv4 address; a name is its own key."""
+    try:
+        ip = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return host
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
 
 
 #: Address scopes for peer exchange, from the most local up.

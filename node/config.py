@@ -70,8 +70,12 @@ def _num(x: float) -> str:
 _TABLE: tuple[tuple[str, type[int] | type[float], float, float, float, str, str], ...] = (
     # name, type, default, low, high (inclusive), unit, description
     ("max_connections", int, 64, 1, 10_000, "", "connections of all kinds before new incoming ones are closed"),
-    ("max_per_host", int, 8, 1, 1000, "", "incoming connections from one IP address"),
+    ("reserved_slots", int, 16, 0, 10_000, "", "of max_connections, kept for the peers this node dials (pinned, followed)"),
+    ("max_per_host", int, 8, 1, 1000, "", "incoming connections per IPv4 address or IPv6 /64"),
+    ("max_per_range", int, 16, 1, 10_000, "", "incoming connections per IPv4 /24 or IPv6 /48"),
     ("handshake_timeout", float, 10.0, 0.5, 120.0, "s", "time for the Noise handshake, then again for hello"),
+    ("idle_timeout", float, 15.0, 1.0, 3600.0, "s", "an incoming peer never useful this long after its handshake is closed"),
+    ("frame_timeout", float, 10.0, 0.5, 600.0, "s", "a frame started must arrive whole within it (slow senders are cut off)"),
     ("write_timeout", float, 60.0, 1.0, 3600.0, "s", "a peer that reads nothing we send for this long is dropped"),
     ("frames_per_second", int, 2000, 100, 1_000_000, "", "frames a peer may send per second (burst: twice)"),
     ("entries_per_second", int, 50_000, 100, 10_000_000, "", "entries a peer may send per second (burst: twice)"),

@@ -58,6 +58,7 @@ DEMO_LIMITS: dict[str, Any] = {
     "dht_timeout": 0.5,
     "discovery_interval": 0.5,
     "poll_interval": 0.1,
+    "max_per_range": 64,  # every demo node is in 127.0.0.0/24: one address range (spec §12.5)
 }
 
 _NAMES = (

@@ -39,6 +39,9 @@ LAB_LIMITS: dict[str, Any] = {
     "dht_timeout": 0.5,
     "discovery_interval": 0.5,
     "poll_interval": 0.1,
+    # every lab node is in 127.1.0.0/24: one address range would hold all of a node's inbound slots
+    # (spec §12.5), which on a real network is one site
+    "max_per_range": 64,
 }
 
 

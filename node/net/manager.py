@@ -145,6 +145,10 @@ class ConnectionManager:
     def wake(self) -> None:
         self._wake.set()
 
+    def pinned_feeds(self) -> set[bytes]:
+        """The feeds of pinned candidates, once a handshake proved them."""
+        return {c.feed for c in self.candidates.values() if c.pinned and c.feed is not None}
+
     # -- choosing --------------------------------------------------------------------------------------
     def choose(self, now: float) -> list[Candidate]:
         """The candidates to dial now (pinned ones first), per the module docstring."""

@@ -85,6 +85,7 @@ class Node:
         self._gossip_timer = GossipTimer(self.gossip, clock, self._gossip_link)
         self.sent_entries = 0  # entries sent to peers, all connections (copies, bench/swarm.py)
         self.wanted: set[bytes] = {key.public_key}
+        self.followed: set[bytes] = set()
         self.blocked: set[bytes] = set()
         self.address: str | None = None
         self._ingested = 0
@@ -104,6 +105,7 @@ class Node:
         me = self.key.public_key
         self.wanted = await self.db.call(gossip.wanted_feeds, me, self.limits["hops"])
         self.blocked = set(await self.db.call(Store.graph_targets, me, "block"))
+        self.followed = set(await self.db.call(Store.graph_targets, me, "follow"))
         return self.wanted | ((extra or set()) - self.blocked)
 
     async def refresh_wants(self) -> None:
@@ -124,6 +126,10 @@ class Node:
     def offered_feeds(self) -> set[bytes]:
         """Feeds whose address the connection manager holds (discovery need not look them up)."""
         return {c.feed for c in self.manager.candidates.values() if c.feed is not None}
+
+    def kept_feeds(self) -> set[bytes]:
+        """Feeds whose inbound connections are never evicted nor cut for idleness (spec §12.5)."""
+        return self.followed | self.manager.pinned_feeds()
 
     def penalize(self, host: str, event: str, count: float = 1.0) -> None:
         """Lower (or raise) a host's score; below the threshold cut it off (spec §12.8)."""
@@ -193,6 +199,7 @@ class Node:
             "discovery": None if self.discovery is None else self.discovery.statistics(),
             "services": {r.name: r.state() for r in self.services},
             "manager": self.manager.statistics(),
+            "listener": self.listener.statistics(),
         }
 
     def services_changed(self) -> None:
@@ -220,6 +227,7 @@ class Node:
                     nursery.start_soon(self.node_file.keep_fresh, self._counters)
                     nursery.start_soon(self._gossip_timer.run)
                     nursery.start_soon(self.manager.run, nursery)
+                    nursery.start_soon(self.listener.watch_idle)
                     if self.discovery is not None:
                         try:  # UDP on the TCP port number (ARCHITECTURE.md, Discovery)
                             await nursery.start(self.discovery.run)
@@ -250,6 +258,7 @@ class Node:
             "sent_entries": self.sent_entries,
             "duplicates": self.duplicates,
             "repairs": self.gossip.repairs,
+            **self.listener.counters(),
         }
 
     def _describe(self) -> dict[str, Any]:
@@ -295,6 +304,7 @@ class Node:
             transport_private=self.transport_private,
             network_key=self.network_key,
             timeout=self.limits["handshake_timeout"],
+            frame_timeout=self.limits["frame_timeout"],
         )
 
     async def serve_connection(

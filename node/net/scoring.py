@@ -26,6 +26,7 @@ SCORE_EVENTS: dict[str, float] = {
     "delivered": 0.05,  # per entry the peer delivered to us before anyone else (new to our store)
     "useless": -0.5,  # per entry of a feed we do not want (we never asked for it)
     "idle": -2.0,  # a connection that ended after a minute or more without one useful entry either way
+    "never_useful": -6.0,  # an inbound connection cut or evicted having never been useful (§12.5)
     "invalid": -50.0,  # a connection ended for invalid data (bad signatures, chains, frames)
     "flood": -50.0,  # more frames or entries per second than the limits
     "own_fork": -100.0,  # the peer's own feed forked (it signed two entries with one seq)
@@ -99,12 +100,12 @@ class Penalties:
 
     Sending invalid data (bad signatures or chains, floods, oversized or undecryptable frames, forged
     identities) bans the host for ``ban_seconds`` times its number of strikes (at most 8x). A failed or
-    stalled handshake is often an honest mistake (a wrong ``--network-key``, a port scan, a NAT with
+    stalled handshake, or a frame that stalls (``frame_timeout``), is often an honest mistake (a wrong ``--network-key``, a port scan, a NAT with
     several nodes behind it): it bans for only ``HANDSHAKE_BAN`` seconds, doubling per strike, capped at
     ``ban_seconds``. Strikes are forgotten after ``FORGET`` seconds without a new one.
     """
 
-    HANDSHAKE_CODES = frozenset({"handshake", "handshake_timeout", "truncated", "timeout"})
+    HANDSHAKE_CODES = frozenset({"handshake", "handshake_timeout", "truncated", "timeout", "frame_timeout"})
     HANDSHAKE_BAN = 5.0
     FORGET = 3600.0
 

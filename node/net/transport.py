@@ -4,6 +4,12 @@
 deadline (a peer that never finishes — slowloris — is cut off), then offers ``send`` and ``receive``
 (one plaintext frame).
 
+Theory of operation (receiving). A frame whose first byte has arrived must be complete within
+``frame_timeout`` seconds (spec/protocol.md §11.4, §12.5): a peer that declares a 65,535-byte frame
+and sends it a byte a second (slowloris after the handshake) is cut off with ``frame_timeout``. The
+deadline runs only while ``receive`` waits for bytes of a started frame; waiting for a frame to
+start is not bounded here (idle peers are the listener's business, §12.5).
+
 Theory of operation (sending). Each frame uses the next Noise nonce, so frames must reach the stream in
 the order they were encrypted, whole, and every encrypted frame must be sent. One **writer task**
 (``run_writer``, started in the connection's nursery) is the only code that encrypts and writes.
@@ -20,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import math
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -43,10 +50,19 @@ class ChannelClosed(Exception):
 
 
 class SecureChannel:
-    def __init__(self, stream: trio.abc.Stream, session: Session, decoder: FrameDecoder) -> None:
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        session: Session,
+        decoder: FrameDecoder,
+        *,
+        frame_timeout: float = math.inf,
+    ) -> None:
         self.stream = stream
         self.session = session
         self._decoder = decoder
+        #: seconds a started frame may take to arrive whole (spec §11.4, §12.5)
+        self.frame_timeout = frame_timeout
         self._outbox, self._inbox = trio.open_memory_channel[list[bytes]](QUEUE)
         self._queued = 0  # frames queued so far
         self._written = 0  # frames written so far
@@ -69,8 +85,10 @@ class SecureChannel:
         network_key: bytes | None = None,
         timeout: float = 10.0,
         max_frame: int = 65535,
+        frame_timeout: float = math.inf,
     ) -> SecureChannel:
-        """Authenticate both sides; raise ``RemoteProtocolError`` (``handshake_timeout`` on deadline)."""
+        """Authenticate both sides; raise ``RemoteProtocolError`` (``handshake_timeout`` on deadline).
+        ``frame_timeout`` bounds each frame received afterwards (see the module docstring)."""
         hs = Handshake(
             initiator=initiator,
             identity=identity,
@@ -86,7 +104,7 @@ class SecureChannel:
                     hs.receive(await _next_frame(stream, decoder))
         if scope.cancelled_caught:
             raise RemoteProtocolError("handshake did not finish in time", code="handshake_timeout")
-        return cls(stream, hs.session(), decoder)
+        return cls(stream, hs.session(), decoder, frame_timeout=frame_timeout)
 
     async def send(self, frames: list[bytes]) -> None:
         """Queue plaintext frames for the writer, to go out in order in one write (see the module
@@ -172,7 +190,7 @@ class SecureChannel:
 
     async def receive(self) -> bytes:
         """The next plaintext frame; ``ChannelClosed`` at end of stream."""
-        frame = await _next_frame(self.stream, self._decoder)
+        frame = await _next_frame(self.stream, self._decoder, self.frame_timeout)
         self.bytes_in += len(frame) + 4
         return self.session.decrypt(frame)
 
@@ -189,15 +207,27 @@ async def _send_all(stream: trio.abc.Stream, data: bytes) -> None:
         raise ChannelClosed(f"connection lost while sending: {exc}") from None
 
 
-async def _next_frame(stream: trio.abc.Stream, decoder: FrameDecoder) -> bytes:
+async def _next_frame(
+    stream: trio.abc.Stream, decoder: FrameDecoder, frame_timeout: float = math.inf
+) -> bytes:
+    """The next frame's body; a frame started (bytes of it buffered) must be whole within
+    ``frame_timeout`` seconds of this call or of its first byte, whichever is later (§11.4)."""
+    deadline = math.inf
     while True:
         frame = decoder.next_frame()
         if frame is not None:
             return frame
+        if decoder.buffered and deadline == math.inf:
+            deadline = trio.current_time() + frame_timeout
         try:
-            data = await stream.receive_some(_READ)
+            with trio.move_on_at(deadline) as scope:
+                data = await stream.receive_some(_READ)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             raise ChannelClosed(f"connection lost: {exc}") from None
+        if scope.cancelled_caught:
+            raise RemoteProtocolError(
+                f"a frame did not arrive whole within {frame_timeout:g} s", code="frame_timeout"
+            )
         if not data:
             if decoder.buffered:
                 raise RemoteProtocolError("connection closed in the middle of a frame", code="truncated")

@@ -584,6 +584,7 @@ def test_score_events_are_those_of_the_spec() -> None:
         "delivered": 0.05,
         "useless": -0.5,
         "idle": -2.0,
+        "never_useful": -6.0,
         "invalid": -50.0,
         "flood": -50.0,
         "own_fork": -100.0,

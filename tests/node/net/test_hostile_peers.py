@@ -240,7 +240,14 @@ async def test_claiming_someone_elses_identity(tmp_path, victim, monkeypatch):
 async def test_half_open_connections_count_against_the_limits(tmp_path, nursery):
     hv, kv = make_home(tmp_path, "limited")
     post(hv, kv, "still here")
-    limits = {**LIMITS, "handshake_timeout": 1.0, "max_connections": 5, "max_per_host": 3}
+    # no slots reserved for dials (spec §12.5): all 5 are inbound slots here
+    limits = {
+        **LIMITS,
+        "handshake_timeout": 1.0,
+        "max_connections": 5,
+        "reserved_slots": 0,
+        "max_per_host": 3,
+    }
     victim = await start_node(nursery, hv, kv, limits=limits)
     one, other = next_host(), next_host()
     idle = [await open_raw(victim.address, one) for _ in range(3)]
