@@ -23,9 +23,9 @@ from tidings.node.net.gossip_link import GossipLink, GossipTimer, gossip_limits
 from tidings.node.net.listener import Listener, close_stream
 from tidings.node.net.manager import Candidate, ConnectionManager
 from tidings.node.net.nodefile import NodeFile, load_transport_key
-from tidings.node.net.peer import PeerConnection, describe_error
+from tidings.node.net.peer import PeerConnection
 from tidings.node.net.scoring import Penalties, Scores
-from tidings.node.net.transport import SecureChannel
+from tidings.node.net.sessions import Sessions
 from tidings.node.services import Service, ServiceRunner
 from tidings.protocol import SigningKey, feed_id_text
 from tidings.protocol.gossip import Gossip
@@ -72,6 +72,7 @@ class Node:
         self.transport_private = load_transport_key(home)
         self.db: DatabaseThread
         self.connections: dict[int, PeerConnection] = {}
+        self.sessions = Sessions(self, self.connections)
         self.penalties = Penalties(clock)
         self.scores = Scores(
             half_life=self.limits["score_half_life"], threshold=self.limits["score_threshold"], clock=clock
@@ -273,96 +274,16 @@ class Node:
             "counters": self._counters(),
         }
 
-    def _keep_new_connection(self, remote: bytes, initiator: bool) -> bool:
-        """Two nodes that dialled each other keep the connection the smaller feed key dialled (spec
-        §12.8): the node with the larger key lets its outgoing connection to the other give way to
-        the other's incoming one. A node only ever closes connections it dialled itself."""
-        if self.key.public_key < remote:
-            return True
-        if initiator:
-            return not any(c.feed == remote and not c.initiator for c in self.connections.values())
-        for old in list(self.connections.values()):
-            if old.feed == remote and old.initiator and not old.once:
-                old.cancel()
-        return True
-
     def local_host(self) -> str | None:
         """Dial from the address we listen on (tests give each node its own 127.x address)."""
         host = parse_address(self.listen)[0]
         return None if host in ("", "0.0.0.0", "::") else host
 
-    async def _note_peer(self, conn: PeerConnection, *, connected: bool) -> None:
-        address = conn.address if conn.initiator else None  # an inbound port is not dialable
-        source = "peer" if conn.initiator else "inbound"
-        await self.db.call(peers.note_peer, conn.feed, address, source, connected, self.clock.wall_ms())
-
-    async def _handshake(self, stream: trio.abc.Stream, *, initiator: bool) -> SecureChannel:
-        return await SecureChannel.handshake(
-            stream,
-            initiator=initiator,
-            identity=self.key,
-            transport_private=self.transport_private,
-            network_key=self.network_key,
-            timeout=self.limits["handshake_timeout"],
-            frame_timeout=self.limits["frame_timeout"],
-        )
-
     async def serve_connection(
         self, stream: trio.abc.Stream, address: str, *, initiator: bool, expected: Candidate | None = None
     ) -> PeerConnection | None:
-        """Handshake, then replicate until the connection ends; never raises for peer faults. The
-        connection is returned once it has ended (None if the handshake failed or it was refused)."""
-        conn: PeerConnection | None = None
-        host = address.rpartition(":")[0].strip("[]") if initiator else address
-        try:
-            channel = await self._handshake(stream, initiator=initiator)
-            if channel.remote_feed == self.key.public_key:
-                log.info("connected to ourselves at %s; closing", address)
-                if expected is not None and not expected.pinned:
-                    self.manager.candidates.pop(expected.address, None)
-                return None
-            if expected is not None and expected.feed not in (None, channel.remote_feed):
-                self.manager.wrong_identity(expected, channel.remote_feed)
-                if expected.source == "pex":
-                    return None
-            if expected is not None:
-                expected.feed = channel.remote_feed  # proven by the handshake
-            if not self._keep_new_connection(channel.remote_feed, initiator):
-                log.debug(
-                    "already connected to %s; closing the second connection",
-                    feed_id_text(channel.remote_feed),
-                )
-                return None
-            conn = PeerConnection(self, channel, address, initiator=initiator)
-            self.connections[id(conn)] = conn
-            self.node_file.write()
-            await self._note_peer(conn, connected=True)
-            log.info("connected %s %s", feed_id_text(conn.feed), address)
-            await conn.run()
-        except Exception as exc:  # every peer fault ends here: none may take the node down
-            code, reason = describe_error(exc)
-            if code == "closed":
-                log.info("peer %s disconnected: %s", address, reason)
-            elif code == "error":
-                log.exception("unexpected error with peer %s", address)
-            else:
-                seconds = self.penalties.strike(host, code, reason, self.limits["ban_seconds"])
-                if code not in Penalties.HANDSHAKE_CODES:  # banned already: the score only remembers
-                    self.penalize(host, "flood" if code == "flood" else "invalid")
-                log.warning(
-                    "dropping peer %s: %s (%s); not talking to it for %.0f s", address, reason, code, seconds
-                )
-        finally:
-            with trio.CancelScope(shield=True):
-                if conn is not None and self.connections.pop(id(conn), None) is not None:
-                    lasted = self.clock.monotonic() - conn.connected_at
-                    if lasted >= 60 and not (conn.received or conn.sent):
-                        self.penalize(host, "idle")
-                    self.manager.wake()
-                    self.node_file.write()
-                    await self._note_peer(conn, connected=False)
-                await close_stream(stream)
-        return conn
+        """Handshake, then replicate until the connection ends (``Sessions.serve``)."""
+        return await self.sessions.serve(stream, address, initiator=initiator, expected=expected)
 
     async def sync_once(self, address: str) -> PeerConnection:
         """Connect to ``address``, replicate both ways until both are caught up, then leave."""
@@ -372,7 +293,7 @@ class Node:
             await self.current_wants()
             stream = await trio.open_tcp_stream(host, port, local_address=self.local_host())
             try:
-                channel = await self._handshake(stream, initiator=True)
+                channel = await self.sessions.handshake(stream, initiator=True)
                 conn = PeerConnection(self, channel, address, initiator=True, once=True)
                 self.syncing = conn
                 await conn.run()

@@ -1,0 +1,150 @@
+"""The life of one connection once it is accepted or dialled: the Noise handshake, the identity checks
+(ourselves, the wrong feed at an address, a second connection to the same feed), the bookkeeping while
+it runs, and what its end costs the peer (spec §12.5, §12.8).
+
+``Sessions`` works for any host that offers what ``SessionHost`` names (``Node`` is one), so it never
+imports the node.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Protocol
+
+import trio
+from tidings.node.net.host import ConnectionHost
+from tidings.node.net.listener import close_stream
+from tidings.node.net.manager import Candidate, ConnectionManager
+from tidings.node.net.nodefile import NodeFile
+from tidings.node.net.peer import PeerConnection, describe_error
+from tidings.node.net.scoring import Penalties
+from tidings.node.net.transport import SecureChannel
+from tidings.protocol import feed_id_text
+from tidings.storage import peers
+
+__all__ = ["SessionHost", "Sessions"]
+
+log = logging.getLogger("tidings.node")
+
+
+class SessionHost(ConnectionHost, Protocol):
+    """What a connection's life needs of the node besides what the connection itself needs."""
+
+    transport_private: bytes
+    network_key: bytes | None
+    manager: ConnectionManager
+    penalties: Penalties
+    node_file: NodeFile
+
+    @property
+    def connections(self) -> Mapping[int, PeerConnection]: ...
+
+
+class Sessions:
+    """Runs connections for ``node``; ``node.connections`` holds the live ones (a dict it owns)."""
+
+    def __init__(self, node: SessionHost, connections: dict[int, PeerConnection]) -> None:
+        self.node = node
+        self.live = connections
+
+    async def handshake(self, stream: trio.abc.Stream, *, initiator: bool) -> SecureChannel:
+        node = self.node
+        return await SecureChannel.handshake(
+            stream,
+            initiator=initiator,
+            identity=node.key,
+            transport_private=node.transport_private,
+            network_key=node.network_key,
+            timeout=node.limits["handshake_timeout"],
+            frame_timeout=node.limits["frame_timeout"],
+        )
+
+    def keep_new_connection(self, remote: bytes, initiator: bool) -> bool:
+        """Two nodes that dialled each other keep the connection the smaller feed key dialled (spec
+        §12.8): the node with the larger key lets its outgoing connection to the other give way to
+        the other's incoming one. A node only ever closes connections it dialled itself."""
+        if self.node.key.public_key < remote:
+            return True
+        if initiator:
+            return not any(c.feed == remote and not c.initiator for c in self.live.values())
+        for old in list(self.live.values()):
+            if old.feed == remote and old.initiator and not old.once:
+                old.cancel()
+        return True
+
+    async def note_peer(self, conn: PeerConnection, *, connected: bool) -> None:
+        address = conn.address if conn.initiator else None  # an inbound port is not dialable
+        source = "peer" if conn.initiator else "inbound"
+        node = self.node
+        await node.db.call(peers.note_peer, conn.feed, address, source, connected, node.clock.wall_ms())
+
+    def _accept_identity(self, remote: bytes, address: str, expected: Candidate | None) -> bool:
+        """Whether a handshake that proved ``remote`` at ``address`` may go on (spec §12.8.1)."""
+        node = self.node
+        if remote == node.key.public_key:
+            log.info("connected to ourselves at %s; closing", address)
+            if expected is not None and not expected.pinned:
+                node.manager.candidates.pop(expected.address, None)
+            return False
+        if expected is not None and expected.feed not in (None, remote):
+            node.manager.wrong_identity(expected, remote)
+            if expected.source == "pex":
+                return False
+        if expected is not None:
+            expected.feed = remote  # proven by the handshake
+        return True
+
+    async def serve(
+        self, stream: trio.abc.Stream, address: str, *, initiator: bool, expected: Candidate | None = None
+    ) -> PeerConnection | None:
+        """Handshake, then replicate until the connection ends; never raises for peer faults. The
+        connection is returned once it has ended (None if the handshake failed or it was refused)."""
+        node = self.node
+        conn: PeerConnection | None = None
+        host = address.rpartition(":")[0].strip("[]") if initiator else address
+        try:
+            channel = await self.handshake(stream, initiator=initiator)
+            if not self._accept_identity(channel.remote_feed, address, expected):
+                return None
+            if not self.keep_new_connection(channel.remote_feed, initiator):
+                log.debug(
+                    "already connected to %s; closing the second connection",
+                    feed_id_text(channel.remote_feed),
+                )
+                return None
+            conn = PeerConnection(node, channel, address, initiator=initiator)
+            self.live[id(conn)] = conn
+            node.node_file.write()
+            await self.note_peer(conn, connected=True)
+            log.info("connected %s %s", feed_id_text(conn.feed), address)
+            await conn.run()
+        except Exception as exc:  # every peer fault ends here: none may take the node down
+            self._punish(host, address, exc)
+        finally:
+            with trio.CancelScope(shield=True):
+                if conn is not None and self.live.pop(id(conn), None) is not None:
+                    lasted = node.clock.monotonic() - conn.connected_at
+                    if lasted >= 60 and not (conn.received or conn.sent):
+                        node.penalize(host, "idle")
+                    node.manager.wake()
+                    node.node_file.write()
+                    await self.note_peer(conn, connected=False)
+                await close_stream(stream)
+        return conn
+
+    def _punish(self, host: str, address: str, exc: Exception) -> None:
+        """Log how a connection ended and make a faulty peer pay for it (spec §12.5)."""
+        node = self.node
+        code, reason = describe_error(exc)
+        if code == "closed":
+            log.info("peer %s disconnected: %s", address, reason)
+        elif code == "error":
+            log.exception("unexpected error with peer %s", address)
+        else:
+            seconds = node.penalties.strike(host, code, reason, node.limits["ban_seconds"])
+            if code not in Penalties.HANDSHAKE_CODES:  # banned already: the score only remembers
+                node.penalize(host, "flood" if code == "flood" else "invalid")
+            log.warning(
+                "dropping peer %s: %s (%s); not talking to it for %.0f s", address, reason, code, seconds
+            )
