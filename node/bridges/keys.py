@@ -8,13 +8,13 @@ file per source and a source followed again gets the same feed back (spec §14.1
 from __future__ import annotations
 
 import hashlib
-import os
 import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tidings.node.bridges.base import BridgeError
 from tidings.protocol import SigningKey
+from tidings.storage.files import create_private_file, make_private_dir, read_private, write_file
 
 if TYPE_CHECKING:
     from tidings.node.home import Home
@@ -24,19 +24,20 @@ __all__ = ["bridge_dir", "feed_key", "read_secret_file"]
 
 def bridge_dir(home: Home, name: str) -> Path:
     """``HOME/bridges/NAME``, created with mode 0700."""
-    path = home.path / "bridges" / name
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return path
+    return make_private_dir(home.path / "bridges" / name)
 
 
 def read_secret_file(path: Path, *, make: bool = True) -> bytes:
-    """32 secret bytes kept as hex in ``path`` (mode 0600), created at random on first use."""
+    """32 secret bytes kept as hex in ``path`` (mode 0600), created at random on first use. A key file
+    others may read or write is refused, as the user's own key is (``storage/files.py``)."""
     try:
-        text = path.read_text().strip()
+        text = read_private(path).decode("ascii", "replace").strip()
     except FileNotFoundError:
         if not make:
             raise BridgeError(f"no key at {path}", code="bad_key") from None
-        return _write_new(path)
+        make_private_dir(path.parent)
+        create_private_file(path, secrets.token_bytes(32).hex().encode() + b"\n")  # first writer wins
+        return read_secret_file(path, make=False)
     try:
         value = bytes.fromhex(text)
     except ValueError:
@@ -46,35 +47,9 @@ def read_secret_file(path: Path, *, make: bool = True) -> bytes:
     return value
 
 
-def _write_hex(tmp: Path, value: bytes, flags: int) -> None:
-    """``value`` as a hex line in ``tmp`` (mode 0600), on disk before it is linked or renamed into place."""
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | flags, 0o600)
-    try:
-        os.write(fd, value.hex().encode() + b"\n")
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_secret_file(path: Path, value: bytes) -> None:
     """Write 32 secret bytes as hex (mode 0600), replacing the file atomically."""
-    tmp = path.with_suffix(".tmp")
-    _write_hex(tmp, value, os.O_TRUNC)
-    os.replace(tmp, path)
-
-
-def _write_new(path: Path) -> bytes:
-    value = secrets.token_bytes(32)
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    _write_hex(tmp, value, os.O_EXCL)
-    try:
-        os.link(tmp, path)  # fails if another process made one meanwhile: use theirs
-    except FileExistsError:
-        os.unlink(tmp)
-        return read_secret_file(path, make=False)
-    os.unlink(tmp)
-    return value
+    write_file(path, value.hex().encode() + b"\n", replace=True)
 
 
 def feed_key(home: Home, bridge: str, source: str) -> SigningKey:
