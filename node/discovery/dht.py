@@ -3,9 +3,10 @@
 Theory of operation. ``DHT.run`` binds one UDP socket (the node gives it the host and port number of
 its TCP listener) and owns a nursery with two tasks: the receive loop and the maintenance loop.
 
-- Receiving: every datagram goes through ``dht_wire.decode_datagram``; anything malformed is counted and
-  dropped. A request is answered by the ``dht_server.Responder`` (a per-source token bucket, then the
-  ``RecordStore`` and the ``RoutingTable``); the sender is ``observe``d into the table, and when its
+- Receiving: a datagram is decoded (``dht_wire.decode_datagram``) only after a cheap look let it
+  through (``Responder.decode``): a response must answer a request pending to its source, anything
+  else first takes a token from its source's bucket; anything malformed is counted and dropped. A
+  request is answered by the ``dht_server.Responder`` (the ``RecordStore`` and the ``RoutingTable``); the sender is ``observe``d into the table, and when its
   bucket is full the least recently seen contact is pinged in the background (Kademlia §2.2).
   A response is matched to its request by the random 20-byte message id *and* the source address, so a
   third party cannot answer for the node we asked.
@@ -55,7 +56,6 @@ from tidings.protocol.dht_wire import (
     Store,
     StoreReply,
     Value,
-    decode_datagram,
     reply_limit,
 )
 from tidings.protocol.errors import LocalProtocolError
@@ -166,14 +166,10 @@ class DHT:
             except ConnectionError:  # ICMP port unreachable surfaces here on some systems
                 continue
             address = (str(source[0]), int(source[1]))
-            try:
-                datagram = decode_datagram(data)
-            except RemoteProtocolError as exc:
-                self._stats["ignored_" + ("unknown_rpc" if exc.code == "unknown_rpc" else "malformed")] += 1
-                continue
+            datagram = self.responder.decode(data, address, self.requester.expects)
             if isinstance(datagram, RequestDatagram):
                 await self._on_request(datagram, address, reply_limit(len(data)))
-            else:
+            elif datagram is not None:
                 self.requester.deliver(datagram, address)
 
     async def _maintain(self) -> None:
@@ -185,8 +181,7 @@ class DHT:
 
     # -- answering -------------------------------------------------------------------------------------
     async def _on_request(self, datagram: RequestDatagram, source: tuple[str, int], limit: int) -> None:
-        if not self.responder.admit(source[0]):
-            return
+        # admitted by the source's token bucket before it was decoded (``Responder.decode``)
         sender_id = getattr(datagram.request, "node_id", None)
         if sender_id is not None:
             with contextlib.suppress(LocalProtocolError):  # e.g. an IPv6 source in an odd spelling

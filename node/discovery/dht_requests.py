@@ -59,6 +59,12 @@ class Requester:
             return False
         return True
 
+    def expects(self, msg_id: bytes, source: tuple[str, int]) -> bool:
+        """Whether a response ``msg_id`` from ``source`` would answer a pending request (looked at
+        before the response is decoded, §13.6)."""
+        pending = self._pending.get(msg_id)
+        return pending is not None and pending.address == source
+
     def deliver(self, datagram: ResponseDatagram, source: tuple[str, int]) -> None:
         """A response arrived from ``source``: wake the request it answers, if any."""
         pending = self._pending.get(datagram.msg_id)
