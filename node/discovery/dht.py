@@ -166,6 +166,8 @@ class DHT:
             except ConnectionError:  # ICMP port unreachable surfaces here on some systems
                 continue
             address = (str(source[0]), int(source[1]))
+            self._stats["datagrams_in"] += 1
+            self._stats["bytes_in"] += len(data)
             datagram = self.responder.decode(data, address, self.requester.expects)
             if isinstance(datagram, RequestDatagram):
                 await self._on_request(datagram, address, reply_limit(len(data)))

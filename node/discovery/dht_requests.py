@@ -57,6 +57,7 @@ class Requester:
         except OSError:
             self.stats["send_errors"] += 1
             return False
+        self.stats["bytes_out"] += len(data)
         return True
 
     def expects(self, msg_id: bytes, source: tuple[str, int]) -> bool:
