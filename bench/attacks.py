@@ -11,7 +11,7 @@ the attacker, and none slows an honest exchange by more than 2x.
 
 Section ``dht`` (issue 15 item 6): a victim DHT node (node/discovery/dht.py, its own process, default
 limits) among honest DHT nodes (this process, 127.70.0.x); attackers in another process flood it from
-four addresses of one /24 (127.71.0.x), at five times the per-IP rate limit, with in turn: plain values
+four addresses of one /24 (127.71.N.x, another for each attack), at five times the per-IP rate limit, with in turn: plain values
 under fresh keys, signed node records of fresh keys (the attacker signs each), Sybil member records of
 fresh keys on one swarm key, and undecodable datagrams. Meanwhile honest nodes store fresh signed
 node records and announce members of that swarm key, then look them up: "ok" when the victim holds and
@@ -71,8 +71,12 @@ def pct(values: list[float], q: float) -> float:
 # -- dht: the record store fills from one address (issue 15 item 6) ------------------------------------
 
 DHT_SWARM = "bench-attacks"
-DHT_ATTACKERS = [f"127.71.0.{i}" for i in range(2, 6)]
 DHT_MODES = ("plain", "signed", "sybil", "junk")
+
+
+def _dht_attackers(mode: str) -> list[str]:
+    """Four addresses of one /24, a /24 of its own for each attack (127.71.N.x)."""
+    return [f"127.71.{DHT_MODES.index(mode)}.{i}" for i in range(2, 6)]
 
 
 def _dht_datagram(mode: str, rng: random.Random, now_ms: int) -> bytes:
@@ -104,7 +108,7 @@ def dht_attacker(mode: str, host: str, port: int, seconds: float, rate: float) -
     print what it sent and what it cost as JSON."""
     rng = random.Random(1)
     socks = []
-    for address in DHT_ATTACKERS:
+    for address in _dht_attackers(mode):
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sock.bind((address, 0))
         sock.setblocking(False)

@@ -6,8 +6,9 @@ its TCP listener) and owns a nursery with two tasks: the receive loop and the ma
 - Receiving: a datagram is decoded (``dht_wire.decode_datagram``) only after a cheap look let it
   through (``Responder.decode``): a response must answer a request pending to its source, anything
   else first takes a token from its source's bucket; anything malformed is counted and dropped. A
-  request is answered by the ``dht_server.Responder`` (the ``RecordStore`` and the ``RoutingTable``); the sender is ``observe``d into the table, and when its
-  bucket is full the least recently seen contact is pinged in the background (Kademlia §2.2).
+  request is answered by the ``dht_server.Responder`` (the ``RecordStore`` and the ``RoutingTable``); its sender goes to ``dht_checks.ContactChecks``:
+  observed into the table when the table knows it there, else pinged first, so throwaway ids that never
+  answer stay out; a full bucket's least recently seen contact is pinged (Kademlia §2.2).
   A response is matched to its request by the random 20-byte message id *and* the source address, so a
   third party cannot answer for the node we asked.
 - Asking: ``request(address, request, timeout)`` sends one request and waits for its response (None on
@@ -38,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 from tidings.node.clock import SYSTEM_CLOCK, Clock, make_rng
+from tidings.node.discovery.dht_checks import ContactChecks
 from tidings.node.discovery.dht_lookup import LookupDriver
 from tidings.node.discovery.dht_requests import Requester
 from tidings.node.discovery.dht_server import MEMBERS_BYTES, Responder
@@ -62,7 +64,7 @@ from tidings.protocol.errors import LocalProtocolError
 from tidings.protocol.lookup import LookupKind, LookupResult
 from tidings.protocol.record_store import RecordStore
 from tidings.protocol.records import MemberRecord, NodeRecord, decode_record, newer, node_key, validator
-from tidings.protocol.routing import Observed, RoutingTable
+from tidings.protocol.routing import RoutingTable
 
 if TYPE_CHECKING:
     import random
@@ -104,8 +106,7 @@ class DHT:
         self.refresh_interval = refresh_interval
         self.rng = rng if rng is not None else make_rng()
         self.address: tuple[str, int] | None = None
-        self._nursery: trio.Nursery | None = None
-        self._checking: set[bytes] = set()
+        self.checks = ContactChecks(self.table, self.ping, clock)
         self._stats: Counter[str] = Counter()
         self.requester = Requester(timeout=timeout, clock=clock, stats=self._stats)
         self.responder = Responder(
@@ -151,7 +152,7 @@ class DHT:
             self.address = (str(bound[0]), int(bound[1]))
             self.requester.sock = sock
             async with trio.open_nursery() as nursery:
-                self._nursery = nursery
+                self.checks.nursery = nursery
                 nursery.start_soon(self._maintain)
                 task_status.started(self.address)
                 await self._receive_loop(sock)
@@ -187,28 +188,14 @@ class DHT:
         sender_id = getattr(datagram.request, "node_id", None)
         if sender_id is not None:
             with contextlib.suppress(LocalProtocolError):  # e.g. an IPv6 source in an odd spelling
-                self.heard(Contact(node_id=sender_id, host=source[0], port=source[1]))
+                self.checks.heard_request(Contact(node_id=sender_id, host=source[0], port=source[1]))
         data = self.responder.respond(datagram, source, limit)
         if data is not None:
             await self.requester.send(data, source)
 
     def heard(self, contact: Contact) -> None:
-        """``contact`` was heard from: observe it, and check the head of its bucket when that is full."""
-        outcome = self.table.observe(contact, self.clock.monotonic())
-        ping = outcome.ping
-        if outcome.status is not Observed.PENDING or ping is None or self._nursery is None:
-            return
-        if ping.node_id not in self._checking and len(self._checking) < 16:
-            self._checking.add(ping.node_id)
-            self._nursery.start_soon(self._check, ping)
-
-    async def _check(self, contact: Contact) -> None:
-        """Ping the head of a full bucket; if it stays silent its replacement moves in."""
-        try:
-            if await self.ping(contact.address) != contact.node_id:
-                self.table.failed(contact.node_id)
-        finally:
-            self._checking.discard(contact.node_id)
+        """``contact`` answered us: observe it (``ContactChecks.heard``)."""
+        self.checks.heard(contact)
 
     # -- asking ----------------------------------------------------------------------------------------
     async def request(self, address: tuple[str, int], request: Request, timeout: float) -> Reply | None:

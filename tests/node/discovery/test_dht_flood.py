@@ -16,7 +16,15 @@ import trio
 from tidings.node.clock import FixedClock
 from tidings.node.discovery.dht import DHT
 from tidings.protocol import SigningKey
-from tidings.protocol.dht_wire import Announce, FindNode, Store, decode_datagram, digest, encode_request
+from tidings.protocol.dht_wire import (
+    Announce,
+    FindNode,
+    ResponseDatagram,
+    Store,
+    decode_datagram,
+    digest,
+    encode_request,
+)
 from tidings.protocol.record_store import RecordStore
 from tidings.protocol.records import create_member_record, create_node_record, swarm_key
 
@@ -63,7 +71,8 @@ async def _store_all(socks, target: tuple[str, int], requests: list[bytes]) -> i
                 reply, _ = await sock.recvfrom(9000)
             if silent.cancelled_caught:
                 break
-            stored += decode_datagram(reply).body is True
+            datagram = decode_datagram(reply)  # the victim's pings (it checks who sent requests) aside
+            stored += isinstance(datagram, ResponseDatagram) and datagram.body is True
     return stored
 
 
