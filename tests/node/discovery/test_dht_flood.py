@@ -199,3 +199,39 @@ async def test_sybil_members_from_one_range_do_not_keep_an_honest_member_out() -
             assert victim.records.held_by("127.66.2.0/24")[0] == 61  # one slot given up per newcomer
             sybil.close()
             nursery.cancel_scope.cancel()
+
+
+async def test_throwaway_ids_of_a_silent_host_never_join_the_table() -> None:
+    async with trio.open_nursery() as nursery:
+        victim = await _dht(nursery)
+        silent = await _raw("127.66.3.2")
+        for _ in range(50):
+            request = encode_request(os.urandom(20), FindNode(node_id=os.urandom(20), key=os.urandom(20)))
+            await silent.sendto(request, victim.address)
+        # it is answered, and pinged (once: one ping per address at a time), but never let in
+        await wait_until(lambda: victim.statistics().get("requests_in", 0) == 50)
+        await wait_until(lambda: victim.statistics().get("timeouts", 0) >= 1)
+        assert all(c.host != "127.66.3.2" for c in victim.table.contacts())
+        # an honest node that sends a request answers the ping and joins
+        honest = await _dht(nursery)
+        assert await honest.ping(victim.address) == victim.own_id
+        await wait_until(lambda: honest.own_id in victim.table)
+        silent.close()
+        nursery.cancel_scope.cancel()
+
+
+def test_the_record_store_limits_come_from_the_config() -> None:
+    from tidings.node.discovery.dht_support import record_store
+
+    store = record_store(
+        {
+            "dht_records": 50,
+            "dht_records_per_range": 5,
+            "dht_plain_values": 7,
+            "dht_plain_per_range": 3,
+            "dht_plain_ttl": 60,
+        }
+    )
+    assert (store.max_records, store.per_range, store.max_plain, store.plain_per_range) == (50, 5, 7, 3)
+    assert store.plain_ttl_ms == 60_000
+    assert record_store({}).max_records == 10_000
