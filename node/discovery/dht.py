@@ -73,6 +73,9 @@ __all__ = ["DHT", "MEMBERS_BYTES"]
 
 log = logging.getLogger("tidings.dht")
 
+#: Bytes of the UDP socket's receive buffer asked of the kernel (which may grant less), §13.6.
+RECEIVE_BUFFER = 1 << 20
+
 
 class DHT:
     """One DHT node on a UDP socket (see the module docstring)."""
@@ -146,6 +149,8 @@ class DHT:
         """Bind the socket and serve until cancelled; reports the bound ``(host, port)``."""
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         sock = trio.socket.socket(family, socket.SOCK_DGRAM)
+        with contextlib.suppress(OSError):  # room for bursts, so a flood drops less of the honest traffic
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
         try:
             await sock.bind((self.host, self.port))
             bound = sock.getsockname()
