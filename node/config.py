@@ -97,6 +97,11 @@ _TABLE: tuple[tuple[str, type[int] | type[float], float, float, float, str, str]
     ("record_ttl", float, 3600.0, 60.0, 86_400.0, "s", "lifetime of the node's own DHT records"),
     ("dht_timeout", float, 1.0, 0.05, 30.0, "s", "per DHT request"),
     ("discovery_interval", float, 1.0, 0.05, 60.0, "s", "tick of the discovery loop"),
+    ("dht_records", int, 10_000, 100, 10_000_000, "", "values the node's DHT holds for others, in all"),
+    ("dht_records_per_range", int, 1000, 1, 10_000_000, "", "signed records stored from one IPv4 /24 or IPv6 /48"),
+    ("dht_plain_values", int, 1000, 0, 10_000_000, "", "unsigned values of stock kademlia nodes: a small share, evicted first"),
+    ("dht_plain_per_range", int, 100, 0, 10_000_000, "", "unsigned values stored from one /24 or /48"),
+    ("dht_plain_ttl", float, 10_800.0, 60.0, 86_400.0, "s", "how long an unsigned value lives after it was last stored"),
     ("swarm_interval", float, 30.0, 0.5, 3600.0, "s", "longest wait between member lookups of a swarm"),
 )
 # fmt: on

@@ -75,6 +75,8 @@ __all__ = [
     "MSG_ID_SIZE",
     "REPLY_FACTOR",
     "REPLY_FLOOR",
+    "REQUEST",
+    "RESPONSE",
     "Announce",
     "Contact",
     "FindNode",
@@ -100,6 +102,7 @@ __all__ = [
     "encode_reply_within",
     "encode_request",
     "parse_reply",
+    "peek_datagram",
     "reply_limit",
 ]
 
@@ -237,6 +240,24 @@ def _request_from(name: str, args: list[Any]) -> Request:
 _REQUEST_NAMES = frozenset(c.NAME for c in (Ping, Store, FindNode, FindValue, Stun, Announce, GetMembers))
 
 
+def peek_datagram(data: bytes, *, max_size: int = MAX_DATAGRAM) -> tuple[int, bytes]:
+    """The kind (``REQUEST`` or ``RESPONSE``) and message id of a datagram, its body not decoded.
+
+    A receiver charges a datagram by this cheap look (and its source address) before it decodes the
+    body (spec/protocol.md §13.6), so a flood of undecodable datagrams costs it no msgpack parsing.
+    Raises ``RemoteProtocolError`` (codes ``too_large``, ``truncated``, ``bad_kind``) and nothing else.
+    """
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise _bad("expected bytes", "bad_type")
+    if len(data) > max_size:
+        raise _bad(f"datagram larger than {max_size} bytes", "too_large")
+    if len(data) <= _HEADER:  # rpcudp also drops datagrams shorter than 22 bytes
+        raise _bad("datagram too short", "truncated")
+    if data[0] not in (REQUEST, RESPONSE):
+        raise _bad("unknown datagram kind", "bad_kind")
+    return data[0], bytes(data[1:_HEADER])
+
+
 def decode_datagram(data: bytes, *, max_size: int = MAX_DATAGRAM) -> RequestDatagram | ResponseDatagram:
     """Split a datagram into its kind, message id and body; parse request bodies fully.
 
@@ -244,18 +265,10 @@ def decode_datagram(data: bytes, *, max_size: int = MAX_DATAGRAM) -> RequestData
     ``bad_type``, ``bad_rpc``, ``bad_arity``, ``unknown_rpc``, ``bad_id``, ``bad_value``) and nothing else.
     A stock node ignores ``unknown_rpc`` requests silently; so should the caller.
     """
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise _bad("expected bytes", "bad_type")
-    data = bytes(data)
-    if len(data) > max_size:
-        raise _bad(f"datagram larger than {max_size} bytes", "too_large")
-    if len(data) <= _HEADER:  # rpcudp also drops datagrams shorter than 22 bytes
-        raise _bad("datagram too short", "truncated")
-    kind, msg_id, body = data[0], data[1:_HEADER], _unpack(data[_HEADER:])
+    kind, msg_id = peek_datagram(data, max_size=max_size)
+    body = _unpack(bytes(data[_HEADER:]))
     if kind == RESPONSE:
         return ResponseDatagram(msg_id=msg_id, body=body)
-    if kind != REQUEST:
-        raise _bad("unknown datagram kind", "bad_kind")
     if type(body) is not list or len(body) != 2 or type(body[0]) is not str or type(body[1]) is not list:
         raise _bad("a request body is [name, [args...]]")
     try:

@@ -3,10 +3,12 @@
 Theory of operation. ``DHT.run`` binds one UDP socket (the node gives it the host and port number of
 its TCP listener) and owns a nursery with two tasks: the receive loop and the maintenance loop.
 
-- Receiving: every datagram goes through ``dht_wire.decode_datagram``; anything malformed is counted and
-  dropped. A request is answered by the ``dht_server.Responder`` (a per-source token bucket, then the
-  ``RecordStore`` and the ``RoutingTable``); the sender is ``observe``d into the table, and when its
-  bucket is full the least recently seen contact is pinged in the background (Kademlia §2.2).
+- Receiving: a datagram is decoded (``dht_wire.decode_datagram``) only after a cheap look let it
+  through (``Responder.decode``): a response must answer a request pending to its source, anything
+  else first takes a token from its source's bucket; anything malformed is counted and dropped. A
+  request is answered by the ``dht_server.Responder`` (the ``RecordStore`` and the ``RoutingTable``); its sender goes to ``dht_checks.ContactChecks``:
+  observed into the table when the table knows it there, else pinged first, so throwaway ids that never
+  answer stay out; a full bucket's least recently seen contact is pinged (Kademlia §2.2).
   A response is matched to its request by the random 20-byte message id *and* the source address, so a
   third party cannot answer for the node we asked.
 - Asking: ``request(address, request, timeout)`` sends one request and waits for its response (None on
@@ -37,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 from tidings.node.clock import SYSTEM_CLOCK, Clock, make_rng
+from tidings.node.discovery.dht_checks import ContactChecks
 from tidings.node.discovery.dht_lookup import LookupDriver
 from tidings.node.discovery.dht_requests import Requester
 from tidings.node.discovery.dht_server import MEMBERS_BYTES, Responder
@@ -55,14 +58,13 @@ from tidings.protocol.dht_wire import (
     Store,
     StoreReply,
     Value,
-    decode_datagram,
     reply_limit,
 )
 from tidings.protocol.errors import LocalProtocolError
 from tidings.protocol.lookup import LookupKind, LookupResult
 from tidings.protocol.record_store import RecordStore
 from tidings.protocol.records import MemberRecord, NodeRecord, decode_record, newer, node_key, validator
-from tidings.protocol.routing import Observed, RoutingTable
+from tidings.protocol.routing import RoutingTable
 
 if TYPE_CHECKING:
     import random
@@ -70,6 +72,9 @@ if TYPE_CHECKING:
 __all__ = ["DHT", "MEMBERS_BYTES"]
 
 log = logging.getLogger("tidings.dht")
+
+#: Bytes of the UDP socket's receive buffer asked of the kernel (which may grant less), §13.6.
+RECEIVE_BUFFER = 1 << 20
 
 
 class DHT:
@@ -104,8 +109,7 @@ class DHT:
         self.refresh_interval = refresh_interval
         self.rng = rng if rng is not None else make_rng()
         self.address: tuple[str, int] | None = None
-        self._nursery: trio.Nursery | None = None
-        self._checking: set[bytes] = set()
+        self.checks = ContactChecks(self.table, self.ping, clock)
         self._stats: Counter[str] = Counter()
         self.requester = Requester(timeout=timeout, clock=clock, stats=self._stats)
         self.responder = Responder(
@@ -145,13 +149,15 @@ class DHT:
         """Bind the socket and serve until cancelled; reports the bound ``(host, port)``."""
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         sock = trio.socket.socket(family, socket.SOCK_DGRAM)
+        with contextlib.suppress(OSError):  # room for bursts, so a flood drops less of the honest traffic
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
         try:
             await sock.bind((self.host, self.port))
             bound = sock.getsockname()
             self.address = (str(bound[0]), int(bound[1]))
             self.requester.sock = sock
             async with trio.open_nursery() as nursery:
-                self._nursery = nursery
+                self.checks.nursery = nursery
                 nursery.start_soon(self._maintain)
                 task_status.started(self.address)
                 await self._receive_loop(sock)
@@ -166,14 +172,12 @@ class DHT:
             except ConnectionError:  # ICMP port unreachable surfaces here on some systems
                 continue
             address = (str(source[0]), int(source[1]))
-            try:
-                datagram = decode_datagram(data)
-            except RemoteProtocolError as exc:
-                self._stats["ignored_" + ("unknown_rpc" if exc.code == "unknown_rpc" else "malformed")] += 1
-                continue
+            self._stats["datagrams_in"] += 1
+            self._stats["bytes_in"] += len(data)
+            datagram = self.responder.decode(data, address, self.requester.expects)
             if isinstance(datagram, RequestDatagram):
                 await self._on_request(datagram, address, reply_limit(len(data)))
-            else:
+            elif datagram is not None:
                 self.requester.deliver(datagram, address)
 
     async def _maintain(self) -> None:
@@ -185,33 +189,18 @@ class DHT:
 
     # -- answering -------------------------------------------------------------------------------------
     async def _on_request(self, datagram: RequestDatagram, source: tuple[str, int], limit: int) -> None:
-        if not self.responder.admit(source[0]):
-            return
+        # admitted by the source's token bucket before it was decoded (``Responder.decode``)
         sender_id = getattr(datagram.request, "node_id", None)
         if sender_id is not None:
             with contextlib.suppress(LocalProtocolError):  # e.g. an IPv6 source in an odd spelling
-                self.heard(Contact(node_id=sender_id, host=source[0], port=source[1]))
+                self.checks.heard_request(Contact(node_id=sender_id, host=source[0], port=source[1]))
         data = self.responder.respond(datagram, source, limit)
         if data is not None:
             await self.requester.send(data, source)
 
     def heard(self, contact: Contact) -> None:
-        """``contact`` was heard from: observe it, and check the head of its bucket when that is full."""
-        outcome = self.table.observe(contact, self.clock.monotonic())
-        ping = outcome.ping
-        if outcome.status is not Observed.PENDING or ping is None or self._nursery is None:
-            return
-        if ping.node_id not in self._checking and len(self._checking) < 16:
-            self._checking.add(ping.node_id)
-            self._nursery.start_soon(self._check, ping)
-
-    async def _check(self, contact: Contact) -> None:
-        """Ping the head of a full bucket; if it stays silent its replacement moves in."""
-        try:
-            if await self.ping(contact.address) != contact.node_id:
-                self.table.failed(contact.node_id)
-        finally:
-            self._checking.discard(contact.node_id)
+        """``contact`` answered us: observe it (``ContactChecks.heard``)."""
+        self.checks.heard(contact)
 
     # -- asking ----------------------------------------------------------------------------------------
     async def request(self, address: tuple[str, int], request: Request, timeout: float) -> Reply | None:

@@ -57,7 +57,14 @@ class Requester:
         except OSError:
             self.stats["send_errors"] += 1
             return False
+        self.stats["bytes_out"] += len(data)
         return True
+
+    def expects(self, msg_id: bytes, source: tuple[str, int]) -> bool:
+        """Whether a response ``msg_id`` from ``source`` would answer a pending request (looked at
+        before the response is decoded, §13.6)."""
+        pending = self._pending.get(msg_id)
+        return pending is not None and pending.address == source
 
     def deliver(self, datagram: ResponseDatagram, source: tuple[str, int]) -> None:
         """A response arrived from ``source``: wake the request it answers, if any."""

@@ -1,9 +1,11 @@
 """The serving side of the DHT's UDP adapter: who is answered, and what (spec/protocol.md §13).
 
-Theory of operation. ``Responder`` turns one decoded request into the bytes of its reply, or into
-nothing. First a per-source token bucket (``RateLimiter``) decides whether the source is answered at
-all, so a flood from one host costs us little. Then the reply comes from the ``RecordStore`` (values
-and member records held for others; ``store``/``announce`` put into it) and the ``RoutingTable``
+Theory of operation. ``Responder`` turns one request datagram into the bytes of its reply, or into
+nothing. First, before the datagram is decoded (``decode``: a look at its kind byte, message id and
+source), a per-source token bucket (``RateLimiter``) decides whether the source is answered at all, so
+a flood from one host, decodable or not, costs us little. Then the reply comes from the ``RecordStore``
+(values and member records held for others; ``store``/``announce`` put into it, charged to the
+storer's address range) and the ``RoutingTable``
 (the k closest contacts). Replies are bounded: at most k contacts, member lists cut to
 ``MEMBERS_BYTES``, and no reply datagram larger than ``dht_wire.reply_limit`` of its request (member
 records sampled to fit, then contacts cut; §13.1 anti-amplification). A reply that cannot be built
@@ -13,12 +15,15 @@ within those bounds is not sent. No socket here: ``dht.DHT`` receives, observes 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from tidings.node.addresses import address_range
 from tidings.node.clock import SYSTEM_CLOCK, Clock
 from tidings.node.discovery.dht_support import RateLimiter
 from tidings.protocol.dht_wire import (
     MAX_DATAGRAM,
+    MSG_ID_SIZE,
     Announce,
     Contact,
     FindValue,
@@ -30,15 +35,18 @@ from tidings.protocol.dht_wire import (
     Reply,
     Request,
     RequestDatagram,
+    ResponseDatagram,
     Store,
     StoreReply,
     Stun,
     StunReply,
     ValueReply,
+    decode_datagram,
     encode_reply,
     encode_reply_within,
+    peek_datagram,
 )
-from tidings.protocol.errors import LocalProtocolError, ProtocolError
+from tidings.protocol.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from tidings.protocol.record_store import RecordStore
 
 if TYPE_CHECKING:
@@ -47,6 +55,9 @@ if TYPE_CHECKING:
     from tidings.protocol.routing import RoutingTable
 
 __all__ = ["MEMBERS_BYTES", "Responder"]
+
+#: Codes counted as themselves when a datagram is dropped (``ignored_CODE``); any other is ``malformed``.
+_PEEK_CODES = frozenset({"unknown_rpc", "too_large", "truncated", "bad_kind"})
 
 #: Bytes of member records in one ``get_members`` reply (the whole reply stays under MAX_BODY).
 MEMBERS_BYTES = 4000
@@ -85,6 +96,28 @@ class Responder:
         self.stats["requests_in"] += 1
         return True
 
+    def decode(
+        self, data: bytes, source: tuple[str, int], expects: Callable[[bytes, tuple[str, int]], bool]
+    ) -> RequestDatagram | ResponseDatagram | None:
+        """The datagram ``data`` from ``source``, decoded only once a cheap look let it through
+        (spec/protocol.md §13.6), else None: a response must answer a request pending to its source
+        (``expects``, by message id); anything else is charged to the token bucket of its source IP
+        first. Then its size and kind, and only then its msgpack body (counted as ``decoded``)."""
+        if data[:1] == b"\x01" and len(data) > 1 + MSG_ID_SIZE:
+            if not expects(data[1 : 1 + MSG_ID_SIZE], source):
+                self.stats["unmatched_responses"] += 1
+                return None
+        elif not self.admit(source[0]):
+            return None
+        try:
+            peek_datagram(data)
+            self.stats["decoded"] += 1
+            return decode_datagram(data)
+        except RemoteProtocolError as exc:
+            code = exc.code if exc.code in _PEEK_CODES else "malformed"
+            self.stats["ignored_" + code] += 1
+            return None
+
     def respond(self, datagram: RequestDatagram, source: tuple[str, int], limit: int) -> bytes | None:
         """The reply datagram to ``datagram`` from ``source``, at most ``limit`` bytes; None when no
         reply can be built within the bounds (counted as ``unanswerable_CODE``)."""
@@ -118,7 +151,8 @@ class Responder:
             return StunReply(host=source[0], port=source[1])
         if isinstance(request, Store | Announce):
             value = request.value if isinstance(request, Store) else request.record
-            outcome = self.records.put(request.key, value, now_ms)
+            # charged to the storer's range, IPv4 /24 or IPv6 /48, not its address (§13.5 quotas)
+            outcome = self.records.put(request.key, value, now_ms, source=address_range(source[0]))
             self.stats["stored" if outcome.accepted else "refused_" + outcome.code] += 1
             return StoreReply(stored=outcome.accepted)
         neighbors = tuple(self.table.find_neighbors(request.key, self.k, exclude={request.node_id}))

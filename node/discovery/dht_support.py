@@ -1,13 +1,22 @@
-"""Helpers of the DHT's UDP adapter (``node/discovery/dht.py``): the member-record check cache, the per-host
-request rate limit, the round-trip estimator behind adaptive query timeouts, and name resolution."""
+"""Helpers of the DHT's UDP adapter (``node/discovery/dht.py``): the member-record check cache, the record
+store as configured, the per-host request rate limit, the round-trip estimator behind adaptive query timeouts, and name resolution."""
 
 from __future__ import annotations
 
 import socket
+from collections.abc import Mapping
 from typing import Any
 
 import trio
 from tidings.protocol import RemoteProtocolError
+from tidings.protocol.record_store import (
+    MAX_PLAIN,
+    MAX_RECORDS,
+    PER_RANGE,
+    PLAIN_PER_RANGE,
+    PLAIN_TTL_MS,
+    RecordStore,
+)
 from tidings.protocol.records import MAX_TTL_MS, MemberRecord, decode_record
 
 __all__ = [
@@ -16,6 +25,7 @@ __all__ = [
     "RateLimiter",
     "RoundTrip",
     "member_record",
+    "record_store",
     "resolve_address",
 ]
 
@@ -51,6 +61,17 @@ def member_record(value: Any, key: bytes | None, now_ms: int) -> MemberRecord | 
     ):
         return None
     return record
+
+
+def record_store(limits: Mapping[str, Any]) -> RecordStore:
+    """The node's DHT record store with the limits of its ``[limits]`` table (spec/protocol.md §13.7)."""
+    return RecordStore(
+        max_records=int(limits.get("dht_records", MAX_RECORDS)),
+        per_range=int(limits.get("dht_records_per_range", PER_RANGE)),
+        max_plain=int(limits.get("dht_plain_values", MAX_PLAIN)),
+        plain_per_range=int(limits.get("dht_plain_per_range", PLAIN_PER_RANGE)),
+        plain_ttl_ms=int(float(limits.get("dht_plain_ttl", PLAIN_TTL_MS / 1000)) * 1000),
+    )
 
 
 class RateLimiter:

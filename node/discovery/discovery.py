@@ -31,7 +31,7 @@ import trio
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from tidings.node.clock import SYSTEM_CLOCK, Clock, make_rng
 from tidings.node.discovery.dht import DHT
-from tidings.node.discovery.dht_support import member_record, resolve_address
+from tidings.node.discovery.dht_support import member_record, record_store, resolve_address
 from tidings.protocol import SigningKey, feed_id_text
 from tidings.protocol.dht_wire import Contact, Stun, StunReply, digest
 from tidings.protocol.records import (
@@ -147,6 +147,7 @@ class Discovery:
             host=listen_host or "0.0.0.0",
             port=port,
             timeout=float(node.limits.get("dht_timeout", 1.0)),
+            records=record_store(node.limits),
             clock=self.clock,
             rng=self.rng,
         )
