@@ -19,23 +19,21 @@ server-side request forgery. ``OutboundPolicy`` decides, per connection, after D
   in the answer refuses the name), and the connection goes to a checked address, never to the name
   again: a DNS answer that changes between the check and the connection (rebinding) reaches nothing.
 
-``PolicyBackend`` is the check as an httpcore network backend, so every connection an HTTP fetch
-opens, redirects included, goes through it. Refusals are ``BridgeError(code="forbidden_address")``.
+``open_checked_stream`` is the one way bridges open a connection (node/bridges/webfetch.py for every
+HTTP hop, node/bridges/relay.py for Nostr relays). Refusals are ``BridgeError(code="forbidden_address")``.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 from urllib.parse import urlsplit
 
-import httpcore
 import trio
 from tidings.node.bridges.base import BridgeError
 
-__all__ = ["OutboundPolicy", "PolicyBackend", "Resolver", "is_public", "system_resolver"]
+__all__ = ["OutboundPolicy", "Resolver", "is_public", "open_checked_stream", "system_resolver"]
 
 #: ``await resolve(host, port)`` -> the IP addresses (text) of ``host``.
 Resolver = Callable[[str, int], Awaitable[list[str]]]
@@ -138,41 +136,15 @@ class OutboundPolicy:
         return found
 
 
-class PolicyBackend(httpcore.AsyncNetworkBackend):
-    """An httpcore network backend that connects only to addresses ``policy`` allows (see above)."""
-
-    def __init__(self, policy: OutboundPolicy, inner: httpcore.AsyncNetworkBackend | None = None) -> None:
-        self.policy = policy
-        self.inner = inner if inner is not None else httpcore.TrioBackend()
-        self.connected: list[tuple[str, str, int]] = []  # (host, address, port), for statistics and tests
-
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        addresses = await self.policy.addresses(host, port)
-        last: Exception | None = None
-        for address in addresses:
-            try:
-                stream = await self.inner.connect_tcp(
-                    address, port, timeout=timeout, local_address=local_address, socket_options=socket_options
-                )
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
-                last = exc
-                continue
-            self.connected.append((host, address, port))
-            return stream
-        assert last is not None
-        raise last
-
-    async def connect_unix_socket(
-        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
-    ) -> httpcore.AsyncNetworkStream:
-        raise BridgeError("bridges do not connect to unix sockets", code="forbidden_address")
-
-    async def sleep(self, seconds: float) -> None:
-        await trio.sleep(seconds)
+async def open_checked_stream(policy: OutboundPolicy, host: str, port: int) -> trio.SocketStream:
+    """A TCP connection to ``host:port`` at an address ``policy`` allows (resolved once, see above);
+    ``OSError`` when none of them answers."""
+    addresses = await policy.addresses(host, port)
+    last: OSError | None = None
+    for address in addresses:
+        try:
+            return await trio.open_tcp_stream(address, port)
+        except OSError as exc:
+            last = exc
+    assert last is not None
+    raise last

@@ -1,9 +1,10 @@
 """One bounded HTTP GET for the bridges (spec §14.6), streamed, so no remote can make it unbounded.
 
-Theory of operation. ``fetch`` sends one GET and follows redirects itself, each hop a new request whose
-connection goes through the outbound policy (``outbound.PolicyBackend``: no internal addresses unless
-the user named one). A 200 answer's body is streamed and counted twice as it arrives: its *wire* bytes
-(after transfer coding, before content coding) and its *decoded* bytes, decompressed here with a bound on
+Theory of operation. ``fetch`` speaks HTTP/1.1 with h11 over a trio stream that the outbound policy
+opened (``outbound.open_checked_stream``: no internal addresses unless the user named one), one
+connection per request, and follows redirects itself, each hop a new connection checked again. A 200
+answer's body is streamed and counted twice as it arrives: its *wire* bytes (every byte read from the
+connection for that answer, headers and transfer framing included) and its *decoded* bytes, decompressed here with a bound on
 each step (``zlib`` ``max_length``), so a compression bomb is never inflated past ``max_size``; either
 count over ``max_size`` stops the fetch (``too_large``). Time is bounded twice: the whole fetch, every
 hop and the body included, ends at ``timeout`` seconds, and once the body has started it must keep an
@@ -23,14 +24,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
-import httpcore
+import h11
 import trio
 from tidings.node.bridges.base import BridgeError
-from tidings.node.bridges.outbound import OutboundPolicy, PolicyBackend
+from tidings.node.bridges.outbound import OutboundPolicy, open_checked_stream
 
 __all__ = ["FetchLimits", "Fetched", "fetch"]
 
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
+HEADER_ROOM = 64 * 1024  # bytes of status line and headers allowed beside ``max_size`` (h11 holds them)
+READ = 64 * 1024
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -125,7 +128,6 @@ class _Progress:
     def __init__(self, start: float) -> None:
         self.start = start
         self.answered = False
-        self.body_start: float | None = None
         self.wire = 0
 
 
@@ -148,6 +150,31 @@ def _next_url(url: str, location: str | None) -> str:
     return target.split("#", 1)[0]
 
 
+@dataclass(frozen=True, kw_only=True)
+class _Target:
+    scheme: str
+    host: str  # as resolved and checked: lower case, IDNA, no brackets
+    port: int
+    authority: str  # the Host header
+    path: str  # path and query
+
+    @classmethod
+    def of(cls, url: str) -> _Target:
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+            host = (parts.hostname or "").encode("idna").decode("ascii")
+        except (ValueError, UnicodeError) as exc:
+            raise BridgeError(f"not a fetchable URL: {url!r} ({exc})", code="bad_url") from None
+        if parts.scheme not in ("http", "https") or not host:
+            raise BridgeError(f"not an http(s) URL: {url!r}", code="bad_url")
+        default = 443 if parts.scheme == "https" else 80
+        shown = f"[{host}]" if ":" in host else host
+        authority = shown if port in (None, default) else f"{shown}:{port}"
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        return cls(scheme=parts.scheme, host=host, port=port or default, authority=authority, path=path)
+
+
 async def fetch(
     url: str,
     *,
@@ -162,16 +189,11 @@ async def fetch(
     deadline = progress.start + limits.timeout
     try:
         with trio.CancelScope(deadline=deadline) as scope:
-            async with httpcore.AsyncConnectionPool(
-                ssl_context=_ssl_context(), network_backend=PolicyBackend(policy), max_connections=2
-            ) as pool:
-                return await _follow(pool, url, limits, headers or {}, enough, progress, scope, deadline)
-    except httpcore.TimeoutException:
-        pass  # the deadline below says it
-    except (httpcore.NetworkError, httpcore.ProtocolError, httpcore.ProxyError) as exc:
+            return await _follow(url, policy, limits, headers or {}, enough, progress, scope, deadline)
+    except OSError as exc:
+        raise BridgeError(f"{url}: cannot fetch: {exc}", code="unreachable") from None
+    except (h11.ProtocolError, ssl.SSLError, trio.BrokenResourceError) as exc:
         raise BridgeError(f"{url}: cannot fetch: {exc or type(exc).__name__}", code="unreachable") from None
-    except httpcore.UnsupportedProtocol as exc:
-        raise BridgeError(f"{url}: cannot fetch: {exc}", code="bad_url") from None
     elapsed = trio.current_time() - progress.start
     if not progress.answered:
         raise BridgeError(f"{url}: no answer within {limits.timeout:g} s", code="unreachable")
@@ -183,8 +205,8 @@ async def fetch(
 
 
 async def _follow(
-    pool: httpcore.AsyncConnectionPool,
     url: str,
+    policy: OutboundPolicy,
     limits: FetchLimits,
     headers: dict[str, str],
     enough: Callable[[bytearray], bool] | None,
@@ -192,64 +214,116 @@ async def _follow(
     scope: trio.CancelScope,
     deadline: float,
 ) -> Fetched:
-    sent = {**headers, "accept-encoding": "gzip, deflate"}
-    extensions = {"timeout": {"connect": limits.timeout, "read": limits.timeout, "write": limits.timeout}}
     current = url
     for hop in range(limits.max_redirects + 1):
-        async with pool.stream("GET", current, headers=list(sent.items()), extensions=extensions) as response:
+        target = _Target.of(current)
+        stream: trio.abc.Stream = await open_checked_stream(policy, target.host, target.port)
+        try:
+            if target.scheme == "https":
+                stream = trio.SSLStream(
+                    stream, _ssl_context(), server_hostname=target.host, https_compatible=True
+                )
+            exchange = _Exchange(stream, limits, progress, current)
+            response = await exchange.request(target, headers)
             progress.answered = True
             got = _headers(response.headers)
-            if response.status in REDIRECTS:
+            if response.status_code in REDIRECTS:
                 current = _next_url(current, got.get("location"))
                 continue
-            if response.status != 200:
+            if response.status_code != 200:
                 return Fetched(
-                    url=current, status=response.status, headers=got, body=b"", wire_bytes=0,
+                    url=current, status=response.status_code, headers=got, body=b"", wire_bytes=exchange.wire,
                     redirects=hop, stopped=False,
                 )  # fmt: skip
-            return await _read_body(response, current, got, hop, limits, enough, progress, scope, deadline)
+            body, stopped = await exchange.body(got, enough, scope, deadline)
+            return Fetched(
+                url=current, status=200, headers=got, body=body, wire_bytes=exchange.wire, redirects=hop,
+                stopped=stopped,
+            )  # fmt: skip
+        finally:
+            await trio.aclose_forcefully(stream)
     raise BridgeError(f"{url}: more than {limits.max_redirects} redirects", code="too_many_redirects")
 
 
-async def _read_body(
-    response: httpcore.Response,
-    url: str,
-    got: dict[str, str],
-    hop: int,
-    limits: FetchLimits,
-    enough: Callable[[bytearray], bool] | None,
-    progress: _Progress,
-    scope: trio.CancelScope,
-    deadline: float,
-) -> Fetched:
-    declared = got.get("content-length", "").strip()
-    if declared.isdigit() and int(declared) > limits.max_size:
-        raise BridgeError(
-            f"{url}: larger than {limits.max_size} bytes ({declared} declared)", code="too_large"
+class _Exchange:
+    """One request and its answer over one connection, h11 driving the bytes (spec §14.6)."""
+
+    def __init__(self, stream: trio.abc.Stream, limits: FetchLimits, progress: _Progress, url: str) -> None:
+        self.stream = stream
+        self.limits = limits
+        self.progress = progress
+        self.url = url
+        self.wire = 0
+        self.conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=HEADER_ROOM)
+
+    async def request(self, target: _Target, headers: dict[str, str]) -> h11.Response:
+        sent = [
+            ("host", target.authority),
+            *(
+                (k, v)
+                for k, v in headers.items()
+                if k.lower() not in ("host", "accept-encoding", "connection")
+            ),
+            ("accept-encoding", "gzip, deflate"),
+            ("connection", "close"),
+        ]
+        await self.stream.send_all(
+            self.conn.send(h11.Request(method="GET", target=target.path, headers=sent))
         )
-    codings = [c.strip().lower() for c in got.get("content-encoding", "").split(",") if c.strip()]
-    if len(codings) > 1:
-        raise BridgeError(
-            f"{url}: unsupported content encoding {got['content-encoding']!r}", code="bad_encoding"
-        )
-    decoder = _Decoder(codings[0] if codings else "", limits.max_size, url)
-    start = progress.body_start = trio.current_time()
-    body = bytearray()
-    stopped = False
-    if limits.min_rate > 0:
-        scope.deadline = min(deadline, start + limits.grace)
-    async for chunk in response.aiter_stream():
-        progress.wire += len(chunk)
-        if progress.wire > limits.max_size:
-            raise BridgeError(f"{url}: larger than {limits.max_size} bytes", code="too_large")
-        if limits.min_rate > 0:  # the least rate moves the deadline with every chunk
-            scope.deadline = min(deadline, start + limits.grace + progress.wire / limits.min_rate)
-        decoded = decoder.feed(chunk)
-        body += decoded
-        if enough is not None and decoded and enough(body):
-            stopped = True
-            break
-    return Fetched(
-        url=url, status=200, headers=got, body=bytes(body), wire_bytes=progress.wire, redirects=hop,
-        stopped=stopped,
-    )  # fmt: skip
+        await self.stream.send_all(self.conn.send(h11.EndOfMessage()) or b"")
+        while True:
+            event = await self._next()
+            if isinstance(event, h11.Response):
+                return event
+            if not isinstance(event, h11.InformationalResponse):
+                raise BridgeError(f"{self.url}: the server closed the connection", code="unreachable")
+
+    async def _next(self) -> h11.Event | type[h11.PAUSED]:
+        while True:
+            event = self.conn.next_event()
+            if event is not h11.NEED_DATA:
+                return event
+            data = await self.stream.receive_some(READ)
+            self.wire += len(data)
+            self.progress.wire = self.wire
+            if self.wire > self.limits.max_size + HEADER_ROOM:
+                raise BridgeError(f"{self.url}: larger than {self.limits.max_size} bytes", code="too_large")
+            self.conn.receive_data(data)
+
+    async def body(
+        self,
+        got: dict[str, str],
+        enough: Callable[[bytearray], bool] | None,
+        scope: trio.CancelScope,
+        deadline: float,
+    ) -> tuple[bytes, bool]:
+        limits, url = self.limits, self.url
+        # a declared Content-Length is not trusted either way: the counts below are what hold
+        codings = [c.strip().lower() for c in got.get("content-encoding", "").split(",") if c.strip()]
+        if len(codings) > 1:
+            raise BridgeError(
+                f"{url}: unsupported content encoding {got['content-encoding']!r}", code="bad_encoding"
+            )
+        decoder = _Decoder(codings[0] if codings else "", limits.max_size, url)
+        start, at_start = trio.current_time(), self.wire
+        if limits.min_rate > 0:
+            scope.deadline = min(deadline, start + limits.grace)
+        body = bytearray()
+        data = 0
+        while True:
+            event = await self._next()
+            if isinstance(event, h11.EndOfMessage):
+                return bytes(body), False
+            if not isinstance(event, h11.Data):
+                raise BridgeError(f"{url}: the server closed the connection", code="unreachable")
+            data += len(event.data)
+            if data > limits.max_size:
+                raise BridgeError(f"{url}: larger than {limits.max_size} bytes", code="too_large")
+            if limits.min_rate > 0:  # the least rate moves the deadline with every read
+                scope.deadline = min(
+                    deadline, start + limits.grace + (self.wire - at_start) / limits.min_rate
+                )
+            decoded = decoder.feed(bytes(event.data))
+            body += decoded
+            if enough is not None and decoded and enough(body):
+                return bytes(body), True
