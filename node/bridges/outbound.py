@@ -136,6 +136,9 @@ class OutboundPolicy:
         return found
 
 
+_open_tcp = trio.open_tcp_stream  # here, so a test can see which address was dialled
+
+
 async def open_checked_stream(policy: OutboundPolicy, host: str, port: int) -> trio.SocketStream:
     """A TCP connection to ``host:port`` at an address ``policy`` allows (resolved once, see above);
     ``OSError`` when none of them answers."""
@@ -143,7 +146,7 @@ async def open_checked_stream(policy: OutboundPolicy, host: str, port: int) -> t
     last: OSError | None = None
     for address in addresses:
         try:
-            return await trio.open_tcp_stream(address, port)
+            return await _open_tcp(address, port)
         except OSError as exc:
             last = exc
     assert last is not None
