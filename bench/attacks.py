@@ -69,23 +69,22 @@ class _Server:
                 started = time.thread_time()
                 server.hits.append((self.path, time.monotonic()))
                 status, headers, body = server.routes.get(self.path, lambda: (404, {}, b""))()
-                sent = 0
                 try:
                     self.send_response(status)
                     for k, v in headers.items():
                         self.send_header(k, v)
                     if isinstance(body, bytes):
                         self.send_header("Content-Length", str(len(body)))
-                        body = [body]
+                        body = [body[i : i + 65536] for i in range(0, len(body), 65536)]
                     self.end_headers()
                     for chunk in body:
                         self.wfile.write(chunk)
-                        sent += len(chunk)
+                        with lock:  # counted as it goes: the victim may hang up at any point
+                            server.sent += len(chunk)
                 except OSError:
                     pass  # the victim hung up: what it cut off is not sent
                 finally:
                     with lock:
-                        server.sent += sent
                         server.cpu += time.thread_time() - started
 
             def log_message(self, *args: Any) -> None:

@@ -94,11 +94,18 @@ def test_gzip_and_deflate_feeds_are_read_and_other_codings_refused(tmp_path):
         server.routes["/gz"] = lambda _h: (200, {"Content-Encoding": "gzip"}, gzip.compress(rss(1, 2)))
         server.routes["/deflate"] = lambda _h: (200, {"Content-Encoding": "deflate"}, zlib.compress(rss(3)))
         server.routes["/br"] = lambda _h: (200, {"Content-Encoding": "br"}, b"\x0b\x02\x80")
-        for path in ("/gz", "/deflate", "/br"):
+        raw = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)  # "deflate" sent without its zlib header
+        server.routes["/raw"] = lambda _h: (
+            200,
+            {"Content-Encoding": "deflate"},
+            raw.compress(rss(4)) + raw.flush(),
+        )
+        for path in ("/gz", "/deflate", "/br", "/raw"):
             tidings(home.path, "bridge", "rss", "follow", server.url(path))
         assert _poll(home, server.url("/gz"))["new"] == 2
         assert _poll(home, server.url("/deflate"))["new"] == 1
         assert "unsupported content encoding 'br'" in _poll(home, server.url("/br"), code=1)["error"]
+        assert _poll(home, server.url("/raw"))["new"] == 1
         assert server.hits("/gz")[0]["accept-encoding"] == "gzip, deflate"
 
 
