@@ -1,7 +1,9 @@
 """``tidings bridge rss ...``: the RSS/Atom-in bridge's commands (spec §14.4, ../shared/CLI.md *Bridges*).
 
 Mounted by ``commands_bridge.BridgeGroup`` as the ``rss`` bridge's group. ``poll`` polls the followed
-feeds once on the CLI's own store (``node.bridges.rss.poll_source``), as the running node does when due.
+feeds once on the CLI's own store (``node.bridges.rss.poll_source``), as the running node does when due:
+a few at once, each fetch within the bridge's ``timeout`` (spec §14.4), so the command ends within
+about ``timeout`` × ceil(sources / 4) seconds whatever the servers do.
 """
 
 from __future__ import annotations
@@ -11,7 +13,15 @@ from typing import Any
 
 import click
 import trio
-from tidings.node.bridges.rss import NAME, PollOutcome, RssBridge, check_url, poll_source, settings_numbers
+from tidings.node.bridges.rss import (
+    NAME,
+    PollOutcome,
+    RssBridge,
+    RssService,
+    check_url,
+    poll_source,
+    rss_config,
+)
 from tidings.node.bridges.sources import follow_source, unfollow_source
 from tidings.storage.clock import wall_ms
 
@@ -102,12 +112,10 @@ def rss_list(session: Session, as_json: bool) -> None:
 @pass_session
 def rss_poll(session: Session, url: str | None, as_json: bool) -> None:
     """Poll the followed feeds (or only URL) once now, without the node. Exit 1 if any failed."""
-    import httpx
     from tidings.storage import bridges as db
 
     store = session.store()
-    bridge = RssBridge()
-    interval, backoff, timeout = settings_numbers(bridge.settings_of(store))
+    config = rss_config(RssBridge().settings_of(store))
     todo = db.sources(store, NAME, "in")
     if url is not None:
         todo = [s for s in todo if s["source"] == url.strip()]
@@ -118,13 +126,20 @@ def rss_poll(session: Session, url: str | None, as_json: bool) -> None:
         return fn(store, *args, **kwargs)
 
     async def main() -> list[PollOutcome]:
-        async with httpx.AsyncClient() as client:
-            return [
-                await poll_source(
-                    call, session.home, s, client, interval=interval, backoff=backoff, timeout=timeout
+        outcomes: list[PollOutcome | None] = [None] * len(todo)
+        limiter = trio.CapacityLimiter(RssService.CONCURRENT)
+        parse_limiter = trio.CapacityLimiter(1)
+
+        async def one(i: int, src: dict[str, Any]) -> None:
+            async with limiter:
+                outcomes[i] = await poll_source(
+                    call, session.home, src, config=config, parse_limiter=parse_limiter
                 )
-                for s in todo
-            ]
+
+        async with trio.open_nursery() as nursery:
+            for i, src in enumerate(todo):
+                nursery.start_soon(one, i, src)
+        return [o for o in outcomes if o is not None]
 
     outcomes = trio.run(main)
     if as_json:

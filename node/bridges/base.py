@@ -45,7 +45,8 @@ class BridgeError(TidingsError):
 
     Codes: ``unknown_bridge``, ``bridge_unavailable`` (the plugin failed to load), ``unknown_setting``,
     ``bad_setting``, ``bad_url``, ``not_a_feed``, ``unreachable``, ``http_error``, ``bad_key``,
-    ``not_found``, ``relay_error``, ``no_relays``.
+    ``not_found``, ``relay_error``, ``no_relays``; for fetches (spec §14.6): ``too_large``, ``too_slow``,
+    ``too_many_redirects``, ``forbidden_address`` (the outbound policy refused it), ``bad_encoding``.
     """
 
     def __init__(self, message: str, *, code: str) -> None:
@@ -166,6 +167,21 @@ def parse_seconds(value: str) -> str:
     if not 0 < seconds <= 7 * 86400:
         raise ValueError("a number of seconds between 0 and a week")
     return f"{seconds:g}"
+
+
+def parse_count(low: int, high: int) -> Callable[[str], str]:
+    """A parser of whole numbers from ``low`` to ``high``."""
+
+    def parse(value: str) -> str:
+        try:
+            number = int(value.strip())
+        except ValueError:
+            raise ValueError(f"{value!r} is not a whole number") from None
+        if not low <= number <= high:
+            raise ValueError(f"a whole number from {low} to {high}")
+        return str(number)
+
+    return parse
 
 
 def parse_listen(value: str) -> str:

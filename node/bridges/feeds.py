@@ -3,13 +3,21 @@
 ``parse_feed`` takes the bytes of a fetched document and returns its title and items, each with a
 stable id (the RSS ``guid`` or Atom ``id``; else the link; else a hash of title and text), a text for
 the post (title, the summary as plain text, the link), and its origin.
+
+Only the first ``max_items`` items of a document are read (spec §14.4): feedparser holds some 30 times a
+document's size in memory for one of many tiny items, so the document is cut before the start tag of
+item ``max_items + 1`` (counted textually: ``<item`` or ``<entry``, any namespace prefix, any case) and
+the elements still open there are closed, before feedparser sees it. ``ItemCounter`` counts the same
+start tags while a document arrives, so a fetch can stop reading once it has enough.
 """
 
 from __future__ import annotations
 
 import calendar
+import codecs
 import hashlib
 import html
+import re
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from typing import Any
@@ -17,7 +25,76 @@ from typing import Any
 from tidings.node.bridges.base import BridgeError
 from tidings.protocol.content import MAX_ORIGIN_AUTHOR, MAX_ORIGIN_ID, MAX_ORIGIN_URL, MAX_TEXT
 
-__all__ = ["FeedItem", "ParsedFeed", "html_to_text", "parse_feed"]
+__all__ = ["FeedItem", "ItemCounter", "ParsedFeed", "first_items", "html_to_text", "parse_feed"]
+
+#: an item's start tag: RSS and RDF ``<item``, Atom ``<entry``, with any namespace prefix, in any case
+_ITEM_START = re.compile(rb"<(?:[A-Za-z_][\w.-]{0,40}:)?(?:item|entry)[\s/>]", re.IGNORECASE)
+_TAG_WINDOW = 64  # longer than any match, so a tag split between two reads is found whole
+_WIDE = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+    (b"<\x00\x00\x00", "utf-32-le"),
+    (b"\x00\x00\x00<", "utf-32-be"),
+    (b"<\x00?\x00", "utf-16-le"),
+    (b"\x00<\x00?", "utf-16-be"),
+)
+_DECLARED = re.compile(rb"""^(\s*<\?xml[^>]*?encoding\s*=\s*)(["'])[^"']*\2""")
+
+
+class ItemCounter:
+    """Counts item start tags in a document as it grows; ``enough(document)`` is True once the start of
+    item ``limit + 1`` has arrived (the first ``limit`` items are then complete)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.count = 0
+        self._pos = 0
+
+    def enough(self, document: bytes | bytearray) -> bool:
+        while self.count <= self.limit:
+            found = _ITEM_START.search(document, self._pos)
+            if found is None:
+                self._pos = max(self._pos, len(document) - _TAG_WINDOW)
+                return False
+            self.count += 1
+            self._pos = found.end()
+        return True
+
+
+def _utf8(body: bytes) -> bytes:
+    """A UTF-16 or UTF-32 document as UTF-8 (its declaration changed to say so), so its tags can be counted."""
+    for mark, codec in _WIDE:
+        if body.startswith(mark):
+            text = body.decode(codec, "replace").lstrip("\ufeff").encode("utf-8")
+            return _DECLARED.sub(rb'\g<1>"utf-8"', text, count=1)
+    return body
+
+
+def _closers(head: bytes) -> bytes:
+    """End tags for the elements open at the end of ``head`` (none when it is not well-formed XML)."""
+    from xml.parsers import expat
+
+    # Latin-1 maps every byte to one character, so the names come back as the bytes they were.
+    parser = expat.ParserCreate(encoding="iso-8859-1")
+    stack: list[str] = []
+    parser.StartElementHandler = lambda name, _attrs: stack.append(name)
+    parser.EndElementHandler = lambda _name: stack.pop()
+    try:
+        parser.Parse(head, False)
+    except expat.ExpatError:
+        return b""
+    return b"".join(f"</{name}>".encode("latin-1") for name in reversed(stack))
+
+
+def first_items(body: bytes, limit: int) -> bytes:
+    """``body`` cut before the start of its item ``limit + 1`` and closed there; as it is when shorter."""
+    for count, found in enumerate(_ITEM_START.finditer(body)):
+        if count == limit:
+            head = body[: found.start()]
+            return head + _closers(head)
+    return body
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -124,13 +201,17 @@ def _item(entry: Any, feed_author: str | None) -> FeedItem | None:
     return FeedItem(id=ident, text=text.strip(), url=link, author=author, ts=_ms(entry))
 
 
-def parse_feed(body: bytes, *, url: str = "") -> ParsedFeed:
+def parse_feed(body: bytes, *, url: str = "", max_items: int | None = None) -> ParsedFeed:
     """Parse an RSS or Atom document; ``BridgeError(code="not_a_feed")`` when it is neither.
 
     feedparser accepts much broken XML (``bozo``): a broken document it reads no items from (or one
-    of no known feed version) is refused; one that is broken but has readable items is used.
+    of no known feed version) is refused; one that is broken but has readable items is used. With
+    ``max_items``, only the document's first ``max_items`` items are read (see the module docstring).
     """
     import feedparser
+
+    if max_items is not None:
+        body = first_items(_utf8(body), max_items)
 
     parsed = feedparser.parse(body, response_headers={"content-location": url} if url else None)
     if not parsed.entries and (parsed.get("bozo") or not parsed.get("version")):
@@ -138,7 +219,8 @@ def parse_feed(body: bytes, *, url: str = "") -> ParsedFeed:
         detail = f": {type(why).__name__}: {why}" if why else ""
         raise BridgeError(f"{url or 'the document'} is not an RSS or Atom feed{detail}", code="not_a_feed")
     feed_author = html_to_text(str(parsed.feed.get("author") or "")) or None
-    items = [i for i in (_item(e, feed_author) for e in parsed.entries) if i is not None]
+    entries = parsed.entries if max_items is None else parsed.entries[:max_items]
+    items = [i for i in (_item(e, feed_author) for e in entries) if i is not None]
     # Feeds list newest first; import oldest first. Items without dates keep the document order.
     items.reverse()
     if all(i.ts is not None for i in items):

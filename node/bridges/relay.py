@@ -5,7 +5,8 @@ seconds and close it (``tidings bridge nostr pull``/``publish``). ``open_relay``
 open for the node's live subscription (node/bridges/nostr_live.py). All three speak through
 ``protocol.nostr.RelaySession``, which parses and verifies what the relay sends: invalid messages and
 events are counted as rejected, never returned. Failures come out as ``BridgeError`` (``unreachable``,
-``relay_error``).
+``relay_error``, ``forbidden_address``). Every connection goes through the outbound policy (spec §14.6,
+node/bridges/outbound.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 import trio
 from tidings.node.bridges.base import BridgeError
+from tidings.node.bridges.outbound import OutboundPolicy, open_checked_stream
 from tidings.protocol import nostr as wire
 
 __all__ = [
@@ -51,11 +53,8 @@ def check_relay_url(url: str) -> str:
 
 
 def _connect(url: str, timeout: float) -> Any:
-    from trio_websocket import open_websocket_url
-
-    return open_websocket_url(
-        url, max_message_size=wire.MAX_MESSAGE, connect_timeout=timeout, disconnect_timeout=timeout
-    )
+    """A websocket to the relay at ``url`` (an async context manager), through the outbound policy."""
+    return _open_websocket(url, timeout)
 
 
 def _errors() -> tuple[type[BaseException], ...]:
@@ -231,10 +230,19 @@ def _address(url: str) -> tuple[str, int, str, bool]:
 
 @asynccontextmanager
 async def open_relay(url: str, *, timeout: float) -> AsyncIterator[RelayConnection]:
-    """A connection to ``url`` kept open until the block ends (connecting takes at most ``timeout``).
+    """A connection to ``url`` kept open until the block ends (connecting takes at most ``timeout``)."""
+    async with _open_websocket(url, timeout) as ws:
+        yield RelayConnection(url, ws, timeout)
+
+
+@asynccontextmanager
+async def _open_websocket(url: str, timeout: float) -> AsyncIterator[Any]:
+    """A websocket to ``url`` open until the block ends (connecting takes at most ``timeout``).
 
     The TCP stream is ours and closed when the block ends, also after the relay dropped it without a
-    websocket goodbye (``open_websocket_url`` leaves the socket open then). An error raised inside the
+    websocket goodbye (``open_websocket_url`` leaves the socket open then). It is opened through the
+    outbound policy (spec §14.6): a relay's name is resolved once and checked, and only a relay URL
+    written as an internal address (or ``localhost``) may be internal. An error raised inside the
     block comes out as itself, not wrapped in a group by the websocket reader task's nursery.
     """
     import ssl
@@ -245,12 +253,13 @@ async def open_relay(url: str, *, timeout: float) -> AsyncIterator[RelayConnecti
     stream: trio.SocketStream | trio.SSLStream[trio.SocketStream]
     try:
         with trio.fail_after(timeout):
+            tcp = await open_checked_stream(OutboundPolicy.for_url(url), host, port)
             if tls:
-                stream = await trio.open_ssl_over_tcp_stream(
-                    host, port, ssl_context=ssl.create_default_context(), https_compatible=True
+                stream = trio.SSLStream(
+                    tcp, ssl.create_default_context(), server_hostname=host, https_compatible=True
                 )
             else:
-                stream = await trio.open_tcp_stream(host, port)
+                stream = tcp
     except (trio.TooSlowError, OSError) as exc:
         raise relay_failure(url, exc) from None
     try:
@@ -271,7 +280,7 @@ async def open_relay(url: str, *, timeout: float) -> AsyncIterator[RelayConnecti
                     f"{url}: cannot connect: the relay refused the websocket", code="unreachable"
                 )
             try:
-                yield RelayConnection(url, ws, timeout)
+                yield ws
             finally:
                 with trio.move_on_after(timeout):
                     await ws.aclose()

@@ -5,10 +5,25 @@ user's log (exactly like ``tidings follow``), so the timeline shows it like any 
 are imported once (deduplicated by guid/id) by ``tidings bridge rss poll`` or, inside ``tidings run``,
 by a service that polls each source every ``interval`` seconds with conditional requests
 (ETag/Last-Modified) and backs off after failures, never holding up the node.
+
+Theory of operation of one poll (``poll_source``), every step bounded (spec §14.4, §14.6):
+
+1. *claim*: the source's next poll is first set as if this one failed, so a poll that is cancelled
+   or dies is not retried before its backoff: a source is fetched at most once per round;
+2. *fetch* (node/bridges/webfetch.py): within ``timeout`` seconds and ``min_rate`` bytes/s, at most
+   ``max_size`` bytes on the wire and decoded, every connection checked by the outbound policy
+   (node/bridges/outbound.py), and read only until the start of item ``max_items + 1``;
+3. *parse* on a worker thread, one document at a time per process part (``parse_limiter``), of the
+   first ``max_items`` items only;
+4. *import* in batches of ``IMPORT_BATCH`` items, each one call to the database, so the web API and
+   gossip get the database thread between batches;
+5. *record* the outcome: success sets the next poll ``interval`` seconds on; any failure (a timeout,
+   a cap, a refused address, a bad document) counts against the source and backs it off.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -16,22 +31,42 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import trio
-from tidings.node.bridges.base import Backoff, Bridge, BridgeContext, BridgeError, Setting, parse_seconds
-from tidings.node.bridges.feeds import parse_feed
+from tidings.node.bridges.base import (
+    Backoff,
+    Bridge,
+    BridgeContext,
+    BridgeError,
+    Setting,
+    parse_count,
+    parse_seconds,
+)
+from tidings.node.bridges.feeds import ItemCounter, parse_feed
 from tidings.node.clock import SYSTEM_CLOCK, Clock
 
 if TYPE_CHECKING:
-    import httpx
+    from tidings.node.bridges.outbound import Resolver
+    from tidings.node.bridges.webfetch import FetchLimits
     from tidings.node.home import Home
     from tidings.node.net.node import Node
 
-__all__ = ["Call", "PollOutcome", "RssBridge", "RssService", "check_url", "poll_source", "settings_numbers"]
+__all__ = [
+    "Call",
+    "PollOutcome",
+    "RssBridge",
+    "RssConfig",
+    "RssService",
+    "check_url",
+    "poll_source",
+    "rss_config",
+]
 
 log = logging.getLogger("tidings.bridges.rss")
 
 NAME = "rss"
-MAX_BODY = 5 * 1024 * 1024
 USER_AGENT = "tidings-rss-bridge/0.1"
+IMPORT_BATCH = 10  # items appended per database call (spec §14.4)
+MAX_SIZE_LIMIT = 64 * 1024 * 1024  # the largest ``max_size`` a user may set
+MAX_ITEMS_LIMIT = 10_000  # the largest ``max_items`` a user may set
 
 #: ``await call(fn, *args, **kwargs)`` runs ``fn(store, *args, **kwargs)``: the node's database thread, or the CLI's store.
 Call = Callable[..., Awaitable[Any]]
@@ -60,56 +95,90 @@ class PollOutcome:
         return {"source": self.source, "status": self.status, "new": self.new, "error": self.error}
 
 
-async def _fetch(client: httpx.AsyncClient, src: dict[str, Any], timeout: float) -> httpx.Response:
-    import httpx
+@dataclass(frozen=True, kw_only=True)
+class RssConfig:
+    """What the rss bridge's settings say (spec §14.4): when to poll, and the bounds of one poll."""
 
+    interval: float
+    backoff: Backoff
+    limits: FetchLimits
+    max_items: int
+
+
+def rss_config(settings: dict[str, str]) -> RssConfig:
+    """The ``RssConfig`` that ``settings`` (the bridge's stored settings over its defaults) give."""
+    from tidings.node.bridges.webfetch import FetchLimits
+
+    defaults = {s.name: s.default for s in RssBridge.settings}
+    value = {**defaults, **settings}
+    interval = float(value["interval"])
+    retry = float(value["retry"])
+    limits = FetchLimits(
+        timeout=float(value["timeout"]), max_size=int(value["max_size"]), min_rate=float(value["min_rate"])
+    )
+    backoff = Backoff(interval=interval, base=retry, cap=max(interval, retry) * 8)
+    return RssConfig(interval=interval, backoff=backoff, limits=limits, max_items=int(value["max_items"]))
+
+
+async def _fetch(src: dict[str, Any], config: RssConfig, resolve: Resolver | None) -> Any:
+    from tidings.node.bridges.outbound import OutboundPolicy
+    from tidings.node.bridges.webfetch import fetch
+
+    url = src["source"]
     headers = {"user-agent": USER_AGENT, "accept": "application/rss+xml, application/atom+xml, */*;q=0.5"}
     if src.get("etag"):
         headers["if-none-match"] = src["etag"]
     if src.get("last_modified"):
         headers["if-modified-since"] = src["last_modified"]
-    try:
-        response = await client.get(src["source"], headers=headers, timeout=timeout, follow_redirects=True)
-    except httpx.TimeoutException:
-        raise BridgeError(f"{src['source']}: no answer within {timeout:g} s", code="unreachable") from None
-    except httpx.HTTPError as exc:
-        raise BridgeError(
-            f"{src['source']}: cannot fetch: {exc or type(exc).__name__}", code="unreachable"
-        ) from None
-    if response.status_code not in (200, 304):
-        raise BridgeError(f"{src['source']}: HTTP {response.status_code}", code="http_error")
-    if len(response.content) > MAX_BODY:
-        raise BridgeError(f"{src['source']}: larger than {MAX_BODY} bytes", code="too_large")
-    return response
+    fetched = await fetch(
+        url,
+        policy=OutboundPolicy.for_url(url, resolve=resolve),
+        limits=config.limits,
+        headers=headers,
+        enough=ItemCounter(config.max_items).enough,
+    )
+    if fetched.status not in (200, 304):
+        raise BridgeError(f"{url}: HTTP {fetched.status}", code="http_error")
+    return fetched
 
 
 async def poll_source(
     call: Call,
     home: Home,
     src: dict[str, Any],
-    client: httpx.AsyncClient,
     *,
-    interval: float,
-    backoff: Backoff,
-    timeout: float,
+    config: RssConfig,
     clock: Clock = SYSTEM_CLOCK,
+    parse_limiter: trio.CapacityLimiter | None = None,
+    resolve: Resolver | None = None,
 ) -> PollOutcome:
-    """Poll one source once and record the outcome; failures are recorded, not raised."""
+    """Poll one source once and record the outcome; failures are recorded, not raised (module docstring).
+
+    ``parse_limiter`` bounds how many documents are parsed at once (default: one for this call);
+    ``resolve`` replaces the system's DNS resolver (tests).
+    """
     from tidings.node.bridges.keys import feed_key
     from tidings.protocol import Post, Profile
     from tidings.storage import bridges as db
 
     url = src["source"]
     now = clock.wall_ms()
+    failures = int(src.get("failures") or 0) + 1
+    await call(db.note_poll, NAME, "in", url, next_poll=now + int(config.backoff.delay(failures) * 1000))
     try:
-        response = await _fetch(client, src, timeout)
-        if response.status_code == 304:
+        fetched = await _fetch(src, config, resolve)
+        if fetched.status == 304:
             await call(
                 db.note_poll, NAME, "in", url, last_poll=now, last_ok=now, last_error=None, failures=0,
-                next_poll=now + int(interval * 1000),
+                next_poll=now + int(config.interval * 1000),
             )  # fmt: skip
             return PollOutcome(url, "unchanged")
-        parsed = parse_feed(response.content, url=url)
+        async with parse_limiter or trio.CapacityLimiter(1):
+            parsed = await trio.to_thread.run_sync(
+                functools.partial(parse_feed, fetched.body, url=url, max_items=config.max_items)
+            )
+        etag, modified = fetched.headers.get("etag"), fetched.headers.get("last-modified")
+        del fetched  # the document is not needed past its items
         key = feed_key(home, NAME, url)
         items: list[tuple[str, Any]] = []
         if parsed.title and parsed.title != src.get("title"):
@@ -117,43 +186,54 @@ async def poll_source(
                 (f"profile:{parsed.title}", Profile(name=parsed.title[:64].strip() or "feed", bio=url))
             )
         items += [(i.id, Post(text=i.text, origin=i.origin(NAME))) for i in parsed.items]
-        made = await call(db.append_bridged, key, NAME, url, items, now)
-        new = sum(1 for item, _ in made if not item.startswith("profile:"))
+        new = 0
+        for start in range(0, len(items), IMPORT_BATCH):
+            # one database call per batch: others' calls queue between them (spec §14.4)
+            made = await call(
+                db.append_bridged, key, NAME, url, items[start : start + IMPORT_BATCH], now + start
+            )
+            new += sum(1 for item, _ in made if not item.startswith("profile:"))
         await call(
             db.note_poll, NAME, "in", url, last_poll=now, last_ok=now, last_error=None, failures=0,
-            next_poll=now + int(interval * 1000), etag=response.headers.get("etag"),
-            last_modified=response.headers.get("last-modified"), title=parsed.title,
+            next_poll=now + int(config.interval * 1000), etag=etag,
+            last_modified=modified, title=parsed.title,
         )  # fmt: skip
         return PollOutcome(url, "new" if new else "ok", new=new)
     except BridgeError as exc:
         error = str(exc)
     except Exception as exc:  # anything a remote can provoke is recorded against the source
         error = f"{url}: {type(exc).__name__}: {exc}"
-    failures = int(src.get("failures") or 0) + 1
     await call(
         db.note_poll, NAME, "in", url, last_poll=now, last_error=error, failures=failures,
-        next_poll=now + int(backoff.delay(failures) * 1000),
+        next_poll=now + int(config.backoff.delay(failures) * 1000),
     )  # fmt: skip
     log.warning("rss: %s (failure %d)", error, failures)
     return PollOutcome(url, "error", error=error)
 
 
-def settings_numbers(settings: dict[str, str]) -> tuple[float, Backoff, float]:
-    """The poll interval, the backoff after failures and the request timeout that ``settings`` give."""
-    interval = float(settings.get("interval", "900"))
-    retry = float(settings.get("retry", "30"))
-    timeout = float(settings.get("timeout", "20"))
-    return interval, Backoff(interval=interval, base=retry, cap=max(interval, retry) * 8), timeout
-
-
 class RssService:
-    """Polls the followed sources when due, a few at a time, inside ``tidings run``."""
+    """Polls the followed sources when due, a few at a time, inside ``tidings run``.
 
-    def __init__(self, home: Home, settings: dict[str, str], *, clock: Clock = SYSTEM_CLOCK) -> None:
+    ``CONCURRENT`` sources are fetched at once, their documents parsed one at a time (each parse holds
+    up to some 30 times a document's size in memory, spec §14.4).
+    """
+
+    CONCURRENT = 4
+
+    def __init__(
+        self,
+        home: Home,
+        settings: dict[str, str],
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        resolve: Resolver | None = None,
+    ) -> None:
         self.name = "bridge:rss"
         self.home = home
         self.clock = clock
-        self.interval, self.backoff, self.timeout = settings_numbers(settings)
+        self.resolve = resolve
+        self.config = rss_config(settings)
+        self.interval = self.config.interval
         self.polls = 0
         self.imported = 0
         self.failing: dict[str, str] = {}
@@ -169,39 +249,54 @@ class RssService:
         }
 
     async def run(self, node: Node, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
-        import httpx
         from tidings.storage import bridges as db
 
         task_status.started()
-        limiter = trio.CapacityLimiter(4)
-        async with httpx.AsyncClient() as client:
-            while True:
-                due = await node.db.call(db.sources, NAME, "in", due=self.clock.wall_ms())
-                if due:
-                    async with trio.open_nursery() as nursery:
-                        for src in due:
-                            nursery.start_soon(self._poll_one, node, client, src, limiter)
-                    node.services_changed()
-                await trio.sleep(min(1.0, self.interval))
+        limiter = trio.CapacityLimiter(self.CONCURRENT)
+        parse_limiter = trio.CapacityLimiter(1)
+        while True:
+            due = await node.db.call(db.sources, NAME, "in", due=self.clock.wall_ms())
+            if due:
+                async with trio.open_nursery() as nursery:
+                    for src in due:
+                        nursery.start_soon(self._poll_one, node, src, limiter, parse_limiter)
+                node.services_changed()
+            await trio.sleep(min(1.0, self.interval))
 
     async def _poll_one(
-        self, node: Node, client: httpx.AsyncClient, src: dict[str, Any], limiter: trio.CapacityLimiter
+        self,
+        node: Node,
+        src: dict[str, Any],
+        limiter: trio.CapacityLimiter,
+        parse_limiter: trio.CapacityLimiter,
     ) -> None:
+        # Every step of a poll is bounded (the fetch by its deadline), so nothing here needs a timeout
+        # of its own; a poll is never cut off before its outcome is recorded (spec §14.4).
         async with limiter:
-            with trio.move_on_after(self.timeout * 2):
-                out = await poll_source(
-                    node.db.call, self.home, src, client,
-                    interval=self.interval, backoff=self.backoff, timeout=self.timeout, clock=self.clock,
-                )  # fmt: skip
-                self.polls += 1
-                self.last_poll = self.clock.wall_ms()
-                self.imported += out.new
-                if out.error:
-                    self.failing[out.source] = out.error
-                else:
-                    self.failing.pop(out.source, None)
-                if out.new:
-                    node.wake()
+            out = await poll_source(
+                node.db.call, self.home, src, config=self.config, clock=self.clock,
+                parse_limiter=parse_limiter, resolve=self.resolve,
+            )  # fmt: skip
+            self.polls += 1
+            self.last_poll = self.clock.wall_ms()
+            self.imported += out.new
+            if out.error:
+                self.failing[out.source] = out.error
+            else:
+                self.failing.pop(out.source, None)
+            if out.new:
+                node.wake()
+
+
+def _parse_rate(value: str) -> str:
+    """Bytes per second, 0 (no least rate) or more."""
+    try:
+        rate = float(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a number of bytes per second") from None
+    if not 0 <= rate <= 1e9:
+        raise ValueError("a number of bytes per second from 0 to 10^9")
+    return f"{rate:g}"
 
 
 class RssBridge(Bridge):
@@ -219,7 +314,30 @@ class RssBridge(Bridge):
             help="first retry delay after a failure (doubles)",
             parse=parse_seconds,
         ),
-        Setting(name="timeout", default="20", help="seconds to wait for a feed server", parse=parse_seconds),
+        Setting(
+            name="timeout",
+            default="20",
+            help="seconds one fetch may take in all (redirects and body included)",
+            parse=parse_seconds,
+        ),
+        Setting(
+            name="max_size",
+            default=str(2 * 1024 * 1024),
+            help="bytes of a document, on the wire and decompressed",
+            parse=parse_count(1024, MAX_SIZE_LIMIT),
+        ),
+        Setting(
+            name="max_items",
+            default="100",
+            help="items read from a document per poll (its first ones)",
+            parse=parse_count(1, MAX_ITEMS_LIMIT),
+        ),
+        Setting(
+            name="min_rate",
+            default="4096",
+            help="bytes/s a document must arrive at, after its first 5 s (0: no least rate)",
+            parse=_parse_rate,
+        ),
     )
 
     def service(self, ctx: BridgeContext) -> RssService | None:

@@ -28,14 +28,18 @@ def lines(result: Result) -> list[dict[str, Any]]:
 
 
 class FeedServer:
-    """A real HTTP server on 127.0.0.1 in a thread; each path answers with what ``routes`` says.
+    """A real HTTP server on ``host`` (a 127.x address) in a thread; each path answers with what
+    ``routes`` says.
 
     A route is a callable ``(headers) -> (status, headers, body)``; every request is logged in
-    ``requests`` as ``(path, request headers)``.
+    ``requests`` as ``(path, request headers)``. A body of bytes is sent with its Content-Length; any
+    other iterable of bytes is streamed chunk by chunk (a generator may sleep between chunks) and the
+    answer ends when the connection closes.
     """
 
-    def __init__(self) -> None:
-        self.routes: dict[str, Callable[[dict[str, str]], tuple[int, dict[str, str], bytes]]] = {}
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.host = host
+        self.routes: dict[str, Callable[[dict[str, str]], tuple[int, dict[str, str], Any]]] = {}
         self.requests: list[tuple[str, dict[str, str]]] = []
         server = self
 
@@ -51,9 +55,15 @@ class FeedServer:
                 self.send_response(status)
                 for k, v in out.items():
                     self.send_header(k, v)
-                self.send_header("Content-Length", str(len(body)))
+                if isinstance(body, bytes):
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                    return
                 self.end_headers()
-                self.wfile.write(body)
+                for chunk in body:
+                    self.wfile.write(chunk)
+                    self.wfile.flush()
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -62,12 +72,12 @@ class FeedServer:
             def handle_error(self, request: Any, client_address: Any) -> None:
                 pass  # a client that gave up (a timeout under test) is not an error here
 
-        self.httpd = Server(("127.0.0.1", 0), Handler)
+        self.httpd = Server((host, 0), Handler)
         self.port = self.httpd.server_address[1]
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"http://{self.host}:{self.port}{path}"
 
     def hits(self, path: str) -> list[dict[str, str]]:
         return [h for p, h in self.requests if p == path]
