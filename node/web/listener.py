@@ -1,0 +1,154 @@
+"""The web port's accept loop: caps connections before they cost more than a socket, then hypercorn.
+
+Hypercorn's own loop (``hypercorn.trio.serve``) accepts every connection and holds it for as long as
+the client likes: a response is written in a cancel-shielded ``send_all``, so a client that pipelines
+requests and never reads pins a descriptor for good, and a thousand of them took every descriptor of
+the process (issue 15 item 7). So we accept ourselves and hand each admitted connection to hypercorn's
+per-connection server (``TCPServer``), which keeps doing the HTTP:
+
+- ``ConnectionGate`` (node/web/gate.py) decides at accept; a refused connection gets a one-line 503
+  written without waiting and is closed at once, an evicted one is closed at once.
+- ``_GuardedStream`` gives every write a deadline (``write_timeout`` per 64 KiB): a client that does
+  not read is closed, which also ends the shielded write. Idle and slow-header clients are closed by
+  hypercorn's ``keep_alive_timeout`` (its idle timer runs from accept until a request's headers are
+  complete, and between requests); a slow body by the app's ``body_timeout`` (node/web/app.py).
+- ``EMFILE`` and friends at accept pause the loop briefly instead of spinning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import socket
+from typing import Any
+
+import trio
+from hypercorn.app_wrappers import ASGIWrapper
+from hypercorn.config import Config
+from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.typing import ConnectionState
+from tidings.node.web.gate import Admission, ConnectionGate
+from tidings.node.web.limits import WebLimits, client_key
+
+__all__ = ["serve_web"]
+
+log = logging.getLogger("tidings.web")
+
+WRITE_CHUNK = 64 * 1024
+BACKLOG = 128
+_OUT_OF_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+_BUSY_BODY = b'{"error":"too many connections: try again later","code":"busy"}'
+BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\n"
+    b"retry-after: 5\r\ncontent-length: " + str(len(_BUSY_BODY)).encode() + b"\r\n\r\n" + _BUSY_BODY
+)
+
+
+class _GuardedStream(trio.abc.HalfCloseableStream):
+    """A socket stream whose writes must progress: ``write_timeout`` per 64 KiB, else it is closed.
+
+    Hypercorn shields its writes from cancellation; a deadline inside the shield still applies.
+    ``abort`` closes the socket at once from any task (blocked reads and writes then fail).
+    """
+
+    def __init__(self, stream: trio.SocketStream, write_timeout: float) -> None:
+        self.stream = stream
+        self.write_timeout = write_timeout
+
+    @property
+    def socket(self) -> trio.socket.SocketType:  # hypercorn reads the peer's address here
+        return self.stream.socket
+
+    def abort(self) -> None:
+        with contextlib.suppress(OSError):
+            self.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+        self.stream.socket.close()  # a reset, not a lingering close: the client is not reading anyway
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data)
+        for start in range(0, len(view), WRITE_CHUNK):
+            with trio.move_on_after(self.write_timeout) as waited:
+                await self.stream.send_all(view[start : start + WRITE_CHUNK])
+            if waited.cancelled_caught:
+                self.abort()
+                raise trio.BrokenResourceError("the client does not read")
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.stream.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        return await self.stream.receive_some(max_bytes)
+
+    async def send_eof(self) -> None:
+        await self.stream.send_eof()
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
+def _refuse(sock: socket.socket) -> None:
+    """Answer 503 if the kernel takes it without waiting, and close (the excess costs nothing more)."""
+    with contextlib.suppress(OSError):
+        sock.setblocking(False)
+        sock.send(BUSY)
+    sock.close()
+
+
+async def serve_web(
+    app: Any,
+    sock: socket.socket,
+    limits: WebLimits,
+    *,
+    task_status: trio.TaskStatus[ConnectionGate] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the ASGI ``app`` on the bound ``sock`` within ``limits`` until cancelled."""
+    config = Config()
+    config.accesslog = None
+    config.errorlog = log
+    config.keep_alive_timeout = limits.idle_timeout
+    wrapped = ASGIWrapper(app)
+    context = WorkerContext(None)
+    gate = ConnectionGate(max_connections=limits.max_connections, max_per_client=limits.max_per_client)
+    sock.listen(BACKLOG)
+
+    async def serve_one(conn: socket.socket, admission: Admission) -> None:
+        stream = _GuardedStream(trio.SocketStream(trio.socket.from_stdlib_socket(conn)), limits.write_timeout)
+        admission.close = stream.abort
+        try:
+            await TCPServer(wrapped, config, context, ConnectionState({}), stream)  # type: ignore[arg-type]
+        finally:
+            gate.release(admission)
+            stream.abort()
+
+    async def accept_loop(nursery: trio.Nursery) -> None:
+        while True:
+            await trio.lowlevel.wait_readable(sock)
+            try:
+                conn, address = sock.accept()
+            except BlockingIOError:
+                continue
+            except OSError as exc:
+                if exc.errno not in _OUT_OF_RESOURCES:
+                    raise
+                log.warning("web: cannot accept connections: %s; pausing 100 ms", exc.strerror)
+                await trio.sleep(0.1)
+                continue
+            admission, evicted = gate.admit(client_key(address[0]))
+            if evicted is not None:
+                evicted.close()
+            if admission is None:
+                _refuse(conn)
+                continue
+            nursery.start_soon(serve_one, conn, admission)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(accept_loop, nursery)
+        task_status.started(gate)
+        try:
+            await trio.sleep_forever()
+        finally:
+            # hypercorn's writes are shielded: closing the sockets is what ends them promptly
+            for admission in gate.admissions():
+                admission.close()
