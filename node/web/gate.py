@@ -44,6 +44,7 @@ class ConnectionGate:
         self._by_client: dict[str, list[Admission]] = defaultdict(list)
         self._count = 0
         self._order = itertools.count()
+        self.admitted = 0
         self.refused = 0
         self.evicted = 0
 
@@ -68,6 +69,7 @@ class ConnectionGate:
         admission = Admission(client=client, order=next(self._order))
         self._by_client[client].append(admission)
         self._count += 1
+        self.admitted += 1
         return admission, evicted
 
     def release(self, admission: Admission) -> None:
@@ -88,6 +90,7 @@ class ConnectionGate:
         return {
             "open": self._count,
             "clients": len(self._by_client),
+            "admitted": self.admitted,
             "refused": self.refused,
             "evicted": self.evicted,
         }

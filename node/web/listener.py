@@ -56,15 +56,18 @@ class _GuardedStream(trio.abc.HalfCloseableStream):
     def __init__(self, stream: trio.SocketStream, write_timeout: float) -> None:
         self.stream = stream
         self.write_timeout = write_timeout
+        self.scope = trio.CancelScope()  # around hypercorn's work on this connection
 
     @property
     def socket(self) -> trio.socket.SocketType:  # hypercorn reads the peer's address here
         return self.stream.socket
 
     def abort(self) -> None:
+        """Reset the connection and end hypercorn's work on it (its idle timer and pipelined requests)."""
         with contextlib.suppress(OSError):
             self.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
         self.stream.socket.close()  # a reset, not a lingering close: the client is not reading anyway
+        self.scope.cancel()
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         view = memoryview(data)
@@ -117,7 +120,8 @@ async def serve_web(
         stream = _GuardedStream(trio.SocketStream(trio.socket.from_stdlib_socket(conn)), limits.write_timeout)
         admission.close = stream.abort
         try:
-            await TCPServer(wrapped, config, context, ConnectionState({}), stream)  # type: ignore[arg-type]
+            with stream.scope:
+                await TCPServer(wrapped, config, context, ConnectionState({}), stream)  # type: ignore[arg-type]
         finally:
             gate.release(admission)
             stream.abort()
