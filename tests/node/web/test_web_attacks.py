@@ -9,7 +9,9 @@ in the issue. With 512 descriptors the web port's share is 128 connections (a qu
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import resource
 import socket
@@ -166,6 +168,14 @@ async def test_a_flood_of_never_reading_connections_is_capped_and_the_node_recov
         nursery.cancel_scope.cancel()
 
 
+async def test_a_client_that_closes_its_connections_gets_its_slots_back_at_once(tmp_path, nursery):
+    async with web_node(nursery, tmp_path, "victim", web_config="max_per_client = 4") as w:
+        # one address, 20 connections one after another: each is let go when the client closes it
+        await honest_requests(w.url, w.token, 20)
+        assert w.service.statistics()["refused"] == 0
+        nursery.cancel_scope.cancel()
+
+
 async def test_clients_that_never_read_or_never_finish_are_closed_while_they_stay(tmp_path, nursery):
     config = "idle_timeout = 1.0\nwrite_timeout = 1.0"
     async with web_node(nursery, tmp_path, "victim", web_config=config) as w:
@@ -192,3 +202,71 @@ async def test_clients_that_never_read_or_never_finish_are_closed_while_they_sta
         finally:
             sock.close()
         nursery.cancel_scope.cancel()
+
+
+async def test_event_streams_are_capped_per_client_and_in_all(tmp_path, nursery):
+    config = "max_event_streams = 3\nmax_event_streams_per_client = 2"
+    async with (
+        web_node(nursery, tmp_path, "victim", web_config=config) as w,
+        contextlib.AsyncExitStack() as stack,
+    ):
+
+        async def stream(source: str) -> httpx.Response:
+            transport = httpx.AsyncHTTPTransport(local_address=source)
+            headers = {"authorization": f"Bearer {w.token}"}
+            client = httpx.AsyncClient(base_url=w.url, transport=transport, timeout=5, headers=headers)
+            await stack.enter_async_context(client)
+            return await stack.enter_async_context(client.stream("GET", "/api/events"))
+
+        async def refused(response: httpx.Response, status: int, code: str) -> None:
+            assert response.status_code == status
+            body = json.loads(await response.aread())
+            assert body["code"] == code and body["error"], body
+
+        one, two = next_host(), next_host()
+        first = await stream(one)
+        assert first.status_code == 200 and first.headers["content-type"] == "text/event-stream"
+        assert (await stream(one)).status_code == 200
+        await refused(await stream(one), 429, "too_many_streams")  # the client's third
+        assert (await stream(two)).status_code == 200
+        await refused(await stream(next_host()), 503, "streams_full")  # the fourth in all
+        await first.aclose()
+        # the node notices the client left and gives the slot back: that client is served again
+        with trio.fail_after(5):
+            while (again := await stream(one)).status_code != 200:
+                await refused(again, 429, "too_many_streams")
+                await trio.sleep(0.1)
+        nursery.cancel_scope.cancel()
+
+
+async def test_deep_json_and_slow_bodies_are_refused_without_a_traceback(tmp_path, nursery, caplog):
+    caplog.set_level(logging.DEBUG)
+    async with web_node(nursery, tmp_path, "victim", web_config="body_timeout = 1.0") as w, w.client() as c:
+        deep = b"[" * 100_000 + b"]" * 100_000  # 200 KB: under the body cap, 100,000 deep
+        for body in (deep, b'{"text": ' + b"[" * 33 + b"]" * 33 + b"}"):
+            response = await c.post("/api/post", content=body, headers={"content-type": "application/json"})
+            assert response.status_code == 400, response.text
+            assert response.json()["code"] == "bad_json" and "deeper than 32" in response.json()["error"]
+        # 32 deep passes the depth check (and is refused for what it is: not a string)
+        shallow = b'{"text": ' + b"[" * 31 + b"]" * 31 + b"}"
+        response = await c.post("/api/post", content=shallow, headers={"content-type": "application/json"})
+        assert response.status_code == 400 and response.json()["code"] == "bad_parameter"
+        response = await c.post("/api/post", json={"text": "still fine"})
+        assert response.status_code == 200
+
+        # a body that stops arriving: 408 after body_timeout, then closed
+        host, port = w.url.removeprefix("http://").rsplit(":", 1)
+        with socket.create_connection((host, int(port)), source_address=(next_host(), 0)) as sock:
+            head = (
+                f"POST /api/post HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: Bearer {w.token}\r\n"
+                'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"text"'
+            )
+            sock.sendall(head.encode())
+            sock.settimeout(10)
+            start = time.monotonic()
+            answer = await trio.to_thread.run_sync(sock.recv, 4096)
+            assert answer.startswith(b"HTTP/1.1 408") and b'"slow_body"' in answer, answer
+            assert time.monotonic() - start < 5
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+    assert "RecursionError" not in caplog.text and "Traceback" not in caplog.text
+    nursery.cancel_scope.cancel()
