@@ -26,7 +26,6 @@ from typing import Any
 import trio
 from hypercorn.app_wrappers import ASGIWrapper
 from hypercorn.config import Config
-from hypercorn.events import Event, Updated
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState
@@ -95,22 +94,18 @@ class _GuardedStream(trio.abc.HalfCloseableStream):
 class _Server(TCPServer):
     """Hypercorn's per-connection server, which lets go of a connection as soon as its client left.
 
-    Hypercorn keeps a connection whose client closed it until its idle timer runs out (its task
-    group waits for that timer), holding the descriptor and a slot of the gate for
-    ``keep_alive_timeout``; a client opening connection after connection filled its slots.
+    Hypercorn keeps a connection whose client closed it until its idle timer runs out and its
+    requests finish (its task group waits for them), holding the descriptor and a slot of the gate;
+    a client opening connection after connection filled its slots. When the reading side ends (the
+    client closed or reset the connection), nothing more can be delivered: the connection's work is
+    cancelled (an HTTP/1.1 client that half-closes after its request would lose the answer; none
+    of ours does).
     """
 
-    _client_gone = False
-
     async def _read_data(self) -> None:
-        await super()._read_data()  # returns when the client closed, reset or went silent
-        self._client_gone = True
-        await self.idle_task.stop()
-
-    async def protocol_send(self, event: Event) -> None:
-        if isinstance(event, Updated) and self._client_gone:
-            return  # no idle timer for a connection whose client is gone
-        await super().protocol_send(event)
+        await super()._read_data()  # returns when the client closed or reset the connection
+        assert isinstance(self.stream, _GuardedStream)
+        self.stream.scope.cancel()
 
 
 def _refuse(sock: socket.socket) -> None:
@@ -143,7 +138,7 @@ async def serve_web(
         admission.close = stream.abort
         try:
             with stream.scope:
-                await _Server(wrapped, config, context, ConnectionState({}), stream)  # type: ignore[arg-type]
+                await _Server(wrapped, config, context, ConnectionState({}), stream).run()  # type: ignore[arg-type]
         finally:
             gate.release(admission)
             stream.abort()
