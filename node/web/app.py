@@ -8,7 +8,7 @@ Theory of operation: every HTTP request first has its ``Host`` checked (node/web
   another site made the browser send it, and is then looked up in ``api.ROUTES`` by method and exact
   path; ``GET /api/events`` is a server-sent event stream woken by ``node.wait_changed()``.
 
-Within the ``[web]`` limits (node/web/limits.py, spec/protocol.md §15): a JSON body is at most
+Within the ``[web]`` limits (node/web/limits.py; README, "The web page"): a JSON body is at most
 ``max_body`` bytes, arrives within ``body_timeout`` and nests at most ``MAX_JSON_DEPTH`` deep (checked
 before it is parsed, so no input reaches the parser's recursion limit); event streams are counted per
 client and in all (``StreamSlots``). Connections themselves are capped by node/web/listener.py.
@@ -297,7 +297,7 @@ class WebApp:
             args = parse_args(route, req.query, body)
             if route.stream:
                 client = client_key((scope.get("client") or ("?", 0))[0])
-                self.streams.take(client)  # ApiError 429/503 when full: spec/protocol.md §15.2
+                self.streams.take(client)  # ApiError 429/503 when full (README, "The web page")
                 try:
                     await self._events(receive, send)
                 finally:

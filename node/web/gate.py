@@ -1,6 +1,6 @@
 """Who may hold the web port's connections and event streams: the admission rules, without any IO.
 
-Theory of operation (spec/protocol.md §15.1):
+Theory of operation (README, "The web page"):
 
 - A connection is admitted when its client (``limits.client_key``: an IPv4 address or an IPv6 /64)
   holds fewer than ``max_per_client`` connections and the port holds fewer than ``max_connections``.

@@ -3,7 +3,7 @@
 A node is one process: the web port, the gossip port, the DHT socket, the store and the bridges share
 its descriptor limit (``RLIMIT_NOFILE``). Web clients are the cheapest to open in bulk, so the web
 port may hold at most a quarter of that limit whatever the config says (``budgeted``); the rest stays
-for gossip and the store (README "The web page", spec/protocol.md §15).
+for gossip and the store (README, "The web page").
 """
 
 from __future__ import annotations
@@ -58,14 +58,10 @@ class WebLimits:
         for f in fields(self):
             kind, low, high = _RANGES[f.name]
             value = getattr(self, f.name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-                raise WebConfigError(
-                    f"[web] {f.name} must be a number from {low:g} to {high:g}, not {value!r}"
-                )
-            if kind is int and not isinstance(value, int):
-                raise WebConfigError(
-                    f"[web] {f.name} must be an integer from {low:g} to {high:g}, not {value!r}"
-                )
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not number or not low <= value <= high or (kind is int and not isinstance(value, int)):
+                what = "an integer" if kind is int else "a number"
+                raise WebConfigError(f"[web] {f.name} must be {what} from {low:g} to {high:g}, not {value!r}")
 
     @classmethod
     def from_config(cls, table: Any, *, source: str = "config.toml") -> WebLimits:

@@ -1,4 +1,4 @@
-"""Hostile web clients against a real node on 127.x (issue 15 item 7; spec/protocol.md §15).
+"""Hostile web clients against a real node on 127.x (issue 15 item 7; README, "The web page").
 
 The flood is scaled down from the issue's: there, ~1,100 connections took every descriptor of a node
 allowed 1,024. Here the test process (which is the node) is allowed ``NOFILE`` = 512 descriptors
