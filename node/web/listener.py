@@ -12,6 +12,8 @@ per-connection server (``TCPServer``), which keeps doing the HTTP:
   not read is closed, which also ends the shielded write. Idle and slow-header clients are closed by
   hypercorn's ``keep_alive_timeout`` (its idle timer runs from accept until a request's headers are
   complete, and between requests); a slow body by the app's ``body_timeout`` (node/web/app.py).
+- ``_Server`` (hypercorn's ``TCPServer``) cancels a connection's work once its client closed or reset
+  it, instead of holding it until its idle timer ends; so slots and descriptors come back at once.
 - ``EMFILE`` and friends at accept pause the loop briefly instead of spinning.
 """
 
@@ -133,9 +135,7 @@ async def serve_web(
     gate = ConnectionGate(max_connections=limits.max_connections, max_per_client=limits.max_per_client)
     sock.listen(BACKLOG)
 
-    async def serve_one(conn: socket.socket, admission: Admission) -> None:
-        stream = _GuardedStream(trio.SocketStream(trio.socket.from_stdlib_socket(conn)), limits.write_timeout)
-        admission.close = stream.abort
+    async def serve_one(stream: _GuardedStream, admission: Admission) -> None:
         try:
             with stream.scope:
                 await _Server(wrapped, config, context, ConnectionState({}), stream).run()  # type: ignore[arg-type]
@@ -162,7 +162,11 @@ async def serve_web(
             if admission is None:
                 _refuse(conn)
                 continue
-            nursery.start_soon(serve_one, conn, admission)
+            stream = _GuardedStream(
+                trio.SocketStream(trio.socket.from_stdlib_socket(conn)), limits.write_timeout
+            )
+            admission.close = stream.abort  # from now on: evicted before its task starts, it is closed too
+            nursery.start_soon(serve_one, stream, admission)
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(accept_loop, nursery)
