@@ -12,8 +12,10 @@ per-connection server (``TCPServer``), which keeps doing the HTTP:
   not read is closed, which also ends the shielded write. Idle and slow-header clients are closed by
   hypercorn's ``keep_alive_timeout`` (its idle timer runs from accept until a request's headers are
   complete, and between requests); a slow body by the app's ``body_timeout`` (node/web/app.py).
-- ``_Server`` (hypercorn's ``TCPServer``) cancels a connection's work once its client closed or reset
-  it, instead of holding it until its idle timer ends; so slots and descriptors come back at once.
+- Once a read or a write finds the connection broken (reset by the client, or closed by us), its work
+  is cancelled: hypercorn would otherwise go on answering every request the client had pipelined,
+  each answer failing, holding the descriptor and the slot for seconds after the client left. A
+  client that closes its side cleanly is let go at once too (``_Server``), not after the idle timer.
 - ``EMFILE`` and friends at accept pause the loop briefly instead of spinning.
 """
 
@@ -28,6 +30,7 @@ from typing import Any
 import trio
 from hypercorn.app_wrappers import ASGIWrapper
 from hypercorn.config import Config
+from hypercorn.events import Event, Updated
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState
@@ -75,7 +78,11 @@ class _GuardedStream(trio.abc.HalfCloseableStream):
         view = memoryview(data)
         for start in range(0, len(view), WRITE_CHUNK):
             with trio.move_on_after(self.write_timeout) as waited:
-                await self.stream.send_all(view[start : start + WRITE_CHUNK])
+                try:
+                    await self.stream.send_all(view[start : start + WRITE_CHUNK])
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    self.scope.cancel()  # the client is gone: see the module docstring
+                    raise
             if waited.cancelled_caught:
                 self.abort()
                 raise trio.BrokenResourceError("the client does not read")
@@ -84,7 +91,12 @@ class _GuardedStream(trio.abc.HalfCloseableStream):
         await self.stream.wait_send_all_might_not_block()
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        return await self.stream.receive_some(max_bytes)
+        try:
+            data = await self.stream.receive_some(max_bytes)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self.scope.cancel()
+            raise
+        return data
 
     async def send_eof(self) -> None:
         await self.stream.send_eof()
@@ -94,20 +106,24 @@ class _GuardedStream(trio.abc.HalfCloseableStream):
 
 
 class _Server(TCPServer):
-    """Hypercorn's per-connection server, which lets go of a connection as soon as its client left.
+    """Hypercorn's per-connection server, which lets go of a connection as soon as its client closed it.
 
-    Hypercorn keeps a connection whose client closed it until its idle timer runs out and its
-    requests finish (its task group waits for them), holding the descriptor and a slot of the gate;
-    a client opening connection after connection filled its slots. When the reading side ends (the
-    client closed or reset the connection), nothing more can be delivered: the connection's work is
-    cancelled (an HTTP/1.1 client that half-closes after its request would lose the answer; none
-    of ours does).
+    Hypercorn keeps such a connection until its idle timer runs out (its task group waits for the
+    timer), holding the descriptor and a slot for ``keep_alive_timeout``: a client opening connection
+    after connection filled its slots.
     """
 
+    _client_closed = False
+
     async def _read_data(self) -> None:
-        await super()._read_data()  # returns when the client closed or reset the connection
-        assert isinstance(self.stream, _GuardedStream)
-        self.stream.scope.cancel()
+        await super()._read_data()  # returns when the client closed its side (or is gone)
+        self._client_closed = True
+        await self.idle_task.stop()
+
+    async def protocol_send(self, event: Event) -> None:
+        if isinstance(event, Updated) and self._client_closed:
+            return  # no idle timer for a connection whose client closed it
+        await super().protocol_send(event)
 
 
 def _refuse(sock: socket.socket) -> None:
@@ -141,7 +157,7 @@ async def serve_web(
                 await _Server(wrapped, config, context, ConnectionState({}), stream).run()  # type: ignore[arg-type]
         finally:
             gate.release(admission)
-            stream.abort()
+            stream.stream.socket.close()  # if hypercorn did not get to close it (a plain close, no reset)
 
     async def accept_loop(nursery: trio.Nursery) -> None:
         while True:

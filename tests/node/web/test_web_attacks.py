@@ -169,7 +169,7 @@ async def test_a_flood_of_never_reading_connections_is_capped_and_the_node_recov
         finally:
             attacker.leave()
         # after it left: the descriptors come back by themselves within seconds
-        await wait_until(lambda: descriptors() <= idle + 4, timeout=10)
+        await wait_until(lambda: descriptors() <= idle + 4, timeout=5)
         await wait_until(lambda: w.service.statistics()["open"] <= 1, timeout=5)
         await honest_requests(w.url, w.token, 2)
         nursery.cancel_scope.cancel()
