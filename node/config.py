@@ -120,6 +120,7 @@ TABLES = {
     "bootstrap": 'DHT nodes to join through (list of "HOST:PORT")',
     "filters": "timeline filters (table)",
     "rankers": "ranker weights ([rankers.NAME] tables)",
+    "web": "the web port's limits (table; its keys are checked by node/web/limits.py when the page starts)",
 }
 
 
@@ -154,6 +155,8 @@ def check_config(config: Mapping[str, Any], where: Path | str) -> None:
         raise ConfigError(f"{where}: limits must be a table ([limits])")
     for key, value in limits.items():
         _check_limit(key, value, where)
+    if not isinstance(config.get("web", {}), Mapping):
+        raise ConfigError(f"{where}: web must be a table ([web])")
     _check_bootstrap(config.get("bootstrap", []), where)
     _check_filters(config, where)
     rankers = config.get("rankers", {})

@@ -8,14 +8,21 @@ Theory of operation: every HTTP request first has its ``Host`` checked (node/web
   another site made the browser send it, and is then looked up in ``api.ROUTES`` by method and exact
   path; ``GET /api/events`` is a server-sent event stream woken by ``node.wait_changed()``.
 
+Within the ``[web]`` limits (node/web/limits.py; README, "The web page"): a JSON body is at most
+``max_body`` bytes, arrives within ``body_timeout`` and nests at most ``MAX_JSON_DEPTH`` deep (checked
+before it is parsed, so no input reaches the parser's recursion limit); event streams are counted per
+client and in all (``StreamSlots``). Connections themselves are capped by node/web/listener.py.
+
 Errors are ``{"error": message, "code": code}`` with 400 (bad input), 401 (no token), 403 (another
-origin), 404 (unknown id or path), 405, 413 or 500. Every response carries the security headers below.
+origin), 404 (unknown id or path), 405, 408 (a body too slow), 413, 429 (too many streams of one
+client), 500 or 503 (too many streams in all). Every response carries the security headers below.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import urllib.parse
 from collections.abc import Awaitable, Callable, MutableMapping
 from importlib import resources
@@ -32,6 +39,8 @@ from tidings.node.web.auth import (
     token_matches,
 )
 from tidings.node.web.context import WebContext
+from tidings.node.web.gate import StreamSlots
+from tidings.node.web.limits import WebLimits, client_key
 from tidings.node.web.routes import ApiError, Route, parse_args
 from tidings.protocol.errors import TidingsError
 
@@ -43,7 +52,7 @@ Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
-MAX_BODY = 256 * 1024
+MAX_JSON_DEPTH = 32
 KEEPALIVE_SECONDS = 15.0
 EVENT_COALESCE_SECONDS = 0.1
 
@@ -98,6 +107,32 @@ def _load_static() -> dict[str, tuple[bytes, str]]:
     return files
 
 
+# -1/+1 for each closing/opening bracket; every other byte counts 0
+_DEPTH_STEP = [0] * 256
+_DEPTH_STEP[ord("[")] = _DEPTH_STEP[ord("{")] = 1
+_DEPTH_STEP[ord("]")] = _DEPTH_STEP[ord("}")] = -1
+_BRACKETS_ONLY = bytes(b for b in range(256) if b not in b"[]{}")
+_STRING = re.compile(rb'"[^"]*"')
+
+
+def json_depth(data: bytes, limit: int) -> int:
+    """How deep the arrays and objects of a JSON text nest (counted up to ``limit + 1``), without recursion.
+
+    Escaped backslashes and quotes are dropped first, so the quotes left delimit strings exactly and
+    brackets inside strings do not count; the scan is linear. For a text that is not valid JSON the
+    count may be off, but the parser refuses that text anyway.
+    """
+    text = _STRING.sub(b"", data.replace(b"\\\\", b"").replace(b'\\"', b""))
+    depth = deepest = 0
+    for step in map(_DEPTH_STEP.__getitem__, text.translate(None, _BRACKETS_ONLY)):
+        depth += step
+        if depth > deepest:
+            deepest = depth
+            if deepest > limit:
+                break
+    return deepest
+
+
 def error_status(exc: Exception) -> tuple[int, str, str]:
     """``(status, code, message)`` for an exception raised by a handler."""
     if isinstance(exc, TidingsError):
@@ -135,8 +170,15 @@ class _Request:
 class WebApp:
     """The ASGI callable. ``bound_host``/``port`` are where it listens (for Host checks, cookie name)."""
 
-    def __init__(self, ctx: WebContext, *, token: str, bound_host: str, port: int) -> None:
+    def __init__(
+        self, ctx: WebContext, *, token: str, bound_host: str, port: int, limits: WebLimits | None = None
+    ) -> None:
         self.ctx = ctx
+        self.limits = limits or WebLimits()
+        self.streams = StreamSlots(
+            max_streams=self.limits.max_event_streams,
+            max_per_client=self.limits.max_event_streams_per_client,
+        )
         self.token = token
         self.bound_host = bound_host
         self.port = port
@@ -198,7 +240,7 @@ class WebApp:
             await self._error(send, exc.status, exc.code, str(exc))
             return
         if req.path.startswith("/api/"):
-            await self._api(req, receive, send)
+            await self._api(req, scope, receive, send)
         elif req.path == "/login":
             await self._login(req, send)
         else:
@@ -241,7 +283,7 @@ class WebApp:
             host=req.headers.get("host"),
         )
 
-    async def _api(self, req: _Request, receive: Receive, send: Send) -> None:
+    async def _api(self, req: _Request, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             self._check(req)
             route = self.routes.get((req.method, req.path))
@@ -251,10 +293,15 @@ class WebApp:
                         f"{req.method} is not allowed on {req.path}", status=405, code="method_not_allowed"
                     )
                 raise ApiError(f"no endpoint {req.path}", status=404, code="not_found")
-            body = await self._read_json(req, receive) if req.method == "POST" else None
+            body = await self._read_json(receive) if req.method == "POST" else None
             args = parse_args(route, req.query, body)
             if route.stream:
-                await self._events(receive, send)
+                client = client_key((scope.get("client") or ("?", 0))[0])
+                self.streams.take(client)  # ApiError 429/503 when full (README, "The web page")
+                try:
+                    await self._events(receive, send)
+                finally:
+                    self.streams.give_back(client)
                 return
             result = await route.handler(self.ctx, args)
         except Exception as exc:
@@ -265,24 +312,32 @@ class WebApp:
             return
         await self._json(send, 200, result)
 
-    @staticmethod
-    async def _read_json(req: _Request, receive: Receive) -> Any:
+    async def _read_json(self, receive: Receive) -> Any:
+        limit = self.limits.max_body
         chunks: list[bytes] = []
         size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise ApiError("the client went away", code="disconnected")
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > MAX_BODY:
-                raise ApiError(f"the request body is over {MAX_BODY} bytes", status=413, code="too_large")
-            chunks.append(chunk)
-            if not message.get("more_body"):
-                break
+        with trio.move_on_after(self.limits.body_timeout) as waited:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise ApiError("the client went away", code="disconnected")
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > limit:
+                    raise ApiError(f"the request body is over {limit} bytes", status=413, code="too_large")
+                chunks.append(chunk)
+                if not message.get("more_body"):
+                    break
+        if waited.cancelled_caught:
+            raise ApiError(
+                f"the request body took over {self.limits.body_timeout:g} s", status=408, code="slow_body"
+            )
+        data = b"".join(chunks) or b"null"
+        if json_depth(data, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+            raise ApiError(f"the request body nests deeper than {MAX_JSON_DEPTH}", code="bad_json")
         try:
-            return json.loads(b"".join(chunks) or b"null")
-        except (ValueError, UnicodeDecodeError):
+            return json.loads(data)
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise ApiError("the request body is not valid JSON", code="bad_json") from None
 
     async def _events(self, receive: Receive, send: Send) -> None:

@@ -1,23 +1,25 @@
-"""The web service inside ``tidings run``: hypercorn's trio worker serving ``WebApp`` on one address.
+"""The web service inside ``tidings run``: ``WebApp`` served over HTTP by hypercorn on one address.
 
-We bind the socket ourselves (hypercorn's ``Config.create_sockets`` is overridden to hand it over), so
-that a failed bind raises here (the node reports the service as crashed and keeps running), port 0
-works and ``state()`` reports the real URL, and the socket is closed whatever happens.
+We bind the socket ourselves, so that a failed bind raises here (the node reports the service as
+crashed and keeps running), port 0 works and ``state()`` reports the real URL, and the socket is
+closed whatever happens. Connections are accepted by our own loop (node/web/listener.py), which caps
+them by the ``[web]`` limits of ``config.toml`` (node/web/limits.py), read and checked when the
+service is made, before the node starts.
 """
 
 from __future__ import annotations
 
-import logging
 import socket
 from typing import TYPE_CHECKING, Any
 
 import trio
-from hypercorn.config import Config, Sockets
-from hypercorn.trio import serve
 from tidings.node.addresses import parse_address
 from tidings.node.web.app import WebApp
 from tidings.node.web.auth import load_token
 from tidings.node.web.context import WebContext, WebNode
+from tidings.node.web.gate import ConnectionGate
+from tidings.node.web.limits import WebLimits, descriptor_limit
+from tidings.node.web.listener import serve_web
 from tidings.node.web.openapi import openapi_document
 
 if TYPE_CHECKING:
@@ -26,19 +28,6 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_HTTP", "WebService"]
 
 DEFAULT_HTTP = "127.0.0.1:7434"
-
-log = logging.getLogger("tidings.web")
-
-
-class _BoundConfig(Config):
-    """A hypercorn config that serves an already bound socket."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        super().__init__()
-        self._sock = sock
-
-    def create_sockets(self) -> Sockets:
-        return Sockets(secure_sockets=[], insecure_sockets=[self._sock], quic_sockets=[])
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -61,18 +50,30 @@ def url_for(host: str, port: int) -> str:
 
 
 class WebService:
-    """Serves the local page and API at ``address`` (``HOST:PORT``, port 0 picks one)."""
+    """Serves the local page and API at ``address`` (``HOST:PORT``, port 0 picks one).
+
+    ``limits`` default to the home's ``[web]`` table (WebConfigError, code ``bad_config``, if a value
+    is wrong); they are budgeted against the process's descriptor limit when the service starts.
+    """
 
     name = "web"
 
-    def __init__(self, home: Home, address: str = DEFAULT_HTTP) -> None:
+    def __init__(self, home: Home, address: str = DEFAULT_HTTP, *, limits: WebLimits | None = None) -> None:
         parse_address(address)  # ValueError early for a malformed address
         self.home = home
         self.address = address
+        if limits is None:
+            limits = WebLimits.from_config(home.config().get("web"), source=str(home.config_path))
+        self.limits = limits
         self.url: str | None = None
+        self.gate: ConnectionGate | None = None
 
     def state(self) -> dict[str, Any]:
         return {"url": self.url} if self.url is not None else {"address": self.address}
+
+    def statistics(self) -> dict[str, Any]:
+        """Open, refused and evicted web connections (empty before the service runs)."""
+        return self.gate.statistics() if self.gate is not None else {}
 
     async def run(
         self, node: WebNode, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED
@@ -82,21 +83,15 @@ class WebService:
         try:
             bound_port = sock.getsockname()[1]
             token = load_token(self.home.path)
+            limits = self.limits.budgeted(descriptor_limit())
             ctx = WebContext(node, self.home, openapi=openapi_document)
-            app = WebApp(ctx, token=token, bound_host=host, port=bound_port)
-            config = _BoundConfig(sock)
-            config.accesslog = None
-            config.errorlog = log
-            config.graceful_timeout = 1.0
-            url = url_for(host, bound_port)
-
-            class _Started:
-                def started(self_, value: Any = None) -> None:
-                    self.url = url
-                    task_status.started(url)
-                    node.services_changed()  # node.json now names the URL (tidings open reads it)
-
-            await serve(app, config, task_status=_Started())  # type: ignore[arg-type]
+            app = WebApp(ctx, token=token, bound_host=host, port=bound_port, limits=limits)
+            async with trio.open_nursery() as nursery:
+                self.gate = await nursery.start(serve_web, app, sock, limits)
+                self.url = url_for(host, bound_port)
+                task_status.started(self.url)
+                node.services_changed()  # node.json now names the URL (tidings open reads it)
         finally:
             self.url = None
+            self.gate = None
             sock.close()

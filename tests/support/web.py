@@ -35,10 +35,21 @@ class WebNode:
 
 @contextlib.asynccontextmanager
 async def web_node(
-    nursery: trio.Nursery, tmp: Path, name: str, *, http: str = "127.0.0.1:0", **kwargs: Any
+    nursery: trio.Nursery,
+    tmp: Path,
+    name: str,
+    *,
+    http: str = "127.0.0.1:0",
+    web_config: str = "",
+    **kwargs: Any,
 ) -> AsyncIterator[WebNode]:
-    """A running node serving the web API on ``http`` (port 0: a free port, reported by state())."""
+    """A running node serving the web API on ``http`` (port 0: a free port, reported by state()).
+
+    ``web_config`` is the body of the ``[web]`` table of its config.toml (limits, node/web/limits.py).
+    """
     home, key = make_home(tmp, name)
+    if web_config:
+        home.config_path.write_text(f"[web]\n{web_config}\n")
     services = web_services(home, http)
     node = await start_node(nursery, home, key, services=services, **kwargs)
     service = services[0]
