@@ -27,6 +27,7 @@ from tidings.node.net.scoring import Penalties, Scores
 from tidings.node.net.transport import SecureChannel
 from tidings.node.services import Service, ServiceRunner
 from tidings.protocol import SigningKey, feed_id_text
+from tidings.protocol.budget import ProofCache
 from tidings.protocol.gossip import Gossip
 from tidings.storage import gossip, peers
 from tidings.storage.store import Store
@@ -61,6 +62,8 @@ DEFAULT_LIMITS: dict[str, Any] = {
     "graft_delay": 0.3,
     "have_interval": 0.5,
     "pex_interval": 60.0,
+    "work_budget": 2000.0,
+    "proof_cache": 10000,
 }
 
 
@@ -105,6 +108,8 @@ class Node:
         self.gossip = Gossip(own=key.public_key, limits=gossip_limits(self.limits))
         self._gossip_timer = GossipTimer(self.gossip, clock, self._gossip_link)
         self.sent_entries = 0  # entries sent to peers, all connections (copies, bench/swarm.py)
+        #: fork proofs checked or held, consulted before any signature check (spec §12.8.6)
+        self.proofs = ProofCache(int(self.limits["proof_cache"]))
         self.wanted: set[bytes] = {key.public_key}
         self.blocked: set[bytes] = set()
         self.address: str | None = None
