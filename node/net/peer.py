@@ -272,8 +272,12 @@ class PeerConnection:
         Before any signature is checked, a proof's feed must be wanted and the proof new to the node
         (``node.proofs``, then the store); each step is paid from the work budget first (§12.4, §12.8.6)."""
         budget, cache = self.work.budget, self.node.proofs
+        taken = proofs[:_FORKS_PER_FRAME]
+        unique = list(dict.fromkeys(taken))  # copies within one frame are looked at once...
+        if not budget.charge(PROOF_PEEK_COST * (len(taken) - len(unique))):  # ...but paid for all the same
+            return
         fresh = []
-        for raw in proofs[:_FORKS_PER_FRAME]:
+        for raw in unique:
             if not budget.charge(PROOF_PEEK_COST):
                 break
             author, seq, digest = peek_fork(raw)  # not even shaped like a proof: the peer lied
