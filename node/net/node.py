@@ -108,8 +108,7 @@ class Node:
         self.gossip = Gossip(own=key.public_key, limits=gossip_limits(self.limits))
         self._gossip_timer = GossipTimer(self.gossip, clock, self._gossip_link)
         self.sent_entries = 0  # entries sent to peers, all connections (copies, bench/swarm.py)
-        #: fork proofs checked or held, consulted before any signature check (spec §12.8.6)
-        self.proofs = ProofCache(int(self.limits["proof_cache"]))
+        self.proofs = ProofCache(int(self.limits["proof_cache"]))  # checked before signatures (§12.4)
         self.wanted: set[bytes] = {key.public_key}
         self.blocked: set[bytes] = set()
         self.address: str | None = None

@@ -24,20 +24,20 @@ from typing import Any
 import trio
 from tidings.node.net.budgets import RateLimit
 from tidings.node.net.feeder import Feeder
+from tidings.node.net.forks import FORKS_PER_FRAME, take_forks
 from tidings.node.net.gossip_link import GossipLink
 from tidings.node.net.host import ConnectionHost
 from tidings.node.net.ingest import IngestPipeline
 from tidings.node.net.pex import offer_peers, take_peers
 from tidings.node.net.transport import ChannelClosed, SecureChannel
 from tidings.protocol import (
-    ForkProof,
     ProtocolError,
     RemoteProtocolError,
     feed_id_text,
     hash_bytes,
 )
-from tidings.protocol.budget import PROOF_CHECK_COST, PROOF_LOOKUP_COST, PROOF_PEEK_COST, Ledger
-from tidings.protocol.entry import peek_fork, peek_position
+from tidings.protocol.budget import Ledger
+from tidings.protocol.entry import peek_position
 from tidings.protocol.errors import TidingsError
 from tidings.protocol.gossip import Admission
 from tidings.protocol.replication import (
@@ -54,7 +54,7 @@ from tidings.protocol.replication import (
     Replication,
 )
 from tidings.storage import gossip
-from tidings.storage.store import IngestResult, Store
+from tidings.storage.store import IngestResult
 
 __all__ = ["PeerConnection", "PeerMisbehaved"]
 
@@ -62,7 +62,6 @@ log = logging.getLogger("tidings.peer")
 
 #: Rejection codes that mean the peer sent invalid data (as opposed to a fork it only relays).
 _BENIGN = {"fork", "feed_forked", "link_conflict"}
-_FORKS_PER_FRAME = 100
 
 
 class PeerMisbehaved(TidingsError):
@@ -246,7 +245,7 @@ class PeerConnection:
                 await self.maybe_finish()
             elif isinstance(event, Forks):
                 refusals = self.work.budget.refusals
-                await self._take_forks(event.proofs)
+                await take_forks(self.node, self.work.budget, self.address, event.proofs)
                 if self.work.budget.refusals > refusals:
                     self.overspent()
             elif isinstance(event, Have):
@@ -267,39 +266,6 @@ class PeerConnection:
                 nursery.cancel_scope.cancel()
                 return
 
-    async def _take_forks(self, proofs: tuple[bytes, ...]) -> None:
-        """Fork proofs are self-verifying (spec §7): a valid one marks the feed forked, whoever sent it.
-        Before any signature is checked, a proof's feed must be wanted and the proof new to the node
-        (``node.proofs``, then the store); each step is paid from the work budget first (§12.4, §12.8.6)."""
-        budget, cache = self.work.budget, self.node.proofs
-        taken = proofs[:_FORKS_PER_FRAME]
-        unique = list(dict.fromkeys(taken))  # copies within one frame are looked at once...
-        if not budget.charge(PROOF_PEEK_COST * (len(taken) - len(unique))):  # ...but paid for all the same
-            return
-        fresh = []
-        for raw in unique:
-            if not budget.charge(PROOF_PEEK_COST):
-                break
-            author, seq, digest = peek_fork(raw)  # not even shaped like a proof: the peer lied
-            if author not in self.node.wanted or cache.known(digest, author, seq):
-                continue  # forked throwaway feeds, and proofs known already, cost no signature check
-            if not budget.charge(PROOF_LOOKUP_COST):
-                break
-            if seq in await self.node.db.call(gossip.fork_seqs, author):
-                cache.add(digest, author, seq)  # one proof per (feed, seq) is kept and spread, once
-                continue
-            if not budget.charge(PROOF_CHECK_COST):
-                break
-            cache.checked += 1
-            # RemoteProtocolError for an invalid proof: the peer lied; checked off the node's thread
-            proof = await trio.to_thread.run_sync(ForkProof.decode, raw)
-            cache.add(digest, author, seq)
-            await self.node.db.call(Store.add_fork_proof, proof)
-            log.warning("fork proof for %s seq %d from %s", feed_id_text(author), seq, self.address)
-            fresh.append(raw)
-        if fresh:
-            await self.node.broadcast_forks(fresh)
-
     def overspent(self) -> None:
         """The peer asked for work its budget could not pay (spec §12.8.6): lower its score, once per
         frame that did; a running node cuts it off below the threshold."""
@@ -313,11 +279,11 @@ class PeerConnection:
             await self.channel.send(self.rep.send(Members(records=records)))
 
     async def send_forks(self, proofs: list[bytes]) -> None:
-        """Send fork proofs, ``_FORKS_PER_FRAME`` a frame (each proof is at most ~300 bytes), leaving
+        """Send fork proofs, ``FORKS_PER_FRAME`` a frame (each proof is at most ~300 bytes), leaving
         out those already sent on this connection (§12.4)."""
         proofs = self.work.unsent_proofs((hash_bytes(p), p) for p in proofs)
         if self.rep.state == "ACTIVE" and proofs:
-            step = _FORKS_PER_FRAME
+            step = FORKS_PER_FRAME
             frames = [self.rep.send(Forks(proofs=proofs[i : i + step])) for i in range(0, len(proofs), step)]
             await self.channel.send([frame for message in frames for frame in message])
 
