@@ -333,7 +333,7 @@ def main() -> None:
     parser.add_argument("--clock-rate", type=float, default=500.0, help="clocks a second")
     args = parser.parse_args()
     if args.smoke:
-        args.own, args.followed, args.syncs, args.requests, args.duration = 200, 1000, 1, 10, 15.0
+        args.own, args.followed, args.syncs, args.requests, args.duration = 200, 1000, 1, 10, 8.0
     for name in args.only or list(SECTIONS):
         with tempfile.TemporaryDirectory(prefix="tidings-attack-") as tmp:
             SECTIONS[name](args, Path(tmp))
