@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import pytest
 import trio
+from tidings.node.addresses import parse_address
 from tidings.node.net.node import Node
 from tidings.node.net.transport import ChannelClosed, SecureChannel
 from tidings.protocol import Post, SigningKey
@@ -23,7 +24,6 @@ from tidings.protocol.entry import ForkProof, create_entry
 from tidings.protocol.replication import Clock, ClockItem, Forks, Hello, Replication
 from tidings.storage.store import Store
 
-from tests.node.net.test_hostile_peers import open_raw
 from tests.support.nodes import count, follow, make_home, next_host, start_node, start_writer, wait_until
 
 #: The default limits but for the ban, short enough for a test to see, and twice the default work
@@ -98,7 +98,8 @@ async def connect(
     victim: Node, key: SigningKey, nursery: trio.Nursery, *, slow: float, fast: float
 ) -> Attack:
     host = next_host()
-    stream = await open_raw(victim.address, host)
+    address, port = parse_address(victim.address)
+    stream = await trio.open_tcp_stream(address, port, local_address=host)
     channel = await SecureChannel.handshake(
         stream, initiator=True, identity=key, transport_private=os.urandom(32)
     )
