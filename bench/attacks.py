@@ -25,6 +25,7 @@ HERE = Path(__file__).resolve().parent
 #: section -> (script, the issue's items it covers)
 SECTIONS: dict[str, tuple[str, str]] = {
     "idle": ("attack_idle.py", "idle connections and slow frames (item 1)"),
+    "replay": ("attack_replay.py", "replayed fork proofs and replayed clocks (items 2, 3)"),
     "dht": ("attack_dht.py", "DHT record store floods (item 6)"),
     "web": ("attack_web.py", "connection floods, slow readers and deep JSON on the web port (item 7)"),
     "rss": ("attack_rss.py", "RSS bombs, huge feeds, slow drips and internal redirects (items 4, 5)"),

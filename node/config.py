@@ -94,6 +94,8 @@ _TABLE: tuple[tuple[str, type[int] | type[float], float, float, float, str, str]
     ("graft_delay", float, 0.3, 0.01, 60.0, "s", "wait after a have note before grafting"),
     ("have_interval", float, 0.5, 0.01, 60.0, "s", "how long lazy notes are gathered before sending"),
     ("pex_interval", float, 60.0, 1.0, 86_400.0, "s", "how often known peers are exchanged"),
+    ("work_budget", float, 2000.0, 10.0, 10_000_000.0, "", "per connection: work a peer may ask for again (entries re-sent, proofs checked)"),
+    ("proof_cache", int, 10_000, 100, 10_000_000, "", "fork proofs remembered as checked, so a replayed one costs no signature check"),
     ("record_ttl", float, 3600.0, 60.0, 86_400.0, "s", "lifetime of the node's own DHT records"),
     ("dht_timeout", float, 1.0, 0.05, 30.0, "s", "per DHT request"),
     ("discovery_interval", float, 1.0, 0.05, 60.0, "s", "tick of the discovery loop"),

@@ -44,6 +44,7 @@ __all__ = [
     "ForkProof",
     "check_fork",
     "create_entry",
+    "peek_fork",
     "peek_position",
     "verify_entry",
     "verify_links",
@@ -388,6 +389,18 @@ class ForkProof:
         if first.hash > second.hash:
             raise DecodeError("fork proof entries out of order", code="non_canonical")
         return cls(first=first, second=second)
+
+
+def peek_fork(data: bytes) -> tuple[bytes, int, bytes]:
+    """(author, seq, hash) of an encoded fork proof without checking its signatures (spec §12.4): so
+    that proofs of unwanted feeds and known proofs cost no signature check. Never trust the result;
+    raises ``DecodeError`` or ``InvalidEntry`` when the bytes are not shaped like a proof (§7.2 steps 1–2).
+    """
+    value = decode(data, max_size=4 * MAX_ENTRY_SIZE)
+    if not isinstance(value, list) or len(value) != 2 or not all(isinstance(v, bytes) for v in value):
+        raise _bad("bad_shape", "a fork proof is an array of two entries")
+    author, seq = peek_position(value[0])
+    return author, seq, hash_bytes(data)
 
 
 def check_fork(stored: Entry, incoming: Entry) -> ForkProof | None:

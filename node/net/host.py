@@ -9,6 +9,7 @@ from typing import Any, Protocol
 
 from tidings.node.clock import Clock
 from tidings.protocol import SigningKey
+from tidings.protocol.budget import ProofCache
 from tidings.protocol.gossip import Gossip
 from tidings.storage.thread import DatabaseThread
 
@@ -49,6 +50,8 @@ class ConnectionHost(Protocol):
     sent_entries: int
     #: the gossip rules over all connections (spec §12.7, §12.8.5)
     gossip: Gossip
+    #: fork proofs the node has checked or holds (spec §12.8.6)
+    proofs: ProofCache
 
     @property
     def db(self) -> DatabaseThread: ...

@@ -28,6 +28,7 @@ from tidings.node.net.scoring import Penalties, Scores
 from tidings.node.net.sessions import Sessions
 from tidings.node.services import Service, ServiceRunner
 from tidings.protocol import SigningKey, feed_id_text
+from tidings.protocol.budget import ProofCache
 from tidings.protocol.gossip import Gossip
 from tidings.storage import gossip, peers
 from tidings.storage.store import Store
@@ -85,6 +86,7 @@ class Node:
         self.gossip = Gossip(own=key.public_key, limits=gossip_limits(self.limits))
         self._gossip_timer = GossipTimer(self.gossip, clock, self._gossip_link)
         self.sent_entries = 0  # entries sent to peers, all connections (copies, bench/swarm.py)
+        self.proofs = ProofCache(int(self.limits["proof_cache"]))  # checked before signatures (§12.4)
         self.wanted: set[bytes] = {key.public_key}
         self.followed: set[bytes] = set()
         self.blocked: set[bytes] = set()

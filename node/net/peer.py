@@ -10,7 +10,9 @@ Tasks (all in one nursery, so a failure anywhere ends the connection cleanly):
 - the channel's writer (``SecureChannel.run_writer``): the only task that writes to the stream; every
   other task (these, and the node's broadcasts) only queues frames with ``channel.send``.
 A peer that breaks the protocol (bad frame, invalid entry, flood) is dropped with a logged reason and
-reported to the node, which backs off from it.
+reported to the node, which backs off from it. Work the peer asks for again — entries sent before on
+the connection, fork proofs — is paid from its work budget (``self.work``, protocol/budget.py, spec
+§12.8.6) before it is done; a charge the budget refuses lowers the peer's score (``overspent``).
 """
 
 from __future__ import annotations
@@ -22,17 +24,19 @@ from typing import Any
 import trio
 from tidings.node.net.budgets import RateLimit
 from tidings.node.net.feeder import Feeder
+from tidings.node.net.forks import FORKS_PER_FRAME, take_forks
 from tidings.node.net.gossip_link import GossipLink
 from tidings.node.net.host import ConnectionHost
 from tidings.node.net.ingest import IngestPipeline
 from tidings.node.net.pex import offer_peers, take_peers
 from tidings.node.net.transport import ChannelClosed, SecureChannel
 from tidings.protocol import (
-    ForkProof,
     ProtocolError,
     RemoteProtocolError,
     feed_id_text,
+    hash_bytes,
 )
+from tidings.protocol.budget import Ledger
 from tidings.protocol.entry import peek_position
 from tidings.protocol.errors import TidingsError
 from tidings.protocol.gossip import Admission
@@ -50,7 +54,7 @@ from tidings.protocol.replication import (
     Replication,
 )
 from tidings.storage import gossip
-from tidings.storage.store import IngestResult, Store
+from tidings.storage.store import IngestResult
 
 __all__ = ["PeerConnection", "PeerMisbehaved"]
 
@@ -58,7 +62,6 @@ log = logging.getLogger("tidings.peer")
 
 #: Rejection codes that mean the peer sent invalid data (as opposed to a fork it only relays).
 _BENIGN = {"fork", "feed_forked", "link_conflict"}
-_FORKS_PER_FRAME = 100
 
 
 class PeerMisbehaved(TidingsError):
@@ -96,6 +99,8 @@ class PeerConnection:
         self._frames = RateLimit(limits["frames_per_second"], limits["frames_per_second"] * 2, clock)
         self._entries = RateLimit(limits["entries_per_second"], limits["entries_per_second"] * 2, clock)
         self._asked: set[bytes] = set()
+        #: what the peer asked and was sent here, and its work budget (spec §12.8.6)
+        self.work = Ledger(limits["work_budget"])
         self.connected_at = clock.monotonic()
         self.done = trio.Event()
         self._nursery: trio.Nursery
@@ -119,6 +124,7 @@ class PeerConnection:
             "duplicates": self.duplicates,
             "lazy_in": len(self.gossip.lazy_in),
             "lazy_out": len(self.rep.peer_lazy),
+            "work": self.work.statistics(),
         }
 
     def cancel(self) -> None:
@@ -238,8 +244,13 @@ class PeerConnection:
                 self._caught_up_in += 1
                 await self.maybe_finish()
             elif isinstance(event, Forks):
-                await self._take_forks(event.proofs)
+                refusals = self.work.budget.refusals
+                await take_forks(self.node, self.work.budget, self.address, event.proofs)
+                if self.work.budget.refusals > refusals:
+                    self.overspent()
             elif isinstance(event, Have):
+                for feed, seq in event.items:
+                    self.work.shown(feed, seq)
                 if self.once:
                     self._on_probe_notes(event.items)
                 else:  # grafts of the feeds we lack unless an eager peer delivers them first (§12.7)
@@ -255,22 +266,12 @@ class PeerConnection:
                 nursery.cancel_scope.cancel()
                 return
 
-    async def _take_forks(self, proofs: tuple[bytes, ...]) -> None:
-        """Fork proofs are self-verifying (spec §7): a valid one marks the feed forked, whoever sent it."""
-        fresh = []
-        for raw in proofs[:_FORKS_PER_FRAME]:
-            proof = ForkProof.decode(raw)  # RemoteProtocolError for an invalid proof: the peer lied
-            if proof.author not in self.node.wanted:
-                continue  # only feeds we replicate: forked throwaway feeds cost us nothing
-            known = await self.node.db.call(gossip.fork_seqs, proof.author)
-            if proof.seq not in known:  # one proof per (feed, seq) is kept and spread, once
-                await self.node.db.call(Store.add_fork_proof, proof)
-                log.warning(
-                    "fork proof for %s seq %d from %s", feed_id_text(proof.author), proof.seq, self.address
-                )
-                fresh.append(raw)
-        if fresh:
-            await self.node.broadcast_forks(fresh)
+    def overspent(self) -> None:
+        """The peer asked for work its budget could not pay (spec §12.8.6): lower its score, once per
+        frame that did; a running node cuts it off below the threshold."""
+        if not self.once:
+            log.info("peer %s overspent its work budget (%s)", self.address, self.work.statistics())
+            self.node.penalize(self.host, "overspent")
 
     async def send_members(self, records: list[bytes]) -> None:
         """Swarm member records (§13.6); only over version 2 connections of a running node."""
@@ -278,9 +279,11 @@ class PeerConnection:
             await self.channel.send(self.rep.send(Members(records=records)))
 
     async def send_forks(self, proofs: list[bytes]) -> None:
-        """Send fork proofs, ``_FORKS_PER_FRAME`` a frame (each proof is at most ~300 bytes)."""
+        """Send fork proofs, ``FORKS_PER_FRAME`` a frame (each proof is at most ~300 bytes), leaving
+        out those already sent on this connection (§12.4)."""
+        proofs = self.work.unsent_proofs((hash_bytes(p), p) for p in proofs)
         if self.rep.state == "ACTIVE" and proofs:
-            step = _FORKS_PER_FRAME
+            step = FORKS_PER_FRAME
             frames = [self.rep.send(Forks(proofs=proofs[i : i + step])) for i in range(0, len(proofs), step)]
             await self.channel.send([frame for message in frames for frame in message])
 
@@ -311,6 +314,7 @@ class PeerConnection:
             held = self.rep.peer_wants.get(author)
             if held is not None and seq > held:
                 self.rep.peer_wants[author] = seq
+            self.work.shown(author, seq)
             if author not in wants:
                 if author not in self._asked:
                     useless += 1  # never asked for on this connection: spam (a dropped follow is not)
@@ -353,6 +357,7 @@ class PeerConnection:
         self.node.note_ingested(len(result.added))
         if result.added:
             self.node.scores.add(self.host, "delivered", len(result.added))
+            self.work.delivered(len(result.added))
         for proof in result.forks:
             if proof.author == self.feed:
                 self.node.penalize(self.host, "own_fork")

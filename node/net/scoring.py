@@ -30,6 +30,7 @@ SCORE_EVENTS: dict[str, float] = {
     "invalid": -50.0,  # a connection ended for invalid data (bad signatures, chains, frames)
     "flood": -50.0,  # more frames or entries per second than the limits
     "own_fork": -100.0,  # the peer's own feed forked (it signed two entries with one seq)
+    "overspent": -5.0,  # work the peer asked for that its work budget could not pay (spec §12.8.6)
 }
 #: Most a single ``delivered`` event adds (a big catch-up is not worth more than steady service).
 DELIVERED_CAP = 5.0
