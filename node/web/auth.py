@@ -22,9 +22,9 @@ import contextlib
 import hashlib
 import hmac
 import secrets
-import time
 from pathlib import Path
 
+from tidings.node.clock import SYSTEM_CLOCK
 from tidings.node.web.routes import ApiError
 from tidings.storage.files import make_private_dir, read_private, write_file
 
@@ -74,7 +74,7 @@ def _code_path(home_path: Path, code: str) -> Path:
 
 def new_login_code(home_path: Path, *, now: float | None = None) -> str:
     """Create a one-time login code valid for ``CODE_SECONDS``; expired codes are removed on the way."""
-    now = time.time() if now is None else now
+    now = _seconds() if now is None else now
     folder = make_private_dir(home_path / CODES_DIR)
     for old in folder.iterdir():
         with contextlib.suppress(OSError, ValueError):
@@ -95,7 +95,12 @@ def redeem_login_code(home_path: Path, code: str, *, now: float | None = None) -
         path.unlink()  # whoever unlinks first wins: the code works once
     except (OSError, ValueError):
         return False
-    return (time.time() if now is None else now) <= expiry
+    return (_seconds() if now is None else now) <= expiry
+
+
+def _seconds() -> float:
+    """Wall-clock seconds from the node's clock seam (the codes are shared by processes, so wall time)."""
+    return SYSTEM_CLOCK.wall_ms() / 1000
 
 
 def cookie_name(port: int) -> str:
