@@ -481,8 +481,12 @@ async def test_the_node_follows_a_relay_live(tmp_path, relay):
             await wait_until(lambda: "and live after the re-subscription" in _texts(home.path), timeout=5)
             stranger = _note(bytes([13]) * 32, "nobody follows me")
             await publish_events(relay, [stranger], timeout=5)
-            await trio.sleep(0.5)
-            assert service.imported == 3 and service.rejected == 0 and not service.failing
+            # a followed author's note sent after the stranger's: once it is in, the stranger's was seen
+            marker = _note(second, "sent after the stranger's note")
+            await publish_events(relay, [marker], timeout=5)
+            await wait_until(lambda: "sent after the stranger's note" in _texts(home.path), timeout=5)
+            await wait_until(lambda: service.imported >= 4, timeout=5)  # counted after its batch is stored
+            assert service.imported == 4 and service.rejected == 0 and not service.failing
             nursery.cancel_scope.cancel()
     texts = _texts(home.path)
     assert "nobody follows me" not in texts
