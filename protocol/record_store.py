@@ -29,18 +29,20 @@ members when they do not all fit in a reply.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator, MutableSequence
+from collections.abc import Callable, Iterator, MutableSequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .dht_wire import Value
 from .errors import RemoteProtocolError
+from .record_admission import RecordHead, VerifyBudget, peek_record
 from .record_quota import LOCAL, Holdings, Slot, fair_victim
 from .records import (
     MAX_RECORD_SIZE,
     MAX_TTL_MS,
     MemberRecord,
     NodeRecord,
+    Record,
     looks_like_record,
     newer,
     validate_record,
@@ -98,6 +100,8 @@ class RecordStore:
         accept_plain: bool = True,
         plain_ttl_ms: int = PLAIN_TTL_MS,
         max_ttl_ms: int = MAX_TTL_MS,
+        budget: VerifyBudget | None = None,
+        validate: Callable[..., Record] = validate_record,
     ) -> None:
         self.max_records = max_records
         self.max_value_size = max_value_size
@@ -108,6 +112,9 @@ class RecordStore:
         self.accept_plain = accept_plain
         self.plain_ttl_ms = plain_ttl_ms
         self.max_ttl_ms = max_ttl_ms
+        self.budget = budget if budget is not None else VerifyBudget()
+        self._validate = validate  # the signature check (a test counts its calls)
+        self.checks = 0
         self._nodes: dict[bytes, NodeRecord] = {}
         self._members: dict[bytes, dict[bytes, MemberRecord]] = {}
         self._plain: dict[bytes, tuple[Value, int]] = {}  # key -> (value, expiry_ms)
@@ -126,11 +133,20 @@ class RecordStore:
             return PutOutcome(False, "too_large")
         if not looks_like_record(value):
             return self._put_plain(key, value, now_ms, source)
-        if self._at_quota(source) and key not in self._nodes and key not in self._members:
-            # nothing under the key to supersede: refused before the costly signature check
-            return PutOutcome(False, "quota")
         try:
-            record = validate_record(value, key=key, now_ms=now_ms, max_ttl_ms=self.max_ttl_ms)
+            head = peek_record(value, key=key, now_ms=now_ms, max_ttl_ms=self.max_ttl_ms)
+        except RemoteProtocolError as exc:
+            return PutOutcome(False, exc.code)
+        # charged before the work: what the cheap fields decide costs no signature check, and the
+        # checks a range may cause are capped (spec/protocol.md §13.5, protocol/record_admission.py)
+        refused = self._refuse_unchecked(head, value, now_ms, source)
+        if refused is None and not self.budget.take(source, now_ms):
+            refused = "busy"
+        if refused is not None:
+            return PutOutcome(False, refused)
+        self.checks += 1
+        try:
+            record = self._validate(value, key=key, now_ms=now_ms, max_ttl_ms=self.max_ttl_ms)
         except RemoteProtocolError as exc:
             return PutOutcome(False, exc.code)
         if isinstance(record, NodeRecord):
@@ -162,7 +178,7 @@ class RecordStore:
         held = self._members.get(key, {})
         records = [r for r in held.values() if r.expiry_ms > now_ms]
         if max_bytes is not None and sum(len(r.encode()) + 3 for r in records) > max_bytes:
-            records = self._sample(key, records, max_bytes, rng)
+            records = _sample(self._signed, key, records, max_bytes, rng)
         records.sort(key=lambda r: r.expiry_ms, reverse=True)
         out: list[bytes] = []
         size = 0
@@ -210,11 +226,31 @@ class RecordStore:
             "plain_values": len(self._plain),
             "store_ranges": self._signed.ranges(),
             "store_evicted": self.evicted,
+            "store_checks": self.checks,
         }
 
     # -- quotas and room (§13.5) -----------------------------------------------------------------------
     def _at_quota(self, source: str) -> bool:
         return source != LOCAL and self._signed.count(source) >= self.per_range
+
+    def _refuse_unchecked(self, head: RecordHead, value: Value, now_ms: int, source: str) -> str | None:
+        """Why the record whose cheap fields are ``head`` is refused whatever its signature, or None:
+        a version no newer than the one held, a range at its quota, a full swarm key whose member rule
+        would refuse it (the same outcomes as after the check, found before it)."""
+        slot = self._members.get(head.key, {})
+        held = slot.get(head.owner) if head.member else self._nodes.get(head.key)
+        if held is not None:
+            if (head.seq, head.expiry_ms) < (held.seq, held.expiry_ms) or value == held.encode():
+                return "not_newer"
+            return None
+        if self._at_quota(source):
+            return "quota"
+        if head.member and len(slot) >= self.max_members:
+            for member in [m for m, r in slot.items() if r.expiry_ms <= now_ms]:
+                self._drop_signed((head.key, member))
+            if len(slot) >= self.max_members and _member_victim(self._signed, head.key, slot, source) is None:
+                return "full"
+        return None
 
     def _sweep(self, now_ms: int) -> None:
         """When full, drop what expired first, but scan at most once per ``SWEEP_MS``."""
@@ -276,26 +312,6 @@ class RecordStore:
         self._plain.pop(key, None)
         self._plain_by.discard((key, b""))
 
-    def _sample(
-        self, key: bytes, records: list[MemberRecord], max_bytes: int, rng: Shuffler
-    ) -> list[MemberRecord]:
-        """A random sample of ``records`` within ``max_bytes``, the source ranges taking turns."""
-        groups: dict[str, list[MemberRecord]] = {}
-        for record in records:
-            groups.setdefault(self._signed.source((key, record.member)) or LOCAL, []).append(record)
-        ranges = list(groups.values())
-        rng.shuffle(ranges)
-        for group in ranges:
-            rng.shuffle(group)
-        fitting: list[MemberRecord] = []
-        size = 0
-        for turn in range(max(map(len, ranges))):
-            for group in ranges:
-                if turn < len(group) and size + len(group[turn].encode()) + 3 <= max_bytes:
-                    fitting.append(group[turn])
-                    size += len(group[turn].encode()) + 3
-        return fitting
-
     # -- putting -------------------------------------------------------------------------------------------
     def _put_node(self, key: bytes, record: NodeRecord, now_ms: int, source: str) -> PutOutcome:
         held = self._nodes.get(key)
@@ -328,9 +344,7 @@ class RecordStore:
             return PutOutcome(True, "replaced")
         if self._at_quota(source):
             return PutOutcome(False, "quota")
-        if len(slot) >= self.max_members:
-            for member in [m for m, r in slot.items() if r.expiry_ms <= now_ms]:
-                self._drop_signed((key, member))
+        # expired members were dropped before the signature check (``_refuse_unchecked``)
         if len(slot) >= self.max_members and not self._evict_member(key, slot, source):
             return PutOutcome(False, "full")
         if not self._room(source, now_ms):
@@ -342,11 +356,9 @@ class RecordStore:
     def _evict_member(self, key: bytes, slot: dict[bytes, MemberRecord], source: str) -> bool:
         """A swarm key is full: evict the least recently stored member of the range holding the most
         members under it, if that range holds at least two more than ``source`` (§13.5)."""
-        ranges = {member: self._signed.source((key, member)) or LOCAL for member in slot}
-        top = fair_victim(Counter(ranges.values()), source)
-        if top is None:
+        victim = _member_victim(self._signed, key, slot, source)
+        if victim is None:
             return False
-        victim = min((m for m, r in ranges.items() if r == top), key=lambda m: self._signed.stamp((key, m)))
         self._drop_signed((key, victim))
         self.evicted += 1
         return True
@@ -372,3 +384,36 @@ class RecordStore:
         self._plain[key] = (value, now_ms + self.plain_ttl_ms)
         self._plain_by.add(slot, source)
         return PutOutcome(True, "stored")
+
+
+def _member_victim(
+    signed: Holdings, key: bytes, slot: dict[bytes, MemberRecord], source: str
+) -> bytes | None:
+    """The member the member rule evicts from the full ``slot`` for a new member from ``source``
+    (§13.5), or None when the new member is refused."""
+    ranges = {member: signed.source((key, member)) or LOCAL for member in slot}
+    top = fair_victim(Counter(ranges.values()), source)
+    if top is None:
+        return None
+    return min((m for m, r in ranges.items() if r == top), key=lambda m: signed.stamp((key, m)))
+
+
+def _sample(
+    signed: Holdings, key: bytes, records: list[MemberRecord], max_bytes: int, rng: Shuffler
+) -> list[MemberRecord]:
+    """A random sample of ``records`` within ``max_bytes``, the source ranges taking turns (§13.5)."""
+    groups: dict[str, list[MemberRecord]] = {}
+    for record in records:
+        groups.setdefault(signed.source((key, record.member)) or LOCAL, []).append(record)
+    ranges = list(groups.values())
+    rng.shuffle(ranges)
+    for group in ranges:
+        rng.shuffle(group)
+    fitting: list[MemberRecord] = []
+    size = 0
+    for turn in range(max(map(len, ranges))):
+        for group in ranges:
+            if turn < len(group) and size + len(group[turn].encode()) + 3 <= max_bytes:
+                fitting.append(group[turn])
+                size += len(group[turn].encode()) + 3
+    return fitting

@@ -25,8 +25,11 @@ from tidings.protocol.dht_wire import (
     digest,
     encode_request,
 )
+from tidings.protocol.encoding import decode
+from tidings.protocol.identity import FeedId
+from tidings.protocol.record_admission import VerifyBudget
 from tidings.protocol.record_store import RecordStore
-from tidings.protocol.records import create_member_record, create_node_record, swarm_key
+from tidings.protocol.records import create_member_record, create_node_record, node_key, swarm_key
 
 from tests.support.nodes import next_host, wait_until
 
@@ -189,6 +192,8 @@ async def test_sybil_members_from_one_range_do_not_keep_an_honest_member_out() -
             ]
             assert await _store_all([sybil], victim.address, announces) == 64  # the key is full
             assert victim.statistics()["refused_full"] == 16
+            # the 16 refused by the member rule were refused on their cheap fields: no signature check
+            assert victim.statistics()["store_checks"] == 64
             members = [SigningKey(os.urandom(32)) for _ in honest]
             for node, signer in zip(honest, members, strict=True):
                 assert await node.announce(key, record(signer, node.address[0])) >= 1
@@ -198,6 +203,55 @@ async def test_sybil_members_from_one_range_do_not_keep_an_honest_member_out() -
             assert {m.public_key for m in members} <= found
             assert victim.records.held_by("127.66.2.0/24")[0] == 61  # one slot given up per newcomer
             sybil.close()
+            nursery.cancel_scope.cancel()
+
+
+async def test_forged_records_from_one_range_buy_at_most_its_burst_of_signature_checks() -> None:
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            # the clock stands still: the range's verification bucket never refills after its burst
+            clock = FixedClock(wall_ms=int(time.time() * 1000))
+            victim = await _dht(
+                nursery, clock=clock, records=RecordStore(budget=VerifyBudget(rate=50, burst=20))
+            )
+            now = clock.wall_ms()
+            flooder = await _raw("127.66.3.2")
+
+            def forged() -> bytes:
+                data = create_node_record(
+                    SigningKey(os.urandom(32)),
+                    addresses=[("127.66.3.2", 7433)],
+                    transport_key=bytes(32),
+                    seq=now,
+                    expiry_ms=now + 600_000,
+                ).encode()
+                return data[:-1] + bytes([data[-1] ^ 1])  # a bad signature: only the check finds it
+
+            stores = []
+            for _ in range(100):
+                value = forged()
+                key = node_key(FeedId(decode(value)[1]))
+                stores.append(
+                    encode_request(os.urandom(20), Store(node_id=os.urandom(20), key=key, value=value))
+                )
+            await _send_paced(flooder, victim.address, stores, lambda: _charged(victim))
+            await wait_until(lambda: victim.statistics().get("refused_busy", 0) == 80, timeout=10)
+            assert victim.statistics()["store_checks"] == 20
+            assert victim.statistics()["refused_bad_signature"] == 20
+            # an honest node from another range is still checked and stored
+            honest = await _dht(nursery)
+            await honest.bootstrap([victim.address])
+            signer = SigningKey(os.urandom(32))
+            record = create_node_record(
+                signer,
+                addresses=[(honest.address[0], 7433)],
+                transport_key=bytes(32),
+                seq=now,
+                expiry_ms=now + 600_000,
+            )
+            assert await honest.put(record.key, record.encode()) >= 1
+            assert victim.records.get(record.key, now) == record.encode()
+            flooder.close()
             nursery.cancel_scope.cancel()
 
 
