@@ -173,8 +173,8 @@ class _Paced:
                 # pipelined without reading: answer nothing more and let the buffers fill; close it
                 # after the write timeout, or at once when the client leaves (or sends still more)
                 self.port.stalled += 1
-                with trio.move_on_after(self.stall_timeout):
-                    await trio.lowlevel.wait_readable(self.stream.socket)
+                with trio.move_on_after(self.stall_timeout), contextlib.suppress(trio.ClosedResourceError):
+                    await trio.lowlevel.wait_readable(self.stream.socket)  # closed: evicted, or shutdown
                 self.stream.abort()
                 return
             wait = self.port.budget.take(self.client)
