@@ -58,7 +58,7 @@ class WebLimits:
     max_body: int = 256 * 1024  # bytes of a JSON request body
     request_rate: float = 20.0  # requests a second per client; more wait (their connection is not read)
     request_burst: int = 40  # requests a client may make at once before the rate applies
-    max_pipelined: int = 1  # answers in a row to requests sent before the previous answer; then paused
+    max_pipelined: int = 0  # answers in a row to requests sent before the previous answer; then paused
 
     def __post_init__(self) -> None:
         for f in fields(self):
