@@ -38,6 +38,9 @@ _RANGES: dict[str, tuple[type, float, float]] = {
     "body_timeout": (float, 0.1, 3600.0),
     "write_timeout": (float, 0.1, 3600.0),
     "max_body": (int, 1024, 64 * 1024 * 1024),
+    "request_rate": (float, 0.1, 100_000.0),
+    "request_burst": (int, 1, 100_000),
+    "max_pipelined": (int, 0, 1000),
 }
 
 
@@ -53,6 +56,9 @@ class WebLimits:
     body_timeout: float = 10.0  # seconds to send a request body
     write_timeout: float = 10.0  # seconds a client may take to accept each 64 KiB of a response
     max_body: int = 256 * 1024  # bytes of a JSON request body
+    request_rate: float = 20.0  # requests a second per client; more wait (their connection is not read)
+    request_burst: int = 40  # requests a client may make at once before the rate applies
+    max_pipelined: int = 0  # answers in a row to requests sent before the previous answer; then paused
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -16,6 +16,11 @@ per-connection server (``TCPServer``), which keeps doing the HTTP:
   is cancelled: hypercorn would otherwise go on answering every request the client had pipelined,
   each answer failing, holding the descriptor and the slot for seconds after the client left. A
   client that closes its side cleanly is let go at once too (``_Server``), not after the idle timer.
+- ``_Paced`` holds each request back by the rules of node/web/pacing.py (a request rate per client,
+  a cap on pipelined answers per connection) before the app sees it. Waiting is the back-pressure:
+  hypercorn does not read a connection while its request is in progress, so a client that sends
+  faster than it may, or pipelines without reading, fills the kernel's buffers and stalls, at no
+  cost to the node (an answer, even a 429, costs about as much as the work it would refuse).
 - ``EMFILE`` and friends at accept pause the loop briefly instead of spinning.
 """
 
@@ -25,6 +30,7 @@ import contextlib
 import errno
 import logging
 import socket
+from dataclasses import dataclass
 from typing import Any
 
 import trio
@@ -34,10 +40,12 @@ from hypercorn.events import Event, Updated
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState
+from tidings.node.clock import SYSTEM_CLOCK, Clock
 from tidings.node.web.gate import Admission, ConnectionGate
 from tidings.node.web.limits import WebLimits, client_key
+from tidings.node.web.pacing import Pipelining, RequestBudget
 
-__all__ = ["serve_web"]
+__all__ = ["WebPort", "serve_web"]
 
 log = logging.getLogger("tidings.web")
 
@@ -62,6 +70,7 @@ class _GuardedStream(trio.abc.HalfCloseableStream):
         self.stream = stream
         self.write_timeout = write_timeout
         self.scope = trio.CancelScope()  # around hypercorn's work on this connection
+        self.received = 0  # reads that brought bytes (node/web/pacing.py: what makes a request pipelined)
 
     @property
     def socket(self) -> trio.socket.SocketType:  # hypercorn reads the peer's address here
@@ -96,6 +105,7 @@ class _GuardedStream(trio.abc.HalfCloseableStream):
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self.scope.cancel()
             raise
+        self.received += 1
         return data
 
     async def send_eof(self) -> None:
@@ -126,6 +136,53 @@ class _Server(TCPServer):
         await super().protocol_send(event)
 
 
+@dataclass(slots=True)
+class WebPort:
+    """What ``serve_web`` holds, for statistics: the connection gate and the request budget."""
+
+    gate: ConnectionGate
+    budget: RequestBudget
+    stalled: int = 0  # connections paused and closed for pipelining without reading
+
+    def statistics(self) -> dict[str, int]:
+        """The gate's counts, requests answered and paced, connections stalled."""
+        return {
+            **self.gate.statistics(),
+            "answered": self.budget.answered,
+            "paced": self.budget.paced,
+            "stalled": self.stalled,
+        }
+
+
+class _Paced:
+    """The ASGI app of one connection, each request held back by the pacing rules until it may go."""
+
+    def __init__(
+        self, app: Any, stream: _GuardedStream, client: str, port: WebPort, limits: WebLimits
+    ) -> None:
+        self.app = app
+        self.stream = stream
+        self.client = client
+        self.port = port
+        self.pipelining = Pipelining(limits.max_pipelined)
+        self.stall_timeout = limits.write_timeout
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            if not self.pipelining.start(self.stream.received):
+                # pipelined without reading: answer nothing more and let the buffers fill; close it
+                # after the write timeout, or at once when the client leaves (or sends still more)
+                self.port.stalled += 1
+                with trio.move_on_after(self.stall_timeout), contextlib.suppress(trio.ClosedResourceError):
+                    await trio.lowlevel.wait_readable(self.stream.socket)  # closed: evicted, or shutdown
+                self.stream.abort()
+                return
+            wait = self.port.budget.take(self.client)
+            if wait > 0:
+                await trio.sleep(wait)
+        await self.app(scope, receive, send)
+
+
 def _refuse(sock: socket.socket) -> None:
     """Answer 503 if the kernel takes it without waiting, and close (the excess costs nothing more)."""
     with contextlib.suppress(OSError):
@@ -139,21 +196,28 @@ async def serve_web(
     sock: socket.socket,
     limits: WebLimits,
     *,
-    task_status: trio.TaskStatus[ConnectionGate] = trio.TASK_STATUS_IGNORED,
+    clock: Clock = SYSTEM_CLOCK,
+    task_status: trio.TaskStatus[WebPort] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve the ASGI ``app`` on the bound ``sock`` within ``limits`` until cancelled."""
+    """Serve the ASGI ``app`` on the bound ``sock`` within ``limits`` until cancelled.
+
+    Starts with the ``WebPort`` whose ``statistics()`` count connections and answers.
+    """
     config = Config()
     config.accesslog = None
     config.errorlog = log
     config.keep_alive_timeout = limits.idle_timeout
-    wrapped = ASGIWrapper(app)
     context = WorkerContext(None)
     gate = ConnectionGate(max_connections=limits.max_connections, max_per_client=limits.max_per_client)
+    budget = RequestBudget(rate=limits.request_rate, burst=limits.request_burst, now=clock.monotonic)
+    port = WebPort(gate=gate, budget=budget)
     sock.listen(BACKLOG)
 
     async def serve_one(stream: _GuardedStream, admission: Admission) -> None:
+        paced = _Paced(app, stream, admission.client, port, limits)
         try:
             with stream.scope:
+                wrapped = ASGIWrapper(paced)
                 await _Server(wrapped, config, context, ConnectionState({}), stream).run()  # type: ignore[arg-type]
         finally:
             gate.release(admission)
@@ -186,7 +250,7 @@ async def serve_web(
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(accept_loop, nursery)
-        task_status.started(gate)
+        task_status.started(port)
         try:
             await trio.sleep_forever()
         finally:

@@ -9,6 +9,7 @@ service is made, before the node starts.
 
 from __future__ import annotations
 
+import functools
 import socket
 from typing import TYPE_CHECKING, Any
 
@@ -17,9 +18,8 @@ from tidings.node.addresses import parse_address
 from tidings.node.web.app import WebApp
 from tidings.node.web.auth import load_token
 from tidings.node.web.context import WebContext, WebNode
-from tidings.node.web.gate import ConnectionGate
 from tidings.node.web.limits import WebLimits, descriptor_limit
-from tidings.node.web.listener import serve_web
+from tidings.node.web.listener import WebPort, serve_web
 from tidings.node.web.openapi import openapi_document
 
 if TYPE_CHECKING:
@@ -66,14 +66,15 @@ class WebService:
             limits = WebLimits.from_config(home.config().get("web"), source=str(home.config_path))
         self.limits = limits
         self.url: str | None = None
-        self.gate: ConnectionGate | None = None
+        self.port: WebPort | None = None
 
     def state(self) -> dict[str, Any]:
         return {"url": self.url} if self.url is not None else {"address": self.address}
 
     def statistics(self) -> dict[str, Any]:
-        """Open, refused and evicted web connections (empty before the service runs)."""
-        return self.gate.statistics() if self.gate is not None else {}
+        """Open, refused and evicted web connections, requests answered and paced, connections stalled
+        for pipelining without reading (empty before the service runs)."""
+        return self.port.statistics() if self.port is not None else {}
 
     async def run(
         self, node: WebNode, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED
@@ -87,11 +88,13 @@ class WebService:
             ctx = WebContext(node, self.home, openapi=openapi_document)
             app = WebApp(ctx, token=token, bound_host=host, port=bound_port, limits=limits)
             async with trio.open_nursery() as nursery:
-                self.gate = await nursery.start(serve_web, app, sock, limits)
+                self.port = await nursery.start(
+                    functools.partial(serve_web, app, sock, limits, clock=ctx.clock)
+                )
                 self.url = url_for(host, bound_port)
                 task_status.started(self.url)
                 node.services_changed()  # node.json now names the URL (tidings open reads it)
         finally:
             self.url = None
-            self.gate = None
+            self.port = None
             sock.close()

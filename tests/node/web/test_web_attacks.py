@@ -277,3 +277,51 @@ async def test_deep_json_and_slow_bodies_are_refused_without_a_traceback(tmp_pat
     assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
     assert "RecursionError" not in caplog.text and "Traceback" not in caplog.text
     nursery.cancel_scope.cancel()
+
+
+async def test_a_client_pipelining_without_reading_costs_a_bounded_number_of_answers(tmp_path, nursery):
+    async with web_node(nursery, tmp_path, "victim", web_config="write_timeout = 1.0") as w:
+        limits = w.service.limits
+        stats = w.service.statistics
+        host, _, port = w.url.removeprefix("http://").rpartition(":")
+        request = f"GET /static/app.js HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode()
+        sock = trio.socket.socket()
+        await sock.bind((next_host(), 0))
+        await sock.connect((host, int(port)))
+        try:
+            # 100 answers of app.js (~2 MB) fit in loopback buffers: without the cap all would be sent
+            await sock.send(request * 100)
+            await wait_until(lambda: stats()["stalled"] == 1)
+            assert stats()["answered"] == 1 + limits.max_pipelined
+            # it is closed after the write timeout, having cost no further answer
+            with trio.fail_after(5):
+                while True:
+                    try:
+                        if not await sock.recv(65536):
+                            break
+                    except ConnectionResetError:
+                        break
+            assert stats()["answered"] == 1 + limits.max_pipelined
+        finally:
+            sock.close()
+
+        # an honest client on one kept-alive connection (it reads each answer first) is never held back
+        async with httpx.AsyncClient(base_url=w.url, timeout=5) as client:
+            for _ in range(10):
+                assert (await client.get("/static/app.js")).status_code == 200
+        assert stats()["stalled"] == 1 and stats()["answered"] == 1 + limits.max_pipelined + 10
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_client_over_its_request_rate_waits_instead_of_being_refused(tmp_path, nursery):
+    async with web_node(
+        nursery, tmp_path, "victim", web_config="request_rate = 10.0\nrequest_burst = 5"
+    ) as w:
+        start = time.perf_counter()
+        async with httpx.AsyncClient(base_url=w.url, timeout=5) as client:
+            for _ in range(15):
+                assert (await client.get("/static/app.js")).status_code == 200
+        # 5 at once, then 10 at 10 a second
+        assert time.perf_counter() - start >= 0.8
+        assert w.service.statistics()["paced"] >= 9
+        nursery.cancel_scope.cancel()

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from tidings.node.clock import FixedClock
 from tidings.node.web import WebService
 from tidings.node.web.app import json_depth
 from tidings.node.web.gate import ConnectionGate, StreamSlots
 from tidings.node.web.limits import WebConfigError, WebLimits, client_key
+from tidings.node.web.pacing import Pipelining, RequestBudget
 from tidings.node.web.routes import ApiError
 
 from tests.support.nodes import make_home
@@ -126,3 +128,26 @@ def test_json_depth_counts_brackets_outside_strings(value):
 def test_json_depth_stops_early_on_very_deep_input():
     assert json_depth(b"[" * 1_000_000, 32) == 33
     assert json_depth(b'"' + b"[" * 1000 + b'"', 32) == 0
+
+
+def test_the_request_budget_is_a_token_bucket_per_client_on_the_clock():
+    clock = FixedClock()
+    budget = RequestBudget(rate=2.0, burst=3, now=clock.monotonic)
+    assert [budget.take("a") for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert budget.take("a") == 0.5  # the next token is due in half a second, and reserved
+    assert budget.take("a") == 1.0
+    assert budget.take("b") == 0.0  # another client has its own bucket
+    clock.now += 10.0
+    assert budget.take("a") == 0.0
+    assert (budget.answered, budget.paced) == (7, 2)
+
+
+def test_pipelined_answers_in_a_row_are_capped_and_any_read_ends_the_run():
+    pipelining = Pipelining(max_pipelined=2)
+    assert pipelining.start(1)  # the first request
+    assert pipelining.start(2)  # sent after the first answer: a new read
+    assert pipelining.start(2) and pipelining.start(2)  # two pipelined
+    assert not pipelining.start(2)  # the third in a row without a read
+    assert pipelining.start(3)
+    strict = Pipelining(max_pipelined=0)
+    assert strict.start(1) and not strict.start(1)
