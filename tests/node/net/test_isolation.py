@@ -1,6 +1,7 @@
 """Issue 15 item 1: a node cannot be cut off by idle connections (spec/protocol.md §12.5, inbound
 slots). Real nodes on real loopback sockets; each scripted attacker is a throwaway identity that does
-the real handshake, sends ``hello`` and then nothing (or a frame it never finishes)."""
+the real handshake, sends ``hello`` and then nothing (or a frame it never finishes). Each victim
+serves its web API, which must answer in < 200 ms p95 while it is under attack (issue 15)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,10 @@ from tests.support.nodes import (
     start_writer,
     wait_until,
 )
+from tests.support.web import WebNode, api_p95, start_web_node
+
+#: issue 15 items 1-3: the victim's web API answers in < 200 ms p95 during the attack
+API_P95 = 0.2
 
 
 def attacker_host(address: int, rng: int = 0) -> str:
@@ -99,6 +104,11 @@ async def timed_sync(tmp_path, victim: Node) -> float:
     return took
 
 
+async def api_during(served: WebNode, out: list[float], n: int = 40) -> None:
+    """Time the victim's web API (``api_p95``) while an attack runs in other tasks; its p95 into ``out``."""
+    out.append(await api_p95(served, n))
+
+
 async def wait_grace(victim: Node) -> None:
     """Until every inbound slot is past its eviction grace (spec §12.5)."""
     slots = victim.listener.slots
@@ -111,7 +121,8 @@ async def test_64_idle_connections_do_not_cut_the_node_off(tmp_path, nursery):
     with Store(hv.store_path) as s:  # enough to sync that the sync, not jitter, is measured
         s.append_many(kv, [Post(text=f"post {i} " + "lorem ipsum " * 10) for i in range(3000)])
     limits = {"handshake_timeout": 3.0, "ban_seconds": 60, "idle_timeout": 120.0}
-    victim = await start_node(nursery, hv, kv, limits=limits)
+    served = await start_web_node(nursery, hv, kv, limits=limits)
+    victim = served.node
     await timed_sync(tmp_path, victim)  # warm-up: first-run costs are not the attack's
     unattacked = min([await timed_sync(tmp_path, victim) for _ in range(2)])
 
@@ -123,6 +134,8 @@ async def test_64_idle_connections_do_not_cut_the_node_off(tmp_path, nursery):
     assert inbound_cap == 48  # the 16 reserved slots are the node's own dials'
     assert len(held) >= inbound_cap
     await wait_until(lambda: victim.listener.inbound == inbound_cap)
+    # every inbound slot held by an idle attacker: the web API still answers quickly
+    assert await api_p95(served) < API_P95
 
     await wait_grace(victim)
     evicted = victim.listener.evicted
@@ -138,7 +151,8 @@ async def test_64_idle_connections_do_not_cut_the_node_off(tmp_path, nursery):
 async def test_never_useful_connections_are_cut_and_banned_but_a_quiet_follower_stays(tmp_path, nursery):
     hv, kv = make_home(tmp_path, "victim")
     limits = {"handshake_timeout": 3.0, "ban_seconds": 60, "idle_timeout": 1.0}
-    victim = await start_node(nursery, hv, kv, limits=limits)
+    served = await start_web_node(nursery, hv, kv, limits=limits)
+    victim = served.node
     # an honest follower with nothing to fetch (the victim has posted nothing): quiet, never served
     hf, kf = make_home(tmp_path, "follower")
     follow(hf, kf, victim.key)
@@ -148,8 +162,12 @@ async def test_never_useful_connections_are_cut_and_banned_but_a_quiet_follower_
 
     host = attacker_host(0)
     closed: list[float] = []
-    channels = await idle_peers(victim.address, [host] * 8, nursery, closed)
+    p95: list[float] = []
+    async with trio.open_nursery() as inner:  # the web API timed while the attackers connect and idle
+        inner.start_soon(api_during, served, p95, 20)
+        channels = await idle_peers(victim.address, [host] * 8, nursery, closed)
     assert all(c is not None for c in channels)
+    assert p95[0] < API_P95, p95
     await wait_until(lambda: len(closed) == 8)
     # spec §12.5: cut within idle_timeout + 1 s of the handshake (0.5 s more for a loaded machine)
     assert max(closed) <= limits["idle_timeout"] + 1.0 + 0.5, closed
@@ -176,12 +194,14 @@ async def test_a_victim_full_of_idle_peers_still_dials_its_pinned_and_followed_p
         "reserved_slots": 4,
         "max_per_host": 4,
     }
-    victim = await start_node(nursery, hv, kv, limits=limits)
+    served = await start_web_node(nursery, hv, kv, limits=limits)
+    victim = served.node
     closed: list[float] = []
     hosts = [attacker_host(a) for a in range(3) for _ in range(4)]
     held = await idle_peers(victim.address, hosts, nursery, closed)
     assert sum(c is not None for c in held) >= 8
     await wait_until(lambda: victim.listener.inbound == 8)  # max_connections − reserved_slots
+    assert await api_p95(served) < API_P95
     evicted = victim.listener.evicted
 
     victim.dial(pinned.address, source="peer", pinned=True)
@@ -203,7 +223,8 @@ async def test_a_range_full_of_idle_peers_gives_way_to_an_honest_peer_of_the_ran
     hv, kv = make_home(tmp_path, "victim")
     post(hv, kv, "hello")
     limits = {"handshake_timeout": 3.0, "idle_timeout": 120.0, "max_per_range": 4, "max_per_host": 2}
-    victim = await start_node(nursery, hv, kv, limits=limits)
+    served = await start_web_node(nursery, hv, kv, limits=limits)
+    victim = served.node
     # two addresses of one /24, two connections each: the range is full
     closed: list[float] = []
     hosts = [attacker_host(a, rng=90) for a in range(2) for _ in range(2)]
@@ -212,6 +233,7 @@ async def test_a_range_full_of_idle_peers_gives_way_to_an_honest_peer_of_the_ran
     third = attacker_host(2, rng=90)
     assert await idle_peer(victim.address, third, nursery) is None  # within the grace: refused
     assert victim.listener.refused.get("per_range") == 1
+    assert await api_p95(served, 20) < API_P95  # within the (3 s) grace: the range still full
     await wait_grace(victim)
     # an honest follower at a third address of that range still gets in (an idle one is evicted)
     hh, kh = make_home(tmp_path, "neighbour")
@@ -228,7 +250,8 @@ async def test_a_range_full_of_idle_peers_gives_way_to_an_honest_peer_of_the_ran
 async def test_a_frame_sent_a_byte_at_a_time_is_cut_off(tmp_path, nursery):
     hv, kv = make_home(tmp_path, "victim")
     limits = {"handshake_timeout": 3.0, "ban_seconds": 60, "frame_timeout": 1.0}
-    victim = await start_node(nursery, hv, kv, limits=limits)
+    served = await start_web_node(nursery, hv, kv, limits=limits)
+    victim = served.node
     host = attacker_host(5)
     channel = await idle_peer(victim.address, host, nursery)
     assert channel is not None
@@ -241,7 +264,11 @@ async def test_a_frame_sent_a_byte_at_a_time_is_cut_off(tmp_path, nursery):
                 await trio.sleep(0.1)
 
     nursery.start_soon(drip)
-    took = await wait_closed(channel)
+    p95: list[float] = []
+    async with trio.open_nursery() as inner:  # the web API timed while the frame drips in
+        inner.start_soon(api_during, served, p95, 20)
+        took = await wait_closed(channel)
     assert took <= limits["frame_timeout"] + 1.0
+    assert p95[0] < API_P95, p95
     await wait_until(lambda: victim.penalties.banned(host))
     assert "frame_timeout" in victim.penalties.by_host[host].last_reason
