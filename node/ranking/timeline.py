@@ -15,7 +15,8 @@ call it. Steps:
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+import contextlib
+from collections.abc import Collection, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from tidings.node.ranking.base import Candidate, RankContext, Ranked, RankingError
@@ -135,6 +136,22 @@ def _check(ranker: Any, origin: str, ranked: Any, candidates: list[Candidate]) -
     return ranked
 
 
+@contextlib.contextmanager
+def _plugin_faults(ranker: Any, origin: str) -> Iterator[None]:
+    """A plugin ranker that raises fails the request as ``ranker_failed`` (spec/ranking.md §1); a
+    built-in's exception is a bug and goes up as it is."""
+    try:
+        yield
+    except RankingError:
+        raise
+    except Exception as exc:
+        if origin == "built-in":
+            raise
+        raise RankingError(
+            f"ranker {ranker.name!r} ({origin}) failed: {type(exc).__name__}: {exc}", code="ranker_failed"
+        ) from exc
+
+
 def rank_timeline(
     store: Store,
     me: bytes,
@@ -173,16 +190,8 @@ def rank_timeline(
         label=labels,
     )
     filters = Filters(store, me, follows, settings, labels)
-    try:
+    with _plugin_faults(chosen, origin):
         authors = set(chosen.authors(context)) if hasattr(chosen, "authors") else {me} | set(follows)
-    except RankingError:
-        raise
-    except Exception as exc:
-        if origin == "built-in":
-            raise
-        raise RankingError(
-            f"ranker {chosen.name!r} ({origin}) failed: {type(exc).__name__}: {exc}", code="ranker_failed"
-        ) from exc
     if not explain_hidden:  # nothing will be said about them: do not even read them
         authors -= set(filters.muted_feeds) | set(filters.blocked)
     queries.set_authors(store, authors)
@@ -191,16 +200,8 @@ def rank_timeline(
     shown, hidden = _gather(store, filters, pool=pool, since=since)
     if explain:
         labels.preload({c.author for c in shown})
-    try:
+    with _plugin_faults(chosen, origin):
         ranked = chosen.rank(shown, context)
-    except RankingError:
-        raise
-    except Exception as exc:
-        if origin == "built-in":
-            raise
-        raise RankingError(
-            f"ranker {chosen.name!r} ({origin}) failed: {type(exc).__name__}: {exc}", code="ranker_failed"
-        ) from exc
     ranked = _check(chosen, origin, ranked, shown)
     ranked.sort(key=lambda r: (-r.score, r.entry["id"]))
     by_id = {c.id: c for c in shown}
