@@ -42,6 +42,33 @@ def translate(exc: sqlite3.Error) -> StoreError:
     return StoreError(f"database error: {text}")
 
 
+def _check_file(path: Path, *, create: bool) -> None:
+    """Refuse a store file SQLite would open wrongly or without saying which file: one we may not
+    read and write (SQLite says only "unable to open database file"), and an existing one of zero
+    bytes, which SQLite takes for a new database and would quietly fill with an empty schema. A
+    store is never empty once created (its first page is written with the WAL mode), so zero bytes
+    is a store lost, unless ``create`` made it just now (``private_store_files``)."""
+    try:
+        fd = os.open(path, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        mode = ""
+        with suppress(OSError):
+            mode = f" (mode {path.stat().st_mode & 0o7777:04o})"
+        raise StoreError(
+            f"cannot open the store {path}: {exc.strerror or exc}{mode}; "
+            f"it must be a file you may read and write (chmod 600 {path})",
+            code="store_access",
+        ) from None
+    try:
+        empty = os.fstat(fd).st_size == 0
+    finally:
+        os.close(fd)
+    if empty and not create:
+        raise CorruptStore("the store file is empty (0 bytes): its data is gone", code="corrupt_store")
+
+
 class Database:
     """The SQLite file at ``path``, opened in WAL mode and migrated to the current schema."""
 
@@ -49,6 +76,8 @@ class Database:
         self.path = Path(path)
         if not create and not self.path.exists():
             raise StoreError(f"no store at {self.path}", code="no_store")
+        if str(self.path) != ":memory:":
+            _check_file(self.path, create=create)
         private_store_files(self.path, create=create)
         try:
             self.conn = sqlite3.connect(
