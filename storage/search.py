@@ -26,6 +26,7 @@ from .errors import StoreError
 
 __all__ = ["plain_query", "profile_fields", "search_rows"]
 
+#: The columns ``reads.entry_row`` reads (as ``reads._ENTRY_COLS``; this module is below ``reads``).
 _ENTRY_COLS = "e.hash, e.author, e.seq, e.ts, e.type, e.payload, e.deleted"
 
 
