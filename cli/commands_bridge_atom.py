@@ -42,7 +42,8 @@ def atom_export(session: Session, feed: str | None, output: str | None, limit: i
         try:
             key = FeedId.parse(feed.strip()).key
         except ProtocolError as exc:
-            raise BridgeError(f"{feed!r} is not a feed id: {exc.args[0]}", code="bad_feed") from None
+            reason = exc.message.removeprefix("feed id: ")  # what is wrong (protocol/identity.py)
+            raise BridgeError(f"{feed!r} is not a feed id: {reason}", code="bad_feed") from None
         if store.feed_info(key) is None:
             raise BridgeError(f"no feed {feed} in this store", code="not_found")
     data, count = atom_feed(store, key, now=wall_ms(), limit=limit)

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import click
 
@@ -19,7 +19,11 @@ __all__ = ["COMMANDS"]
 def _graph_command(kind: GraphKind, verb: str, summary: str) -> click.Command:
     """One of follow/unfollow/block/unblock: each appends the matching entry to your log."""
 
-    @click.command(kind, help=f"{summary} Appends a '{kind}' entry to your log (public).")
+    @click.command(
+        kind,
+        help=f"{summary} Appends a '{kind}' entry to your log (public); "
+        "when nothing would change, writes nothing and says so.",
+    )
     @click.argument("feed", type=FeedType())
     @common_options
     @json_option
@@ -28,7 +32,13 @@ def _graph_command(kind: GraphKind, verb: str, summary: str) -> click.Command:
         from tidings.node import actions
 
         store, key, now = write(session)
-        report(actions.graph(store, key, kind, feed, now=now), as_json, verb)
+        out = actions.graph(store, key, kind, feed, now=now)
+        if not out["changed"] and not as_json:
+            click.echo(f"{out['note']}: nothing written")
+        else:
+            report(out, as_json, verb)
+        if "warning" in out and not as_json:
+            click.echo(f"warning: {out['warning']}", err=True)
 
     return command
 
@@ -39,7 +49,7 @@ block = _graph_command("block", "blocked; entry", "Block FEED: hidden everywhere
 unblock = _graph_command("unblock", "unblocked; entry", "Lift a block of FEED.")
 
 
-def _mute_target(feed: bytes | None, word: str | None) -> tuple[str, str]:
+def _mute_target(feed: bytes | None, word: str | None) -> tuple[Literal["feed", "word"], str]:
     from tidings.protocol import feed_id_text
 
     if (feed is None) == (word is None):
@@ -72,12 +82,14 @@ def mute(session: Session, feed: bytes | None, word: str | None, list_: bool, as
         for m in [] if as_json else mutes:
             click.echo(f"{m['kind']:5} {m['value']}")
         return
+    from tidings.node import actions
+
     kind, value = _mute_target(feed, word)
-    changed = store.mute(kind, value)
+    out = actions.mute(store, session.me(), kind, value)
     if as_json:
-        emit({"kind": kind, "value": value, "muted": True, "changed": changed})
+        emit(out)
     else:
-        click.echo(f"muted {kind} {value}" if changed else f"{kind} {value} was already muted")
+        click.echo(f"muted {kind} {value}" if out["changed"] else f"{kind} {value} was already muted")
 
 
 @click.command()
@@ -88,12 +100,14 @@ def mute(session: Session, feed: bytes | None, word: str | None, list_: bool, as
 @pass_session
 def unmute(session: Session, feed: bytes | None, word: str | None, as_json: bool) -> None:
     """Show FEED (or posts with --word WORD) again."""
+    from tidings.node import actions
+
     kind, value = _mute_target(feed, word)
-    changed = session.store().unmute(kind, value)
+    out = actions.unmute(session.store(), kind, value)
     if as_json:
-        emit({"kind": kind, "value": value, "muted": False, "changed": changed})
+        emit(out)
     else:
-        click.echo(f"unmuted {kind} {value}" if changed else f"{kind} {value} was not muted")
+        click.echo(f"unmuted {kind} {value}" if out["changed"] else f"{kind} {value} was not muted")
 
 
 @click.command()
@@ -101,7 +115,7 @@ def unmute(session: Session, feed: bytes | None, word: str | None, as_json: bool
 @json_option
 @pass_session
 def following(session: Session, as_json: bool) -> None:
-    """The feeds you follow (JSON Lines {"feed", "name"})."""
+    """The feeds you follow (JSON Lines {"feed", "name"}; "blocked": true on those you also block)."""
     rows = session.store().following(session.me())
     if as_json:
         emit_lines(rows)
@@ -109,7 +123,8 @@ def following(session: Session, as_json: bool) -> None:
     if not rows:
         click.echo("you follow no one yet: tidings follow @FEED")
     for row in rows:
-        click.echo(f"{row['feed']}  {row['name'] or ''}".rstrip())
+        blocked = "  (blocked: not shown or replicated until you unblock it)" if row.get("blocked") else ""
+        click.echo(f"{row['feed']}  {row['name'] or ''}".rstrip() + blocked)
 
 
 COMMANDS = [follow, unfollow, block, unblock, mute, unmute, following]

@@ -78,6 +78,7 @@ def run(
     import signal
 
     import trio
+    from tidings.node.addresses import format_address
     from tidings.node.bridges.supervisor import BridgeSupervisor
     from tidings.node.net.node import Node
     from tidings.node.web import web_services
@@ -136,7 +137,7 @@ def run(
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as nursery:
                 address = await nursery.start(node.run)
-                click.echo(f"listening on {address}")
+                click.echo(f"listening on {format_address(address)}")
                 sys.stdout.flush()
                 async for _ in signals:
                     nursery.cancel_scope.cancel()

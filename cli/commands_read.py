@@ -12,7 +12,7 @@ import click
 
 from .commands_rank import ranked_timeline, ranking_options
 from .common import CliError, FeedType, Session, common_options, emit_lines, json_option, pass_session
-from .render import Names, print_entries
+from .render import Names, print_entries, print_profiles
 
 if TYPE_CHECKING:
     from tidings.storage.store import Store
@@ -136,8 +136,10 @@ def _show(store: Store, me: bytes, items: list[dict[str, Any]], explain: bool, a
 @pass_session
 def thread(session: Session, entry: str, as_json: bool) -> None:
     """The conversation ENTRY belongs to: its root, then the replies in time order."""
+    from tidings.node.actions import resolve
+
     store = session.store()
-    items = store.thread(store.resolve_entry(entry))
+    items = store.thread(resolve(store, entry))
     if as_json:
         emit_lines(items)
         return
@@ -150,22 +152,32 @@ def thread(session: Session, entry: str, as_json: bool) -> None:
 
 @click.command()
 @click.argument("query")
+@click.option("--fts", is_flag=True, help='Read QUERY as SQLite FTS5 syntax (OR, NOT, "phrases", prefix*).')
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True, help="At most N results.")
 @common_options
 @json_option
 @pass_session
-def search(session: Session, query: str, limit: int, as_json: bool) -> None:
-    """Full-text search over stored posts (SQLite FTS5 syntax), best match first."""
+def search(session: Session, query: str, fts: bool, limit: int, as_json: bool) -> None:
+    """Search stored profiles (name, bio) and posts: people first, then posts, best match first.
+
+    QUERY is plain words, each of which must appear (any punctuation is fine: don't, e-mail, c++,
+    #tag, 5:30); a word ending in * matches as a prefix. With --fts it is SQLite FTS5 syntax.
+    """
     if not query.strip():
         raise click.BadParameter("give some words to search for", param_hint="QUERY")
     store = session.store()
-    items = store.search(query, limit=limit)
+    items = store.search(query, limit=limit, fts=fts)
     if as_json:
         emit_lines(items)
     elif not items:
         click.echo("no matches")
     else:
-        print_entries(store, items, Names(store, session.me()))
+        names = Names(store, session.me())
+        people = [item for item in items if item["type"] == "profile" and "profile" in item]
+        print_profiles(people, names)
+        if people and len(people) < len(items):
+            click.echo()
+        print_entries(store, items[len(people) :], names)
 
 
 COMMANDS = [log, timeline, thread, search]

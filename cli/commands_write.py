@@ -18,6 +18,7 @@ from .common import (
     emit,
     json_option,
     pass_session,
+    read_stdin_text,
 )
 
 if TYPE_CHECKING:
@@ -102,7 +103,7 @@ def post(session: Session, text: str, reply_to: str | None, as_json: bool) -> No
     from tidings.node import actions
 
     if text == "-":
-        text = click.get_text_stream("stdin").read().rstrip("\r\n")
+        text = read_stdin_text()
     store, key, now = write(session)
     report(actions.post(store, key, text, reply_to=reply_to, now=now), as_json, "posted")
 

@@ -32,6 +32,7 @@ __all__ = [
     "emit_lines",
     "json_option",
     "pass_session",
+    "read_stdin_text",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -85,7 +86,11 @@ class Session:
 
         key = self.store().own_feed()
         if key is None:
-            raise HomeError("the store does not name this home's identity", code="no_identity")
+            raise HomeError(
+                f"the store {self.home.store_path} does not name this home's identity: it is not this "
+                "home's store; move it aside, then restore a backup with 'tidings import FILE'",
+                code="no_identity",
+            )
         return key
 
     def key(self) -> SigningKey:
@@ -188,8 +193,25 @@ class FeedType(click.ParamType):
 
         try:
             return FeedId.parse(str(value).strip()).key
-        except ProtocolError as exc:
-            self.fail(f"{value!r} is not a feed id (@ + 52 base32 characters): {exc.args[0]}", param, ctx)
+        except ProtocolError as exc:  # the reason names what is wrong (protocol/identity.py)
+            reason = exc.message.removeprefix("feed id: ")
+            self.fail(f"{value!r} is not a feed id (@ + 52 base32 characters): {reason}", param, ctx)
+
+
+def read_stdin_text() -> str:
+    """Standard input as text (TEXT ``-``), its final line break dropped. Bytes that are not UTF-8
+    are refused as the same bytes in an argument are (``text is not valid Unicode text``), naming
+    the first one: decoding them with the locale's error handler would fail later, or guess."""
+    data = click.get_binary_stream("stdin").read()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CliError(
+            f"text is not valid Unicode text: standard input has byte 0x{data[exc.start]:02x} "
+            f"at offset {exc.start}, which is not UTF-8",
+            code="invalid_content",
+        ) from None
+    return text.rstrip("\r\n")
 
 
 # -- output -------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import click
 if TYPE_CHECKING:
     from tidings.storage.store import Store
 
-__all__ = ["Names", "print_entries", "short"]
+__all__ = ["Names", "print_entries", "print_profiles", "short"]
 
 _VERBS = {"follow": "follows", "unfollow": "unfollows", "block": "blocks", "unblock": "unblocks"}
 
@@ -143,3 +143,19 @@ def print_entries(
             click.echo(f"{pad}  {line}")
         for reason in item.get("why", ()):
             click.echo(click.style(f"{pad}  · {reason}", dim=True))
+
+
+def print_profiles(items: list[dict[str, Any]], names: Names) -> None:
+    """Print the profile hits of a search: who (name and id), then the bio."""
+    names.load(item["feed"] for item in items)
+    for n, item in enumerate(items):
+        if n:
+            click.echo()
+        profile = item["profile"]
+        click.echo(
+            f"{click.style(names.label(item['feed']), bold=True)}  "
+            f"{click.style('profile', dim=True)}  {click.style(item['feed'], fg='cyan')}"
+        )
+        if profile.get("bio"):
+            for line in str(profile["bio"]).splitlines():
+                click.echo(f"  {line}")

@@ -8,13 +8,30 @@ one entry (one transaction) and returns what both front ends show: the fields of
 (cli/commands_write.py, cli/commands_graph.py) and the web API (node/web/api.py) only parse their
 input, call these and print the result, so a rule lives in one place.
 
-Entries are named by a full ``%id`` or a unique prefix of one (``resolve``). Refusals are
-``ActionError`` (codes ``self``, ``already_deleted``) or the store's typed errors (``NotFound``,
-``AmbiguousId``, ``NotYours``, ``bad_id``).
+Entries are named by a full ``%id`` or a unique prefix of one, in any case, with or without the
+``%`` and the ``…`` of a shortened id (``entry_prefix``, ``resolve``). Refusals are ``ActionError``
+(codes ``self``, ``already_deleted``, ``blocked``, ``not_emoji``) or the store's typed errors
+(``NotFound``, ``AmbiguousId``, ``NotYours``, ``bad_id``).
+
+The social graph (``graph``) has two relations per feed, follow and block (spec/protocol.md
+§8.2.4); an entry is written only when it changes one:
+
+==============================  =========================================================
+follow a feed already followed  nothing written: ``changed`` false, ``note`` says so
+(likewise unfollow, block,      (the result is the entry that already decides, or ids
+unblock that change nothing)    of null when no entry ever did)
+follow a blocked feed           refused (``blocked``): unblock it first
+block a followed feed           written, with a ``warning``: the follow stays, inactive
+                                while the block lasts (a blocked feed is never wanted,
+                                spec/protocol.md §12.3)
+==============================  =========================================================
+
+Mutes (``mute``, ``unmute``) are local and never published; muting yourself is refused.
 """
 
 from __future__ import annotations
 
+import unicodedata
 from typing import TYPE_CHECKING, Any, Literal
 
 from tidings.protocol import (
@@ -31,10 +48,11 @@ from tidings.protocol import (
     Unblock,
     Unfollow,
     entry_id_text,
+    feed_id_text,
     type_of,
 )
-from tidings.storage.errors import NotYours
-from tidings.storage.reads import entry_written
+from tidings.storage.errors import NotFound, NotYours, StoreError
+from tidings.storage.reads import MIN_PREFIX, entry_written
 
 if TYPE_CHECKING:
     from tidings.protocol import Content, SigningKey
@@ -46,8 +64,11 @@ __all__ = [
     "GraphKind",
     "block",
     "delete",
+    "entry_prefix",
     "follow",
     "graph",
+    "is_emoji",
+    "mute",
     "post",
     "react",
     "reply_links",
@@ -56,11 +77,23 @@ __all__ = [
     "set_profile",
     "unblock",
     "unfollow",
+    "unmute",
 ]
+
+#: The characters of a text id after its sigil, and how many a full one has (spec/protocol.md §3.1).
+BASE32 = "abcdefghijklmnopqrstuvwxyz234567"
+ID_LENGTH = 52
 
 GraphKind = Literal["follow", "unfollow", "block", "unblock"]
 GRAPH_KINDS: tuple[GraphKind, ...] = ("follow", "unfollow", "block", "unblock")
 _GRAPH = {"follow": Follow, "unfollow": Unfollow, "block": Block, "unblock": Unblock}
+#: What a repeated graph action says: nothing was written.
+_ALREADY = {
+    "follow": "you already follow {feed}",
+    "unfollow": "you do not follow {feed}",
+    "block": "{feed} is already blocked",
+    "unblock": "{feed} is not blocked",
+}
 
 
 class ActionError(TidingsError):
@@ -75,11 +108,54 @@ def _append(store: Store, key: SigningKey, content: Content, now: int) -> dict[s
     return entry_written(store.append(key, content, now=now), type_of(content))
 
 
+def entry_prefix(text: str) -> str:
+    """An entry id or prefix as a user gives it, as the store reads it (``%`` and lowercase
+    base32): any case, with or without ``%``, with the ``…`` (or ``...``) of an id shortened for
+    display. Raises ``StoreError`` code ``bad_id`` (as the store does for a malformed id) saying what
+    is wrong: a feed id, a character that is not base32, too short, too long, a last character no
+    id ends in."""
+    body = text.strip()
+    for ellipsis in ("…", "..."):
+        body = body.removesuffix(ellipsis)
+    if body.startswith("@"):
+        raise StoreError(f"{text!r} is a feed id; give an entry id (%...)", code="bad_id")
+    body = body.removeprefix("%").lower()
+    for i, c in enumerate(body):
+        if c not in BASE32:
+            raise StoreError(
+                f"{text!r} is not an entry id: {c!r} (character {i + 2}) is not base32 (a-z, 2-7)",
+                code="bad_id",
+            )
+    if len(body) < MIN_PREFIX:
+        raise StoreError(
+            f"{text!r} is too short: give at least {MIN_PREFIX} characters of the entry id after %",
+            code="bad_id",
+        )
+    if len(body) > ID_LENGTH:
+        raise StoreError(
+            f"{text!r} is too long: an entry id has {ID_LENGTH} characters after %, this has {len(body)}",
+            code="bad_id",
+        )
+    if len(body) == ID_LENGTH:
+        try:
+            EntryId.parse("%" + body)
+        except ProtocolError as exc:  # its last character (spec/protocol.md §3.1)
+            reason = exc.message.removeprefix("entry id: ")
+            raise StoreError(f"{text!r} is not an entry id: {reason}", code="bad_id") from None
+    return "%" + body
+
+
 def resolve(store: Store, text: str) -> bytes:
-    """A stored entry's hash from a full ``%id`` or a unique prefix (errors: not found, ambiguous,
-    malformed). ``Store.resolve_entry`` returns a full id as is; an action also needs the entry."""
-    hash_ = store.resolve_entry(text)
-    store.entry_author(hash_)  # NotFound when this store does not hold it
+    """A stored entry's hash from a full ``%id`` or a unique prefix, as ``entry_prefix`` reads it.
+    Errors say what is wrong: malformed (``bad_id``), no such entry here (``NotFound``), more than
+    one entry with that prefix (``AmbiguousId``)."""
+    wanted = entry_prefix(text)
+    try:
+        hash_ = store.resolve_entry(wanted)
+        store.entry_author(hash_)  # NotFound when this store does not hold a full id
+    except NotFound:
+        shown = wanted if len(wanted) > ID_LENGTH else wanted + "…"
+        raise NotFound(f"no entry {shown} in this store") from None
     return hash_
 
 
@@ -107,8 +183,36 @@ def post(
 
 
 def react(store: Store, key: SigningKey, entry: str, emoji: str, *, now: int) -> dict[str, Any]:
-    """Append a reaction (an emoji) to ``entry``."""
-    return _append(store, key, Reaction(target=resolve(store, entry), emoji=emoji), now)
+    """Append a reaction to ``entry``: an emoji (``is_emoji``), spaces around it dropped."""
+    target = resolve(store, entry)
+    emoji = emoji.strip()
+    if not is_emoji(emoji):
+        raise ActionError(f"{emoji!r} is not an emoji: react with one, such as 👍 or 🎉", code="not_emoji")
+    return _append(store, key, Reaction(target=target, emoji=emoji), now)
+
+
+#: What may follow or join the symbols of an emoji: zero-width joiner, variation selectors, the
+#: combining keycap; skin tone modifiers and tag characters are ranges (``is_emoji``).
+_EMOJI_PARTS = {"\u200d", "\ufe0e", "\ufe0f", "\u20e3"}
+
+
+def is_emoji(text: str) -> bool:
+    """Whether ``text`` is one emoji or a few (a reaction, as people write them): symbols (Unicode
+    category So: 🎉 👍 ❤ and flags' regional indicators), a character shown as emoji by the
+    variation selector U+FE0F (‼️) or a keycap (1️⃣), with what joins and modifies them (ZWJ
+    sequences, skin tones, tag sequences). Letters, digits, spaces and punctuation of their own
+    are not: ``hello world`` is text, not a reaction. The protocol asks only for non-blank text
+    (spec/protocol.md §8.2.2); this is what we write."""
+    symbols = 0
+    for i, c in enumerate(text):
+        code = ord(c)
+        if c in _EMOJI_PARTS or 0x1F3FB <= code <= 0x1F3FF or 0xE0020 <= code <= 0xE007F:
+            continue
+        if unicodedata.category(c) == "So" or text[i + 1 : i + 2] in ("\ufe0f", "\u20e3"):
+            symbols += 1
+            continue
+        return False
+    return symbols > 0
 
 
 def repost(store: Store, key: SigningKey, entry: str, *, now: int) -> dict[str, Any]:
@@ -128,10 +232,41 @@ def delete(store: Store, key: SigningKey, entry: str, *, now: int) -> dict[str, 
 
 
 def graph(store: Store, key: SigningKey, kind: GraphKind, feed: bytes, *, now: int) -> dict[str, Any]:
-    """Append a follow, unfollow, block or unblock of ``feed`` (a public entry in our log)."""
+    """Append a follow, unfollow, block or unblock of ``feed`` (a public entry in our log) when it
+    changes something; the result has ``changed``. See the module docstring for the rules: a
+    repeat writes nothing and returns the entry that already decides (``changed`` false), following a
+    blocked feed is refused, blocking a followed feed adds a ``warning``."""
     if feed == key.public_key and kind in ("follow", "block"):
         raise ActionError(f"you cannot {kind} yourself", code="self")
-    return _append(store, key, _GRAPH[kind](feed=feed), now)
+    me, name = key.public_key, feed_id_text(feed)
+    relation = "block" if kind in ("block", "unblock") else "follow"
+    standing = store.graph_entry(me, relation, feed)
+    if (standing is not None and bool(standing["active"])) == (
+        kind == relation
+    ):  # a repeat: the state asked for is the state already
+        shown = {k: (standing or {}).get(k) for k in ("id", "seq", "ts", "type")}
+        return {
+            **shown,
+            "feed": feed_id_text(me),
+            "type": shown["type"] or kind,
+            "changed": False,
+            "note": _ALREADY[kind].format(feed=name),
+        }
+    if kind == "follow" and _holds(store, me, "block", feed):
+        raise ActionError(f"{name} is blocked: unblock it first (tidings unblock {name})", code="blocked")
+    written = {**_append(store, key, _GRAPH[kind](feed=feed), now), "changed": True}
+    if kind == "block" and _holds(store, me, "follow", feed):
+        written["warning"] = (
+            f"you follow {name}: it stays followed, but is neither shown nor replicated while "
+            f"blocked (to stop following it: tidings unfollow {name})"
+        )
+    return written
+
+
+def _holds(store: Store, me: bytes, relation: str, feed: bytes) -> bool:
+    """Whether we follow (``relation`` ``follow``) or block (``block``) ``feed`` now."""
+    standing = store.graph_entry(me, relation, feed)
+    return standing is not None and bool(standing["active"])
 
 
 def follow(store: Store, key: SigningKey, feed: bytes, *, now: int) -> dict[str, Any]:
@@ -152,6 +287,20 @@ def block(store: Store, key: SigningKey, feed: bytes, *, now: int) -> dict[str, 
 def unblock(store: Store, key: SigningKey, feed: bytes, *, now: int) -> dict[str, Any]:
     """Lift a block of ``feed``."""
     return graph(store, key, "unblock", feed, now=now)
+
+
+def mute(store: Store, me: bytes, kind: Literal["feed", "word"], value: str) -> dict[str, Any]:
+    """Hide a feed (``value`` its ``@id``) or posts with a word from the timeline: local only, never
+    published. Muting yourself is refused (your own posts would vanish from your timeline); a repeat
+    changes nothing (``changed`` false)."""
+    if kind == "feed" and value == feed_id_text(me):
+        raise ActionError("you cannot mute yourself", code="self")
+    return {"kind": kind, "value": value, "muted": True, "changed": store.mute(kind, value)}
+
+
+def unmute(store: Store, kind: Literal["feed", "word"], value: str) -> dict[str, Any]:
+    """Show a muted feed or word again (``changed`` false when it was not muted)."""
+    return {"kind": kind, "value": value, "muted": False, "changed": store.unmute(kind, value)}
 
 
 def set_profile(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 
-__all__ = ["SCOPE_RANK", "address_range", "address_scope", "host_key", "parse_address"]
+__all__ = ["SCOPE_RANK", "address_range", "address_scope", "format_address", "host_key", "parse_address"]
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -17,6 +17,13 @@ def parse_address(text: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"not a HOST:PORT address: {text!r}")
     return host.strip("[]"), int(port)
+
+
+def format_address(text: str) -> str:
+    """``HOST:PORT`` as people and ``parse_address`` read it: an IPv6 host in brackets
+    (``::1:7433`` -> ``[::1]:7433``, RFC 3986 §3.2.2), anything else unchanged."""
+    host, port = parse_address(text)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def address_range(host: str) -> str:

@@ -40,20 +40,42 @@ def hash_bytes(data: bytes) -> bytes:
     return hashlib.blake2b(data, digest_size=HASH_SIZE).digest()
 
 
+_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
+
+
 def _b32(raw: bytes) -> str:
     return base64.b32encode(raw).decode("ascii").rstrip("=").lower()
 
 
 def _unb32(text: str, size: int, what: str) -> bytes:
-    if not text or text != text.strip() or text.lower() != text:
-        raise RemoteProtocolError(f"{what} must be lowercase base32", code="bad_id")
-    padded = text.upper() + "=" * (-len(text) % 8)
-    try:
-        raw = base64.b32decode(padded)
-    except (ValueError, TypeError):
-        raise RemoteProtocolError(f"{what} is not valid base32", code="bad_id") from None
-    if len(raw) != size or _b32(raw) != text:
-        raise RemoteProtocolError(f"{what} has the wrong length", code="bad_id")
+    """The ``size`` bytes whose text form is ``text`` (spec §3.1); the error names what is wrong:
+    the first character outside the alphabet, the length, or a last character that cannot end an
+    id (its trailing bits must be zero). Positions count from the sigil, as the user sees the id."""
+    length = (size * 8 + 4) // 5
+    if not text:
+        raise RemoteProtocolError(f"{what}: nothing after the sigil", code="bad_id")
+    for i, c in enumerate(text):
+        if c in _ALPHABET:
+            continue
+        if c.isspace():
+            problem = "whitespace"
+        elif c == "=":
+            problem = "'=' (ids have no padding)"
+        elif c.lower() in _ALPHABET:
+            problem = f"an uppercase {c!r} (ids are lowercase)"
+        else:
+            problem = f"{c!r}, which is not base32 (a-z, 2-7)"
+        raise RemoteProtocolError(f"{what}: character {i + 2} is {problem}", code="bad_id")
+    if len(text) != length:
+        raise RemoteProtocolError(
+            f"{what}: {len(text)} characters after the sigil, not {length}", code="bad_id"
+        )
+    raw = base64.b32decode(text.upper() + "=" * (-len(text) % 8))
+    if _b32(raw) != text:  # the bits after the last byte must be zero
+        ends = " or ".join(repr(c) for c in _ALPHABET[:: 1 << (length * 5 - size * 8)])
+        raise RemoteProtocolError(
+            f"{what}: cannot end in {text[-1]!r} (a {length}-character id ends in {ends})", code="bad_id"
+        )
     return raw
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import stat
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -42,6 +43,37 @@ def translate(exc: sqlite3.Error) -> StoreError:
     return StoreError(f"database error: {text}")
 
 
+def _check_file(path: Path, *, create: bool) -> None:
+    """Refuse a store file SQLite would open wrongly or without saying which file: one we may not
+    read and write (SQLite says only "unable to open database file"), and an existing one of zero
+    bytes, which SQLite takes for a new database and would quietly fill with an empty schema. A
+    store is never empty once created (its first page is written with the WAL mode), so zero bytes
+    is a store lost, unless ``create`` made it just now (``private_store_files``).
+
+    Only ``stat`` and ``access``: opening and closing the file here would drop the POSIX locks
+    another connection of this process holds on it, and SQLite would then take itself for the last
+    user of the WAL and delete it under that connection."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise _cannot_open(path, exc.strerror or str(exc)) from None
+    if not stat.S_ISREG(st.st_mode):
+        raise _cannot_open(path, "not a file")
+    if not os.access(path, os.R_OK | os.W_OK):
+        raise _cannot_open(path, f"Permission denied (mode {stat.S_IMODE(st.st_mode):04o})")
+    if st.st_size == 0 and not create:
+        raise CorruptStore("the store file is empty (0 bytes): its data is gone", code="corrupt_store")
+
+
+def _cannot_open(path: Path, why: str) -> StoreError:
+    return StoreError(
+        f"cannot open the store {path}: {why}; it must be a file you may read and write (chmod 600 {path})",
+        code="store_access",
+    )
+
+
 class Database:
     """The SQLite file at ``path``, opened in WAL mode and migrated to the current schema."""
 
@@ -49,6 +81,8 @@ class Database:
         self.path = Path(path)
         if not create and not self.path.exists():
             raise StoreError(f"no store at {self.path}", code="no_store")
+        if str(self.path) != ":memory:":
+            _check_file(self.path, create=create)
         private_store_files(self.path, create=create)
         try:
             self.conn = sqlite3.connect(

@@ -4,12 +4,13 @@ Every function here runs inside the caller's transaction, so an entry and its pr
 together or not at all. Graph and profile state keep the value of the highest seq seen, so entries
 that arrive out of order (partial sync, imports) give the same state as in-order ones.
 
-The full-text index is the one projection written late, in batches: adding one post to FTS5 in its own
+The full-text index of posts is the one projection written late, in batches: adding one post to FTS5 in its own
 transaction writes a new index segment and its structure record, which doubled the cost of a single
 append (bench/RESULTS.md). ``meta.fts_indexed`` is a watermark: every post whose entry row id is at
 most the mark is in ``posts_fts``, none above it is. New posts always get higher row ids, so they wait
 above the mark until ``index_posts`` adds them all at once: when ``FTS_BATCH`` entries have been
 written, or before a search (``Reads.search`` catches up first, so searches never miss a post).
+Profiles are few and change seldom: their index, ``profiles_fts``, is kept up to date at once.
 """
 
 from __future__ import annotations
@@ -70,8 +71,9 @@ def apply_content(cur: sqlite3.Cursor, rowid: int, entry: Entry, content: Conten
         # Each field keeps the value of the highest seq that set it (schema migration 2).
         seq = entry.seq
         cur.execute(
-            "INSERT INTO profiles (feed, name, bio, seq, name_seq, bio_seq) VALUES (?1,?2,?3,?4,?5,?6) "
-            "ON CONFLICT (feed) DO UPDATE SET "
+            "INSERT INTO profiles (feed, name, bio, seq, name_seq, bio_seq, fts_row) "
+            "VALUES (?1,?2,?3,?4,?5,?6,?7) "
+            "ON CONFLICT (feed) DO UPDATE SET fts_row = coalesce(profiles.fts_row, ?7), "
             "name = CASE WHEN ?2 IS NOT NULL AND ?4 > profiles.name_seq THEN ?2 ELSE profiles.name END, "
             "name_seq = CASE WHEN ?2 IS NOT NULL AND ?4 > profiles.name_seq THEN ?4 ELSE profiles.name_seq END, "
             "bio = CASE WHEN ?3 IS NOT NULL AND ?4 > profiles.bio_seq THEN ?3 ELSE profiles.bio END, "
@@ -84,8 +86,10 @@ def apply_content(cur: sqlite3.Cursor, rowid: int, entry: Entry, content: Conten
                 seq,
                 seq if content.name is not None else 0,
                 seq if content.bio is not None else 0,
+                rowid,
             ),
         )
+        _index_profile(cur, author)
     elif isinstance(content, Delete):
         # keyed by (target, author): only the author's own tombstone ever hides a payload
         cur.execute(
@@ -97,6 +101,16 @@ def apply_content(cur: sqlite3.Cursor, rowid: int, entry: Entry, content: Conten
         ).fetchone()
         if row is not None:
             drop_payload(cur, row[0])
+
+
+def _index_profile(cur: sqlite3.Cursor, feed: bytes) -> None:
+    """Put a feed's profile as it now stands into the full-text index of profiles (schema migration
+    8): profiles change seldom, so unlike posts they are indexed at once."""
+    fts_row, name, bio = cur.execute(
+        "SELECT fts_row, name, bio FROM profiles WHERE feed = ?", (feed,)
+    ).fetchone()
+    cur.execute("DELETE FROM profiles_fts WHERE rowid = ?", (fts_row,))
+    cur.execute("INSERT INTO profiles_fts (rowid, name, bio) VALUES (?, ?, ?)", (fts_row, name, bio))
 
 
 def drop_payload(cur: sqlite3.Cursor, rowid: int) -> None:

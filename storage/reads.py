@@ -23,11 +23,15 @@ from tidings.protocol import (
     feed_id_text,
 )
 
-from .database import Database
+from .database import Database, translate
 from .errors import AmbiguousId, NotFound, StoreError
 from .schema import rank_ts
+from .search import profile_fields, search_rows
 
-__all__ = ["Reads", "content_json", "entry_written"]
+__all__ = ["MIN_PREFIX", "Reads", "content_json", "entry_written"]
+
+#: The fewest base32 characters of an entry id accepted as a prefix of one (``resolve_entry``).
+MIN_PREFIX = 4
 
 _FEED_KEYS = {"feed", "mentions"}
 _ENTRY_KEYS = {"target", "reply", "root"}
@@ -112,7 +116,8 @@ class Reads(Database):
         return out
 
     def resolve_entry(self, text: str) -> bytes:
-        """Entry hash for a full ``%id`` or a unique prefix of one (at least 4 characters after ``%``)."""
+        """Entry hash for a full ``%id`` or a unique prefix of one (``MIN_PREFIX`` characters after ``%``
+        at least), exactly as printed: lowercase (``node.actions.resolve`` reads what users type)."""
         text = text.strip()
         body = text[1:] if text.startswith("%") else text
         if len(body) >= 52:
@@ -121,7 +126,7 @@ class Reads(Database):
             except RemoteProtocolError as exc:
                 raise StoreError(f"not an entry id: {text}", code="bad_id") from exc
         if (
-            len(body) < 4
+            len(body) < MIN_PREFIX
             or body.lower() != body
             or any(c not in "abcdefghijklmnopqrstuvwxyz234567" for c in body)
         ):
@@ -134,7 +139,7 @@ class Reads(Database):
         rows = self.read(sql, (low, high) if high else (low,))
         matches = [r[0] for r in rows if entry_id_text(r[0])[1:].startswith(body)]
         if not matches:
-            raise NotFound(f"no entry with id {text}")
+            raise NotFound(f"no entry with id {text} in this store")
         if len(matches) > 1:
             raise AmbiguousId(f"{text} matches {len(matches)} entries; give more characters")
         return bytes(matches[0])
@@ -195,13 +200,28 @@ class Reads(Database):
         )
         return [bytes(r[0]) for r in rows]
 
-    def following(self, author: bytes) -> list[dict[str, Any]]:
+    def graph_entry(self, author: bytes, kind: str, target: bytes) -> dict[str, Any] | None:
+        """The entry that decides whether ``author`` follows (``kind`` ``follow``) or blocks
+        (``block``) ``target`` (spec/protocol.md §8.2.4), with ``active``; None when there is none."""
         rows = self.read(
-            "SELECT g.target, p.name FROM graph g LEFT JOIN profiles p ON p.feed = g.target "
+            f"SELECT {_ENTRY_COLS}, g.active FROM graph g JOIN entries e ON e.author = g.author AND e.seq = g.seq "
+            "WHERE g.author = ? AND g.kind = ? AND g.target = ?",
+            (author, kind, target),
+        )
+        return {**entry_row(rows[0]), "active": bool(rows[0][7])} if rows else None
+
+    def following(self, author: bytes) -> list[dict[str, Any]]:
+        """The feeds ``author`` follows, ``{"feed", "name"}``, with ``"blocked": True`` on those it
+        also blocks (blocked feeds are neither shown nor replicated, the follow notwithstanding)."""
+        rows = self.read(
+            "SELECT g.target, p.name, b.active FROM graph g LEFT JOIN profiles p ON p.feed = g.target "
+            "LEFT JOIN graph b ON b.author = g.author AND b.kind = 'block' AND b.target = g.target "
             "WHERE g.author = ? AND g.kind = 'follow' AND g.active = 1 ORDER BY p.name, g.target",
             (author,),
         )
-        return [{"feed": feed_id_text(r[0]), "name": r[1]} for r in rows]
+        return [
+            {"feed": feed_id_text(r[0]), "name": r[1], **({"blocked": True} if r[2] else {})} for r in rows
+        ]
 
     def profile(self, feed: bytes) -> dict[str, Any]:
         rows = self.read("SELECT name, bio FROM profiles WHERE feed = ?", (feed,))
@@ -307,19 +327,20 @@ class Reads(Database):
         )
         return [entry_row(r) for r in found]
 
-    def search(self, query: str, *, limit: int = 50) -> list[dict[str, Any]]:
-        """Full-text search over post texts (SQLite FTS5 query syntax), best match first."""
+    def search(self, query: str, *, limit: int = 50, fts: bool = False) -> list[dict[str, Any]]:
+        """Full-text search over profiles and post texts (``storage.search``): plain words, or with
+        ``fts`` the SQLite FTS5 query syntax. Matching profiles first, then posts, best match first."""
         if self.search_index_behind():  # posts are indexed in batches: catch up first
             self.update_search_index()
         try:
-            rows = self.conn.execute(
-                f"SELECT {_ENTRY_COLS} FROM posts_fts f JOIN entries e ON e.id = f.rowid "
-                "WHERE posts_fts MATCH ? ORDER BY f.rank LIMIT ?",
-                (query, limit),
-            ).fetchall()
-        except sqlite3.OperationalError as exc:
-            raise StoreError(f"bad search query: {exc}", code="bad_query") from None
-        return [entry_row(r) for r in rows]
+            profiles, posts = search_rows(self.conn, query, limit=limit, fts=fts)
+        except sqlite3.Error as exc:
+            raise translate(exc) from None
+        out = []
+        for row in profiles:
+            item = entry_row(row[3:])
+            out.append({**item, "type": "profile", "profile": profile_fields(row)})
+        return out + [entry_row(r) for r in posts]
 
 
 def _next_prefix(prefix: bytes) -> bytes | None:

@@ -206,6 +206,17 @@ _MIGRATIONS: list[str] = [
     CREATE INDEX entries_rank ON entries ({rank_ts()});
     DROP INDEX entries_ts;
     """,
+    # 8: profiles are searchable (``tidings search`` finds a name or a bio): ``profiles_fts`` holds
+    #    each profile's name and bio under the profile's ``fts_row``, the row id of an entry of that
+    #    feed (the first stored one here; for a profile written later, the entry that created it),
+    #    so no two feeds share one. Updated with the profile, in the same transaction (projections).
+    """
+    ALTER TABLE profiles ADD COLUMN fts_row INTEGER;
+    UPDATE profiles SET fts_row = (SELECT min(e.id) FROM entries e WHERE e.author = profiles.feed);
+    CREATE INDEX profiles_fts_row ON profiles (fts_row);
+    CREATE VIRTUAL TABLE profiles_fts USING fts5 (name, bio);
+    INSERT INTO profiles_fts (rowid, name, bio) SELECT fts_row, name, bio FROM profiles WHERE fts_row IS NOT NULL;
+    """,
 ]
 
 SCHEMA_VERSION = len(_MIGRATIONS)

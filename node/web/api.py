@@ -9,7 +9,7 @@ the fields of the matching ``tidings ... --json`` line (CLI.md).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from tidings.node import actions
 from tidings.node.ranking.registry import parse_weights
@@ -33,7 +33,10 @@ def _feed(text: str) -> bytes:
     try:
         return FeedId.parse(text.strip()).key
     except ProtocolError as exc:
-        raise ApiError(f"{text!r} is not a feed id (@ + 52 base32 characters)", code="bad_feed") from exc
+        reason = exc.message.removeprefix("feed id: ")  # what is wrong (protocol/identity.py)
+        raise ApiError(
+            f"{text!r} is not a feed id (@ + 52 base32 characters): {reason}", code="bad_feed"
+        ) from exc
 
 
 def _log(store: Store, me: bytes, feed: str | None, limit: int | None) -> list[dict[str, Any]]:
@@ -88,7 +91,7 @@ def _profile_get(store: Store, me: bytes, feed: str | None) -> dict[str, Any]:
     return store.profile(_feed(feed) if feed else me)
 
 
-def _mute_target(args: Args) -> tuple[str, str]:
+def _mute_target(args: Args) -> tuple[Literal["feed", "word"], str]:
     feed: str | None = args.get("feed")
     word: str | None = args.get("word")
     if feed is not None and word is None:
@@ -161,14 +164,14 @@ async def get_log(ctx: WebContext, args: Args) -> Any:
 
 async def get_thread(ctx: WebContext, args: Args) -> Any:
     def thread(store: Store) -> list[dict[str, Any]]:
-        return _with_reactions(store, store.thread(store.resolve_entry(args["entry"])))
+        return _with_reactions(store, store.thread(actions.resolve(store, args["entry"])))
 
     return _items(await ctx.node.db.call(thread))
 
 
 async def get_entry(ctx: WebContext, args: Args) -> Any:
     def entry(store: Store) -> dict[str, Any]:
-        return store.entry(store.resolve_entry(args["entry"]))
+        return store.entry(actions.resolve(store, args["entry"]))
 
     return await ctx.node.db.call(entry)
 
@@ -176,7 +179,7 @@ async def get_entry(ctx: WebContext, args: Args) -> Any:
 async def get_search(ctx: WebContext, args: Args) -> Any:
     if not args["q"].strip():
         raise ApiError("give some words to search for", code="missing_parameter")
-    return _items(await ctx.node.db.call(lambda s: s.search(args["q"], limit=args["limit"])))
+    return _items(await ctx.node.db.call(lambda s: s.search(args["q"], limit=args["limit"], fts=args["fts"])))
 
 
 async def _write(
@@ -218,14 +221,12 @@ def _graph_handler(kind: actions.GraphKind) -> Any:
 
 async def post_mute(ctx: WebContext, args: Args) -> Any:
     kind, value = _mute_target(args)
-    changed = await ctx.node.db.call(lambda s: s.mute(kind, value))
-    return {"kind": kind, "value": value, "muted": True, "changed": changed}
+    return await ctx.node.db.call(actions.mute, ctx.me, kind, value)
 
 
 async def post_unmute(ctx: WebContext, args: Args) -> Any:
     kind, value = _mute_target(args)
-    changed = await ctx.node.db.call(lambda s: s.unmute(kind, value))
-    return {"kind": kind, "value": value, "muted": False, "changed": changed}
+    return await ctx.node.db.call(actions.unmute, kind, value)
 
 
 async def get_mutes(ctx: WebContext, args: Args) -> Any:
@@ -286,7 +287,7 @@ _FEED = Param(name="feed", required=True, description="A feed id (@...).")
 def _graph_route(kind: actions.GraphKind, summary: str) -> Route:
     return Route(
         method="POST", path=f"/api/{kind}", handler=_graph_handler(kind), summary=summary,
-        params=(_FEED,), response="Written", tags=("graph",),
+        params=(_FEED,), response="GraphWritten", tags=("graph",),
     )  # fmt: skip
 
 
@@ -308,7 +309,7 @@ ROUTES: tuple[Route, ...] = (
     Route(method="GET", path="/api/log", handler=get_log, summary="One feed's entries, newest first (default: yours).", params=(Param(name="feed", description="A feed id (@...); default yours."), _LIMIT), response="Entry", is_list=True, tags=("reading",)),
     Route(method="GET", path="/api/entry", handler=get_entry, summary="One entry (as a line of tidings log --json).", params=(_ENTRY,), response="Entry", tags=("reading",)),
     Route(method="GET", path="/api/thread", handler=get_thread, summary="The conversation an entry belongs to, in order.", params=(_ENTRY,), response="Entry", is_list=True, tags=("reading",)),
-    Route(method="GET", path="/api/search", handler=get_search, summary="Full-text search over stored posts (SQLite FTS5 syntax).", params=(Param(name="q", required=True, description="The query."), Param(name="limit", type="integer", minimum=1, maximum=MAX_LIMIT, default=50, description="At most N results.")), response="Entry", is_list=True, tags=("reading",)),
+    Route(method="GET", path="/api/search", handler=get_search, summary="Search stored profiles and posts (as tidings search --json): profiles first, then posts.", params=(Param(name="q", required=True, description="The query: plain words, each of which must appear (word* for a prefix)."), Param(name="fts", type="boolean", default=False, description="Read q as SQLite FTS5 query syntax."), Param(name="limit", type="integer", minimum=1, maximum=MAX_LIMIT, default=50, description="At most N results.")), response="SearchResult", is_list=True, tags=("reading",)),
     Route(method="POST", path="/api/post", handler=post_post, summary="Append a post.", params=(Param(name="text", required=True, description="The text."), Param(name="reply_to", description="Reply to this entry (id or unique prefix).")), response="Written", tags=("writing",)),
     Route(method="POST", path="/api/reply", handler=post_reply, summary="Append a reply to an entry.", params=(_ENTRY, Param(name="text", required=True, description="The text.")), response="Written", tags=("writing",)),
     Route(method="POST", path="/api/react", handler=post_react, summary="Append a reaction (an emoji) to an entry.", params=(_ENTRY, Param(name="emoji", required=True, description="One emoji.")), response="Written", tags=("writing",)),

@@ -88,6 +88,7 @@ STATUS_BY_CODE = {
     "disk_full": 500,
     "store_locked": 500,
     "no_store": 500,
+    "store_access": 500,
     "gap": 500,
     "io": 500,
     "bad_archive": 500,

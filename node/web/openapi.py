@@ -58,6 +58,35 @@ SCHEMAS: dict[str, Any] = {
         [*_ENTRY, "score"],
     ),
     "Written": _obj({"id": _STR, "feed": _STR, "seq": _INT, "ts": _INT, "type": _STR}),
+    # a follow, unfollow, block or unblock (node/actions.py): when it changes nothing, no entry is
+    # written and the fields are those of the entry that already decides (null when none ever did)
+    "GraphWritten": _obj(
+        {
+            "id": _NULLSTR,
+            "feed": _STR,
+            "seq": {"type": ["integer", "null"]},
+            "ts": {"type": ["integer", "null"]},
+            "type": _STR,
+            "changed": {**_BOOL, "description": "false: nothing was written (a repeat)"},
+            "note": {**_STR, "description": "with changed false: what already holds"},
+            "warning": {
+                **_STR,
+                "description": "a block of a feed you follow: the follow is inactive meanwhile",
+            },
+        },
+        ["id", "feed", "seq", "ts", "type", "changed"],
+    ),
+    "SearchResult": _obj(
+        {
+            **_ENTRY,
+            "deleted": _BOOL,
+            "profile": {
+                **_obj({"feed": _STR, "name": _NULLSTR, "bio": _NULLSTR}),
+                "description": "a profile hit (type profile): the profile as it stands now",
+            },
+        },
+        list(_ENTRY),
+    ),
     "Status": _obj(
         {
             "running": _BOOL,
@@ -84,7 +113,7 @@ SCHEMAS: dict[str, Any] = {
     ),
     "Mute": _obj({"kind": _STR, "value": _STR, "muted": _BOOL, "changed": _BOOL}),
     "MuteRow": _obj({"kind": _STR, "value": _STR}),
-    "Following": _obj({"feed": _STR, "name": _NULLSTR}),
+    "Following": _obj({"feed": _STR, "name": _NULLSTR, "blocked": _BOOL}, ["feed", "name"]),
     "Swarm": _obj({"name": _STR, "joined": _INT, "members": _INT}),
     "SwarmJoined": _obj({"swarm": _STR, "joined": _BOOL}),
     "SwarmLeft": _obj({"swarm": _STR, "left": _BOOL}),

@@ -115,9 +115,119 @@ def test_graph_actions_and_the_self_guard(store, clock):
         with pytest.raises(ActionError) as refused:
             actions.graph(store, ME, kind, ME.public_key, now=clock.wall_ms())
         assert (refused.value.code, refused.value.message) == ("self", f"you cannot {kind} yourself")
-    # undoing is harmless on oneself, as before this layer existed
-    assert actions.unfollow(store, ME, ME.public_key, now=clock.wall_ms())["type"] == "unfollow"
-    assert store.feed_info(ME.public_key)["head"] == 5
+    # undoing is harmless on oneself; as it changes nothing, it writes nothing (a repeat, below)
+    undone = actions.unfollow(store, ME, ME.public_key, now=clock.wall_ms())
+    assert (undone["type"], undone["changed"], undone["id"]) == ("unfollow", False, None)
+    assert store.feed_info(ME.public_key)["head"] == 4
+
+
+def test_a_repeated_graph_action_writes_nothing_and_says_so(store, clock):
+    other, name = OTHER.public_key, feed_id_text(OTHER.public_key)
+    for kind, note in (
+        ("follow", f"you already follow {name}"),
+        ("unfollow", f"you do not follow {name}"),
+        ("block", f"{name} is already blocked"),
+        ("unblock", f"{name} is not blocked"),
+    ):
+        head = store.feed_info(ME.public_key)["head"] if store.feed_info(ME.public_key) else 0
+        if kind in ("follow", "block"):
+            first = actions.graph(store, ME, kind, other, now=clock.wall_ms())
+            assert first["changed"] is True and first["seq"] == head + 1
+            head += 1
+        again = actions.graph(store, ME, kind, other, now=clock.wall_ms())
+        assert again["changed"] is False and again["note"] == note and again["type"] == kind
+        if kind in ("follow", "block"):  # the entry that already decides
+            assert {k: again[k] for k in ("id", "seq", "ts")} == {k: first[k] for k in ("id", "seq", "ts")}
+        assert (store.feed_info(ME.public_key) or {"head": 0})["head"] == head
+        if kind == "follow":
+            actions.unfollow(store, ME, other, now=clock.wall_ms())
+        if kind == "block":
+            actions.unblock(store, ME, other, now=clock.wall_ms())
+
+
+def test_follow_of_a_blocked_feed_is_refused_and_block_of_a_followed_one_warns(store, clock):
+    other, name = OTHER.public_key, feed_id_text(OTHER.public_key)
+    actions.follow(store, ME, other, now=clock.wall_ms())
+    blocked = actions.block(store, ME, other, now=clock.wall_ms())
+    assert blocked["changed"] is True and blocked["warning"].startswith(
+        f"you follow {name}: it stays followed"
+    )
+    assert store.following(ME.public_key) == [{"feed": name, "name": None, "blocked": True}]
+    actions.unfollow(store, ME, other, now=clock.wall_ms())
+    with pytest.raises(ActionError) as refused:
+        actions.follow(store, ME, other, now=clock.wall_ms())
+    assert refused.value.code == "blocked"
+    assert refused.value.message == f"{name} is blocked: unblock it first (tidings unblock {name})"
+    assert store.feed_info(ME.public_key)["head"] == 3  # follow, block, unfollow: the refusal wrote nothing
+    actions.unblock(store, ME, other, now=clock.wall_ms())
+    assert "warning" not in actions.follow(store, ME, other, now=clock.wall_ms())
+    assert store.following(ME.public_key) == [{"feed": name, "name": None}]
+
+
+def test_mute_refuses_yourself_and_says_whether_it_changed_anything(store):
+    me, other = feed_id_text(ME.public_key), feed_id_text(OTHER.public_key)
+    with pytest.raises(ActionError) as refused:
+        actions.mute(store, ME.public_key, "feed", me)
+    assert (refused.value.code, refused.value.message) == ("self", "you cannot mute yourself")
+    assert store.mutes() == []
+    assert actions.mute(store, ME.public_key, "feed", other)["changed"] is True
+    assert actions.mute(store, ME.public_key, "feed", other)["changed"] is False
+    assert actions.unmute(store, "feed", other) == {
+        "kind": "feed",
+        "value": other,
+        "muted": False,
+        "changed": True,
+    }
+
+
+@pytest.mark.parametrize(
+    "emoji", ["🎉", "👍", "👍🏽", "❤️", "❤", "🇫🇷", "1️⃣", "#⃣", "‼️", "👩‍👩‍👧", "🏴󠁧󠁢󠁳󠁣󠁴󠁿", "🎉🎉", " 🎉 "]
+)
+def test_an_emoji_is_a_reaction(store, clock, emoji):
+    target = actions.post(store, ME, "x", now=clock.wall_ms())["id"]
+    out = actions.react(store, ME, target, emoji, now=clock.wall_ms())
+    assert _content(store, out)["emoji"] == emoji.strip()
+
+
+@pytest.mark.parametrize("text", ["hello world", "x", "+1", ":)", "1", "🎉 🎉", "a\u200d", "^"])
+def test_text_is_not_a_reaction(store, clock, text):
+    target = actions.post(store, ME, "x", now=clock.wall_ms())["id"]
+    with pytest.raises(ActionError) as refused:
+        actions.react(store, ME, target, text, now=clock.wall_ms())
+    assert refused.value.code == "not_emoji" and refused.value.message.startswith(
+        f"{text.strip()!r} is not an emoji"
+    )
+    assert store.feed_info(ME.public_key)["head"] == 1
+
+
+def test_an_entry_id_is_read_as_people_paste_it(store, clock):
+    out = actions.post(store, ME, "x", now=clock.wall_ms())
+    full, want = out["id"], _hash(out)
+    for pasted in (
+        full,
+        full.upper(),
+        full[1:],
+        full[:14] + "…",
+        full[:14].upper() + "...",
+        f"  {full[:6]}\n",
+    ):
+        assert actions.resolve(store, pasted) == want, pasted
+    cases = {
+        "%s": "'%s' is too short: give at least 4 characters of the entry id after %",
+        "%7s!x": "'%7s!x' is not an entry id: '!' (character 4) is not base32 (a-z, 2-7)",
+        full + "a": f"{full + 'a'!r} is too long: an entry id has 52 characters after %, this has 53",
+        full[:-1]
+        + "b": f"{full[:-1] + 'b'!r} is not an entry id: cannot end in 'b' (a 52-character id ends in 'a' or 'q')",
+        "@" + "a" * 52: f"{'@' + 'a' * 52!r} is a feed id; give an entry id (%...)",
+    }
+    for text, message in cases.items():
+        with pytest.raises(StoreError) as bad:
+            actions.resolve(store, text)
+        assert (bad.value.code, bad.value.message) == ("bad_id", message)
+    absent = "%vkoe" if not full.startswith("%vkoe") else "%aaaa"
+    with pytest.raises(NotFound) as missing:
+        actions.resolve(store, absent.upper())
+    assert missing.value.message == f"no entry {absent}… in this store"
 
 
 def test_set_profile_returns_the_profile_with_the_entry(store, clock):

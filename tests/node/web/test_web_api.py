@@ -100,7 +100,8 @@ async def test_every_endpoint_reads_and_writes_like_the_cli(tmp_path):
 
                 for kind in ("follow", "unfollow", "block", "unblock", "follow"):
                     out = await api(c, "POST", f"/api/{kind}", json={"feed": bob})
-                    assert out["type"] == kind and set(out) == ENTRY_FIELDS
+                    # a change writes an entry (changed: true, node/actions.py); repeats are tested below
+                    assert out["type"] == kind and set(out) == ENTRY_FIELDS | {"changed"} and out["changed"]
                 assert (await api(c, "GET", "/api/following"))["items"] == [{"feed": bob, "name": None}]
                 assert bob in [feed_id_text(f) for f in w.node.wanted]  # the node replicates it now
 
@@ -187,7 +188,16 @@ async def test_bad_input_is_400_and_unknown_ids_404(tmp_path):
                     ("GET", "/api/timeline", {"params": {"weight": "gravity"}}, "bad_weight"),
                     ("GET", "/api/timeline", {"params": {"weight": "nonsense=1"}}, "unknown_weight"),
                     ("GET", "/api/search", {"params": {"q": "   "}}, "missing_parameter"),
-                    ("GET", "/api/search", {"params": {"q": '"unbalanced'}}, "bad_query"),
+                    # plain words are never a bad query ("unbalanced is a word); FTS5 syntax can be
+                    ("GET", "/api/search", {"params": {"q": '"unbalanced', "fts": "1"}}, "bad_query"),
+                    (
+                        "POST",
+                        "/api/react",
+                        {"json": {"entry": first["id"], "emoji": "hello world"}},
+                        "not_emoji",
+                    ),
+                    ("POST", "/api/mute", {"json": {"feed": first["feed"]}}, "self"),
+                    ("GET", "/api/thread", {"params": {"entry": "%s"}}, "bad_id"),
                     ("GET", "/api/thread", {}, "missing_parameter"),
                 ]
                 for method, path, kw, code in bad:
@@ -207,6 +217,57 @@ async def test_bad_input_is_400_and_unknown_ids_404(tmp_path):
                 assert (await api(c, "DELETE", "/api/post", 405, json={}))["code"] == "method_not_allowed"
                 page = await c.get("/no-such-page")
                 assert page.status_code == 404
+            nursery.cancel_scope.cancel()
+
+
+async def test_ids_graph_rules_and_search_are_the_clis(tmp_path):
+    """The rules of node/actions.py and the search of storage/search.py, through the API as through
+    the CLI (tests/cli/test_cli_edges.py): pasted ids, repeats and contradictions, plain words."""
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery, web_node(nursery, tmp_path, "alice") as w:
+            _, other = make_home(tmp_path, "bob")
+            bob = feed_id_text(other.public_key)
+            async with w.client() as c:
+                first = await api(c, "POST", "/api/post", json={"text": "don't e-mail c++ at 5:30 #tag"})
+                pasted = first["id"][:14].upper() + "…"  # as tidings timeline prints it, any case
+                entry = await api(c, "GET", "/api/entry", params={"entry": pasted})
+                assert entry["id"] == first["id"]
+                missing = await api(c, "GET", "/api/entry", 404, params={"entry": "%VKOE"})
+                assert "no entry %vkoe" in missing["error"]
+
+                for query in ("don't", "e-mail", "c++", "5:30", "#tag"):
+                    found = (await api(c, "GET", "/api/search", params={"q": query}))["items"]
+                    assert [f["id"] for f in found] == [first["id"]], query
+                await api(c, "POST", "/api/profile", json={"bio": "writes about gardens"})
+                found = (await api(c, "GET", "/api/search", params={"q": "gardens"}))["items"]
+                assert [f["type"] for f in found] == ["profile"]
+                assert found[0]["profile"] == {
+                    "feed": first["feed"],
+                    "name": "alice",
+                    "bio": "writes about gardens",
+                }
+                fts = (await api(c, "GET", "/api/search", params={"q": "bio:gardens", "fts": "1"}))["items"]
+                assert [f["type"] for f in fts] == ["profile"]
+
+                followed = await api(c, "POST", "/api/follow", json={"feed": bob})
+                again = await api(c, "POST", "/api/follow", json={"feed": bob})
+                assert (
+                    again["changed"] is False and again["id"] == followed["id"] and "already" in again["note"]
+                )
+                blocked = await api(c, "POST", "/api/block", json={"feed": bob})
+                assert blocked["changed"] is True and "you follow" in blocked["warning"]
+                assert (await api(c, "GET", "/api/following"))["items"] == [
+                    {"feed": bob, "name": None, "blocked": True}
+                ]
+                await api(c, "POST", "/api/unfollow", json={"feed": bob})
+                refused = await api(c, "POST", "/api/follow", 400, json={"feed": bob})
+                assert refused["code"] == "blocked" and "unblock it first" in refused["error"]
+                log = (await api(c, "GET", "/api/log"))["items"]
+                assert [e["type"] for e in log[:3]] == [
+                    "unfollow",
+                    "block",
+                    "follow",
+                ]  # the repeat wrote nothing
             nursery.cancel_scope.cancel()
 
 
