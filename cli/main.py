@@ -28,7 +28,8 @@ __all__ = ["cli", "main"]
 
 
 #: Examples shown at the end of the main commands' ``--help``, kept here beside the list of commands
-#: (``\b`` keeps click from re-wrapping them). tests/cli/test_contract.py runs a few of them.
+#: (``\b`` keeps click from re-wrapping them). tests/cli/test_contract.py checks that
+#: they name real commands and options.
 EXAMPLES = {
     "": """
         tidings init --name alice            # your identity and store
