@@ -1,4 +1,4 @@
-"""Network commands: ``run``, ``sync``, ``status`` (../shared/CLI.md, *Network*)."""
+"""Network commands: ``run``, ``sync``, ``status`` (spec/cli.md, *Network*)."""
 
 from __future__ import annotations
 
