@@ -1,4 +1,4 @@
-"""Network commands: ``run``, ``sync``, ``status`` (../shared/CLI.md, *Network*)."""
+"""Network commands: ``run``, ``sync``, ``status`` (spec/cli.md, *Network*)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from .common import CliError, Session, common_options, emit, emit_lines, json_op
 
 if TYPE_CHECKING:
     from tidings.node.home import Home
+    from tidings.node.net.node import Node
 
 __all__ = ["COMMANDS"]
 
@@ -26,29 +27,48 @@ def network_key(text: str | None) -> bytes | None:
     return hashlib.blake2b(text.encode("utf-8"), digest_size=32, person=b"tidings-netkey").digest()
 
 
-def _address(value: str) -> str:
-    from tidings.node.addresses import parse_address
+class AddressType(click.ParamType):
+    """``HOST:PORT`` (or ``off`` where allowed): a malformed address is a usage error that names the
+    option or argument it was given to (``Invalid value for '--listen': ...``)."""
 
-    try:
-        parse_address(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
-    return value
+    name = "HOST:PORT"
+
+    def __init__(self, *, allow_off: bool = False) -> None:
+        self.allow_off = allow_off
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        from tidings.node.addresses import parse_address
+
+        text = str(value).strip()
+        if self.allow_off and text.lower() == "off":
+            return "off"
+        try:
+            parse_address(text)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+        return text
+
+
+ADDRESS = AddressType()
 
 
 @click.command()
 @common_options
 @click.option(
-    "--listen", default="0.0.0.0:7433", show_default=True, help="TCP address to listen on (port 0 picks one)."
+    "--listen",
+    type=ADDRESS,
+    default="0.0.0.0:7433",
+    show_default=True,
+    help="TCP address to listen on (port 0 picks one).",
 )
 @click.option(
-    "--peer", "peers", multiple=True, metavar="HOST:PORT", help="A peer to keep connected to (repeatable)."
+    "--peer", "peers", multiple=True, type=ADDRESS, help="A peer to keep connected to (repeatable)."
 )
 @click.option(
     "--bootstrap",
     "bootstrap",
     multiple=True,
-    metavar="HOST:PORT",
+    type=ADDRESS,
     help="A DHT node to join through (repeatable; also 'bootstrap' in config.toml).",
 )
 @click.option("--swarm", "swarms", multiple=True, metavar="NAME", help="Join this swarm (repeatable).")
@@ -56,6 +76,7 @@ def _address(value: str) -> str:
 @click.option("--hops", type=click.IntRange(0, 4), default=None, help="Follow hops to replicate (default 2).")
 @click.option(
     "--http",
+    type=AddressType(allow_off=True),
     default="127.0.0.1:7434",
     show_default=True,
     metavar="HOST:PORT|off",
@@ -84,10 +105,7 @@ def run(
     from tidings.node.web import web_services
     from tidings.storage.dht import check_swarm_name
 
-    _address(listen)
-    http_address = None if http.lower() == "off" else _address(http)
-    for p in (*peers, *bootstrap):
-        _address(p)
+    http_address = None if http == "off" else http
     for name in swarms:
         try:
             check_swarm_name(name)
@@ -137,7 +155,10 @@ def run(
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as nursery:
                 address = await nursery.start(node.run)
-                click.echo(f"listening on {format_address(address)}")
+                click.echo(f"listening on {format_address(address)}")  # the first line, exactly: scripts read it
+                web = _web_page(node)
+                if web is not None:
+                    click.echo(f"web page on {web}: 'tidings open' opens it in your browser")
                 sys.stdout.flush()
                 async for _ in signals:
                     nursery.cancel_scope.cancel()
@@ -152,6 +173,16 @@ def run(
         raise CliError(f"cannot listen on {listen}: {found.strerror or found}", code="listen") from None
     except OSError as exc:
         raise CliError(f"cannot listen on {listen}: {exc.strerror or exc}", code="listen") from None
+
+
+def _web_page(node: Node) -> str | None:
+    """The URL the web service serves, once started (None with ``--http off``, or when it could not
+    bind: its log line on stderr says which address and what to do)."""
+    for runner in node.services:
+        if runner.name == "web":
+            url = runner.state().get("url")
+            return url if isinstance(url, str) else None
+    return None
 
 
 def _checked_config(home: Home) -> dict[str, Any]:
@@ -189,7 +220,7 @@ def _netkey(text: str | None) -> bytes | None:
 
 @click.command()
 @common_options
-@click.argument("address", metavar="HOST:PORT", callback=lambda c, p, v: _address(v))
+@click.argument("address", metavar="HOST:PORT", type=ADDRESS)
 @click.option("--network-key", metavar="KEY", help="Key of a private network.")
 @click.option(
     "--timeout", type=float, default=300.0, show_default=True, help="Give up after this many seconds."
@@ -257,6 +288,19 @@ def sync(session: Session, address: str, network_key: str | None, timeout: float
         from tidings.node.net.peer import describe_error
 
         code, reason = describe_error(exc)
+        started = node.syncing
+        if code in ("closed", "handshake", "handshake_timeout") and (
+            started is None or started.rep.their_state == "HELLO"
+        ):
+            # spec §11.3: with another network key one side cannot read the other's handshake
+            # messages and hangs up (before or right after the last one), so all the other side
+            # sees is a closed connection before the peer's hello
+            raise CliError(
+                f"sync with {address} failed: the handshake failed ({reason}); the usual cause is "
+                "a network key (--network-key) that differs from the peer's; a peer also refuses "
+                "an address for a while after such a failure",
+                code="handshake",
+            ) from None
         raise CliError(f"sync with {address} failed: {reason}", code=code) from None
     summary = {"received": conn.received, "sent": conn.sent, "peer": feed_id_text(conn.feed)}
     if as_json:

@@ -19,7 +19,10 @@ def web_url(session: Session) -> str:
     if not isinstance(web, dict):
         raise CliError("the running node serves no web page: restart it without '--http off'", code="no_web")
     if web.get("state") == "crashed":
-        raise CliError(f"the node's web page is not available: {web.get('error')}", code="web_crashed")
+        # e.g. its address is taken: the error names it and the --http options (node/web/service.py)
+        raise CliError(
+            f"the node running on {home.path} serves no web page: {web.get('error')}", code="web_crashed"
+        )
     url = web.get("url")
     if not isinstance(url, str) or not url.startswith("http"):
         raise CliError("the node's web page is still starting; try again in a moment", code="web_starting")

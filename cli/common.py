@@ -26,6 +26,7 @@ __all__ = [
     "FeedType",
     "Session",
     "TidingsGroup",
+    "UsageLine",
     "ask_passphrase",
     "common_options",
     "emit",
@@ -256,12 +257,46 @@ def describe(exc: BaseException, session: Session | None) -> tuple[str, str]:
     return f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for details)", "internal"
 
 
+class UsageLine(click.UsageError):
+    """A usage error (a wrong command, option or argument) as one ``error:`` line that names the
+    command's ``--help``; exit status 2, as click gives it (spec/cli.md, *Errors*)."""
+
+    def __init__(self, error: click.UsageError) -> None:
+        # click builds some messages when shown (a missing argument, "Invalid value for '--listen'")
+        super().__init__(error.format_message(), error.ctx)
+
+    def show(self, file: Any = None) -> None:
+        text = " ".join(self.format_message().split()).rstrip(".")
+        if text[:1].isupper() and text[1:2].islower():  # click's "Missing argument", "No such option"
+            text = text[0].lower() + text[1:]
+        path = self.ctx.command_path if self.ctx is not None else "tidings"
+        click.echo(f"error: {text} (see '{path} --help')", err=True)
+
+
+def _usage(error: click.UsageError) -> click.ClickException | click.exceptions.Exit:
+    """What a usage error becomes: one line; a group given no command prints its help instead."""
+    if isinstance(error, click.exceptions.NoArgsIsHelpError):
+        click.echo(error.ctx.get_help())
+        return click.exceptions.Exit(0)
+    return error if isinstance(error, UsageLine) else UsageLine(error)
+
+
 class TidingsGroup(click.Group):
     """A click group that turns every error of a command into one ``error:`` line (unless --debug)."""
+
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any
+    ) -> click.Context:
+        try:  # the top-level options are parsed here, before ``invoke``
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as exc:
+            raise _usage(exc) from None
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:  # of a sub-command (or a group under this one)
+            raise _usage(exc) from None
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
         except BaseExceptionGroup as group:

@@ -1,11 +1,13 @@
-"""The ``tidings`` command: a thin click front end over ``node.home`` and ``storage`` (../shared/CLI.md).
+"""The ``tidings`` command: a thin click front end over ``node.home`` and ``storage`` (spec/cli.md).
 
 Every command takes ``--home DIR`` (env ``TIDINGS_HOME``, default ``~/.tidings``) and ``--debug``,
 before or after the command name. Errors are one ``error: ...`` line on stderr and exit status 1
-(2 for usage errors); a traceback only with ``--debug``.
+(2 for usage errors); a traceback only with ``--debug``. ``tidings`` alone prints the help.
 """
 
 from __future__ import annotations
+
+import textwrap
 
 import click
 
@@ -25,7 +27,73 @@ from .common import Session, TidingsGroup
 __all__ = ["cli", "main"]
 
 
-@click.group(cls=TidingsGroup, context_settings={"help_option_names": ["-h", "--help"]})
+#: Examples shown at the end of the main commands' ``--help``, kept here beside the list of commands
+#: (``\b`` keeps click from re-wrapping them). tests/cli/test_contract.py checks that
+#: they name real commands and options.
+EXAMPLES = {
+    "": """
+        tidings init --name alice            # your identity and store
+        tidings post "first post"            # a signed entry in your log
+        tidings follow @feedid               # replicate someone's feed
+        tidings timeline --explain           # your timeline, and why each entry is there
+        tidings run                          # the node: gossip, DHT and the web page
+        tidings open                         # the web page of the running node""",
+    "init": """
+        tidings init --name alice
+        tidings --home /tmp/other init --encrypt    # TIDINGS_PASSPHRASE, or asked on a terminal""",
+    "post": """
+        tidings post "first post"
+        echo "from stdin" | tidings post -
+        tidings post "a reply" --reply-to %abcd     # any unique prefix of an entry id
+        tidings post "hello" --json                  # {"id", "feed", "seq", "ts"}""",
+    "timeline": """
+        tidings timeline --limit 20
+        tidings timeline --ranker engagement --explain
+        tidings timeline --swarm gardening
+        tidings timeline --explain-hidden             # what blocks and mutes hid""",
+    "follow": """
+        tidings follow @feedid                        # the running node finds and replicates it
+        tidings follow @feedid --json""",
+    "log": """
+        tidings log                                   # your own feed, newest first
+        tidings log @feedid --limit 20 --json""",
+    "search": """
+        tidings search gardens
+        tidings search "gardens" --limit 5 --json""",
+    "run": """
+        tidings run                                   # listens on 0.0.0.0:7433, page on 127.0.0.1:7434
+        tidings run --listen 127.0.0.1:0 --http off   # any free port, no web page
+        tidings run --peer friend.example:7433 -v
+        tidings run --bootstrap friend.example:7433 --swarm gardening
+        tidings run --network-key "our club"          # a private network""",
+    "sync": """
+        tidings sync friend.example:7433
+        tidings sync 127.0.0.1:7433 --network-key "our club" --json""",
+    "status": """
+        tidings status
+        tidings status --json""",
+    "open": """
+        tidings open                                  # while 'tidings run' runs on this home
+        tidings open --print                          # only print the one-time link""",
+    "verify": """
+        tidings verify
+        tidings verify @feedid --json""",
+    "export": """
+        tidings export backup.tidings
+        tidings --home /tmp/other init && tidings --home /tmp/other import backup.tidings""",
+}
+
+
+def _examples(text: str) -> str:
+    return "\b\nExamples:\n" + textwrap.indent(textwrap.dedent(text).strip("\n"), "  ")
+
+
+@click.group(
+    cls=TidingsGroup,
+    invoke_without_command=True,
+    epilog=_examples(EXAMPLES[""]),
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @click.option(
     "--home", metavar="DIR", envvar="TIDINGS_HOME", help="Home folder (default: $TIDINGS_HOME or ~/.tidings)."
 )
@@ -38,6 +106,9 @@ def cli(ctx: click.Context, home: str | None, debug: bool) -> None:
     session.home_dir = home or None
     session.debug = debug
     ctx.call_on_close(session.close)
+    if ctx.invoked_subcommand is None:  # ``tidings`` alone (or with only --home): the help, exit 0
+        click.echo(ctx.get_help())
+        ctx.exit(0)
 
 
 for _module in (
@@ -53,6 +124,9 @@ for _module in (
 ):
     for _command in _module.COMMANDS:
         cli.add_command(_command)
+for _name, _text in EXAMPLES.items():
+    if _name:
+        cli.commands[_name].epilog = _examples(_text)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -12,6 +12,7 @@ node/bridges/outbound.py).
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -64,18 +65,42 @@ def _errors() -> tuple[type[BaseException], ...]:
 
 
 def relay_failure(url: str, exc: BaseException) -> BridgeError:
-    """The ``BridgeError`` for a failed connection to ``url`` (a ``BridgeError`` stays as it is)."""
+    """The ``BridgeError`` for a failed connection to ``url`` (a ``BridgeError`` stays as it is).
+
+    The message does not repeat ``url``: every place that shows it (``tidings bridge nostr publish``
+    and ``pull``, ``tidings bridge list``, the log) already names the relay beside it."""
     from trio_websocket import ConnectionClosed, HandshakeError
 
     if isinstance(exc, BridgeError):
         return exc
     if isinstance(exc, trio.TooSlowError):
-        return BridgeError(f"{url}: the relay did not answer in time", code="unreachable")
+        return BridgeError("the relay did not answer in time", code="unreachable")
     if isinstance(exc, HandshakeError | OSError):
-        return BridgeError(f"{url}: cannot connect: {exc}", code="unreachable")
+        return BridgeError(f"cannot connect: {_why(exc)}", code="unreachable")
     if isinstance(exc, ConnectionClosed):
-        return BridgeError(f"{url}: the relay closed the connection", code="relay_error")
-    return BridgeError(f"{url}: {type(exc).__name__}: {exc}", code="relay_error")
+        return BridgeError("the relay closed the connection", code="relay_error")
+    return BridgeError(f"{type(exc).__name__}: {exc}", code="relay_error")
+
+
+def _why(exc: BaseException) -> str:
+    """Why a connection failed, in words: the OS's reason ("connection refused") rather than trio's
+    "all attempts to connect to HOST:PORT failed", whose reasons are in the group it was raised from."""
+    cause = exc.__cause__
+    if isinstance(cause, BaseExceptionGroup):
+        reasons = dict.fromkeys(_why(leaf) for leaf in _leaves(cause))
+        if reasons:
+            return "; ".join(reasons)
+    if isinstance(exc, OSError) and (exc.errno or exc.strerror):
+        # trio's strerror repeats the address ("Error connecting to (...): Connection refused")
+        text = os.strerror(exc.errno) if exc.errno else str(exc.strerror)
+        return text[:1].lower() + text[1:]
+    from trio_websocket import ConnectionRejected, ConnectionTimeout
+
+    if isinstance(exc, ConnectionRejected):  # its str() is empty
+        return f"the relay answered HTTP {exc.status_code} instead of opening a websocket"
+    if isinstance(exc, ConnectionTimeout):
+        return "the websocket handshake timed out"
+    return str(exc).strip() or f"the websocket handshake failed ({type(exc).__name__})"
 
 
 def _new_subscription() -> str:
@@ -276,9 +301,7 @@ async def _open_websocket(url: str, timeout: float) -> AsyncIterator[Any]:
             except _errors() as exc:
                 raise relay_failure(url, exc) from None
             if ws.closed is not None:
-                raise BridgeError(
-                    f"{url}: cannot connect: the relay refused the websocket", code="unreachable"
-                )
+                raise BridgeError("cannot connect: the relay refused the websocket", code="unreachable")
             try:
                 yield ws
             finally:

@@ -9,6 +9,7 @@ service is made, before the node starts.
 
 from __future__ import annotations
 
+import errno
 import functools
 import socket
 from typing import TYPE_CHECKING, Any
@@ -21,13 +22,33 @@ from tidings.node.web.context import WebContext, WebNode
 from tidings.node.web.limits import WebLimits, descriptor_limit
 from tidings.node.web.listener import WebPort, serve_web
 from tidings.node.web.openapi import openapi_document
+from tidings.protocol.errors import TidingsError
 
 if TYPE_CHECKING:
     from tidings.node.home import Home
 
-__all__ = ["DEFAULT_HTTP", "WebService"]
+__all__ = ["DEFAULT_HTTP", "WebBindError", "WebService"]
 
 DEFAULT_HTTP = "127.0.0.1:7434"
+
+
+class WebBindError(TidingsError):
+    """The web page's address cannot be bound: it names the address and what to do instead."""
+
+    code = "web_address"
+
+
+def bind_error(address: str, exc: OSError) -> WebBindError:
+    """The one line a user reads when ``address`` cannot be bound (shown by the log, ``tidings status``
+    and ``tidings open``): which address, why, and the ``tidings run`` options that avoid it."""
+    why = (exc.strerror or str(exc) or type(exc).__name__).lower()
+    if exc.errno == errno.EADDRINUSE:
+        why += " (another program, or another Tidings node's web page, serves there)"
+    return WebBindError(
+        f"cannot serve the web page on {address}: {why}; start the node with --http HOST:PORT "
+        "for another address (port 0 picks a free one) or --http off for none",
+        code="web_address_in_use" if exc.errno == errno.EADDRINUSE else "web_address",
+    )
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -80,7 +101,10 @@ class WebService:
         self, node: WebNode, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED
     ) -> None:
         host, port = parse_address(self.address)
-        sock = bind_socket(host, port)
+        try:
+            sock = bind_socket(host, port)
+        except OSError as exc:
+            raise bind_error(self.address, exc) from None
         try:
             bound_port = sock.getsockname()[1]
             token = load_token(self.home.path)

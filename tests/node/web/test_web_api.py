@@ -399,7 +399,10 @@ async def test_a_port_in_use_crashes_only_the_web_service(tmp_path):
             home, key = make_home(tmp_path, "alice")
             node = await start_node(nursery, home, key, services=web_services(home, f"127.0.0.1:{port}"))
             state = node.statistics()["services"]["web"]
-            assert state["state"] == "crashed" and "OSError" in state["error"], state
+            assert state["state"] == "crashed", state
+            # the address, the reason and what to do (the OSError alone named none of them)
+            assert f"on 127.0.0.1:{port}: address already in use" in state["error"], state
+            assert "--http HOST:PORT" in state["error"] and "--http off" in state["error"], state
             on_disk = json.loads(home.node_file.read_text())["services"]["web"]
             assert on_disk["state"] == "crashed"
             assert node.address is not None  # still gossiping

@@ -3,12 +3,19 @@
 The nodes run in trio; the synchronous Selenium steps run in a worker thread. Every wait is bounded;
 the browser is quit and the nodes are cancelled whatever happens. Screenshots go to pytest's tmp
 folder, and are copied to ``$TIDINGS_ARTIFACTS`` when that is set (CI keeps them).
+
+On a machine without Chromium and its driver the test skips with one line that says how to install
+them; ``.ci/run`` installs them and sets ``TIDINGS_REQUIRE_BROWSER=1``, which turns that skip into a
+failure, so CI never skips it.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
@@ -18,19 +25,39 @@ from tidings.node.web import auth
 from tests.support.nodes import follow, make_home, post, start_node
 from tests.support.web import web_node
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
 WAIT = 15.0
+REQUIRE = "TIDINGS_REQUIRE_BROWSER"  # "1": a missing browser fails the test instead of skipping it
+INSTALL = "apt-get install chromium chromium-driver"
+ROOT = Path(__file__).resolve().parents[3]
 
 pytestmark = pytest.mark.slow
 
 
-def _driver(profile: Path):
+def find_browser(
+    env: Mapping[str, str] = os.environ, which: Callable[[str], str | None] = shutil.which
+) -> tuple[Path, Path]:
+    """Chromium and its ChromeDriver on ``PATH``. Without them: a one-line skip that says how to
+    install them, or, when ``env`` requires the browser test (CI), a one-line failure."""
+    found = {name: which(name) for name in ("chromium", "chromedriver")}
+    missing = [name for name, path in found.items() if path is None]
+    try:
+        import selenium  # noqa: F401  (a test dependency: pip install ".[test]")
+    except ImportError:
+        missing.append("selenium")
+    if missing:
+        reason = f"the browser test needs {' and '.join(missing)}: {INSTALL} (and pip install '.[test]')"
+        if env.get(REQUIRE) == "1":
+            pytest.fail(f"{reason}; {REQUIRE}=1 forbids skipping it", pytrace=False)
+        pytest.skip(reason)
+    return Path(str(found["chromium"])), Path(str(found["chromedriver"]))
+
+
+def _driver(profile: Path, chromium: Path, chromedriver: Path):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
+    options.binary_location = str(chromium)
     for arg in (
         "--headless",
         "--no-sandbox",
@@ -45,20 +72,20 @@ def _driver(profile: Path):
     ):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
+    driver = webdriver.Chrome(service=Service(executable_path=str(chromedriver)), options=options)
     driver.set_page_load_timeout(WAIT)
     driver.set_script_timeout(WAIT)
     return driver
 
 
-def _browse(link: str, bob_home, bob_key, shots: Path) -> dict[str, object]:
+def _browse(link: str, bob_home, bob_key, shots: Path, browser: tuple[Path, Path]) -> dict[str, object]:
     """The user's steps; returns what the trio side checks afterwards."""
     from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
-    driver = _driver(shots.parent / "chromium-profile")
+    driver = _driver(shots.parent / "chromium-profile", *browser)
     wait = WebDriverWait(driver, WAIT)
 
     def retry(check):
@@ -119,7 +146,13 @@ def _browse(link: str, bob_home, bob_key, shots: Path) -> dict[str, object]:
         driver.quit()
 
 
-async def test_the_page_in_a_real_browser(tmp_path):
+@pytest.fixture
+def browser() -> tuple[Path, Path]:
+    # a synchronous fixture: a skip raised inside the trio test would lose its reason
+    return find_browser()
+
+
+async def test_the_page_in_a_real_browser(tmp_path, browser):
     shots = tmp_path / "screenshots"
     shots.mkdir()
     try:
@@ -131,7 +164,7 @@ async def test_the_page_in_a_real_browser(tmp_path):
                     follow(w.home, w.key, kb)
                     follow(hb, kb, w.key)
                     link = f"{w.url}/login?code={auth.new_login_code(w.home.path)}"
-                    result = await trio.to_thread.run_sync(_browse, link, hb, kb, shots)
+                    result = await trio.to_thread.run_sync(_browse, link, hb, kb, shots, browser)
                     assert result["console_errors"] == []
                     log = await w.node.db.call(lambda s: s.log(w.key.public_key))
                     kinds = [e["type"] for e in log]
@@ -144,3 +177,73 @@ async def test_the_page_in_a_real_browser(tmp_path):
             dest.mkdir(parents=True, exist_ok=True)
             for shot in shots.glob("*.png"):
                 shutil.copy2(shot, dest / shot.name)
+
+
+# -- without a browser --------------------------------------------------------------------------------
+def _nothing(name: str) -> str | None:
+    return None
+
+
+def _only_chromium(name: str) -> str | None:
+    return "/usr/bin/chromium" if name == "chromium" else None
+
+
+def test_a_missing_browser_skips_unless_required() -> None:
+    """The lookup itself: no driver found is a skip that says how to install it, and a failure with
+    the switch set."""
+    with pytest.raises(pytest.skip.Exception) as skipped:
+        find_browser({}, _nothing)
+    assert INSTALL in str(skipped.value) and "\n" not in str(skipped.value)
+    with pytest.raises(pytest.fail.Exception) as failed:
+        find_browser({REQUIRE: "1"}, _nothing)
+    assert INSTALL in str(failed.value) and f"{REQUIRE}=1" in str(failed.value)
+    with pytest.raises(pytest.fail.Exception, match="needs chromedriver: "):
+        find_browser({REQUIRE: "1"}, _only_chromium)
+    with pytest.raises(pytest.skip.Exception, match="needs chromedriver: "):
+        find_browser({REQUIRE: "0"}, _only_chromium)  # only "1" requires it
+
+
+def _pytest_without_chromium(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """The README's test command for this test, on a machine whose PATH has no Chromium."""
+    clean = {k: v for k, v in os.environ.items() if k not in (REQUIRE, "TIDINGS_ARTIFACTS")}
+    empty = tmp_path / "bin"
+    empty.mkdir(exist_ok=True)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            f"{__file__}::test_the_page_in_a_real_browser",
+        ],
+        cwd=ROOT,
+        env={**clean, "PATH": str(empty), **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_without_chromium_the_test_command_skips_in_one_line_and_ci_fails(tmp_path: Path) -> None:
+    out = _pytest_without_chromium(tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "1 skipped" in out.stdout and "NoSuchDriverException" not in out.stdout, out.stdout
+    (line,) = [x for x in out.stdout.splitlines() if x.startswith("SKIPPED")]
+    assert INSTALL in line, out.stdout
+    # CI's switch (.ci/run sets it): the same machine fails, again with one line and no trace
+    out = _pytest_without_chromium(tmp_path, **{REQUIRE: "1"})
+    assert out.returncode == 1 and "1 error" in out.stdout, out.stdout + out.stderr  # in its fixture
+    assert "NoSuchDriverException" not in out.stdout and "Traceback" not in out.stdout, out.stdout
+    assert f"{INSTALL} (and pip install '.[test]'); {REQUIRE}=1 forbids skipping it" in out.stdout
+    assert len(out.stdout.splitlines()) < 15, out.stdout
+
+
+def test_ci_requires_the_browser_test() -> None:
+    """``.ci/run`` sets the switch before it runs the tests, so CI can never skip the browser test."""
+    lines = (ROOT / ".ci" / "run").read_text().splitlines()
+    switch = next(i for i, line in enumerate(lines) if line.startswith(f"export {REQUIRE}=1 "))
+    tests = next(i for i, line in enumerate(lines) if "-m pytest" in line)
+    assert switch < tests
