@@ -155,7 +155,8 @@ def run(
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as nursery:
                 address = await nursery.start(node.run)
-                click.echo(f"listening on {format_address(address)}")  # the first line, exactly: scripts read it
+                # the first line, exactly: scripts read it
+                click.echo(f"listening on {format_address(address)}")
                 web = _web_page(node)
                 if web is not None:
                     click.echo(f"web page on {web}: 'tidings open' opens it in your browser")
