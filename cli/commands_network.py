@@ -316,6 +316,7 @@ def sync(session: Session, address: str, network_key: str | None, timeout: float
 @pass_session
 def status(session: Session, as_json: bool) -> None:
     """Whether the node runs, where it listens, and what the store holds."""
+    from tidings.node.addresses import format_address
     from tidings.protocol import feed_id_text
 
     store = session.store()
@@ -323,7 +324,7 @@ def status(session: Session, as_json: bool) -> None:
     stats = store.stats()
     out = {
         "running": info is not None,
-        "listen": info.get("listen") if info else None,
+        "listen": format_address(info["listen"]) if info and info.get("listen") else None,
         "feed": feed_id_text(session.me()),
         "peers": len(info.get("peers", [])) if info else 0,
         "feeds": stats["feeds"],

@@ -152,7 +152,9 @@ class NostrService:
                         async with trio.open_nursery() as nursery:
                             nursery.start_soon(self._read, node, link)
                             await self._control(node, link)
-                    raise BridgeError(f"{url}: the connection ended", code="relay_error")
+                    raise BridgeError(
+                        "the relay ended the connection", code="relay_error"
+                    )  # the url is shown beside it
                 except Exception as exc:  # a relay's failure is recorded and retried, never fatal
                     error = relay_failure(url, _leaf(exc))
                 finally:

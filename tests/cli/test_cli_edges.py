@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.processes import Running
+from tests.support.processes import Running, tidings
 
 CLI = [sys.executable, "-m", "tidings.cli.main"]
 ENV = {k: v for k, v in os.environ.items() if k not in ("TIDINGS_PASSPHRASE", "TIDINGS_HOME")}
@@ -225,5 +225,8 @@ def test_an_ipv6_listening_address_is_printed_in_brackets(alice: Path) -> None:
     node = Running(alice, listen="[::1]:0")
     try:
         assert re.fullmatch(r"\[::1\]:\d+", node.address), node.address
+        status = json.loads(tidings(alice, "status", "--json").stdout)
+        assert status["listen"] == node.address  # tidings status writes it the same way
+        assert f"listening on {node.address}" in tidings(alice, "status").stdout
     finally:
         node.stop()
