@@ -1,4 +1,4 @@
-"""``tidings bridge ...``: bridges to other networks (spec §14, ../shared/CLI.md *Plugins*).
+"""``tidings bridge ...``: bridges to other networks (spec §14, spec/cli.md *Plugins*).
 
 ``bridge list`` and ``bridge config`` are built in; every other sub-command is a bridge's own group
 (``tidings bridge atom export``, ``tidings bridge rss follow URL``, ...), loaded from the

@@ -1,4 +1,4 @@
-"""``tidings bridge atom ...``: the Atom-out bridge's commands (spec §14.3, ../shared/CLI.md *Bridges*).
+"""``tidings bridge atom ...``: the Atom-out bridge's commands (spec §14.3, spec/cli.md *Bridges*).
 
 Mounted by ``commands_bridge.BridgeGroup`` as the ``atom`` bridge's group; the document itself is made
 by ``node.bridges.atom.atom_feed``, which the running node also serves.

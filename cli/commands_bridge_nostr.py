@@ -1,4 +1,4 @@
-"""``tidings bridge nostr ...``: the Nostr bridge's commands (spec §14.5, ../shared/CLI.md *Bridges*).
+"""``tidings bridge nostr ...``: the Nostr bridge's commands (spec §14.5, spec/cli.md *Bridges*).
 
 Mounted by ``commands_bridge.BridgeGroup`` as the ``nostr`` bridge's group. ``publish`` and ``pull``
 run one round with each relay (``node.bridges.nostr_sync``) on the CLI's own store; the running node

@@ -1,4 +1,4 @@
-"""``tidings bridge rss ...``: the RSS/Atom-in bridge's commands (spec §14.4, ../shared/CLI.md *Bridges*).
+"""``tidings bridge rss ...``: the RSS/Atom-in bridge's commands (spec §14.4, spec/cli.md *Bridges*).
 
 Mounted by ``commands_bridge.BridgeGroup`` as the ``rss`` bridge's group. ``poll`` polls the followed
 feeds once on the CLI's own store (``node.bridges.rss.poll_source``), as the running node does when due:

@@ -47,7 +47,7 @@ def ranked_timeline(
     swarm_members: Collection[bytes] | None = None,
     registry: Registry | None = None,
 ) -> list[dict[str, Any]]:
-    """The ranked timeline as CLI.md JSON dicts: ``id, feed, seq, ts, type, content, score`` (+ ``why``).
+    """The ranked timeline as spec/cli.md JSON dicts: ``id, feed, seq, ts, type, content, score`` (+ ``why``).
 
     ``weights``: the raw ``--weight NAME=VALUE`` strings, or a mapping; they override config.toml's
     ``[rankers.NAME]`` (``config`` is ``Home.config()``), which overrides the ranker's defaults.

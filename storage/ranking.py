@@ -3,7 +3,7 @@
 Every query here is written so the planner walks an index in the order wanted, never sorting a big
 table: candidates walk ``entries_rank`` (the index of the ranked time ``min(ts, received + skew)``,
 schema.py, spec/ranking.md §1.1) newest first and keep the wanted authors (~0.1 ms over 1M rows,
-../shared/REFERENCES.md; ``WHERE author IN (SELECT ...)`` without ``INDEXED BY`` let the planner pick
+the measured limits of this machine; ``WHERE author IN (SELECT ...)`` without ``INDEXED BY`` let the planner pick
 the author index and sort, 1.3 s). Sets of feeds or entries go into small TEMP
 tables (one per role, refilled per call) so each lookup is an index probe per row of the small side;
 ``CROSS JOIN`` pins that order (SQLite never reorders a CROSS JOIN), whatever the statistics say.

@@ -1,6 +1,6 @@
 """Read queries over the store, returning plain JSON-ready dicts (the CLI's ``--json`` shapes).
 
-Text ids follow ../shared/CLI.md: ``@base32`` feeds, ``%base32`` entries. Queries are written so the
+Text ids follow spec/cli.md: ``@base32`` feeds, ``%base32`` entries. Queries are written so the
 planner walks an index in the requested order (timelines walk the ranked-time index ``entries_rank``:
 ``min(ts, received + skew)``, spec/ranking.md §1.1; see the README).
 """

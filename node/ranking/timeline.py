@@ -166,7 +166,7 @@ def rank_timeline(
     swarm_members: Collection[bytes] | None = None,
     registry: Registry | None = None,
 ) -> list[dict[str, Any]]:
-    """The timeline as JSON-ready dicts (CLI.md): ``id, feed, seq, ts, type, content, score`` (+ ``why``).
+    """The timeline as JSON-ready dicts (spec/cli.md): ``id, feed, seq, ts, type, content, score`` (+ ``why``).
 
     With ``explain_hidden``, the candidates the filters removed follow the shown ones as
     ``{"id", "feed", "seq", "ts", "type", "content": null, "hidden": true, "why": [...]}`` (their

@@ -3,7 +3,7 @@
 Reads and writes run on the node's database thread (``node.db.call``); writes are the actions of
 node/actions.py (shared with the CLI), signed with the node's key, then the node is woken so
 connected peers get the new entry at once. Lists come back as ``{"items": [...]}`` whose items have
-the fields of the matching ``tidings ... --json`` line (CLI.md).
+the fields of the matching ``tidings ... --json`` line (spec/cli.md).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Parameters come from each route's ``Param`` declarations, which are also what the server validates
 against, so the document cannot promise what the code does not accept. The response schemas name the
-fields of ../shared/CLI.md's ``--json`` output.
+fields of spec/cli.md's ``--json`` output.
 """
 
 from __future__ import annotations

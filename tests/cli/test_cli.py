@@ -1,4 +1,4 @@
-"""The command line, run as a real subprocess on temporary homes (../shared/CLI.md is the contract).
+"""The command line, run as a real subprocess on temporary homes (spec/cli.md is the contract).
 
 Every call goes through ``python -m tidings.cli.main``; every call also asserts that no traceback
 reached stderr. Checks are grouped so the whole file runs about a hundred processes.

@@ -119,7 +119,7 @@ def test_no_ranker_lets_a_future_entry_outrank_the_present(world, ranker):
         scores = {(i["content"] or {}).get("text"): i["score"] for i in items}
         assert scores["forever on top"] == scores["an hour early"] == now - H + schema.FUTURE_SKEW_MS
         assert scores["two minutes fast"] == now - H + 2 * MIN
-    # the JSON keeps the author's timestamp (CLI.md)
+    # the JSON keeps the author's timestamp (spec/cli.md)
     assert {i["ts"] for i in items if texts([i]) == ["forever on top"]} == {FAR}
 
 
