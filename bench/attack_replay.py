@@ -23,13 +23,10 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -39,6 +36,7 @@ from pathlib import Path
 
 import httpx
 import trio
+from attack_victim import TIDINGS, Victim
 from tidings.node.addresses import parse_address
 from tidings.node.home import Home
 from tidings.node.net.transport import ChannelClosed, SecureChannel
@@ -47,54 +45,10 @@ from tidings.protocol.entry import ForkProof, create_entry
 from tidings.protocol.replication import CaughtUp, Clock, ClockItem, Forks, Hello, Replication
 from tidings.storage.store import Store
 
-TIDINGS = [sys.executable, "-m", "tidings.cli.main"]
-VICTIM_HOST = "127.0.0.2"
 ATTACKER_HOST = "127.0.5.1"
 
 
 # -- the victim, the honest follower, the web client ------------------------------------------------------
-class Victim:
-    """A ``tidings run`` process serving its web API; stderr goes to a file."""
-
-    def __init__(self, home: Home) -> None:
-        self.home = home
-        self.log = home.path / "victim.log"
-        self.proc = subprocess.Popen(
-            [*TIDINGS, "--home", str(home.path), "run", "--listen", f"{VICTIM_HOST}:0",
-             "--http", f"{VICTIM_HOST}:0"],
-            stdout=subprocess.PIPE, stderr=self.log.open("w"), text=True,
-        )  # fmt: skip
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line.startswith("listening on"):
-            raise SystemExit(f"victim did not start: {line}{self.log.read_text()}")
-        self.address = line.split()[-1]
-        deadline = time.monotonic() + 20
-        url = None
-        while url is None:
-            info = json.loads(home.node_file.read_text()) if home.node_file.exists() else {}
-            url = info.get("services", {}).get("web", {}).get("url")
-            if time.monotonic() > deadline:
-                raise SystemExit("the victim's web service did not start")
-            time.sleep(0.05)
-        self.url: str = url
-        self.token = (home.path / "web.token").read_text().strip()
-
-    def cpu(self) -> float:
-        """CPU seconds (user + system) of the victim so far (Linux ``/proc``)."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rpartition(")")[2].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def stop(self) -> str:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.communicate(timeout=10)
-        return self.log.read_text()
-
-
 def build(root: Path, own: int, followed: int) -> tuple[Home, Home, bytes]:
     """A victim with ``own`` posts of its own and ``followed`` of a feed it follows; a follower of it."""
     victim, follower = Home(root / "victim"), Home(root / "follower")

@@ -22,16 +22,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
-import json
 import os
 import resource
 import shutil
-import signal
 import socket
 import statistics
 import struct
 import subprocess
-import sys
 import tempfile
 import termios
 import threading
@@ -40,76 +37,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+from attack_victim import TIDINGS, Victim
 from tidings.node.home import Home
 from tidings.protocol import Follow, Post, SigningKey
 from tidings.storage.store import Store
 
-TIDINGS = [sys.executable, "-m", "tidings.cli.main"]
-VICTIM_HOST = "127.0.0.2"
-
 
 # -- the victim process ----------------------------------------------------------------------------------
-class Victim:
-    """A ``tidings run`` process with a lowered descriptor limit, serving the web API."""
-
-    def __init__(self, home: Home, nofile: int) -> None:
-        def limit() -> None:
-            _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, hard))
-
-        self.home = home
-        self.log = home.path / "victim.log"  # a file, not a pipe: a full pipe would stall the victim
-        self.proc = subprocess.Popen(
-            [
-                *TIDINGS,
-                "--home",
-                str(home.path),
-                "run",
-                "--listen",
-                f"{VICTIM_HOST}:0",
-                "--http",
-                f"{VICTIM_HOST}:0",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=self.log.open("w"),
-            text=True,
-            preexec_fn=limit,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line.startswith("listening on"):
-            raise SystemExit(f"victim did not start: {line}{self.log.read_text()}")
-        self.address = line.split()[-1]
-        deadline = time.monotonic() + 20
-        while True:
-            info = json.loads(home.node_file.read_text()) if home.node_file.exists() else {}
-            url = info.get("services", {}).get("web", {}).get("url")
-            if url:
-                break
-            if time.monotonic() > deadline:
-                raise SystemExit("the victim's web service did not start")
-            time.sleep(0.05)
-        self.url: str = url
-        self.token = (home.path / "web.token").read_text().strip()
-
-    def descriptors(self) -> int:
-        return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
-
-    def cpu(self) -> float:
-        """CPU seconds (user + system) used so far (Linux ``/proc``)."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rpartition(")")[2].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def stop(self) -> str:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.communicate(timeout=10)
-        return self.log.read_text()
-
-
 def build_pair(root: Path, entries: int, feeds: int) -> tuple[Home, Home]:
     """A victim holding ``entries`` posts over ``feeds`` feeds, and an honest follower of them all."""
     victim, follower = Home(root / "victim"), Home(root / "follower")
