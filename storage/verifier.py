@@ -96,6 +96,7 @@ class Verifier:
         self._lock = threading.Lock()  # ``prepare`` may run on another thread than ``ingest``
         self._last_bulk = 0.0
         self._reaper: threading.Timer | None = None
+        self.pools_started = 0  # worker-process pools started so far (they stop when idle)
 
     def pool_for(self, n: int) -> Executor | None:
         """Where a batch of ``n`` signatures is checked (None: on the calling thread)."""
@@ -110,6 +111,7 @@ class Verifier:
                             mp_context=multiprocessing.get_context("spawn"),
                             initializer=_ignore_interrupts,
                         )
+                        self.pools_started += 1
                     except (OSError, ImportError, ValueError) as exc:  # e.g. no working sem_open here
                         log.warning(
                             "no verify processes (%s: %s); verifying on threads", type(exc).__name__, exc

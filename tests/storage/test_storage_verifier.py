@@ -115,4 +115,5 @@ def test_idle_worker_processes_are_stopped_and_started_again_when_needed():
             assert time.monotonic() < deadline, "idle workers were not stopped"
             time.sleep(0.05)
         assert verifier.verify(BULK) == [True] * len(BULK)  # a new pool for the next bulk batch
-        assert verifier._processes is not None and verifier._processes is not pool
+        # (that pool may itself be idle again by now on a loaded machine: count the pools started)
+        assert verifier.pools_started == 2 and verifier._processes is not pool
