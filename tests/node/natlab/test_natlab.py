@@ -63,6 +63,34 @@ def test_a_home_is_not_reachable_unsolicited(world: NatLab, source: str) -> None
             assert out.returncode == 1 and out.stdout == "", (proto, target, out.stdout)
 
 
+def test_a_router_with_a_route_to_the_home_still_forwards_nothing_unsolicited(natlab: NatLab) -> None:
+    """The forward chain: even a neighbour that routes the home's private range via its router gets in
+    only on connections the home opened."""
+    natlab.add_public("pub")
+    home = natlab.add_home("home", PRESERVING)
+    start_echo(natlab, "home")
+    start_echo(natlab, "pub")
+    added = natlab.run("pub", ["ip", "route", "add", "10.1.0.0/24", "via", home.public_address])
+    assert added.returncode == 0, added.stderr
+    out = ask(natlab, "pub", "udp", f"{home.address}:{UDP}", wait=1.0)
+    assert out.returncode == 1 and out.stdout == "", out.stdout
+    # The way back to the home is open for what the home itself sent.
+    back = ask(natlab, "home", "udp", f"{natlab.hosts['pub'].address}:{UDP}")
+    assert back.returncode == 0 and back.stdout.startswith(home.public_address), back.stderr
+
+
+def test_a_stray_inbound_packet_does_not_take_the_homes_port(natlab: NatLab) -> None:
+    """The input drop: a packet that reaches the router before the home's own outbound mapping exists (as
+    in hole punching) must not be confirmed by conntrack, or the home's mapping loses its port."""
+    pub = natlab.add_public("pub")
+    home = natlab.add_home("home", PRESERVING)
+    early = ask(natlab, "pub", "udp", f"{home.public_address}:40003", local_port=UDP, wait=0.5)
+    assert early.returncode == 1
+    start_echo(natlab, "pub")
+    out = ask(natlab, "home", "udp", f"{pub.address}:{UDP}", local_port=40003)
+    assert out.returncode == 0 and out.stdout.strip() == f"{home.public_address}:40003", out.stdout
+
+
 def test_port_preserving_nat_keeps_one_port_for_every_destination(world: NatLab) -> None:
     out = ask(
         world, "alice", "udp", _target(world, "pub", UDP), _target(world, "pub2", UDP), local_port=40001
