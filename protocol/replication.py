@@ -10,14 +10,23 @@ There are two sides, ours and theirs, each with its own state, and one table for
 
     HELLO --hello--> ACTIVE --clock, entries, caught_up, forks--> ACTIVE
                             --have, peers, members (version 2)--> ACTIVE
+                            --dial_me, dialed, reserve, reserved, incoming, refused,
+                              punch, punch_go (version 3)--> ACTIVE
+                            --connected--> SPLICED
                             --bye--> CLOSED
+    HELLO --connect, accept--> RELAY
+
+A relay connection (§12.10) starts with ``connect`` or ``accept`` instead of ``hello``: that side waits
+in RELAY for the relay's ``connected`` (allowed only in answer to a side in RELAY), after which both
+machines are done: the connection carries the two ends' own handshake, not replication messages.
 
 The table does not know which side is which, so we are held to the rules we hold the peer to: a side
 starts with ``hello`` and ends with ``bye``. The states meet in three rules the table does not hold:
 
 1. **Version.** The version of the connection is the highest one in both sides' ``hello``; until the
    peer's has arrived there is none, so ``have``, ``peers``, ``members`` and lazy clock items cannot
-   be sent (``version``), and under version 1 they are refused when received (``bad_message``).
+   be sent (``version``), and under version 1 they are refused when received (``bad_message``); the
+   same holds for the version-3 messages under versions 1 and 2.
    Version-1 messages may be sent as soon as our ``hello`` is out (both sides send theirs at once).
 2. **Closing.** Once either side is CLOSED, nothing but our ``bye`` may be sent, and nothing is read
    (``closed``).
@@ -39,6 +48,19 @@ from typing import NoReturn
 
 from .entry import peek_position
 from .errors import LocalProtocolError, ProtocolError, RemoteProtocolError
+from .reach_events import (
+    Accept,
+    Connect,
+    Connected,
+    Dialed,
+    DialMe,
+    Incoming,
+    Punch,
+    PunchGo,
+    Refused,
+    Reserve,
+    Reserved,
+)
 from .replication_events import (
     EVENT_TYPES,
     MAX_ADDRESS_TEXT,
@@ -97,16 +119,37 @@ class State(enum.StrEnum):
     ACTIVE = "ACTIVE"
     CLOSED = "CLOSED"
     ERROR = "ERROR"
+    RELAY = "RELAY"
+    SPLICED = "SPLICED"
 
 
-_ACTIVE_MESSAGES: tuple[type[Event], ...] = (Clock, Entries, CaughtUp, Forks, Have, Peers, Members)
+#: Messages that exist only in version 3 (spec §12.9-§12.11) and keep a side ACTIVE.
+_VERSION_3: frozenset[type[Event]] = frozenset(
+    {DialMe, Dialed, Reserve, Reserved, Incoming, Refused, Punch, PunchGo}
+)
+_ACTIVE_MESSAGES: tuple[type[Event], ...] = (
+    Clock,
+    Entries,
+    CaughtUp,
+    Forks,
+    Have,
+    Peers,
+    Members,
+    *sorted(_VERSION_3, key=lambda cls: cls.NAME),
+)
 
 #: spec/protocol.md §12.2: (state of a side, event it sends) -> its next state; the same for both sides.
 #: A pair that is missing is a protocol error (ERROR is not listed: nothing leaves it).
 TRANSITIONS: dict[State, dict[type[Event], State]] = {
-    State.HELLO: {Hello: State.ACTIVE},
-    State.ACTIVE: {**dict.fromkeys(_ACTIVE_MESSAGES, State.ACTIVE), Bye: State.CLOSED},
+    State.HELLO: {Hello: State.ACTIVE, Connect: State.RELAY, Accept: State.RELAY},
+    State.ACTIVE: {
+        **dict.fromkeys(_ACTIVE_MESSAGES, State.ACTIVE),
+        Connected: State.SPLICED,
+        Bye: State.CLOSED,
+    },
     State.CLOSED: {},
+    State.RELAY: {},
+    State.SPLICED: {},
 }
 
 #: Messages that exist only in version 2 (spec §12.1); a lazy clock item is checked apart.
@@ -135,7 +178,7 @@ class Replication:
     def state(self) -> State:
         """The connection's state: ERROR or CLOSED when either side is, ACTIVE when both are, else HELLO."""
         states = (self.our_state, self.their_state)
-        for state in (State.ERROR, State.CLOSED):
+        for state in (State.ERROR, State.CLOSED, State.SPLICED, State.RELAY):
             if state in states:
                 return state
         return State.ACTIVE if states == (State.ACTIVE, State.ACTIVE) else State.HELLO
@@ -176,6 +219,11 @@ class Replication:
         if (cls in _VERSION_2 or lazy) and self.version < 2:
             what = "lazy clock items need" if lazy else f"{cls.NAME} needs"
             raise LocalProtocolError(f"{what} protocol version 2", code="version")
+        relay_answer = cls is Refused and self.their_state is State.RELAY  # no hello came: no version
+        if cls in _VERSION_3 and self.version < 3 and not relay_answer:
+            raise LocalProtocolError(f"{cls.NAME} needs protocol version 3", code="version")
+        if cls is Connected and self.their_state is not State.RELAY:
+            raise LocalProtocolError("connected answers connect or accept only", code="replication_state")
         if isinstance(event, Hello):
             if not event.versions or not set(event.versions) <= set(PROTOCOL_VERSIONS):
                 raise LocalProtocolError(f"we speak versions {PROTOCOL_VERSIONS}", code="version")
@@ -225,8 +273,11 @@ class Replication:
             if self.their_state is State.HELLO:
                 raise RemoteProtocolError(f"expected hello, got {name!r}", code="bad_message")
             raise RemoteProtocolError(f"unexpected message {name!r}", code="bad_message")
-        if cls in _VERSION_2 and self.version < 2:  # the version first, whatever the arguments (§12.1)
+        if (cls in _VERSION_2 and self.version < 2) or (cls in _VERSION_3 and self.version < 3):
+            # the version first, whatever the arguments (§12.1)
             raise RemoteProtocolError(f"unexpected message {name!r}", code="bad_message")
+        if cls is Connected and self.our_state is not State.RELAY:
+            raise RemoteProtocolError("connected without connect or accept", code="bad_message")
         event = event_from(cls, args, self.version)
         if isinstance(event, Hello):
             self._negotiate(event)

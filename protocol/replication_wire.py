@@ -16,6 +16,7 @@ import msgpack
 from .encoding import decode, encode
 from .errors import DecodeError, LocalProtocolError, RemoteProtocolError
 from .handshake import MAX_PLAINTEXT
+from .reach_events import WireMessage
 from .replication_events import (
     MAX_ADDRESS_TEXT,
     MAX_CLOCK_ITEMS,
@@ -121,6 +122,8 @@ _ENCODERS: dict[type[Event], Callable[[Any], list[bytes]]] = {
 
 def frames_for(event: Event) -> list[bytes]:
     """The plaintext frames that carry ``event``, by the sender's rules of §12.1 (possibly none)."""
+    if isinstance(event, WireMessage):  # version 3 (§12.9-§12.11): one frame, its fields in order
+        return [encode([event.NAME, *event.args()])]
     return _ENCODERS[type(event)](event)
 
 
@@ -160,6 +163,9 @@ def split_message(frame: bytes) -> tuple[str, list[Any]]:
 def event_from(cls: type[Event], args: list[Any], version: int) -> Event:
     """The event of message ``cls`` with arguments ``args`` under ``version``, by the receiver's rules."""
     try:
+        if issubclass(cls, WireMessage):
+            event: Event = cls.from_args(args)
+            return event
         return _PARSERS[cls](args, version)
     except LocalProtocolError as exc:  # a field failed its constructor's checks: the peer's fault
         raise RemoteProtocolError(str(exc.args[0]), code=exc.code) from None

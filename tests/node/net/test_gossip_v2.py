@@ -84,17 +84,23 @@ def local_code(fn: Any) -> str:
 
 
 def test_reference_hello_bytes() -> None:
-    assert PROTOCOL_VERSIONS == (1, 2)
+    assert PROTOCOL_VERSIONS == (1, 2, 3)
     frame = hello(Replication(), "tidings/0.1")
-    assert frame.hex(" ") == "93 a5 68 65 6c 6c 6f 92 01 02 ab 74 69 64 69 6e 67 73 2f 30 2e 31"
+    assert frame.hex(" ") == "93 a5 68 65 6c 6c 6f 93 01 02 03 ab 74 69 64 69 6e 67 73 2f 30 2e 31"
 
 
-def test_two_current_nodes_negotiate_version_2() -> None:
+def test_two_current_nodes_negotiate_version_3() -> None:
     a, b = Replication(), Replication()
     assert a.version == 0 and a.state == "HELLO"
-    assert a.receive(hello(b, "b")) == Hello(agent="b", versions=(1, 2)) and a.version == 2
-    assert b.receive(hello(a, "a")) == Hello(agent="a", versions=(1, 2)) and b.version == 2
-    assert (a.version, b.version, a.state, b.state) == (2, 2, "ACTIVE", "ACTIVE")
+    assert a.receive(hello(b, "b")) == Hello(agent="b", versions=(1, 2, 3)) and a.version == 3
+    assert b.receive(hello(a, "a")) == Hello(agent="a", versions=(1, 2, 3)) and b.version == 3
+    assert (a.version, b.version, a.state, b.state) == (3, 3, "ACTIVE", "ACTIVE")
+
+
+def test_a_version_2_peer_gives_version_2() -> None:
+    a = Replication()
+    a.receive(encode(["hello", [1, 2], "tidings/0.1"]))
+    assert (a.version, a.state) == (2, "HELLO")
 
 
 def test_a_version_1_peer_gives_version_1() -> None:
@@ -104,7 +110,7 @@ def test_a_version_1_peer_gives_version_1() -> None:
 
 @pytest.mark.parametrize(
     ("versions", "expected"),
-    [([2], 2), ([2, 1], 2), ([1, 2, 3], 2), ([3, 1], 1), (["2", 1], 1), ([True, 1], 1), ([1, 1], 1)],
+    [([2], 2), ([2, 1], 2), ([1, 2, 3], 3), ([4, 1], 1), (["2", 1], 1), ([True, 1], 1), ([1, 1], 1)],
 )
 def test_highest_common_version(versions: list[Any], expected: int) -> None:
     a = Replication()
@@ -113,7 +119,7 @@ def test_highest_common_version(versions: list[Any], expected: int) -> None:
     assert a.version == expected
 
 
-@pytest.mark.parametrize("versions", [[], [3], [True], ["1"], [0, 4]])
+@pytest.mark.parametrize("versions", [[], [4], [True], ["1"], [0, 4]])
 def test_no_common_version_is_refused(versions: list[Any]) -> None:
     assert remote_code(Replication(), ["hello", versions, "x"]) == "version"
 
