@@ -8,6 +8,7 @@ before anything starts, so a wrong value is one line naming the file, the key an
   its inclusive range; a key not in ``LIMITS`` is refused (with the nearest known key), as are
   booleans for numbers and non-finite values;
 - ``bootstrap``: a list of ``HOST:PORT`` strings;
+- ``relay``: a boolean (relaying for private nodes, spec/protocol.md §12.10; default true);
 - ``[filters]``: checked by ``FilterSettings.from_config`` (node/ranking/filters.py);
 - ``[rankers.NAME]``: tables of finite numbers here; ``check_rankers`` (run by ``tidings run``)
   also checks each names an installed ranker and a weight it declares, in its allowed range;
@@ -105,6 +106,19 @@ _TABLE: tuple[tuple[str, type[int] | type[float], float, float, float, str, str]
     ("dht_plain_per_range", int, 100, 0, 10_000_000, "", "unsigned values stored from one /24 or /48"),
     ("dht_plain_ttl", float, 10_800.0, 60.0, 86_400.0, "s", "how long an unsigned value lives after it was last stored"),
     ("swarm_interval", float, 30.0, 0.5, 3600.0, "s", "longest wait between member lookups of a swarm"),
+    ("relay_reservations", int, 32, 0, 10_000, "", "reservations this node holds for private nodes it relays for (spec §12.10)"),
+    ("relay_circuits", int, 64, 0, 10_000, "", "relayed connections this node carries at once"),
+    ("relay_circuits_per_peer", int, 4, 1, 1_000, "", "relayed connections one feed may open through this node at once"),
+    ("relay_circuit_bytes", int, 16_777_216, 65_536, 10_000_000_000, "bytes", "most bytes one relayed connection carries, both ways together"),
+    ("relay_circuit_seconds", float, 600.0, 5.0, 86400.0, "s", "longest life of one relayed connection"),
+    ("relay_reservation_seconds", float, 3600.0, 60.0, 86400.0, "s", "how long a reservation lasts before it must be renewed"),
+    ("relay_keep", int, 2, 0, 8, "", "relays a private node keeps a reservation on"),
+    ("dial_back_timeout", float, 3.0, 0.5, 60.0, "s", "time a dial-back (reachability check) may take"),
+    ("dial_back_interval", float, 60.0, 1.0, 86400.0, "s", "a peer is dialled back at most once per interval"),
+    ("reach_quorum", int, 2, 1, 16, "", "helpers in distinct address ranges that must agree before a node calls itself public"),
+    ("reach_recheck", float, 600.0, 10.0, 86400.0, "s", "how often reachability is checked again"),
+    ("punch_timeout", float, 5.0, 0.5, 60.0, "s", "time one hole-punching attempt may take"),
+    ("punch_retry", float, 300.0, 5.0, 86400.0, "s", "wait before punching again after a failed attempt"),
 )
 # fmt: on
 LIMITS: tuple[Limit, ...] = tuple(
@@ -122,6 +136,7 @@ TABLES = {
     "bootstrap": 'DHT nodes to join through (list of "HOST:PORT")',
     "filters": "timeline filters (table)",
     "rankers": "ranker weights ([rankers.NAME] tables)",
+    "relay": "whether this node relays for private nodes (true or false; spec/protocol.md §12.10)",
     "web": "the web port's limits (table; its keys are checked by node/web/limits.py when the page starts)",
 }
 
@@ -157,6 +172,8 @@ def check_config(config: Mapping[str, Any], where: Path | str) -> None:
         raise ConfigError(f"{where}: limits must be a table ([limits])")
     for key, value in limits.items():
         _check_limit(key, value, where)
+    if not isinstance(config.get("relay", True), bool):
+        raise ConfigError(f"{where}: relay must be true or false")
     if not isinstance(config.get("web", {}), Mapping):
         raise ConfigError(f"{where}: web must be a table ([web])")
     _check_bootstrap(config.get("bootstrap", []), where)

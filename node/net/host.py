@@ -11,6 +11,7 @@ from tidings.node.clock import Clock
 from tidings.protocol import SigningKey
 from tidings.protocol.budget import ProofCache
 from tidings.protocol.gossip import Gossip
+from tidings.protocol.reach_events import ReachEvent
 from tidings.storage.thread import DatabaseThread
 
 __all__ = ["ConnectionHost", "Peer"]
@@ -85,3 +86,5 @@ class ConnectionHost(Protocol):
     def note_ingested(self, n: int) -> None: ...
     async def broadcast_forks(self, proofs: list[bytes]) -> None: ...
     def wake_gossip(self) -> None: ...
+    async def on_reach_event(self, conn: Any, event: ReachEvent) -> None:
+        """A version-3 message (reachability, relays, hole punching; spec §12.9-§12.11) from ``conn``."""

@@ -24,12 +24,16 @@ from tidings.node.net.listener import Listener, close_stream
 from tidings.node.net.manager import Candidate, ConnectionManager
 from tidings.node.net.nodefile import NodeFile, load_transport_key
 from tidings.node.net.peer import PeerConnection
+from tidings.node.net.reach import Reachability
+from tidings.node.net.relay import Relays
 from tidings.node.net.scoring import Penalties, Scores
 from tidings.node.net.sessions import Sessions
+from tidings.node.net.upgrade import Punching
 from tidings.node.services import Service, ServiceRunner
 from tidings.protocol import SigningKey, feed_id_text
 from tidings.protocol.budget import ProofCache
 from tidings.protocol.gossip import Gossip
+from tidings.protocol.reach_events import Dialed, DialMe, Punch, PunchGo, ReachEvent, Refused
 from tidings.storage import gossip, peers
 from tidings.storage.store import Store
 from tidings.storage.thread import DatabaseThread
@@ -92,6 +96,10 @@ class Node:
         self.blocked: set[bytes] = set()
         self.address: str | None = None
         self._ingested = 0
+        #: reachability, relays and hole punching (spec §12.9-§12.11)
+        self.reach = Reachability(self)
+        self.relays = Relays(self)
+        self.punching = Punching(self)
         self.services = [ServiceRunner(s) for s in services or []]
         self.syncing: PeerConnection | None = None  # the connection of a one-shot sync
         self.discovery: Discovery | None = (
@@ -191,9 +199,20 @@ class Node:
             with contextlib.suppress(Exception):  # a broken peer must not stop the broadcast
                 await conn.send_forks(proofs)
 
+    async def on_reach_event(self, conn: PeerConnection, event: ReachEvent) -> None:
+        """A version-3 message: to reachability, relays or punching (spec §12.9-§12.11)."""
+        if isinstance(event, DialMe | Dialed) or (isinstance(event, Refused) and event.what == "dial_me"):
+            await self.reach.on_event(conn, event)
+        elif isinstance(event, Punch | PunchGo):
+            await self.punching.on_event(conn, event)
+        else:
+            await self.relays.on_event(conn, event)
+
     def statistics(self) -> dict[str, Any]:
         return {
             "listen": self.address,
+            "reachability": self.reach.state,
+            "observed": self.reach.observed,
             "feed": feed_id_text(self.key.public_key),
             "connections": [c.statistics() for c in self.connections.values()],
             "ingested": self._ingested,
@@ -231,6 +250,9 @@ class Node:
                     nursery.start_soon(self._gossip_timer.run)
                     nursery.start_soon(self.manager.run, nursery)
                     nursery.start_soon(self.listener.watch_idle)
+                    nursery.start_soon(self.reach.run)
+                    nursery.start_soon(self.relays.run)
+                    nursery.start_soon(self.punching.run)
                     if self.discovery is not None:
                         try:  # UDP on the TCP port number (ARCHITECTURE.md, Discovery)
                             await nursery.start(self.discovery.run)
@@ -269,8 +291,16 @@ class Node:
         return {
             "listen": self.address,
             "feed": feed_id_text(self.key.public_key),
+            "reachability": self.reach.state,
+            "observed": self.reach.observed,
             "peers": [
-                {"feed": feed_id_text(c.feed), "address": c.address} for c in self.connections.values()
+                {
+                    "feed": feed_id_text(c.feed),
+                    "address": c.address,
+                    "path": c.path,
+                    "relay": None if c.relay is None else feed_id_text(c.relay),
+                }
+                for c in self.connections.values()
             ],
             "services": {r.name: r.state() for r in self.services},
             "counters": self._counters(),

@@ -40,6 +40,7 @@ from tidings.protocol.budget import Ledger
 from tidings.protocol.entry import peek_position
 from tidings.protocol.errors import TidingsError
 from tidings.protocol.gossip import Admission
+from tidings.protocol.reach_events import ReachEvent, WireMessage
 from tidings.protocol.replication import (
     Bye,
     CaughtUp,
@@ -112,6 +113,9 @@ class PeerConnection:
         #: one-shot sync: entries the peer announced it will send (None: unknown, a version-1 peer)
         self.expected_in: int | None = None
         self._probe_heads: dict[bytes, int] = {}
+        #: how the connection reaches the peer: "direct", or "relayed" through ``relay`` (spec §12.10)
+        self.path = "direct"
+        self.relay: bytes | None = None
 
     def statistics(self) -> dict[str, Any]:
         return {
@@ -125,6 +129,8 @@ class PeerConnection:
             "lazy_in": len(self.gossip.lazy_in),
             "lazy_out": len(self.rep.peer_lazy),
             "work": self.work.statistics(),
+            "path": self.path,
+            "relay": None if self.relay is None else feed_id_text(self.relay),
         }
 
     def cancel(self) -> None:
@@ -261,6 +267,8 @@ class PeerConnection:
             elif isinstance(event, Members):
                 if self.node.discovery is not None and not self.once:
                     await self.node.discovery.receive_members(event.records, self)
+            elif isinstance(event, WireMessage):  # version 3: reachability, relays, punching (§12.9-§12.11)
+                await self.node.on_reach_event(self, event)
             elif isinstance(event, Bye):
                 log.info("peer %s closed: %s %s", self.address, event.code, event.reason)
                 nursery.cancel_scope.cancel()
@@ -272,6 +280,11 @@ class PeerConnection:
         if not self.once:
             log.info("peer %s overspent its work budget (%s)", self.address, self.work.statistics())
             self.node.penalize(self.host, "overspent")
+
+    async def send_event(self, event: ReachEvent) -> None:
+        """Send one version-3 message (spec §12.9-§12.11) if the connection is ACTIVE."""
+        if self.rep.state == "ACTIVE":
+            await self.channel.send(self.rep.send(event))
 
     async def send_members(self, records: list[bytes]) -> None:
         """Swarm member records (§13.6); only over version 2 connections of a running node."""
@@ -336,7 +349,7 @@ class PeerConnection:
 
     async def _stored(self, result: IngestResult, authors: set[bytes]) -> None:
         """A batch this peer sent is stored: count it, pass on forks, feed the gossip machine."""
-        await self._handle_result(result)
+        await _take_result(self, result)
         self.duplicates += result.duplicates
         fresh = {e.author for e in result.added} | {r.author for r in result.rejected if r.author}
         actions = self.node.gossip.stored(
@@ -352,24 +365,26 @@ class PeerConnection:
         for action in actions:  # prunes
             await self.gossip.act(action)
 
-    async def _handle_result(self, result: IngestResult) -> None:
-        self.received += len(result.added)
-        self.node.note_ingested(len(result.added))
-        if result.added:
-            self.node.scores.add(self.host, "delivered", len(result.added))
-            self.work.delivered(len(result.added))
-        for proof in result.forks:
-            if proof.author == self.feed:
-                self.node.penalize(self.host, "own_fork")
-            log.warning(
-                "fork detected in %s at seq %d (from %s)", feed_id_text(proof.author), proof.seq, self.address
-            )
-        if result.forks:
-            await self.node.broadcast_forks([proof.encode() for proof in result.forks])
-        bad = [r for r in result.rejected if r.code not in _BENIGN]
-        if bad:
-            first = bad[0]
-            raise PeerMisbehaved(first.code, f"sent {len(bad)} invalid entries ({first.reason})")
+
+async def _take_result(self: PeerConnection, result: IngestResult) -> None:
+    """Count what a batch of this peer brought, pass on forks, and drop the peer for invalid entries."""
+    self.received += len(result.added)
+    self.node.note_ingested(len(result.added))
+    if result.added:
+        self.node.scores.add(self.host, "delivered", len(result.added))
+        self.work.delivered(len(result.added))
+    for proof in result.forks:
+        if proof.author == self.feed:
+            self.node.penalize(self.host, "own_fork")
+        log.warning(
+            "fork detected in %s at seq %d (from %s)", feed_id_text(proof.author), proof.seq, self.address
+        )
+    if result.forks:
+        await self.node.broadcast_forks([proof.encode() for proof in result.forks])
+    bad = [r for r in result.rejected if r.code not in _BENIGN]
+    if bad:
+        first = bad[0]
+        raise PeerMisbehaved(first.code, f"sent {len(bad)} invalid entries ({first.reason})")
 
 
 def describe_error(exc: BaseException) -> tuple[str, str]:
