@@ -125,11 +125,11 @@ class LabNode:
             raise AssertionError(f"tidings {' '.join(args)} in {self.host.name} failed: {out.stderr.strip()}")
         return out
 
-    def json(self, *args: str) -> Any:
+    def cli_json(self, *args: str) -> Any:
         """``tidings ARGS... --json``: its one JSON object."""
         return json.loads(self.cli(*args, "--json").stdout)
 
-    def json_lines(self, *args: str) -> list[Any]:
+    def cli_lines(self, *args: str) -> list[Any]:
         """``tidings ARGS... --json``: its JSON Lines, one value a line."""
         out = self.cli(*args, "--json").stdout
         return [json.loads(line) for line in out.splitlines() if line.strip()]
@@ -137,19 +137,19 @@ class LabNode:
     def init(self, name: str | None = None) -> str:
         """``tidings init``: create the identity and store; returns the feed id."""
         self.home.parent.mkdir(parents=True, exist_ok=True)
-        self._feed = self.json("init", *(("--name", name) if name else ()))["feed"]
+        self._feed = self.cli_json("init", *(("--name", name) if name else ()))["feed"]
         return self._feed
 
     @property
     def feed(self) -> str:
         """The node's feed id (``@...``)."""
         if not self._feed:
-            self._feed = self.json("id")["feed"]
+            self._feed = self.cli_json("id")["feed"]
         return self._feed
 
     def post(self, text: str) -> str:
         """``tidings post TEXT``; returns the entry id."""
-        return str(self.json("post", text)["id"])
+        return str(self.cli_json("post", text)["id"])
 
     def follow(self, feed: str) -> None:
         """``tidings follow FEED``."""
@@ -157,11 +157,11 @@ class LabNode:
 
     def status(self) -> dict[str, Any]:
         """``tidings status --json``."""
-        return dict(self.json("status"))
+        return dict(self.cli_json("status"))
 
     def peers(self) -> list[dict[str, Any]]:
         """``tidings peers --json``."""
-        return self.json_lines("peers")
+        return self.cli_lines("peers")
 
     def log_ids(self, feed: str) -> set[str]:
         """The ids of the entries of ``feed`` stored in this home (empty while it has none of them)."""
