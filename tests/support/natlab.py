@@ -1,35 +1,45 @@
 """A NAT lab: network namespaces with real Linux networking, for tests that need home routers.
 
-Theory of operation. A lab is one "internet" namespace holding a bridge (``br0``) whose segment is
-198.18.0.0/24, inside the benchmarking range 198.18.0.0/15 (RFC 2544) and nothing else. Every other
-namespace hangs off it by a veth pair created directly between the two namespaces, so no interface, route or
-address of the lab ever appears in the host's own namespace: nothing in the lab is routed to the host.
+Theory of operation. A lab is one "internet" namespace holding a bridge (``br0``) whose segment is the
+benchmarking range 198.18.0.0/15 (RFC 2544) and nothing else. Every other namespace hangs off it by a veth
+pair created directly between the two namespaces, so no interface, route or address of the lab ever appears
+in the host's own namespace: nothing in the lab is routed to the host.
 
-- A public host has ``wan0`` on the bridge (198.18.0.10, .11, ...) and no default route.
+Every address on the bridge is in a /24 of its own (each ``wan0`` is configured as a /15, so they all reach
+each other on the one segment), because the node groups peers by /24 (``node/addresses.address_range``): as
+on the real internet, no two lab machines share a range.
+
+- A public host has ``wan0`` on the bridge (198.18.1.10, 198.18.2.10, ...: the n-th at 198.18.n.10, up to
+  ``MAX_PUBLIC``) and no default route.
 - A home is a host namespace (``lan0`` at 10.N.0.2, default route via its router) behind a router namespace
   that masquerades out of its ``wan0`` with nftables and behaves like a home router: it forwards inbound
   only for established connections, and also drops unsolicited inbound at *input* (without that, a packet
   that reaches the router before the home's own outbound mapping exists is confirmed by conntrack as a
   local flow and takes the port, which breaks port preservation).
+- Home n's router (for ``DOUBLE`` the carrier's router) is on the bridge at 198.18.(100+n).1, up to
+  ``MAX_HOMES`` homes.
 - Kinds of home: ``PRESERVING`` (``masquerade``: endpoint-independent mapping, the source port kept),
   ``SYMMETRIC`` (``masquerade fully-random``: a new random port per destination) and ``DOUBLE`` (a
   port-preserving home router whose WAN is on a carrier-grade NAT segment 100.64.N.0/24, behind a CGNAT
   router on the bridge that masquerades again).
 
 Namespace names are ``<prefix><pid>x<counter>-<name>``, unique per lab and per process. Every command runs
-with a timeout, and leaving the ``with`` block always kills the lab's processes and deletes every namespace
-it made, also when the test failed or the lab was only half built.
+with a timeout, and leaving the ``with`` block always stops the lab's processes (SIGTERM, then SIGKILL) and
+deletes every namespace it made, also when the test failed or the lab was only half built.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
+from typing import IO
 
 import pytest
 
@@ -41,7 +51,11 @@ KINDS = (PRESERVING, SYMMETRIC, DOUBLE)
 REQUIRE = "TIDINGS_REQUIRE_NATLAB"  # "1": a machine that cannot build the lab fails the tests instead
 INSTALL = "apt-get install nftables iproute2, and run as root"
 TIMEOUT = 10.0  # seconds for any one setup command
+STOP = 5.0  # seconds the lab's processes get to end after SIGTERM when it closes
 PREFIX = "tl"
+SEGMENT = ipaddress.ip_network("198.18.0.0/15")  # the bridge; never routed to the host
+MAX_PUBLIC = 99  # public host n is 198.18.n.10
+MAX_HOMES = 155  # home n's router is 198.18.(100+n).1
 
 _labs = itertools.count(1)
 
@@ -108,8 +122,7 @@ class NatLab:
         self._procs: list[subprocess.Popen[str]] = []
         self._ports = itertools.count(1)
         self._homes = itertools.count(1)
-        self._publics = itertools.count(10)
-        self._routers = itertools.count(1)
+        self._publics = itertools.count(1)
         self._wan = ""
 
     def __enter__(self) -> NatLab:
@@ -131,7 +144,10 @@ class NatLab:
 
     def add_public(self, name: str) -> Host:
         """A public host on the bridge."""
-        address = f"198.18.0.{next(self._publics)}"
+        n = next(self._publics)
+        if n > MAX_PUBLIC:
+            raise ValueError(f"natlab: at most {MAX_PUBLIC} public hosts in one lab")
+        address = f"198.18.{n}.10"
         ns = self._namespace(name)
         self._attach(ns, address)
         return self._host(name, ns, address, address)
@@ -141,7 +157,9 @@ class NatLab:
         if kind not in KINDS:
             raise ValueError(f"natlab: unknown kind of home {kind!r}, expected one of {KINDS}")
         n = next(self._homes)
-        public = f"198.18.0.{next(self._routers)}"
+        if n > MAX_HOMES:
+            raise ValueError(f"natlab: at most {MAX_HOMES} homes in one lab")
+        public = f"198.18.{100 + n}.1"
         edge = self._namespace(f"r{n}")
         self._attach(edge, public)
         if kind == DOUBLE:
@@ -172,14 +190,14 @@ class NatLab:
         return host
 
     def _attach(self, ns: str, address: str) -> None:
-        """``wan0`` in ``ns`` on the bridge, at ``address``/24."""
+        """``wan0`` in ``ns`` on the bridge, at ``address`` in the bridge's /15 (``SEGMENT``)."""
         port = f"p{next(self._ports)}"
         _run(
             ["ip", "-n", ns, "link", "add", "wan0", "type", "veth", "peer", "name", port, "netns", self._wan]
         )
         _run(["ip", "-n", self._wan, "link", "set", port, "master", "br0"])
         _run(["ip", "-n", self._wan, "link", "set", port, "up"])
-        _run(["ip", "-n", ns, "addr", "add", f"{address}/24", "dev", "wan0"])
+        _run(["ip", "-n", ns, "addr", "add", f"{address}/{SEGMENT.prefixlen}", "dev", "wan0"])
         _run(["ip", "-n", ns, "link", "set", "wan0", "up"])
 
     def _link(self, ns: str, ifname: str, cidr: str, peer: str, peer_side: tuple[str, str]) -> None:
@@ -208,24 +226,37 @@ class NatLab:
         within ``timeout`` seconds; its output is captured as text."""
         return subprocess.run(self._argv(name, argv), capture_output=True, text=True, timeout=timeout)
 
-    def popen(self, name: str, argv: Sequence[str]) -> subprocess.Popen[str]:
-        """Start ``argv`` in the namespace of host ``name``, stdout and stderr piped as text; the lab kills
-        it when it closes."""
-        proc = subprocess.Popen(
-            self._argv(name, argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
+    def popen(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        stdout: int | IO[str] = subprocess.PIPE,
+        stderr: int | IO[str] = subprocess.PIPE,
+    ) -> subprocess.Popen[str]:
+        """Start ``argv`` in the namespace of host ``name``, stdout and stderr piped as text unless a file is
+        given (a long-lived process that writes much should write to a file: a full pipe stalls it); the
+        lab stops it when it closes."""
+        proc = subprocess.Popen(self._argv(name, argv), stdout=stdout, stderr=stderr, text=True)
         self._procs.append(proc)
         return proc
 
     def close(self) -> None:
-        """Kill the lab's processes and delete every namespace it made (also ones a failed step left)."""
+        """Stop the lab's processes (SIGTERM, then SIGKILL for any still running after ``STOP`` seconds) and
+        delete every namespace it made (also ones a failed step left)."""
         for proc in self._procs:
             if proc.poll() is None:
-                proc.kill()
+                proc.terminate()
+        deadline = time.monotonic() + STOP
+        for proc in self._procs:
             try:
-                proc.communicate(timeout=TIMEOUT)
+                proc.communicate(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                pass
+                proc.kill()
+                try:
+                    proc.communicate(timeout=TIMEOUT)
+                except subprocess.TimeoutExpired:
+                    pass
         self._procs.clear()
         listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=TIMEOUT)
         left = {line.split()[0] for line in listed.stdout.splitlines() if line.strip()}

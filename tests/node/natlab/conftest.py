@@ -1,4 +1,5 @@
-"""Fixtures for the NAT lab (``tests/support/natlab.py``): an empty lab per test, and one shared world."""
+"""Fixtures for the NAT lab (``tests/support/natlab.py``): an empty lab per test, one shared world, and the
+Tidings nodes of a test (``tests/support/natlab_nodes.py``)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.natlab import DOUBLE, PRESERVING, SYMMETRIC, NatLab, require_natlab
+from tests.support.natlab_nodes import LabNodes
 
 ECHO = str(Path(__file__).resolve().parents[2] / "support" / "natlab_echo.py")
 UDP, TCP = 7000, 7001
@@ -38,6 +40,14 @@ def natlab() -> Iterator[NatLab]:
     require_natlab()
     with NatLab() as lab:
         yield lab
+
+
+@pytest.fixture
+def lab_nodes(natlab: NatLab, tmp_path: Path) -> Iterator[LabNodes]:
+    """Real ``tidings`` nodes in the test's lab, homes under ``tmp_path``; every one still running is
+    stopped when the test ends, before the lab is deleted."""
+    with LabNodes(natlab, tmp_path) as nodes:
+        yield nodes
 
 
 @pytest.fixture(scope="module")

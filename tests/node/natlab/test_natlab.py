@@ -7,12 +7,14 @@ and sets ``TIDINGS_REQUIRE_NATLAB=1``, which turns that skip into a failure, so 
 
 from __future__ import annotations
 
+import ipaddress
 import subprocess
 
 import pytest
+from tidings.node.addresses import address_range
 
 from tests.node.natlab.conftest import TCP, UDP, ask, start_echo
-from tests.support.natlab import INSTALL, PRESERVING, REQUIRE, NatLab, require_natlab
+from tests.support.natlab import INSTALL, PRESERVING, REQUIRE, SEGMENT, NatLab, require_natlab
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +40,7 @@ def test_every_home_reaches_the_public_hosts_and_is_seen_at_its_public_address(
         assert out.returncode == 0, out.stderr
         seen = [line.rsplit(":", 1)[0] for line in out.stdout.split()]
         assert seen == [public, public], (proto, out.stdout)
-    assert public.startswith("198.18.0.") and public != world.hosts[home].address
+    assert ipaddress.ip_address(public) in SEGMENT and public != world.hosts[home].address
 
 
 def test_the_double_nat_home_is_seen_at_the_carrier_routers_address(world: NatLab) -> None:
@@ -48,6 +50,23 @@ def test_the_double_nat_home_is_seen_at_the_carrier_routers_address(world: NatLa
     assert "100.64.4.2/24" in route.stdout, route.stdout
     out = ask(world, "carol", "udp", _target(world, "pub", UDP))
     assert out.returncode == 0 and out.stdout.strip().rsplit(":", 1)[0] == carol.public_address
+
+
+def test_every_internet_side_address_is_in_a_range_of_its_own(world: NatLab) -> None:
+    """The node groups peers by /24 (``address_range``): each public host and each home's outermost
+    router is alone in its range, all inside the bridge's 198.18.0.0/15, and reach each other on it."""
+    public = [host.public_address for host in world.hosts.values()]
+    assert len(set(public)) == len(public) == 6
+    assert all(ipaddress.ip_address(address) in SEGMENT for address in public)
+    assert len({address_range(address) for address in public}) == len(public)
+    assert world.hosts["pub"].address == "198.18.1.10" and world.hosts["pub2"].address == "198.18.2.10"
+    assert world.hosts["alice"].public_address == "198.18.101.1"
+    assert world.hosts["carol"].public_address == "198.18.104.1"  # the carrier's router
+    # Two ranges, one segment: pub2 is reached directly from pub, and carol's router from a home.
+    out = ask(world, "pub", "udp", _target(world, "pub2", UDP))
+    assert out.returncode == 0 and out.stdout.strip().rsplit(":", 1)[0] == "198.18.1.10", out.stderr
+    addr = world.run("pub", ["ip", "-4", "addr", "show", "wan0"])
+    assert "198.18.1.10/15" in addr.stdout, addr.stdout
 
 
 @pytest.mark.parametrize("source", ["pub", "bob", "sym", "carol"])
