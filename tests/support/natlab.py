@@ -208,11 +208,15 @@ class NatLab:
         within ``timeout`` seconds; its output is captured as text."""
         return subprocess.run(self._argv(name, argv), capture_output=True, text=True, timeout=timeout)
 
-    def popen(self, name: str, argv: Sequence[str]) -> subprocess.Popen[str]:
-        """Start ``argv`` in the namespace of host ``name``, stdout and stderr piped as text; the lab kills
-        it when it closes."""
+    def popen(self, name: str, argv: Sequence[str], *, stdin: bool = False) -> subprocess.Popen[str]:
+        """Start ``argv`` in the namespace of host ``name``, stdout and stderr (and with ``stdin`` its
+        input) piped as text; the lab kills it when it closes."""
         proc = subprocess.Popen(
-            self._argv(name, argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            self._argv(name, argv),
+            stdin=subprocess.PIPE if stdin else None,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         self._procs.append(proc)
         return proc
