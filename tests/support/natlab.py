@@ -231,13 +231,20 @@ class NatLab:
         name: str,
         argv: Sequence[str],
         *,
+        stdin: bool = False,
         stdout: int | IO[str] = subprocess.PIPE,
         stderr: int | IO[str] = subprocess.PIPE,
     ) -> subprocess.Popen[str]:
-        """Start ``argv`` in the namespace of host ``name``, stdout and stderr piped as text unless a file is
-        given (a long-lived process that writes much should write to a file: a full pipe stalls it); the
-        lab stops it when it closes."""
-        proc = subprocess.Popen(self._argv(name, argv), stdout=stdout, stderr=stderr, text=True)
+        """Start ``argv`` in the namespace of host ``name``, stdout and stderr (and with ``stdin`` its
+        input) piped as text unless a file is given (a long-lived process that writes much should write
+        to a file: a full pipe stalls it); the lab stops it when it closes."""
+        proc = subprocess.Popen(
+            self._argv(name, argv),
+            stdin=subprocess.PIPE if stdin else None,
+            stdout=stdout,
+            stderr=stderr,
+            text=True,
+        )
         self._procs.append(proc)
         return proc
 
