@@ -224,6 +224,10 @@ class Node:
             "listener": self.listener.statistics(),
         }
 
+    def reachability_changed(self, old: str, new: str) -> None:
+        """The reachability verdict changed (spec §12.9): ``tidings status`` shows it."""
+        self.node_file.write()
+
     def services_changed(self) -> None:
         """A service started, stopped or changed state: refresh ``node.json`` for ``tidings status``."""
         if self.address is not None:

@@ -116,6 +116,8 @@ class PeerConnection:
         #: how the connection reaches the peer: "direct", or "relayed" through ``relay`` (spec §12.10)
         self.path = "direct"
         self.relay: bytes | None = None
+        #: ``HOST:PORT`` of the peer's end of the socket (an inbound ``address`` is only the host; §12.9)
+        self.remote_address = _socket_address(channel.stream, address)
 
     def statistics(self) -> dict[str, Any]:
         return {
@@ -385,6 +387,15 @@ async def _take_result(self: PeerConnection, result: IngestResult) -> None:
     if bad:
         first = bad[0]
         raise PeerMisbehaved(first.code, f"sent {len(bad)} invalid entries ({first.reason})")
+
+
+def _socket_address(stream: trio.abc.Stream, address: str) -> str:
+    """``HOST:PORT`` of the remote end of ``stream``'s socket; ``address`` for a stream without one."""
+    try:
+        host, port = stream.socket.getpeername()[:2]  # type: ignore[attr-defined]
+    except (AttributeError, OSError):
+        return address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def describe_error(exc: BaseException) -> tuple[str, str]:

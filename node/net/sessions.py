@@ -23,9 +23,15 @@ from tidings.node.net.transport import SecureChannel
 from tidings.protocol import feed_id_text
 from tidings.storage import peers
 
-__all__ = ["SessionHost", "Sessions"]
+__all__ = ["DialBacks", "SessionHost", "Sessions"]
 
 log = logging.getLogger("tidings.node")
+
+
+class DialBacks(Protocol):
+    def is_dial_back(self, feed: bytes) -> bool:
+        """Whether an inbound connection proving ``feed`` is a helper's dial-back (spec §12.9)."""
+        ...
 
 
 class SessionHost(ConnectionHost, Protocol):
@@ -36,6 +42,7 @@ class SessionHost(ConnectionHost, Protocol):
     manager: ConnectionManager
     penalties: Penalties
     node_file: NodeFile
+    reach: DialBacks
 
     @property
     def connections(self) -> Mapping[int, PeerConnection]: ...
@@ -105,6 +112,8 @@ class Sessions:
         host = address.rpartition(":")[0].strip("[]") if initiator else address
         try:
             channel = await self.handshake(stream, initiator=initiator)
+            if not initiator and node.reach.is_dial_back(channel.remote_feed):
+                return None  # a helper proving we are reachable is not a peer (spec §12.9)
             if not self._accept_identity(channel.remote_feed, address, expected):
                 return None
             if not self.keep_new_connection(channel.remote_feed, initiator):
