@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+from collections.abc import Sequence
 from typing import Any
 
 import trio
@@ -133,6 +134,16 @@ class Node:
     ) -> None:
         """Offer ``address`` to the connection manager (pinned: always kept connected)."""
         self.manager.offer(address, feed=feed, source=source, pinned=pinned)
+
+    def dial_via_relays(self, feed: bytes, relays: Sequence[tuple[bytes, str]]) -> None:
+        """Reach ``feed`` through one of ``relays`` (``(relay feed, "HOST:PORT")`` from its node record,
+        spec §13.4). Relayed dialling is not built yet: the direct address is all that is dialled."""
+        log.debug("%s lists %d relays; relayed dialling is not available", feed_id_text(feed), len(relays))
+
+    def relay_addresses(self) -> list[tuple[bytes, str]]:
+        """The relays we hold a reservation on, ``(relay feed, "HOST:PORT")``, for our node record
+        (none yet); when they change, ``discovery.relays_changed()`` republishes it."""
+        return []
 
     def offered_feeds(self) -> set[bytes]:
         """Feeds whose address the connection manager holds (discovery need not look them up)."""
