@@ -149,6 +149,7 @@ def run(
         bootstrap=list(dict.fromkeys([*bootstrap, *configured])),
         swarms=list(swarms),
         services=[*web_services(home, http_address), BridgeSupervisor(home)],
+        relay=bool(config.get("relay", True)),  # spec/protocol.md §12.10; checked by node/config.py
     )
 
     async def main() -> None:

@@ -64,6 +64,7 @@ class Node:
         services: list[Service] | None = None,
         clock: Clock = SYSTEM_CLOCK,
         rng: random.Random | None = None,
+        relay: bool = True,
     ) -> None:
         self.home = home
         self.key = key
@@ -98,7 +99,7 @@ class Node:
         self._ingested = 0
         #: reachability, relays and hole punching (spec §12.9-§12.11)
         self.reach = Reachability(self)
-        self.relays = Relays(self)
+        self.relays = Relays(self, enabled=relay)  # ``relay`` of config.toml (spec §12.10)
         self.punching = Punching(self)
         self.services = [ServiceRunner(s) for s in services or []]
         self.syncing: PeerConnection | None = None  # the connection of a one-shot sync
@@ -159,6 +160,7 @@ class Node:
             for conn in list(self.connections.values()):
                 if conn.host == host:
                     conn.cancel()
+            self.relays.cut_host(host)  # its relay connections and circuits too (spec §12.10)
 
     def wake(self) -> None:
         """Wake every pusher once (new entries are stored)."""
@@ -222,7 +224,14 @@ class Node:
             "services": {r.name: r.state() for r in self.services},
             "manager": self.manager.statistics(),
             "listener": self.listener.statistics(),
+            "relay": self.relays.statistics(),
         }
+
+    def relays_changed(self) -> None:
+        """The relays holding a reservation for this node changed (``relays.relay_addresses()``): show
+        them in ``node.json``; the node record that lists them (spec §13.4) is republished from here."""
+        if self.address is not None:
+            self.node_file.write()
 
     def services_changed(self) -> None:
         """A service started, stopped or changed state: refresh ``node.json`` for ``tidings status``."""
@@ -284,6 +293,7 @@ class Node:
             "duplicates": self.duplicates,
             "repairs": self.gossip.repairs,
             **self.listener.counters(),
+            **self.relays.counters(),
         }
 
     def _describe(self) -> dict[str, Any]:
@@ -302,6 +312,7 @@ class Node:
                 }
                 for c in self.connections.values()
             ],
+            "relays": [[feed_id_text(f), a] for f, a in self.relays.relay_addresses()],
             "services": {r.name: r.state() for r in self.services},
             "counters": self._counters(),
         }
