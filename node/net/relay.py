@@ -150,6 +150,7 @@ class Relays:
         if last is not None and now - last < self._window():
             log.info("%s asks for reservations too often", conn.address)
             await self._refuse(conn, "busy", "one reserve a minute")
+            await conn.channel.wait_sent()  # the answer first: the penalty may cut the connection
             node.penalize(conn.host, "flood")  # spec §12.10, §12.8.4
             return
         if not self.serving:
