@@ -230,3 +230,40 @@ async def test_the_inbound_opening_keeps_version_2_peers_and_hides_relay_connect
         await relay_conn.aclose()
         await wait_until(lambda: r.relays.statistics()["circuits"] == 0)
         nursery.cancel_scope.cancel()
+
+
+async def test_reservations_are_renewed_and_end_with_their_connection(tmp_path):
+    hr, kr = make_home(tmp_path, "r")
+    async with trio.open_nursery() as nursery:
+        r = await start_node(nursery, hr, kr, limits={"relay_reservation_seconds": 2.0})
+        b, kb = await private_behind(nursery, tmp_path, r)
+        await wait_until(lambda: r.relays.granted >= 3)  # renewed at three quarters: never a flood
+        assert r.scores.get(b.local_host() or "") >= 0 and kb.public_key in r.relays._live()
+        assert b.relays.relay_addresses() == [(kr.public_key, r.address)]
+        b.reach.state = "public"  # no longer private: the reservation is given up
+        await wait_until(lambda: b.relays.relay_addresses() == [])
+        await wait_until(lambda: kb.public_key not in r.relays._live())  # it expired unrenewed
+        nursery.cancel_scope.cancel()
+
+
+async def test_circuits_per_initiator_are_bounded(tmp_path):
+    hr, kr = make_home(tmp_path, "r")
+    async with trio.open_nursery() as nursery:
+        r = await start_node(nursery, hr, kr, limits={"relay_circuits_per_peer": 1})
+        _b, kb = await private_behind(nursery, tmp_path, r)
+        key, host = SigningKey(os.urandom(32)), next_host()
+        answers = []
+        channels = []
+        for _ in range(2):
+            channel = await raw_session(r.address, host, key)
+            channels.append(channel)
+            rep = Replication()
+            await channel.write_now(rep.send(Connect(target=kb.public_key)))
+            rep.receive(await channel.receive())  # hello
+            answers.append(rep.receive(await channel.receive()))
+        assert isinstance(answers[0], Connected)
+        assert isinstance(answers[1], Refused) and answers[1].code == "relay_full"
+        assert r.scores.get(host) == 0  # room running out is nobody's fault
+        for channel in channels:
+            await channel.aclose()
+        nursery.cancel_scope.cancel()
