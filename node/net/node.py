@@ -65,6 +65,7 @@ class Node:
         services: list[Service] | None = None,
         clock: Clock = SYSTEM_CLOCK,
         rng: random.Random | None = None,
+        relay: bool = True,
     ) -> None:
         self.home = home
         self.key = key
@@ -99,7 +100,7 @@ class Node:
         self._ingested = 0
         #: reachability, relays and hole punching (spec §12.9-§12.11)
         self.reach = Reachability(self)
-        self.relays = Relays(self)
+        self.relays = Relays(self, enabled=relay)  # ``relay`` of config.toml (spec §12.10)
         self.punching = Punching(self)
         self.services = [ServiceRunner(s) for s in services or []]
         self.syncing: PeerConnection | None = None  # the connection of a one-shot sync
@@ -137,13 +138,13 @@ class Node:
 
     def dial_via_relays(self, feed: bytes, relays: Sequence[tuple[bytes, str]]) -> None:
         """Reach ``feed`` through one of ``relays`` (``(relay feed, "HOST:PORT")`` from its node record,
-        spec §13.4). Relayed dialling is not built yet: the direct address is all that is dialled."""
-        log.debug("%s lists %d relays; relayed dialling is not available", feed_id_text(feed), len(relays))
+        spec §13.4), in the background (``RelayClient.dial_soon``; spec §12.10)."""
+        self.relays.client.dial_soon(feed, list(relays))
 
     def relay_addresses(self) -> list[tuple[bytes, str]]:
-        """The relays we hold a reservation on, ``(relay feed, "HOST:PORT")``, for our node record
-        (none yet); when they change, ``discovery.relays_changed()`` republishes it."""
-        return []
+        """The relays we hold a reservation on, ``(relay feed, "HOST:PORT")``, for our node record;
+        when they change, ``relays_changed`` republishes it."""
+        return self.relays.relay_addresses()
 
     def offered_feeds(self) -> set[bytes]:
         """Feeds whose address the connection manager holds (discovery need not look them up)."""
@@ -170,6 +171,7 @@ class Node:
             for conn in list(self.connections.values()):
                 if conn.host == host:
                     conn.cancel()
+            self.relays.cut_host(host)  # its relay connections and circuits too (spec §12.10)
 
     def wake(self) -> None:
         """Wake every pusher once (new entries are stored)."""
@@ -233,7 +235,16 @@ class Node:
             "services": {r.name: r.state() for r in self.services},
             "manager": self.manager.statistics(),
             "listener": self.listener.statistics(),
+            "relay": self.relays.statistics(),
         }
+
+    def relays_changed(self) -> None:
+        """The relays holding a reservation for this node changed (``relays.relay_addresses()``): show
+        them in ``node.json``; the node record that lists them (spec §13.4) is republished from here."""
+        if self.address is not None:
+            self.node_file.write()
+        if self.discovery is not None:
+            self.discovery.relays_changed()
 
     def services_changed(self) -> None:
         """A service started, stopped or changed state: refresh ``node.json`` for ``tidings status``."""
@@ -295,6 +306,7 @@ class Node:
             "duplicates": self.duplicates,
             "repairs": self.gossip.repairs,
             **self.listener.counters(),
+            **self.relays.counters(),
         }
 
     def _describe(self) -> dict[str, Any]:
@@ -313,6 +325,7 @@ class Node:
                 }
                 for c in self.connections.values()
             ],
+            "relays": [[feed_id_text(f), a] for f, a in self.relays.relay_addresses()],
             "services": {r.name: r.state() for r in self.services},
             "counters": self._counters(),
         }
