@@ -39,7 +39,7 @@ from tidings.storage import gossip, peers
 from tidings.storage.store import Store
 from tidings.storage.thread import DatabaseThread
 
-__all__ = ["DEFAULT_LIMITS", "Node", "load_transport_key"]
+__all__ = ["DEFAULT_LIMITS", "Node", "counters", "describe", "load_transport_key"]
 
 #: Worker processes that check the signatures of bulk batches (storage/verifier.py).
 VERIFY_PROCESSES = 2
@@ -87,7 +87,7 @@ class Node:
         self.manager = ConnectionManager(self, clock=clock, rng=self.rng)
         self.listener = Listener(self)
         self.changes = Changes(home.store_path, clock)
-        self.node_file = NodeFile(home.node_file, self._describe)
+        self.node_file = NodeFile(home.node_file, lambda: describe(self))
         #: the gossip rules over all connections (eager/lazy, graft, prune, holes, budgets; spec §12.7)
         self.gossip = Gossip(own=key.public_key, limits=gossip_limits(self.limits))
         self._gossip_timer = GossipTimer(self.gossip, clock, self._gossip_link)
@@ -268,7 +268,7 @@ class Node:
                     for listener in listeners:
                         nursery.start_soon(self.listener.accept_loop, listener, nursery)
                     nursery.start_soon(self.changes.watch, self.limits["poll_interval"], self.refresh_wants)
-                    nursery.start_soon(self.node_file.keep_fresh, self._counters)
+                    nursery.start_soon(self.node_file.keep_fresh, lambda: counters(self))
                     nursery.start_soon(self._gossip_timer.run)
                     nursery.start_soon(self.manager.run, nursery)
                     nursery.start_soon(self.listener.watch_idle)
@@ -297,39 +297,6 @@ class Node:
                         await listener.aclose()
                     await db.call(peers.mark_all_disconnected)
 
-    def _counters(self) -> dict[str, int]:
-        return {
-            "wanted": len(self.wanted),
-            "connections": len(self.connections),
-            "ingested": self._ingested,
-            "sent_entries": self.sent_entries,
-            "duplicates": self.duplicates,
-            "repairs": self.gossip.repairs,
-            **self.listener.counters(),
-            **self.relays.counters(),
-        }
-
-    def _describe(self) -> dict[str, Any]:
-        """The content of ``node.json`` (``NodeFile`` adds the pid)."""
-        return {
-            "listen": self.address,
-            "feed": feed_id_text(self.key.public_key),
-            "reachability": self.reach.state,
-            "observed": self.reach.observed,
-            "peers": [
-                {
-                    "feed": feed_id_text(c.feed),
-                    "address": c.address,
-                    "path": c.path,
-                    "relay": None if c.relay is None else feed_id_text(c.relay),
-                }
-                for c in self.connections.values()
-            ],
-            "relays": [[feed_id_text(f), a] for f, a in self.relays.relay_addresses()],
-            "services": {r.name: r.state() for r in self.services},
-            "counters": self._counters(),
-        }
-
     def local_host(self) -> str | None:
         """Dial from the address we listen on (tests give each node its own 127.x address)."""
         host = parse_address(self.listen)[0]
@@ -357,3 +324,39 @@ class Node:
                 return conn
             finally:
                 await close_stream(stream)
+
+
+def counters(node: Node) -> dict[str, int]:
+    """The counters of ``node.json``, refreshed while the node runs."""
+    return {
+        "wanted": len(node.wanted),
+        "connections": len(node.connections),
+        "ingested": node._ingested,
+        "sent_entries": node.sent_entries,
+        "duplicates": node.duplicates,
+        "repairs": node.gossip.repairs,
+        **node.listener.counters(),
+        **node.relays.counters(),
+    }
+
+
+def describe(node: Node) -> dict[str, Any]:
+    """The content of ``node.json`` (``NodeFile`` adds the pid)."""
+    return {
+        "listen": node.address,
+        "feed": feed_id_text(node.key.public_key),
+        "reachability": node.reach.state,
+        "observed": node.reach.observed,
+        "peers": [
+            {
+                "feed": feed_id_text(c.feed),
+                "address": c.address,
+                "path": c.path,
+                "relay": None if c.relay is None else feed_id_text(c.relay),
+            }
+            for c in node.connections.values()
+        ],
+        "relays": [[feed_id_text(f), a] for f, a in node.relays.relay_addresses()],
+        "services": {r.name: r.state() for r in node.services},
+        "counters": counters(node),
+    }

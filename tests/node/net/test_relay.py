@@ -8,7 +8,7 @@ import os
 
 import trio
 from tidings.node.addresses import parse_address
-from tidings.node.net.node import Node
+from tidings.node.net.node import Node, counters, describe
 from tidings.node.net.transport import ChannelClosed, SecureChannel
 from tidings.protocol import SigningKey, feed_id_text
 from tidings.protocol.reach_events import Connect, Connected, Refused, Reserve, Reserved, WireMessage
@@ -71,7 +71,7 @@ async def test_a_private_node_is_reached_through_a_relay(tmp_path):
         r = await start_node(nursery, hr, kr)
         b, kb = await private_behind(nursery, tmp_path, r)
         assert r.relays.statistics()["reservations"] == 1
-        assert b._describe()["relays"] == [[feed_id_text(kr.public_key), r.address]]
+        assert describe(b)["relays"] == [[feed_id_text(kr.public_key), r.address]]
         first = post(b.home, kb, "from behind a NAT")
         follow(ha, ka, kb)
         a = await start_node(nursery, ha, ka)
@@ -89,14 +89,14 @@ async def test_a_private_node_is_reached_through_a_relay(tmp_path):
             "path": "relayed",
             "relay": feed_id_text(kr.public_key),
         }
-        assert any(relayed.items() <= p.items() for p in a._describe()["peers"])
+        assert any(relayed.items() <= p.items() for p in describe(a)["peers"])
         # the relay carried ciphertext only: it stored nothing of B, and never took A for a peer
         assert count(hr, kb.public_key) == 0
         assert all(c.feed != ka.public_key for c in r.connections.values())
         assert peers_named(r, ka) == []
         stats = r.relays.statistics()
         assert stats["circuits"] == 1 and stats["circuits_total"] == 1 and stats["bytes_relayed"] > 0
-        assert r._counters()["relay_bytes"] == stats["bytes_relayed"]
+        assert counters(r)["relay_bytes"] == stats["bytes_relayed"]
         # A noted B as met through a relay, with no address of B's (the relay's is not B's)
         (noted,) = peers_named(a, kb)
         assert noted["addresses"] == [] and noted["source"] == "relayed"
