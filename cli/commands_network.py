@@ -149,6 +149,7 @@ def run(
         bootstrap=list(dict.fromkeys([*bootstrap, *configured])),
         swarms=list(swarms),
         services=[*web_services(home, http_address), BridgeSupervisor(home)],
+        relay=bool(config.get("relay", True)),  # spec/protocol.md §12.10; checked by node/config.py
     )
 
     async def main() -> None:
@@ -371,9 +372,18 @@ def peers(session: Session, as_json: bool) -> None:
 
     store = session.store()
     rows = list_peers(store)
-    if session.home.running_node() is None:
+    running = session.home.running_node()
+    if running is None:
         for row in rows:
             row["connected"] = False  # a node that crashed cannot have cleared it
+    else:  # how each connected peer is reached, from node.json (spec/protocol.md §12.10)
+        paths = {p["feed"]: p for p in running.get("peers", []) if isinstance(p, dict) and "feed" in p}
+        for row in rows:
+            path = paths.get(row["feed"])
+            if row["connected"] and path is not None:
+                row["path"] = path.get("path", "direct")
+                if row["path"] == "relayed":
+                    row["relay"] = path.get("relay")
     if as_json:
         emit_lines(rows)
         return
@@ -383,6 +393,8 @@ def peers(session: Session, as_json: bool) -> None:
     for row in rows:
         seen = datetime.datetime.fromtimestamp(row["last_seen"] / 1000).strftime("%Y-%m-%d %H:%M")
         state = "connected" if row["connected"] else f"last seen {seen}"
+        if row.get("path") == "relayed":
+            state += f", relayed via {row.get('relay')}"
         where = ", ".join(row["addresses"]) or "(inbound only)"
         click.echo(f"{row['feed']}  {where}  {state}  via {row['source']}")
 

@@ -306,7 +306,7 @@ def _parse(rpc: str, body: Any) -> Reply:
             return ValueReply(value=body["value"])
         return NodesReply(contacts=_contacts_from(body))
     if rpc == "get_members":
-        if type(body) is not dict or sorted(body) != ["members", "nodes"]:
+        if type(body) is not dict or set(body) != {"members", "nodes"}:
             raise _bad("a members reply is {'members': [...], 'nodes': [...]}")
         records = body["members"]
         if type(records) is not list or len(records) > MAX_MEMBERS:

@@ -81,6 +81,13 @@ class FrameDecoder:
     def buffered(self) -> int:
         return len(self._buffer)
 
+    def take_buffered(self) -> bytes:
+        """The bytes received but not yet split into frames, removed from the decoder: what follows
+        the last frame read when the stream stops carrying frames (a relay's splice, spec §12.10)."""
+        data = bytes(self._buffer)
+        self._buffer.clear()
+        return data
+
 
 def identity_payload(identity: SigningKey, transport_public: bytes) -> bytes:
     """The handshake payload binding ``identity`` to a transport key (spec §11.2)."""

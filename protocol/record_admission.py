@@ -22,7 +22,7 @@ from .dht_wire import ID_SIZE, Value
 from .encoding import decode
 from .identity import KEY_SIZE, FeedId
 from .record_quota import LOCAL
-from .records import MAX_RECORD_SIZE, MAX_SEQ, MAX_TTL_MS, MEMBER_TAG, NODE_TAG, InvalidRecord, node_key
+from .records import MAX_RECORD_SIZE, MAX_SEQ, MAX_TTL_MS, MEMBER_TAG, RECORD_LENGTHS, InvalidRecord, node_key
 
 __all__ = ["VERIFY_BURST", "VERIFY_RATE", "RecordHead", "VerifyBudget", "peek_record"]
 
@@ -55,11 +55,16 @@ def peek_record(data: Value, *, key: bytes, now_ms: int, max_ttl_ms: int = MAX_T
     if len(data) > MAX_RECORD_SIZE:
         raise InvalidRecord(f"record larger than {MAX_RECORD_SIZE} bytes", code="too_large")
     items = decode(data, max_size=MAX_RECORD_SIZE)
-    if type(items) is not list or len(items) != 7 or items[0] not in (NODE_TAG, MEMBER_TAG):
+    if type(items) is not list or not items or type(items[0]) is not str:
+        raise InvalidRecord("not a Tidings record", code="not_a_record")
+    if RECORD_LENGTHS.get(items[0]) != len(items):
         raise InvalidRecord("not a Tidings record", code="not_a_record")
     member = items[0] == MEMBER_TAG
-    # [tag, swarm_key, member, addresses, seq, expiry, sig] or [tag, feed, addresses, transport, seq, ...]
-    owner, seq, expiry_ms = (items[2], items[4], items[5]) if member else (items[1], items[4], items[5])
+    # [tag, swarm_key, member, addresses, seq, expiry, sig], [tag, feed, addresses, transport, seq, ...]
+    # or (version 2) [tag, feed, addresses, transport, relays, seq, expiry, sig]: seq and expiry come
+    # right before the signature in every kind
+    owner = items[2] if member else items[1]
+    seq, expiry_ms = items[-3], items[-2]
     if type(owner) is not bytes or len(owner) != KEY_SIZE:
         raise InvalidRecord(f"owner must be {KEY_SIZE} bytes", code="bad_key")
     if type(seq) is not int or not 1 <= seq <= MAX_SEQ:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from record_vectors import records_doc  # spec/record_vectors.py, beside this script
 from tidings.protocol import (
     Block,
     Content,
@@ -1054,6 +1055,7 @@ def generate(out: Path) -> list[Path]:
         "entries.json": entries_doc(key, other, log),
         "forks.json": forks_doc(key, other, log),
         "content.json": content_doc(key, other),
+        "records.json": records_doc(),
     }
     for name, doc in docs.items():
         write(out, name, doc)

@@ -14,6 +14,11 @@ its TCP listener) and owns a nursery with two tasks: the receive loop and the ma
 - Asking: ``request(address, request, timeout)`` sends one request and waits for its response (None on
   timeout); ``lookup`` runs a ``protocol.lookup.Lookup`` through the ``dht_lookup.LookupDriver``
   (queries, timers, contacts that keep silent, the ``get_members`` fallback to ``find_value``).
+- Client mode (``set_client_mode``, for a node others cannot dial, spec §13.6): requests are dropped
+  unread, before the rate limit and the decoder, so the node answers no one (not even ``ping``) and
+  observes no requester. It still asks and takes answers. Tidings servers add a requester only once it
+  answers their ping (``dht_checks``), so a client never enters their routing tables, and is never
+  handed to others as a contact; switched back to server mode it answers, and is added again.
 - Extensions degrade: an ``announce`` that gets no reply becomes a plain ``store`` (a stock
   ``kademlia`` node then holds one member record per key, ARCHITECTURE.md).
 - Replies are bounded (``dht_server``), and nothing is ever sent to an address that did not ask (no
@@ -96,9 +101,10 @@ class DHT:
         refresh_interval: float = 900.0,
         clock: Clock = SYSTEM_CLOCK,
         rng: random.Random | None = None,
+        client_mode: bool = False,
     ) -> None:
         """``clock`` and ``rng``: the node's (``node/clock.py``); by default the system clock and a
-        generator seeded from the OS."""
+        generator seeded from the OS. ``client_mode``: start as a client (``set_client_mode``)."""
         self.own_id = own_id
         self.host = host
         self.port = port
@@ -109,6 +115,7 @@ class DHT:
         self.refresh_interval = refresh_interval
         self.rng = rng if rng is not None else make_rng()
         self.address: tuple[str, int] | None = None
+        self.client_mode = client_mode
         self.checks = ContactChecks(self.table, self.ping, clock)
         self._stats: Counter[str] = Counter()
         self.requester = Requester(timeout=timeout, clock=clock, stats=self._stats)
@@ -174,6 +181,9 @@ class DHT:
             address = (str(source[0]), int(source[1]))
             self._stats["datagrams_in"] += 1
             self._stats["bytes_in"] += len(data)
+            if self.client_mode and data[:1] != b"\x01":  # not a response: a client answers no one
+                self._stats["client_ignored"] += 1
+                continue
             datagram = self.responder.decode(data, address, self.requester.expects)
             if isinstance(datagram, RequestDatagram):
                 await self._on_request(datagram, address, reply_limit(len(data)))
@@ -197,6 +207,13 @@ class DHT:
         data = self.responder.respond(datagram, source, limit)
         if data is not None:
             await self.requester.send(data, source)
+
+    def set_client_mode(self, on: bool) -> None:
+        """Be a DHT client (``on``: ask and take answers, answer no request, so no server adds us) or a
+        server (answer as usual); takes effect with the next datagram (spec §13.6)."""
+        if on != self.client_mode:
+            log.info("DHT %s mode", "client" if on else "server")
+        self.client_mode = on
 
     def heard(self, contact: Contact) -> None:
         """``contact`` answered us: observe it (``ContactChecks.heard``)."""
@@ -350,5 +367,6 @@ class DHT:
             **self.records.statistics(),
             **dict(self._stats),
             "pending": len(self.requester),
+            "client_mode": self.client_mode,
             "mean_hops": (sum(hops) / len(hops)) if hops else 0.0,
         }

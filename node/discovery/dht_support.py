@@ -24,6 +24,8 @@ __all__ = [
     "MIN_QUERY_TIMEOUT",
     "RateLimiter",
     "RoundTrip",
+    "address_text",
+    "backoff",
     "member_record",
     "record_store",
     "resolve_address",
@@ -129,3 +131,14 @@ class RoundTrip:
         if self.srtt is None:
             return high
         return min(high, max(low, self.srtt + 4 * self.rttvar))
+
+
+def backoff(attempt: int, cap: float) -> float:
+    """Seconds to wait after ``attempt`` tries in a row: 2^(attempt+1), at most ``cap`` (spec §13.6)."""
+    return float(min(cap, 2.0 ** min(attempt + 1, 30)))
+
+
+def address_text(address: tuple[str, int]) -> str:
+    """``HOST:PORT`` of a record address, an IPv6 host in brackets."""
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -6,16 +6,20 @@ Theory of operation. ``Discovery.run`` (started by ``Node.run`` with ``nursery.s
 1. joins: pings the ``--bootstrap`` addresses (and the ``bootstrap`` list of config.toml) and the
    contacts saved in the store, then looks up its own id; while the table is empty it tries again
    every few seconds (a bootstrap node may start after us);
-2. publishes our signed node record (listen address, transport key, seq = ms timestamp, ``record_ttl``)
-   on the k closest nodes, again after 2, 4, 8 ... seconds while the network grows, then every half TTL;
+2. publishes our signed node record (listen address, transport key, the relays the node holds a
+   reservation on (``DiscoveryHost.relay_addresses``; version 2 when there are any), seq = ms
+   timestamp, ``record_ttl``) on the k closest nodes, again after 2, 4, 8 ... seconds while the network
+   grows, then every half TTL, and at once when the relays change (``relays_changed``, also noticed at
+   every tick);
 3. every second: for each wanted feed (``Node.wanted``: follows, follows of follows, swarm members) that
    has no connection, looks up its node record (at first right away, then with a per-feed backoff),
-   records the address (``peers.note_peer`` source ``dht``) and dials it;
-4. for each joined swarm (the ``swarms`` table, so ``tidings swarm join`` in another process takes
-   effect within a second): announces our member record under the swarm key, looks up the members
-   (every 1, 2, 4 ... 30 s), stores them (``storage.dht.add_swarm_member``; their feeds become wanted),
-   and dials those not connected (source ``swarm``);
+   records the address (``peers.note_peer`` source ``dht``) and dials it; a record that lists relays
+   is also handed to ``DiscoveryHost.dial_via_relays``;
+4. runs the joined swarms (``swarms.Swarms``: member records, member lookups and member gossip);
 5. saves the routing table contacts every minute and at exit.
+
+``set_client_mode`` puts the DHT in client mode (``DHT.set_client_mode``: it asks but answers no one,
+so no server adds it to a routing table), for a node that others cannot dial (spec §13.6).
 """
 
 from __future__ import annotations
@@ -24,27 +28,23 @@ import contextlib
 import logging
 import math
 import random
-from collections.abc import Mapping
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import trio
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from tidings.node.clock import SYSTEM_CLOCK, Clock, make_rng
 from tidings.node.discovery.dht import DHT
-from tidings.node.discovery.dht_support import member_record, record_store, resolve_address
-from tidings.protocol import SigningKey, feed_id_text
+from tidings.node.discovery.dht_support import address_text, backoff, record_store, resolve_address
+from tidings.node.discovery.swarms import MAX_SWARM_MEMBERS, MemberPeer, SwarmHost, Swarms
+from tidings.protocol import feed_id_text
 from tidings.protocol.dht_wire import Contact, Stun, StunReply, digest
-from tidings.protocol.records import (
-    MemberRecord,
-    create_member_record,
-    create_node_record,
-    swarm_key,
-)
+from tidings.protocol.errors import LocalProtocolError
+from tidings.protocol.records import MAX_RELAYS, MemberRecord, create_node_record
 from tidings.storage import dht as dht_store
 from tidings.storage import peers
-from tidings.storage.thread import DatabaseThread
 
-__all__ = ["Discovery", "DiscoveryHost", "MemberPeer", "dht_node_id"]
+__all__ = ["MAX_SWARM_MEMBERS", "Discovery", "DiscoveryHost", "MemberPeer", "dht_node_id"]
 
 log = logging.getLogger("tidings.discovery")
 
@@ -56,30 +56,9 @@ def dht_node_id(feed: bytes) -> bytes:
     return digest(b"tidings-dht-node/1\x00" + feed)
 
 
-#: Most members of one swarm a node keeps track of (a Sybil flood of members stops there).
-MAX_SWARM_MEMBERS = 1000
+class DiscoveryHost(SwarmHost, Protocol):
+    """What discovery needs from the node (``Node`` is one); the swarms' needs (``SwarmHost``) too."""
 
-
-def _backoff(attempt: int, cap: float) -> float:
-    return float(min(cap, 2.0 ** min(attempt + 1, 30)))
-
-
-class MemberPeer(Protocol):
-    """A gossip connection, as far as swarm member records go (spec §13.6)."""
-
-    @property
-    def feed(self) -> bytes: ...
-
-    async def send_members(self, records: list[bytes]) -> None: ...
-
-
-class DiscoveryHost(Protocol):
-    """What discovery needs from the node (``Node`` is one)."""
-
-    @property
-    def key(self) -> SigningKey: ...
-    @property
-    def limits(self) -> Mapping[str, Any]: ...
     @property
     def listen(self) -> str: ...
     @property
@@ -87,22 +66,21 @@ class DiscoveryHost(Protocol):
     @property
     def transport_private(self) -> bytes: ...
     @property
-    def db(self) -> DatabaseThread: ...
-    @property
     def wanted(self) -> set[bytes]: ...
-    @property
-    def blocked(self) -> set[bytes]: ...
-    @property
-    def connections(self) -> Mapping[int, MemberPeer]: ...
 
     def offered_feeds(self) -> set[bytes]:
         """Feeds whose address the connection manager holds already."""
         ...
 
-    def dial(
-        self, address: str, *, feed: bytes | None = None, source: str = "dht", pinned: bool = False
-    ) -> None: ...
-    async def refresh_wants(self) -> None: ...
+    def relay_addresses(self) -> list[tuple[bytes, str]]:
+        """The relays we hold a reservation on, ``(relay feed, "HOST:PORT")``, at most ``MAX_RELAYS``
+        used: our node record lists them (version 2, spec §13.4); empty when we are dialled directly."""
+        ...
+
+    def dial_via_relays(self, feed: bytes, relays: Sequence[tuple[bytes, str]]) -> None:
+        """Reach ``feed`` through one of ``relays`` (``(relay feed, "HOST:PORT")``, as its node record
+        lists them); called besides ``dial`` of the record's direct address."""
+        ...
 
 
 class Discovery:
@@ -130,11 +108,14 @@ class Discovery:
         )
         self._lookups: set[bytes] = set()
         self._next_try: dict[bytes, tuple[float, int]] = {}  # feed -> (next lookup time, attempts)
-        self._swarm_scopes: dict[str, trio.CancelScope] = {}
         self._public: tuple[str, int] | None = None
-        #: swarm name -> member -> newest valid member record seen (DHT or gossip)
-        self.member_records: dict[str, dict[bytes, MemberRecord]] = {}
-        self.own_records: dict[str, MemberRecord] = {}
+        self.client_mode = False  # applied to the DHT when it starts (``set_client_mode``)
+        self._republish = trio.Event()  # set: publish our node record now (the relays changed)
+        self._relays_seen: tuple[tuple[bytes, str], ...] = ()
+        self._last_seq = 0
+        self.swarm_state = Swarms(
+            node, dht=self._dht, public_address=self._public_address, record_ttl=self.record_ttl, clock=clock
+        )
 
     # -- running ---------------------------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED) -> None:
@@ -150,6 +131,7 @@ class Discovery:
             records=record_store(node.limits),
             clock=self.clock,
             rng=self.rng,
+            client_mode=self.client_mode,
         )
         for name in self.swarms:
             await node.db.call(dht_store.join_swarm, name, self.clock.wall_ms())
@@ -170,7 +152,10 @@ class Discovery:
             dht = self._dht()
             if not len(dht.table):
                 await self._join()
-            await self._sync_swarms(nursery)
+            relays = self._relays()
+            if relays != self._relays_seen:  # the host may change them without telling us
+                self.relays_changed()
+            await self.swarm_state.sync(nursery)
             await self._find_wanted(nursery)
             if self.clock.monotonic() >= next_save:
                 await self._save_contacts()
@@ -180,6 +165,13 @@ class Discovery:
     def _dht(self) -> DHT:
         assert self.dht is not None
         return self.dht
+
+    def set_client_mode(self, on: bool) -> None:
+        """Run the DHT as a client (``on``: ask, answer no one; spec §13.6) or as a server again; kept
+        for a DHT that has not started yet."""
+        self.client_mode = on
+        if self.dht is not None:
+            self.dht.set_client_mode(on)
 
     async def _join(self) -> None:
         dht = self._dht()
@@ -227,28 +219,52 @@ class Discovery:
         return None
 
     # -- our node record -------------------------------------------------------------------------------
+    def relays_changed(self) -> None:
+        """The relays of ``DiscoveryHost.relay_addresses`` changed: publish our node record now."""
+        self._relays_seen = self._relays()
+        self._republish.set()
+
+    def _relays(self) -> tuple[tuple[bytes, str], ...]:
+        return tuple(self.node.relay_addresses())[:MAX_RELAYS]
+
     async def _publish_loop(self) -> None:
         attempt = 0
         while True:
+            if self._republish.is_set():
+                self._republish = trio.Event()
+                attempt = 0  # a new record: spread it as quickly as the first one
             stored = await self.publish()
             attempt = attempt + 1 if stored else 0
-            await trio.sleep(_backoff(attempt, self.record_ttl / 2) if stored else 2.0)
+            with trio.move_on_after(backoff(attempt, self.record_ttl / 2) if stored else 2.0):
+                await self._republish.wait()
 
     async def publish(self) -> int:
         """Store our signed node record on the k closest nodes; how many accepted it."""
         address = await self._public_address()
         if address is None:
             return 0
-        stamp = self.clock.wall_ms()
-        record = create_node_record(
-            self.node.key,
-            addresses=[address],
-            transport_key=self._transport_public,
-            seq=stamp,
-            expiry_ms=stamp + int(self.record_ttl * 1000),
-        )
+        stamp = self._last_seq = max(self.clock.wall_ms(), self._last_seq + 1)  # every version is newer
+        relays = self._relays()
+        try:
+            record = create_node_record(
+                self.node.key,
+                addresses=[address],
+                transport_key=self._transport_public,
+                seq=stamp,
+                expiry_ms=stamp + int(self.record_ttl * 1000),
+                relays=relays,
+            )
+        except LocalProtocolError as exc:  # a relay the record cannot carry: publish the direct address
+            log.warning("node record without relays: %s", exc)
+            record = create_node_record(
+                self.node.key,
+                addresses=[address],
+                transport_key=self._transport_public,
+                seq=stamp,
+                expiry_ms=stamp + int(self.record_ttl * 1000),
+            )
         stored = await self._dht().put(record.key, record.encode())
-        log.debug("node record published on %d nodes", stored)
+        log.debug("node record (version %d) published on %d nodes", record.version, stored)
         return stored
 
     # -- feeds we want ---------------------------------------------------------------------------------
@@ -268,7 +284,7 @@ class Discovery:
             self._next_try.setdefault(feed, (due, attempts))
             if now < due:
                 continue
-            self._next_try[feed] = (now + _backoff(attempts + 2, 600.0), attempts + 1)
+            self._next_try[feed] = (now + backoff(attempts + 2, 600.0), attempts + 1)
             self._lookups.add(feed)
             nursery.start_soon(self._locate, feed)
 
@@ -278,134 +294,39 @@ class Discovery:
             if record is None:
                 log.debug("no node record found for %s", feed_id_text(feed))
                 return
-            address = _address_text(record.addresses[0])
+            address = address_text(record.addresses[0])
             log.info("found %s at %s in the DHT", feed_id_text(feed), address)
             await self.node.db.call(peers.note_peer, feed, address, "dht", False, self.clock.wall_ms())
             self.node.dial(address, feed=feed, source="dht")
+            if record.relays:  # a node others may not dial directly: reach it through a relay too
+                self.node.dial_via_relays(feed, record.relays)
         finally:
             self._lookups.discard(feed)
 
-    # -- swarms ----------------------------------------------------------------------------------------
-    async def _sync_swarms(self, nursery: trio.Nursery) -> None:
-        names = set(await self.node.db.call(dht_store.swarm_names))
-        for name in set(self._swarm_scopes) - names:
-            self._swarm_scopes.pop(name).cancel()
-            self.own_records.pop(name, None)  # no longer offered to peers (it expires in the DHT)
-            log.info("left swarm %s", name)
-            await self.node.refresh_wants()
-        for name in names - set(self._swarm_scopes):
-            scope = self._swarm_scopes[name] = trio.CancelScope()
-            nursery.start_soon(self._swarm, name, scope)
-            log.info("joined swarm %s", name)
+    # -- swarms (``swarms.Swarms``) -----------------------------------------------------------------------
+    @property
+    def member_records(self) -> dict[str, dict[bytes, MemberRecord]]:
+        """Swarm name -> member -> newest valid member record seen (``Swarms.member_records``)."""
+        return self.swarm_state.member_records
 
-    async def _swarm(self, name: str, scope: trio.CancelScope) -> None:
-        with scope:
-            key = swarm_key(name)
-            interval = 1.0
-            next_announce = 0.0
-            announces = 0
-            while True:
-                if self.clock.monotonic() >= next_announce:
-                    stored = await self._announce(name)
-                    announces = announces + 1 if stored else 0
-                    delay = _backoff(announces, self.record_ttl / 2) if stored else 2.0
-                    next_announce = self.clock.monotonic() + delay
-                await self._meet(name, key)
-                await trio.sleep(interval)
-                interval = min(interval * 2, float(self.node.limits.get("swarm_interval", 30.0)))
-
-    async def _announce(self, name: str) -> int:
-        address = await self._public_address()
-        if address is None:
-            return 0
-        stamp = self.clock.wall_ms()
-        record = create_member_record(
-            self.node.key,
-            swarm=name,
-            addresses=[address],
-            seq=stamp,
-            expiry_ms=stamp + int(self.record_ttl * 1000),
-        )
-        self.own_records[name] = record
-        return await self._dht().announce(record.key, record.encode())
-
-    async def _meet(self, name: str, key: bytes) -> None:
-        members = await self._dht().members(key)
-        await self._take_members(name, members, via=None)
-
-    async def _take_members(self, name: str, records: list[MemberRecord], via: MemberPeer | None) -> None:
-        """Remember new member records of swarm ``name`` (found in the DHT or gossiped), offer their
-        addresses to the connection manager, and pass the new ones on to our other peers (§13.6)."""
-        node = self.node
-        me = node.key.public_key
-        known = self.member_records.setdefault(name, {})
-        fresh: list[MemberRecord] = []
-        for record in records:
-            if record.member == me or record.member in node.blocked:
-                continue
-            held = known.get(record.member)
-            if held is not None and held.seq >= record.seq:
-                continue
-            if held is None and len(known) >= MAX_SWARM_MEMBERS:
-                continue
-            known[record.member] = record
-            if held is None or held.addresses != record.addresses:
-                fresh.append(record)  # a mere refresh (same addresses, later expiry) is kept, not spread
-        if not fresh:
-            return
-        stamp = self.clock.wall_ms()
-        new = False
-        for record in fresh:
-            address = _address_text(record.addresses[0])
-            new |= await node.db.call(dht_store.add_swarm_member, name, record.member, [address], stamp)
-            await node.db.call(peers.note_peer, record.member, address, "swarm", False, stamp)
-            node.dial(address, feed=record.member, source="swarm")
-        if new:
-            await node.refresh_wants()
-        data = [r.encode() for r in fresh]
-        for conn in list(node.connections.values()):
-            if conn is not via:
-                with contextlib.suppress(Exception):  # a broken peer ends on its own
-                    await conn.send_members(data)
+    @property
+    def own_records(self) -> dict[str, MemberRecord]:
+        """Our own current member record of each swarm we announced in."""
+        return self.swarm_state.own_records
 
     async def offer_members(self, conn: MemberPeer) -> None:
         """Send a new connection every member record we hold of the swarms we are in."""
-        now = self.clock.wall_ms()
-        data = [
-            r.encode()
-            for name in list(self._swarm_scopes)
-            for r in self.member_records.get(name, {}).values()
-            if r.expiry_ms > now
-        ]
-        data += [
-            r.encode()
-            for name, r in self.own_records.items()
-            if name in self._swarm_scopes and r.expiry_ms > now
-        ]
-        if data:
-            await conn.send_members(data)
+        await self.swarm_state.offer_members(conn)
 
     async def receive_members(self, data: tuple[bytes, ...], conn: MemberPeer) -> None:
         """Member records gossiped by a peer: only valid ones of swarms we are in count (§13.6)."""
-        now = self.clock.wall_ms()
-        by_key = {swarm_key(name): name for name in self._swarm_scopes}
-        taken: dict[str, list[MemberRecord]] = {}
-        for value in data:
-            record = member_record(value, None, now)  # any swarm: the key is checked below
-            if record is not None and record.swarm_key in by_key:
-                taken.setdefault(by_key[record.swarm_key], []).append(record)
-        for name, records in taken.items():
-            await self._take_members(name, records, via=conn)
+        await self.swarm_state.receive_members(data, conn)
 
     def statistics(self) -> dict[str, Any]:
         return {
             "dht": None if self.dht is None else self.dht.statistics(),
-            "swarms": sorted(self._swarm_scopes),
+            "swarms": sorted(self.swarm_state.scopes),
+            "client_mode": self.client_mode,
             "lookups": len(self._lookups),
             "next_lookup": min((t for t, _ in self._next_try.values()), default=math.inf),
         }
-
-
-def _address_text(address: tuple[str, int]) -> str:
-    host, port = address
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

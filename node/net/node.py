@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+from collections.abc import Sequence
 from typing import Any
 
 import trio
@@ -38,7 +39,7 @@ from tidings.storage import gossip, peers
 from tidings.storage.store import Store
 from tidings.storage.thread import DatabaseThread
 
-__all__ = ["DEFAULT_LIMITS", "Node", "load_transport_key"]
+__all__ = ["DEFAULT_LIMITS", "Node", "counters", "describe", "load_transport_key"]
 
 #: Worker processes that check the signatures of bulk batches (storage/verifier.py).
 VERIFY_PROCESSES = 2
@@ -64,6 +65,7 @@ class Node:
         services: list[Service] | None = None,
         clock: Clock = SYSTEM_CLOCK,
         rng: random.Random | None = None,
+        relay: bool = True,
     ) -> None:
         self.home = home
         self.key = key
@@ -85,7 +87,7 @@ class Node:
         self.manager = ConnectionManager(self, clock=clock, rng=self.rng)
         self.listener = Listener(self)
         self.changes = Changes(home.store_path, clock)
-        self.node_file = NodeFile(home.node_file, self._describe)
+        self.node_file = NodeFile(home.node_file, lambda: describe(self))
         #: the gossip rules over all connections (eager/lazy, graft, prune, holes, budgets; spec §12.7)
         self.gossip = Gossip(own=key.public_key, limits=gossip_limits(self.limits))
         self._gossip_timer = GossipTimer(self.gossip, clock, self._gossip_link)
@@ -98,7 +100,7 @@ class Node:
         self._ingested = 0
         #: reachability, relays and hole punching (spec §12.9-§12.11)
         self.reach = Reachability(self)
-        self.relays = Relays(self)
+        self.relays = Relays(self, enabled=relay)  # ``relay`` of config.toml (spec §12.10)
         self.punching = Punching(self)
         self.services = [ServiceRunner(s) for s in services or []]
         self.syncing: PeerConnection | None = None  # the connection of a one-shot sync
@@ -134,6 +136,16 @@ class Node:
         """Offer ``address`` to the connection manager (pinned: always kept connected)."""
         self.manager.offer(address, feed=feed, source=source, pinned=pinned)
 
+    def dial_via_relays(self, feed: bytes, relays: Sequence[tuple[bytes, str]]) -> None:
+        """Reach ``feed`` through one of ``relays`` (``(relay feed, "HOST:PORT")`` from its node record,
+        spec §13.4), in the background (``RelayClient.dial_soon``; spec §12.10)."""
+        self.relays.client.dial_soon(feed, list(relays))
+
+    def relay_addresses(self) -> list[tuple[bytes, str]]:
+        """The relays we hold a reservation on, ``(relay feed, "HOST:PORT")``, for our node record;
+        when they change, ``relays_changed`` republishes it."""
+        return self.relays.relay_addresses()
+
     def offered_feeds(self) -> set[bytes]:
         """Feeds whose address the connection manager holds (discovery need not look them up)."""
         return {c.feed for c in self.manager.candidates.values() if c.feed is not None}
@@ -159,6 +171,7 @@ class Node:
             for conn in list(self.connections.values()):
                 if conn.host == host:
                     conn.cancel()
+            self.relays.cut_host(host)  # its relay connections and circuits too (spec §12.10)
 
     def wake(self) -> None:
         """Wake every pusher once (new entries are stored)."""
@@ -222,11 +235,20 @@ class Node:
             "services": {r.name: r.state() for r in self.services},
             "manager": self.manager.statistics(),
             "listener": self.listener.statistics(),
+            "relay": self.relays.statistics(),
         }
 
     def reachability_changed(self, old: str, new: str) -> None:
         """The reachability verdict changed (spec §12.9): ``tidings status`` shows it."""
         self.node_file.write()
+
+    def relays_changed(self) -> None:
+        """The relays holding a reservation for this node changed (``relays.relay_addresses()``): show
+        them in ``node.json``; the node record that lists them (spec §13.4) is republished from here."""
+        if self.address is not None:
+            self.node_file.write()
+        if self.discovery is not None:
+            self.discovery.relays_changed()
 
     def services_changed(self) -> None:
         """A service started, stopped or changed state: refresh ``node.json`` for ``tidings status``."""
@@ -250,7 +272,7 @@ class Node:
                     for listener in listeners:
                         nursery.start_soon(self.listener.accept_loop, listener, nursery)
                     nursery.start_soon(self.changes.watch, self.limits["poll_interval"], self.refresh_wants)
-                    nursery.start_soon(self.node_file.keep_fresh, self._counters)
+                    nursery.start_soon(self.node_file.keep_fresh, lambda: counters(self))
                     nursery.start_soon(self._gossip_timer.run)
                     nursery.start_soon(self.manager.run, nursery)
                     nursery.start_soon(self.listener.watch_idle)
@@ -279,37 +301,6 @@ class Node:
                         await listener.aclose()
                     await db.call(peers.mark_all_disconnected)
 
-    def _counters(self) -> dict[str, int]:
-        return {
-            "wanted": len(self.wanted),
-            "connections": len(self.connections),
-            "ingested": self._ingested,
-            "sent_entries": self.sent_entries,
-            "duplicates": self.duplicates,
-            "repairs": self.gossip.repairs,
-            **self.listener.counters(),
-        }
-
-    def _describe(self) -> dict[str, Any]:
-        """The content of ``node.json`` (``NodeFile`` adds the pid)."""
-        return {
-            "listen": self.address,
-            "feed": feed_id_text(self.key.public_key),
-            "reachability": self.reach.state,
-            "observed": self.reach.observed,
-            "peers": [
-                {
-                    "feed": feed_id_text(c.feed),
-                    "address": c.address,
-                    "path": c.path,
-                    "relay": None if c.relay is None else feed_id_text(c.relay),
-                }
-                for c in self.connections.values()
-            ],
-            "services": {r.name: r.state() for r in self.services},
-            "counters": self._counters(),
-        }
-
     def local_host(self) -> str | None:
         """Dial from the address we listen on (tests give each node its own 127.x address)."""
         host = parse_address(self.listen)[0]
@@ -337,3 +328,39 @@ class Node:
                 return conn
             finally:
                 await close_stream(stream)
+
+
+def counters(node: Node) -> dict[str, int]:
+    """The counters of ``node.json``, refreshed while the node runs."""
+    return {
+        "wanted": len(node.wanted),
+        "connections": len(node.connections),
+        "ingested": node._ingested,
+        "sent_entries": node.sent_entries,
+        "duplicates": node.duplicates,
+        "repairs": node.gossip.repairs,
+        **node.listener.counters(),
+        **node.relays.counters(),
+    }
+
+
+def describe(node: Node) -> dict[str, Any]:
+    """The content of ``node.json`` (``NodeFile`` adds the pid)."""
+    return {
+        "listen": node.address,
+        "feed": feed_id_text(node.key.public_key),
+        "reachability": node.reach.state,
+        "observed": node.reach.observed,
+        "peers": [
+            {
+                "feed": feed_id_text(c.feed),
+                "address": c.address,
+                "path": c.path,
+                "relay": None if c.relay is None else feed_id_text(c.relay),
+            }
+            for c in node.connections.values()
+        ],
+        "relays": [[feed_id_text(f), a] for f, a in node.relays.relay_addresses()],
+        "services": {r.name: r.state() for r in node.services},
+        "counters": counters(node),
+    }

@@ -47,6 +47,7 @@ from tidings.protocol.replication import (
     Clock,
     ClockItem,
     Entries,
+    Event,
     Forks,
     Have,
     Hello,
@@ -57,7 +58,7 @@ from tidings.protocol.replication import (
 from tidings.storage import gossip
 from tidings.storage.store import IngestResult
 
-__all__ = ["PeerConnection", "PeerMisbehaved"]
+__all__ = ["PeerConnection", "PeerMisbehaved", "open_inbound", "relayed_host"]
 
 log = logging.getLogger("tidings.peer")
 
@@ -81,6 +82,8 @@ class PeerConnection:
         *,
         initiator: bool,
         once: bool = False,
+        opened: Replication | None = None,
+        relay: bytes | None = None,
     ):
         self.node = node
         self.channel = channel
@@ -88,7 +91,8 @@ class PeerConnection:
         self.initiator = initiator
         self.once = once
         self.feed = channel.remote_feed
-        self.rep = Replication()
+        #: ``opened``: hellos already exchanged (an inbound connection, ``open_inbound``)
+        self.rep, self._opened = (Replication(), False) if opened is None else (opened, True)
         self.received = 0
         self.sent = 0
         self.useless = 0
@@ -106,6 +110,8 @@ class PeerConnection:
         self.done = trio.Event()
         self._nursery: trio.Nursery
         self.host = address.rpartition(":")[0].strip("[]") if initiator else address
+        if relay is not None:  # a relayed peer's faults are its own, not the relay's (spec §12.10)
+            self.host = relayed_host(self.feed)
         self._cancelled = False
         self.gossip = GossipLink(node, self)  # eager/lazy, grafts, prunes, holes, budgets (§12.7)
         self.duplicates = 0
@@ -114,10 +120,9 @@ class PeerConnection:
         self.expected_in: int | None = None
         self._probe_heads: dict[bytes, int] = {}
         #: how the connection reaches the peer: "direct", or "relayed" through ``relay`` (spec §12.10)
-        self.path = "direct"
-        self.relay: bytes | None = None
-        #: ``HOST:PORT`` of the peer's end of the socket (an inbound ``address`` is only the host; §12.9)
-        self.remote_address = _socket_address(channel.stream, address)
+        self.path = "direct" if relay is None else "relayed"
+        self.relay = relay
+        self.remote_address = _socket_address(channel.stream, address)  # HOST:PORT, §12.9
 
     def statistics(self) -> dict[str, Any]:
         return {
@@ -154,9 +159,10 @@ class PeerConnection:
                     nursery.cancel_scope.cancel()
                 await nursery.start(self.channel.run_writer, self.node.limits["write_timeout"])
                 try:  # a failed hello is raised as itself below, not in the nursery's exception group
-                    await self.channel.send(self.rep.send(Hello(agent=self.node.agent)))
-                    with trio.fail_after(self.node.limits["handshake_timeout"]):
-                        self.rep.receive(await self.channel.receive())
+                    if not self._opened:
+                        await self.channel.send(self.rep.send(Hello(agent=self.node.agent)))
+                        with trio.fail_after(self.node.limits["handshake_timeout"]):
+                            self.rep.receive(await self.channel.receive())
                 except Exception as exc:
                     failed = exc
                     nursery.cancel_scope.cancel()
@@ -396,6 +402,24 @@ def _socket_address(stream: trio.abc.Stream, address: str) -> str:
     except (AttributeError, OSError):
         return address
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def relayed_host(feed: bytes) -> str:
+    """What scores and bans of a relayed peer are kept under: its feed, never the relay's address
+    (spec §12.10: the relay carries the peer's bytes, it does not answer for them)."""
+    return f"relay:{feed.hex()}"
+
+
+async def open_inbound(channel: SecureChannel, agent: str, timeout: float) -> tuple[Replication, Event]:
+    """The opening of an inbound connection, before the node registers it: our ``hello`` at once
+    (``write_now``: no writer runs yet), then the peer's first message within ``timeout`` seconds.
+    That is ``hello`` on a replication connection, ``connect`` or ``accept`` on a relay connection
+    (spec §12.10), which must never be taken for a peer."""
+    rep = Replication()
+    with trio.fail_after(timeout):
+        await channel.write_now(rep.send(Hello(agent=agent)))
+        first = rep.receive(await channel.receive())
+    return rep, first
 
 
 def describe_error(exc: BaseException) -> tuple[str, str]:

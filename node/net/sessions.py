@@ -17,10 +17,12 @@ from tidings.node.net.host import ConnectionHost
 from tidings.node.net.listener import close_stream
 from tidings.node.net.manager import Candidate, ConnectionManager
 from tidings.node.net.nodefile import NodeFile
-from tidings.node.net.peer import PeerConnection, describe_error
+from tidings.node.net.peer import PeerConnection, describe_error, open_inbound, relayed_host
 from tidings.node.net.scoring import Penalties
 from tidings.node.net.transport import SecureChannel
-from tidings.protocol import feed_id_text
+from tidings.protocol import RemoteProtocolError, feed_id_text
+from tidings.protocol.reach_events import Accept, Connect
+from tidings.protocol.replication import Replication
 from tidings.storage import peers
 
 __all__ = ["DialBacks", "SessionHost", "Sessions"]
@@ -46,6 +48,17 @@ class SessionHost(ConnectionHost, Protocol):
 
     @property
     def connections(self) -> Mapping[int, PeerConnection]: ...
+    @property
+    def relays(self) -> RelayServer: ...
+
+
+class RelayServer(Protocol):
+    """Who takes the relay connections (spec §12.10; ``Relays`` of node/net/relay.py is one)."""
+
+    async def serve_relay_connection(
+        self, channel: SecureChannel, first: Connect | Accept, address: str, *, rep: Replication
+    ) -> None:
+        """Serve a relay connection whose first message was ``first``, until it ends."""
 
 
 class Sessions:
@@ -81,8 +94,9 @@ class Sessions:
         return True
 
     async def note_peer(self, conn: PeerConnection, *, connected: bool) -> None:
-        address = conn.address if conn.initiator else None  # an inbound port is not dialable
-        source = "peer" if conn.initiator else "inbound"
+        # an inbound port is not dialable, nor is a relay's address the peer's
+        address = conn.address if conn.initiator and conn.relay is None else None
+        source = "relayed" if conn.relay is not None else "peer" if conn.initiator else "inbound"
         node = self.node
         await node.db.call(peers.note_peer, conn.feed, address, source, connected, node.clock.wall_ms())
 
@@ -103,35 +117,68 @@ class Sessions:
         return True
 
     async def serve(
-        self, stream: trio.abc.Stream, address: str, *, initiator: bool, expected: Candidate | None = None
+        self,
+        stream: trio.abc.Stream,
+        address: str,
+        *,
+        initiator: bool,
+        expected: Candidate | None = None,
+        relay: bytes | None = None,
+        feed: bytes | None = None,
+        task_status: trio.TaskStatus[PeerConnection | None] = trio.TASK_STATUS_IGNORED,
     ) -> PeerConnection | None:
         """Handshake, then replicate until the connection ends; never raises for peer faults. The
-        connection is returned once it has ended (None if the handshake failed or it was refused)."""
+        connection is returned once it has ended (None if the handshake failed or it was refused).
+
+        An inbound connection is opened (hellos exchanged, ``open_inbound``) before it is taken for a
+        peer: one whose first message is ``connect`` or ``accept`` is a relay connection, handed to
+        ``node.relays`` and never registered, kept instead of another or noted (spec §12.10).
+        ``relay``: the stream is a relayed connection through that relay (its end-to-end part), and
+        ``feed`` the feed its handshake must prove. ``task_status`` is told the connection once it is
+        registered (None when it never is)."""
         node = self.node
         conn: PeerConnection | None = None
         host = address.rpartition(":")[0].strip("[]") if initiator else address
+        started = False
         try:
             channel = await self.handshake(stream, initiator=initiator)
-            if not initiator and node.reach.is_dial_back(channel.remote_feed):
+            if not initiator and relay is None and node.reach.is_dial_back(channel.remote_feed):
                 return None  # a helper proving we are reachable is not a peer (spec §12.9)
+            if relay is not None:
+                host = relayed_host(channel.remote_feed)  # never the relay's address (spec §12.10)
+                if feed not in (None, channel.remote_feed) or node.penalties.banned(host):
+                    log.info("relayed connection through %s proved another feed or a banned one", address)
+                    return None
             if not self._accept_identity(channel.remote_feed, address, expected):
                 return None
+            opened = None
+            if not initiator:
+                opened, first = await open_inbound(channel, node.agent, node.limits["handshake_timeout"])
+                if isinstance(first, Connect | Accept):
+                    if relay is not None:  # a relay connection inside a relayed one: no
+                        raise RemoteProtocolError("relay connection over a relay", code="bad_message")
+                    await node.relays.serve_relay_connection(channel, first, address, rep=opened)
+                    return None
             if not self.keep_new_connection(channel.remote_feed, initiator):
                 log.debug(
                     "already connected to %s; closing the second connection",
                     feed_id_text(channel.remote_feed),
                 )
                 return None
-            conn = PeerConnection(node, channel, address, initiator=initiator)
+            conn = PeerConnection(node, channel, address, initiator=initiator, opened=opened, relay=relay)
             self.live[id(conn)] = conn
             node.node_file.write()
             await self.note_peer(conn, connected=True)
-            log.info("connected %s %s", feed_id_text(conn.feed), address)
+            log.info("connected %s %s%s", feed_id_text(conn.feed), address, " (relayed)" if relay else "")
+            task_status.started(conn)
+            started = True
             await conn.run()
         except Exception as exc:  # every peer fault ends here: none may take the node down
             self._punish(host, address, exc)
         finally:
             with trio.CancelScope(shield=True):
+                if not started:
+                    task_status.started(None)
                 if conn is not None and self.live.pop(id(conn), None) is not None:
                     lasted = node.clock.monotonic() - conn.connected_at
                     if lasted >= 60 and not (conn.received or conn.sent):

@@ -67,6 +67,7 @@ class SecureChannel:
         self._queued = 0  # frames queued so far
         self._written = 0  # frames written so far
         self._wrote = trio.Event()
+        self._writer_started = False
         self.bytes_in = 0
         self.bytes_out = 0
 
@@ -134,6 +135,7 @@ class SecureChannel:
         nursery is cancelled or ``close_sending`` was called and the queue is empty. ``ChannelClosed``
         when the stream breaks (``quiet``: return instead, and let ``send`` and ``receive`` say so);
         ``trio.TooSlowError`` when the peer takes no write for ``write_timeout`` seconds."""
+        self._writer_started = True
         async with self._inbox:
             task_status.started()
             try:
@@ -159,6 +161,24 @@ class SecureChannel:
             self._written += len(frames)
             self._wrote.set()
             self._wrote = trio.Event()
+
+    async def write_now(self, frames: list[bytes], write_timeout: float = 60.0) -> None:
+        """Encrypt and write ``frames`` at once, in this task. Only for the opening of a connection,
+        **before** any writer runs (``run_writer``): an inbound connection's ``hello`` goes out before
+        the node knows whether the connection replicates or is a relay connection (spec §12.10), and a
+        relay connection never has a writer task at all. With a writer running two tasks could
+        interleave nonces, so it is refused then (``RuntimeError``: our misuse, not the peer's)."""
+        if self._writer_started:
+            raise RuntimeError("write_now after the writer started")
+        data = b"".join(self.session.encrypt(f) for f in frames)
+        with trio.fail_after(write_timeout):
+            await _send_all(self.stream, data)
+        self.bytes_out += len(data)
+
+    def take_leftover(self) -> bytes:
+        """Bytes read from the stream after the last frame received, taken out of the decoder: once a
+        relay connection is spliced (spec §12.10) they belong to the end-to-end connection."""
+        return self._decoder.take_buffered()
 
     def close_sending(self) -> None:
         """No more sends: the writer writes what is queued, then returns."""

@@ -26,5 +26,8 @@ class Punching:
     async def run(self) -> None:
         await trio.sleep_forever()
 
+    def start(self, conn: Any) -> None:
+        """Try to replace the relayed connection ``conn`` with a direct one (we dialled it)."""
+
     async def on_event(self, conn: Any, event: ReachEvent) -> None:
         log.debug("punch message %s from %s not handled yet", event.NAME, conn.address)

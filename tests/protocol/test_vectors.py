@@ -38,11 +38,27 @@ from tidings.protocol import (
     verify_entry,
 )
 from tidings.protocol.entry import SIGNING_DOMAIN
+from tidings.protocol.record_admission import peek_record
+from tidings.protocol.records import (
+    MemberRecord,
+    NodeRecord,
+    decode_record,
+    looks_like_record,
+    validate_record,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 VECTORS = ROOT / "spec" / "vectors"
 SPEC = ROOT / "spec" / "protocol.md"
-FILES = ("content.json", "encoding.json", "entries.json", "forks.json", "ids.json", "lipmaa.json")
+FILES = (
+    "content.json",
+    "encoding.json",
+    "entries.json",
+    "forks.json",
+    "ids.json",
+    "lipmaa.json",
+    "records.json",
+)
 
 
 def load(name: str) -> dict[str, Any]:
@@ -297,6 +313,45 @@ def test_content_valid(vector: dict[str, Any]) -> None:
 @pytest.mark.parametrize("vector", cases("content.json", "invalid"))
 def test_content_invalid(vector: dict[str, Any]) -> None:
     fails_with(vector["code"], lambda: decode_content(bytes.fromhex(vector["payload"])))
+
+
+# -- §13.4 DHT records -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("vector", cases("records.json", "valid"))
+def test_records_valid(vector: dict[str, Any]) -> None:
+    data = bytes.fromhex(vector["record"])
+    key = bytes.fromhex(vector["key"])
+    record = validate_record(data, key=key, now_ms=vector["now_ms"])
+    assert looks_like_record(data)
+    assert decode_record(data) == record and record.encode() == data
+    assert record.signing_bytes().hex() == vector["signing_bytes"]
+    assert [list(a) for a in record.addresses] == vector["addresses"]
+    assert (record.seq, record.expiry_ms) == (vector["seq"], vector["expiry_ms"])
+    head = peek_record(data, key=key, now_ms=vector["now_ms"])
+    assert (head.seq, head.expiry_ms, head.owner) == (record.seq, record.expiry_ms, record.owner)
+    if vector["kind"] == "member":
+        assert isinstance(record, MemberRecord) and record.member.hex() == vector["member"]
+        return
+    assert isinstance(record, NodeRecord)
+    assert record.version == vector["version"]
+    assert record.feed.hex() == vector["feed"]
+    assert record.transport_key.hex() == vector["transport_key"]
+    assert [[feed.hex(), address] for feed, address in record.relays] == vector["relays"]
+
+
+def test_the_record_example_of_the_spec_is_the_first_vector() -> None:
+    section = SPEC.read_text(encoding="utf-8").split("### 13.4 Records", 1)[1]
+    block = section.split("is the 175\nbytes", 1)[1].split("```")[1]
+    # each line: hex bytes, then (after a wide gap) a comment
+    example = "".join(re.split(r"\s{3,}", line.strip())[0].replace(" ", "") for line in block.splitlines())
+    assert example == load("records.json")["valid"][0]["record"]
+
+
+@pytest.mark.parametrize("vector", cases("records.json", "invalid"))
+def test_records_invalid(vector: dict[str, Any]) -> None:
+    data, key = bytes.fromhex(vector["record"]), bytes.fromhex(vector["key"])
+    fails_with(vector["code"], lambda: validate_record(data, key=key, now_ms=vector["now_ms"]))
 
 
 # -- regeneration -------------------------------------------------------------------------------------------

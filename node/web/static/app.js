@@ -311,8 +311,9 @@ async function loadPeers() {
   const conns = $("connections");
   clear(conns);
   for (const c of status.connections) {
+    const path = c.path === "relayed" ? `relayed via ${c.relay}` : "direct";
     conns.append(el("li", { class: "item" },
-      el("strong", {}, label(c.feed)), " ", el("span", { class: "muted" }, `${c.address} · received ${c.received}, sent ${c.sent} entries`)));
+      el("strong", {}, label(c.feed)), " ", el("span", { class: "muted" }, `${c.address} · ${path} · received ${c.received}, sent ${c.sent} entries`)));
   }
   if (!status.connections.length) conns.append(el("li", { class: "muted" }, "No peer connected now."));
   const list = $("peers");

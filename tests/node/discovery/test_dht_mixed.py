@@ -154,3 +154,34 @@ async def test_node_record_found_through_stock_nodes_only() -> None:
             # stock nodes let the forger overwrite the record; the seeker refuses the forgery
             assert await seeker.find_node_record(key.public_key) in (None, record)
             nursery.cancel_scope.cancel()
+
+
+@pytest.mark.slow
+async def test_a_client_publishes_a_version_2_record_through_stock_nodes() -> None:
+    """A Tidings node in client mode (spec §13.6) joins and stores through stock nodes; its node record
+    of version 2 (relays, §13.4) is held by stock nodes as any value and found by a Tidings node."""
+    with StockNodes() as stock:
+        async with trio.open_nursery() as nursery:
+            _, a0 = await stock.start([])
+            _, a1 = await stock.start([a0])
+            _, a2 = await stock.start([a1])
+            client = DHT(secrets.token_bytes(20), host=next_host(), port=0, timeout=0.5, client_mode=True)
+            await nursery.start(client.run)
+            assert await client.bootstrap([a0]) >= 2
+            seeker = await _tidings(nursery)
+            assert await seeker.bootstrap([a2]) >= 2
+            key = SigningKey(secrets.token_bytes(32))
+            now = int(time.time() * 1000)
+            record = create_node_record(
+                key,
+                addresses=[("127.0.0.9", 7433)],
+                transport_key=b"\x01" * 32,
+                seq=now,
+                expiry_ms=now + 600_000,
+                relays=[(b"\x03" * 32, "127.0.0.10:7433")],
+            )
+            assert record.version == 2
+            assert await client.put(record.key, record.encode()) >= 2
+            seeker.records = RecordStore()  # only the stock nodes may serve it
+            assert await seeker.find_node_record(key.public_key) == record
+            nursery.cancel_scope.cancel()

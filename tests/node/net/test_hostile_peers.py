@@ -43,6 +43,7 @@ async def evil_session(address: str, key: SigningKey, host: str, nursery: trio.N
     )
     await start_writer(nursery, channel)
     await channel.send(Replication().send(Hello(agent="tidings")))
+    await channel.wait_sent()  # our writer is done with the stream: the tests write raw bytes to it
     await channel.receive()  # the node's hello
     return channel
 

@@ -156,6 +156,10 @@ async def test_writes_reach_a_connected_peer_and_the_peers_endpoint_shows_it(tmp
                     assert {"feed", "addresses", "last_seen", "connected"} <= set(peers[0])
                     status = await api(c, "GET", "/api/status")
                     assert status["peers"] == 1 and status["connections"][0]["address"] == b.address
+                    assert (status["connections"][0]["path"], status["connections"][0]["relay"]) == (
+                        "direct",
+                        None,
+                    )
                 nursery.cancel_scope.cancel()
 
 
