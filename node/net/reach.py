@@ -23,10 +23,10 @@ Theory of operation.
   answer. ``answers`` keeps the latest answer of each range asked (None: none yet), and after every
   question the verdict (``verdict``, §12.9) is computed again; a change calls
   ``node.reachability_changed(old, new)``.
-- **The helper's dial arriving.** While a question to a helper is open (and for its full deadline, as
-  its dial and its answer travel on different connections), an inbound connection whose handshake
-  proves that helper's feed is the dial-back: ``is_dial_back`` tells ``Sessions.serve`` to close it
-  without registering it, so it neither counts as a peer nor displaces our connection to the helper.
+- **The helper's dial arriving** is an inbound connection that ends right after its handshake. The
+  inbound opening (``Sessions.serve``, ``open_inbound``) reads a connection's first message before it
+  takes the connection for a peer, so this one is never registered: it neither counts as a peer nor
+  displaces our connection to the helper (spec §12.8), whichever of the two feeds is the larger.
 - **Helping.** A ``dial_me`` on a direct connection is served at most once per ``dial_back_interval``
   per host (else ``refused`` ``busy``, and the host pays ``flood``); the dial goes to the IP the
   connection comes from (``conn.remote_address``), never anywhere else, from ``node.local_host()``,
@@ -47,7 +47,7 @@ import trio
 from tidings.node.addresses import address_range, format_address, parse_address
 from tidings.node.net.listener import close_stream
 from tidings.node.net.transport import ChannelClosed
-from tidings.protocol import ProtocolError, feed_id_text
+from tidings.protocol import ProtocolError
 from tidings.protocol.reach_events import NONCE_SIZE, Dialed, DialMe, ReachEvent, Refused
 
 __all__ = ["LOOK", "MARGIN", "MAX_ASKING", "Reachability", "verdict"]
@@ -86,7 +86,6 @@ class _Question:
 
     conn: Any
     range: str
-    deadline: float
     answered: trio.Event = field(default_factory=trio.Event)
     answer: Dialed | None = None
 
@@ -100,6 +99,7 @@ class Reachability:
         self.observed: str | None = None
         #: the port helpers are asked to dial (None: the port we listen on); tests point it elsewhere
         self.port: int | None = None
+        self.pinned = False  # ``pin``: the verdict is fixed
         #: address range -> its latest answer (None: asked, no answer yet)
         self.answers: dict[str, bool | None] = {}
         self._questions: dict[bytes, _Question] = {}  # by nonce
@@ -107,11 +107,10 @@ class Reachability:
         self._round_due = True
         self._next_round = 0.0
         self._asked_at: dict[str, float] = {}  # host -> when we last asked it
-        self._expected: dict[bytes, float] = {}  # helper feed -> until when its dial-back may arrive
         self._helped_at: dict[str, float] = {}  # host -> when we last dialled it back
         self._limiter = trio.CapacityLimiter(MAX_ASKING)
         self._nursery: trio.Nursery | None = None
-        self.counts = {"asked": 0, "answered": 0, "dial_backs_in": 0, "helped": 0, "refused": 0}
+        self.counts = {"asked": 0, "answered": 0, "helped": 0, "refused": 0}
 
     def statistics(self) -> dict[str, Any]:
         return {
@@ -148,13 +147,20 @@ class Reachability:
             helpers[rng] = conn
         return helpers
 
+    def pin(self, state: str) -> None:
+        """Fix the verdict at ``state`` and ask no more (tests that need a private or public node on
+        loopback, where every node is reachable); helping others goes on."""
+        self.pinned = True
+        old, self.state = self.state, state
+        if old != state:
+            self.node.reachability_changed(old, state)
+
     def _look(self, nursery: trio.Nursery) -> None:
+        if self.pinned:
+            return
         now = self.node.clock.monotonic()
         if now >= self._next_round:
             self._round_due = True
-        for feed, until in list(self._expected.items()):
-            if until <= now:
-                del self._expected[feed]
         helpers = self._helpers(now)
         if self._round_due and helpers:
             self._round_due = False
@@ -180,9 +186,8 @@ class Reachability:
         async with self._limiter:
             wait = limits["dial_back_timeout"] + MARGIN
             nonce = self.node.rng.randbytes(NONCE_SIZE)
-            question = _Question(conn, rng, self.node.clock.monotonic() + wait)
+            question = _Question(conn, rng)
             self._questions[nonce] = question
-            self._expected[conn.feed] = max(self._expected.get(conn.feed, 0.0), question.deadline)
             self.counts["asked"] += 1
             try:
                 await conn.send_event(DialMe(nonce=nonce, port=self._listen_port()))
@@ -217,6 +222,8 @@ class Reachability:
         self.node.node_file.write()
 
     def _decide(self) -> None:
+        if self.pinned:
+            return
         old, new = self.state, verdict(self.answers, self.node.limits["reach_quorum"])
         if new != old:
             self.state = new
@@ -227,15 +234,6 @@ class Reachability:
                 ", ".join(f"{r} {a}" for r, a in sorted(self.answers.items())) or "none",
             )
             self.node.reachability_changed(old, new)
-
-    def is_dial_back(self, feed: bytes) -> bool:
-        """Whether an inbound connection that proved ``feed`` is the dial-back of a helper we asked (it
-        is closed without becoming a peer; module docstring)."""
-        if self._expected.get(feed, 0.0) > self.node.clock.monotonic():
-            self.counts["dial_backs_in"] += 1
-            log.debug("dial-back from %s arrived", feed_id_text(feed))
-            return True
-        return False
 
     # -- messages --------------------------------------------------------------------------------------
     async def on_event(self, conn: Any, event: ReachEvent) -> None:

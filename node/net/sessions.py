@@ -25,15 +25,9 @@ from tidings.protocol.reach_events import Accept, Connect
 from tidings.protocol.replication import Replication
 from tidings.storage import peers
 
-__all__ = ["DialBacks", "SessionHost", "Sessions"]
+__all__ = ["SessionHost", "Sessions"]
 
 log = logging.getLogger("tidings.node")
-
-
-class DialBacks(Protocol):
-    def is_dial_back(self, feed: bytes) -> bool:
-        """Whether an inbound connection proving ``feed`` is a helper's dial-back (spec §12.9)."""
-        ...
 
 
 class SessionHost(ConnectionHost, Protocol):
@@ -44,7 +38,6 @@ class SessionHost(ConnectionHost, Protocol):
     manager: ConnectionManager
     penalties: Penalties
     node_file: NodeFile
-    reach: DialBacks
 
     @property
     def connections(self) -> Mapping[int, PeerConnection]: ...
@@ -142,8 +135,6 @@ class Sessions:
         started = False
         try:
             channel = await self.handshake(stream, initiator=initiator)
-            if not initiator and relay is None and node.reach.is_dial_back(channel.remote_feed):
-                return None  # a helper proving we are reachable is not a peer (spec §12.9)
             if relay is not None:
                 host = relayed_host(channel.remote_feed)  # never the relay's address (spec §12.10)
                 if feed not in (None, channel.remote_feed) or node.penalties.banned(host):
