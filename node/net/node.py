@@ -222,6 +222,7 @@ class Node:
             "services": {r.name: r.state() for r in self.services},
             "manager": self.manager.statistics(),
             "listener": self.listener.statistics(),
+            "punching": self.punching.statistics(),
         }
 
     def services_changed(self) -> None:
@@ -284,6 +285,7 @@ class Node:
             "duplicates": self.duplicates,
             "repairs": self.gossip.repairs,
             **self.listener.counters(),
+            **{f"punch_{k}": v for k, v in self.punching.statistics().items() if k != "running"},
         }
 
     def _describe(self) -> dict[str, Any]:

@@ -73,8 +73,9 @@ class Sessions:
                 old.cancel()
         return True
 
-    async def note_peer(self, conn: PeerConnection, *, connected: bool) -> None:
-        address = conn.address if conn.initiator else None  # an inbound port is not dialable
+    async def note_peer(self, conn: PeerConnection, *, connected: bool, dialable: bool = True) -> None:
+        # an inbound port is not dialable, nor is a port punched for one connection (spec §12.11)
+        address = conn.address if conn.initiator and dialable else None
         source = "peer" if conn.initiator else "inbound"
         node = self.node
         await node.db.call(peers.note_peer, conn.feed, address, source, connected, node.clock.wall_ms())
@@ -96,18 +97,37 @@ class Sessions:
         return True
 
     async def serve(
-        self, stream: trio.abc.Stream, address: str, *, initiator: bool, expected: Candidate | None = None
+        self,
+        stream: trio.abc.Stream,
+        address: str,
+        *,
+        initiator: bool,
+        expected: Candidate | None = None,
+        replaces: PeerConnection | None = None,
     ) -> PeerConnection | None:
         """Handshake, then replicate until the connection ends; never raises for peer faults. The
-        connection is returned once it has ended (None if the handshake failed or it was refused)."""
+        connection is returned once it has ended (None if the handshake failed or it was refused).
+
+        ``replaces``: a relayed connection that this direct one (punched, spec §12.11) upgrades. The
+        handshake must prove the same feed, else the stream is dropped; the duplicate rule does not
+        apply, and once the new connection is live it is noted in ``replaces`` (``replaced_by``,
+        ``replaced``), whose owner then ends it."""
         node = self.node
         conn: PeerConnection | None = None
         host = address.rpartition(":")[0].strip("[]") if initiator else address
         try:
             channel = await self.handshake(stream, initiator=initiator)
+            if replaces is not None and channel.remote_feed != replaces.feed:
+                log.warning(
+                    "punched connection %s proved %s, not %s; dropping it",
+                    address,
+                    feed_id_text(channel.remote_feed),
+                    feed_id_text(replaces.feed),
+                )
+                return None
             if not self._accept_identity(channel.remote_feed, address, expected):
                 return None
-            if not self.keep_new_connection(channel.remote_feed, initiator):
+            if replaces is None and not self.keep_new_connection(channel.remote_feed, initiator):
                 log.debug(
                     "already connected to %s; closing the second connection",
                     feed_id_text(channel.remote_feed),
@@ -116,8 +136,11 @@ class Sessions:
             conn = PeerConnection(node, channel, address, initiator=initiator)
             self.live[id(conn)] = conn
             node.node_file.write()
-            await self.note_peer(conn, connected=True)
+            await self.note_peer(conn, connected=True, dialable=replaces is None)
             log.info("connected %s %s", feed_id_text(conn.feed), address)
+            if replaces is not None:  # its owner ends it (node/net/upgrade.py)
+                replaces.replaced_by = conn
+                replaces.replaced.set()
             await conn.run()
         except Exception as exc:  # every peer fault ends here: none may take the node down
             self._punish(host, address, exc)
@@ -125,11 +148,12 @@ class Sessions:
             with trio.CancelScope(shield=True):
                 if conn is not None and self.live.pop(id(conn), None) is not None:
                     lasted = node.clock.monotonic() - conn.connected_at
-                    if lasted >= 60 and not (conn.received or conn.sent):
+                    if lasted >= 60 and not (conn.received or conn.sent) and conn.replaced_by is None:
                         node.penalize(host, "idle")
                     node.manager.wake()
                     node.node_file.write()
-                    await self.note_peer(conn, connected=False)
+                    if not any(c.feed == conn.feed for c in self.live.values()):  # e.g. upgraded (§12.11)
+                        await self.note_peer(conn, connected=False, dialable=replaces is None)
                 await close_stream(stream)
         return conn
 
