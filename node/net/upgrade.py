@@ -23,7 +23,9 @@ waits for — is ignored. Every message received that does not answer our own at
 an answer included) is paid from a small bucket per connection (``PUNCHES_PER_MINUTE``): a peer that
 sends more is penalized for a ``flood`` (a punch makes us open connections, so it is not free).
 
-A dialer's failed attempt (no answer, ``PunchFailed``, a direct stream that does not prove the feed)
+Each side opens only to the first address of the peer's ``punch``, and only when it is an IP and port
+of a scope no narrower than the IP it announces itself (``_target``): a public node is not sent into a
+loopback or private network. A dialer's failed attempt (no answer, ``PunchFailed``, a direct stream that does not prove the feed)
 leaves the relayed connection as it is; the dialer tries again after ``punch_retry`` seconds for as long
 as the relayed connection lives. Every task runs in the nursery of ``run``, never in a connection's
 reader.
@@ -39,7 +41,7 @@ import weakref
 from typing import Any
 
 import trio
-from tidings.node.addresses import format_address, parse_address
+from tidings.node.addresses import SCOPE_RANK, address_scope, format_address, parse_address
 from tidings.node.net.budgets import RateLimit
 from tidings.node.net.punch import PunchFailed, PunchSocket, bind_punch_socket, simultaneous_open
 from tidings.node.net.transport import ChannelClosed
@@ -225,11 +227,16 @@ class Punching:
     async def _punch(self, conn: Any, attempt: _Attempt) -> trio.SocketStream:
         """Bind, exchange ``punch`` (and ``punch_go``), and open the direct TCP stream (spec §12.11)."""
         timeout = self.node.limits["punch_timeout"]
+        if not attempt.dialer:  # no port bound for a punch we would not open to
+            _target(attempt.addresses[0], self._announced(self.node.local_host()))
         punch = await self._bind()
         with punch:
-            ours = Punch(addresses=(self._announce(punch),))
+            ours = self._announced(punch.host)
+            if ours is None or ipaddress.ip_address(ours).is_unspecified:
+                raise PunchFailed("no address to announce: not observed yet", code="punch_error")
+            # the dialer's first, or the answerer's answer at once
+            await conn.send_event(Punch(addresses=(format_address(f"{ours}:{punch.port}"),)))
             sent = trio.current_time()
-            await conn.send_event(ours)  # the dialer's first, or the answerer's answer at once
             with trio.move_on_after(timeout):
                 await attempt.heard.wait()
             if not attempt.heard.is_set():
@@ -239,7 +246,7 @@ class Punching:
                 rtt = trio.current_time() - sent
                 await conn.send_event(PunchGo())
                 await trio.sleep(rtt / 2)  # the go reaches the peer about now: both open together
-            host, port = parse_address(attempt.addresses[0])
+            host, port = _target(attempt.addresses[0], ours)
             return await simultaneous_open(punch, host, port, timeout=timeout)
 
     async def _bind(self) -> PunchSocket:
@@ -251,13 +258,10 @@ class Punching:
         six = observed is not None and ":" in parse_address(observed)[0]
         return await bind_punch_socket(None, family=socket.AF_INET6 if six else socket.AF_INET)
 
-    def _announce(self, punch: PunchSocket) -> str:
-        """Our observed IP (spec §12.9) with the bound port; without one, the address we bound."""
+    def _announced(self, bound: str | None) -> str | None:
+        """The IP we announce: the one peers see us at (spec §12.9), else the address we bound."""
         observed = self.node.reach.observed
-        host = parse_address(observed)[0] if observed is not None else punch.host
-        if ipaddress.ip_address(host).is_unspecified:
-            raise PunchFailed("no address to announce: not observed yet", code="punch_error")
-        return format_address(f"{host}:{punch.port}")
+        return parse_address(observed)[0] if observed is not None else bound
 
     async def _serve_direct(
         self, stream: trio.SocketStream, address: str, conn: Any, dialer: bool, finished: trio.Event
@@ -268,6 +272,21 @@ class Punching:
             await self.node.sessions.serve(stream, address, initiator=dialer, replaces=conn)
         finally:
             finished.set()
+
+
+def _target(address: str, ours: str | None) -> tuple[str, int]:
+    """The peer's punch address as ``(IP, port)`` if it is one to open to: an IP (a name is a
+    ``ValueError``), a port, and a scope no narrower than that of the IP we announce, as for peer
+    exchange (spec §12.8): a peer cannot make a public node open connections into its own loopback or
+    private network."""
+    host, port = parse_address(address)
+    scope = address_scope(host)
+    ours_scope = address_scope(ours) if ours is not None else "public"
+    if port == 0 or scope == "bad" or SCOPE_RANK[scope] < SCOPE_RANK.get(ours_scope, 2):
+        raise PunchFailed(
+            f"will not open to {address} ({scope}) from a {ours_scope} address", code="punch_address"
+        )
+    return host, port
 
 
 async def _cancel_when_set(event: trio.Event, scope: trio.CancelScope) -> None:

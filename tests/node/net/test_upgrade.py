@@ -14,7 +14,8 @@ import pytest
 import trio
 from tidings.node.net.node import Node
 from tidings.node.net.peer import PeerConnection
-from tidings.node.net.upgrade import PUNCHES_PER_MINUTE
+from tidings.node.net.punch import PunchFailed
+from tidings.node.net.upgrade import PUNCHES_PER_MINUTE, _target
 from tidings.protocol.reach_events import Punch, PunchGo
 from tidings.protocol.replication import State
 
@@ -168,3 +169,28 @@ async def test_a_punched_stream_of_another_feed_is_dropped(tmp_path):
         assert _to(a, b.key.public_key) == [ab] and not ab.done.is_set() and ab.replaced_by is None
         assert not _to(a, kc.public_key)
         nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("address", ["0.0.0.0:9", "127.0.0.1:0", "example.org:7433"])
+async def test_a_punch_to_an_unusable_address_fails_before_binding(tmp_path, address):
+    async with trio.open_nursery() as nursery:
+        a, b, ab, ba = await _connected(nursery, tmp_path)
+        _relayed(ab, ba)
+        ab.initiator, ba.initiator = False, True  # A answers B's punch
+        await ba.send_event(Punch(addresses=(address,)))
+        await wait_until(lambda: a.punching.statistics()["failures"] == 1)
+        assert a.punching.statistics()["answered"] == 1 and a.punching.statistics()["running"] == 0
+        # no answer was sent: B, whose own attempt would wait for it, ignored nothing
+        assert b.punching.statistics()["ignored"] == 0
+        assert not ab.done.is_set()
+        nursery.cancel_scope.cancel()
+
+
+def test_a_public_node_opens_only_to_public_addresses():
+    assert _target("8.8.8.8:7433", "1.1.1.1") == ("8.8.8.8", 7433)
+    assert _target("[2606:4700::1]:7433", None) == ("2606:4700::1", 7433)
+    assert _target("10.0.0.2:7433", "10.0.0.1") == ("10.0.0.2", 7433)  # two private peers
+    assert _target("127.0.0.9:7433", "127.0.0.2") == ("127.0.0.9", 7433)
+    for address in ("10.0.0.2:7433", "127.0.0.1:7433", "[::1]:7433", "224.0.0.1:7433", "8.8.8.8:0"):
+        with pytest.raises(PunchFailed):
+            _target(address, "1.1.1.1")
