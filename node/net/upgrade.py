@@ -19,8 +19,8 @@ goes through these phases, and a message is taken only in the phase that waits f
 The dialer binds its port and sends ``punch`` when the attempt starts; the answerer binds and answers
 ``punch`` as soon as the dialer's arrives. Any other ``punch`` or ``punch_go`` — on a direct connection,
 a second ``punch`` while an attempt runs, a ``punch`` the dialer did not ask for, a ``punch_go`` nobody
-waits for — is ignored. Every message received that does not answer our own attempt (those that start
-an answer included) is paid from a small bucket per connection (``PUNCHES_PER_MINUTE``): a peer that
+waits for — is ignored. Every message received that no attempt waits for (the ``punch`` that starts an
+answer included) is paid from a small bucket per connection (``PUNCHES_PER_MINUTE``): a peer that
 sends more is penalized for a ``flood`` (a punch makes us open connections, so it is not free).
 
 Each side opens only to the first address of the peer's ``punch``, and only when it is an IP and port
@@ -54,9 +54,10 @@ __all__ = ["PUNCHES_PER_MINUTE", "Punching"]
 
 log = logging.getLogger("tidings.punch")
 
-#: ``punch`` and ``punch_go`` messages a connection may bring per minute beyond the answers to our own
-#: attempts (a burst of as many, refilled over a minute); more is a flood (spec §12.5, §12.11).
-PUNCHES_PER_MINUTE = 6
+#: ``punch`` and ``punch_go`` messages a connection may bring per minute beyond those an attempt waits
+#: for (a burst of as many, refilled over a minute); more is a flood (spec §12.5, §12.11). A peer that
+#: retries every 5 s (the least ``punch_retry``) starts fewer.
+PUNCHES_PER_MINUTE = 12
 #: What an attempt may meet besides cancellation: the peer's mistakes, a socket that cannot be used,
 #: a relayed connection that ended under it.
 _FAILURES = (PunchFailed, ValueError, OSError, ChannelClosed, TidingsError)
@@ -127,22 +128,18 @@ class Punching:
     async def on_event(self, conn: Any, event: ReachEvent) -> None:
         """A ``punch`` or ``punch_go`` from ``conn``'s reader: taken, or ignored (see the table)."""
         attempt = self._attempts.get(id(conn))
-        if isinstance(event, Punch) and attempt is not None and attempt.dialer and attempt.phase == "answer":
-            attempt.addresses, attempt.phase = event.addresses, "open"
-            attempt.heard.set()
-            return
-        if not self._bucket(conn).take():
-            log.warning("peer %s sends too many punch messages", conn.address)
-            self.node.penalize(conn.host, "flood")
-            return
-        if (
-            isinstance(event, PunchGo)
-            and attempt is not None
-            and not attempt.dialer
-            and attempt.phase == "go"
-        ):
+        awaited = attempt is not None and (
+            (isinstance(event, Punch) and attempt.dialer and attempt.phase == "answer")
+            or (isinstance(event, PunchGo) and not attempt.dialer and attempt.phase == "go")
+        )
+        if attempt is not None and awaited:  # free: it belongs to an attempt already paid for
+            if isinstance(event, Punch):
+                attempt.addresses = event.addresses
             attempt.phase = "open"
             attempt.heard.set()
+        elif not self._bucket(conn).take():
+            log.warning("peer %s sends too many punch messages", conn.address)
+            self.node.penalize(conn.host, "flood")
         elif (
             isinstance(event, Punch)
             and attempt is None
