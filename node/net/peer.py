@@ -54,6 +54,7 @@ from tidings.protocol.replication import (
     Members,
     Peers,
     Replication,
+    State,
 )
 from tidings.storage import gossip
 from tidings.storage.store import IngestResult
@@ -122,6 +123,10 @@ class PeerConnection:
         #: how the connection reaches the peer: "direct", or "relayed" through ``relay`` (spec §12.10)
         self.path = "direct" if relay is None else "relayed"
         self.relay = relay
+        #: the direct connection that replaced this relayed one, set with ``replaced`` once it is live
+        #: (spec §12.11; ``Sessions.serve``)
+        self.replaced_by: PeerConnection | None = None
+        self.replaced = trio.Event()
 
     def statistics(self) -> dict[str, Any]:
         return {
@@ -237,6 +242,8 @@ class PeerConnection:
     async def _reader(self, nursery: trio.Nursery) -> None:
         while True:
             frame = await self.channel.receive()
+            if self.rep.our_state is State.CLOSED:
+                continue  # our bye is out (upgraded, spec §12.11): the connection ends once it is written
             if not self._frames.take():
                 raise PeerMisbehaved("flood", "too many frames per second")
             event = self.rep.receive(frame)
