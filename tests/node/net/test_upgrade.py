@@ -12,7 +12,7 @@ import logging
 
 import pytest
 import trio
-from tidings.node.net.node import Node
+from tidings.node.net.node import Node, counters, describe
 from tidings.node.net.peer import PeerConnection
 from tidings.node.net.punch import PunchFailed
 from tidings.node.net.upgrade import PUNCHES_PER_MINUTE, _target
@@ -84,13 +84,13 @@ async def test_a_punched_direct_connection_replaces_the_relayed_one(tmp_path, ca
         for old in (ab, ba):
             assert State.CLOSED in (old.rep.our_state, old.rep.their_state)
         assert any("upgraded" in r.getMessage() for r in caplog.records)
-        assert a._counters()["punch_successes"] == 1 and a.statistics()["punching"]["attempts"] == 1
+        assert counters(a)["punch_successes"] == 1 and a.statistics()["punching"]["attempts"] == 1
 
         # replication goes on over the direct connection
         entry = post(b.home, b.key, "after the upgrade")
         await wait_until(lambda: has_entry(a.home, entry.hash))
         assert new_ab.received >= 1 and not new_ab.done.is_set()
-        assert [p["path"] for p in a._describe()["peers"]] == ["direct"]
+        assert [p["path"] for p in describe(a)["peers"]] == ["direct"]
         nursery.cancel_scope.cancel()
 
 
