@@ -236,6 +236,7 @@ class Node:
             "manager": self.manager.statistics(),
             "listener": self.listener.statistics(),
             "relay": self.relays.statistics(),
+            "punching": self.punching.statistics(),
         }
 
     def reachability_changed(self, old: str, new: str) -> None:
@@ -341,6 +342,7 @@ def counters(node: Node) -> dict[str, int]:
         "repairs": node.gossip.repairs,
         **node.listener.counters(),
         **node.relays.counters(),
+        **{f"punch_{k}": v for k, v in node.punching.statistics().items() if k != "running"},
     }
 
 

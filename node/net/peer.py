@@ -17,6 +17,7 @@ the connection, fork proofs — is paid from its work budget (``self.work``, pro
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -54,6 +55,7 @@ from tidings.protocol.replication import (
     Members,
     Peers,
     Replication,
+    State,
 )
 from tidings.storage import gossip
 from tidings.storage.store import IngestResult
@@ -98,7 +100,7 @@ class PeerConnection:
         self.useless = 0
         self._clocks_out = 0
         self._caught_up_in = 0
-        self.ingest = IngestPipeline(node.db, self._stored)
+        self.ingest = IngestPipeline(node.db, functools.partial(_stored, self))
         self.feeder = Feeder(self)  # clock answers and live push
         limits, clock = node.limits, node.clock
         self._frames = RateLimit(limits["frames_per_second"], limits["frames_per_second"] * 2, clock)
@@ -122,6 +124,10 @@ class PeerConnection:
         #: how the connection reaches the peer: "direct", or "relayed" through ``relay`` (spec §12.10)
         self.path = "direct" if relay is None else "relayed"
         self.relay = relay
+        #: the direct connection that replaced this relayed one, set with ``replaced`` once it is live
+        #: (spec §12.11; ``Sessions.serve``)
+        self.replaced_by: PeerConnection | None = None
+        self.replaced = trio.Event()
         self.remote_address = _socket_address(channel.stream, address)  # HOST:PORT, §12.9
 
     def statistics(self) -> dict[str, Any]:
@@ -238,6 +244,8 @@ class PeerConnection:
     async def _reader(self, nursery: trio.Nursery) -> None:
         while True:
             frame = await self.channel.receive()
+            if self.rep.our_state is State.CLOSED:
+                continue  # our bye is out (upgraded, spec §12.11): the connection ends once it is written
             if not self._frames.take():
                 raise PeerMisbehaved("flood", "too many frames per second")
             event = self.rep.receive(frame)
@@ -355,23 +363,24 @@ class PeerConnection:
             self.node.penalize(self.host, "useless", useless)
         return keep
 
-    async def _stored(self, result: IngestResult, authors: set[bytes]) -> None:
-        """A batch this peer sent is stored: count it, pass on forks, feed the gossip machine."""
-        await _take_result(self, result)
-        self.duplicates += result.duplicates
-        fresh = {e.author for e in result.added} | {r.author for r in result.rejected if r.author}
-        actions = self.node.gossip.stored(
-            id(self),
-            authors=authors,
-            fresh=fresh,
-            duplicates=result.duplicates,
-            gaps=result.gaps,
-            now=self.node.clock.monotonic(),
-        )
-        if result.gaps:
-            self.node.wake_gossip()  # hole checks after graft_delay (spec §12.7)
-        for action in actions:  # prunes
-            await self.gossip.act(action)
+
+async def _stored(self: PeerConnection, result: IngestResult, authors: set[bytes]) -> None:
+    """A batch this peer sent is stored: count it, pass on forks, feed the gossip machine."""
+    await _take_result(self, result)
+    self.duplicates += result.duplicates
+    fresh = {e.author for e in result.added} | {r.author for r in result.rejected if r.author}
+    actions = self.node.gossip.stored(
+        id(self),
+        authors=authors,
+        fresh=fresh,
+        duplicates=result.duplicates,
+        gaps=result.gaps,
+        now=self.node.clock.monotonic(),
+    )
+    if result.gaps:
+        self.node.wake_gossip()  # hole checks after graft_delay (spec §12.7)
+    for action in actions:  # prunes
+        await self.gossip.act(action)
 
 
 async def _take_result(self: PeerConnection, result: IngestResult) -> None:

@@ -86,9 +86,10 @@ class Sessions:
                 old.cancel()
         return True
 
-    async def note_peer(self, conn: PeerConnection, *, connected: bool) -> None:
-        # an inbound port is not dialable, nor is a relay's address the peer's
-        address = conn.address if conn.initiator and conn.relay is None else None
+    async def note_peer(self, conn: PeerConnection, *, connected: bool, dialable: bool = True) -> None:
+        # an inbound port is not dialable, nor is a relay's address the peer's, nor a port punched for
+        # one connection (spec §12.11)
+        address = conn.address if conn.initiator and conn.relay is None and dialable else None
         source = "relayed" if conn.relay is not None else "peer" if conn.initiator else "inbound"
         node = self.node
         await node.db.call(peers.note_peer, conn.feed, address, source, connected, node.clock.wall_ms())
@@ -118,6 +119,7 @@ class Sessions:
         expected: Candidate | None = None,
         relay: bytes | None = None,
         feed: bytes | None = None,
+        replaces: PeerConnection | None = None,
         task_status: trio.TaskStatus[PeerConnection | None] = trio.TASK_STATUS_IGNORED,
     ) -> PeerConnection | None:
         """Handshake, then replicate until the connection ends; never raises for peer faults. The
@@ -128,7 +130,12 @@ class Sessions:
         ``node.relays`` and never registered, kept instead of another or noted (spec §12.10).
         ``relay``: the stream is a relayed connection through that relay (its end-to-end part), and
         ``feed`` the feed its handshake must prove. ``task_status`` is told the connection once it is
-        registered (None when it never is)."""
+        registered (None when it never is).
+
+        ``replaces``: a relayed connection that this direct one (punched, spec §12.11) upgrades. The
+        handshake must prove the same feed, else the stream is dropped; the duplicate rule does not
+        apply, and once the new connection is live it is noted in ``replaces`` (``replaced_by``,
+        ``replaced``), whose owner then ends it."""
         node = self.node
         conn: PeerConnection | None = None
         host = address.rpartition(":")[0].strip("[]") if initiator else address
@@ -140,17 +147,25 @@ class Sessions:
                 if feed not in (None, channel.remote_feed) or node.penalties.banned(host):
                     log.info("relayed connection through %s proved another feed or a banned one", address)
                     return None
+            if replaces is not None and channel.remote_feed != replaces.feed:
+                log.warning(
+                    "punched connection %s proved %s, not %s; dropping it",
+                    address,
+                    feed_id_text(channel.remote_feed),
+                    feed_id_text(replaces.feed),
+                )
+                return None
             if not self._accept_identity(channel.remote_feed, address, expected):
                 return None
             opened = None
             if not initiator:
                 opened, first = await open_inbound(channel, node.agent, node.limits["handshake_timeout"])
                 if isinstance(first, Connect | Accept):
-                    if relay is not None:  # a relay connection inside a relayed one: no
+                    if relay is not None or replaces is not None:  # a relay connection inside one: no
                         raise RemoteProtocolError("relay connection over a relay", code="bad_message")
                     await node.relays.serve_relay_connection(channel, first, address, rep=opened)
                     return None
-            if not self.keep_new_connection(channel.remote_feed, initiator):
+            if replaces is None and not self.keep_new_connection(channel.remote_feed, initiator):
                 log.debug(
                     "already connected to %s; closing the second connection",
                     feed_id_text(channel.remote_feed),
@@ -159,8 +174,11 @@ class Sessions:
             conn = PeerConnection(node, channel, address, initiator=initiator, opened=opened, relay=relay)
             self.live[id(conn)] = conn
             node.node_file.write()
-            await self.note_peer(conn, connected=True)
+            await self.note_peer(conn, connected=True, dialable=replaces is None)
             log.info("connected %s %s%s", feed_id_text(conn.feed), address, " (relayed)" if relay else "")
+            if replaces is not None:  # its owner ends it (node/net/upgrade.py)
+                replaces.replaced_by = conn
+                replaces.replaced.set()
             task_status.started(conn)
             started = True
             await conn.run()
@@ -172,11 +190,12 @@ class Sessions:
                     task_status.started(None)
                 if conn is not None and self.live.pop(id(conn), None) is not None:
                     lasted = node.clock.monotonic() - conn.connected_at
-                    if lasted >= 60 and not (conn.received or conn.sent):
+                    if lasted >= 60 and not (conn.received or conn.sent) and conn.replaced_by is None:
                         node.penalize(host, "idle")
                     node.manager.wake()
                     node.node_file.write()
-                    await self.note_peer(conn, connected=False)
+                    if not any(c.feed == conn.feed for c in self.live.values()):  # e.g. upgraded (§12.11)
+                        await self.note_peer(conn, connected=False, dialable=replaces is None)
                 await close_stream(stream)
         return conn
 
