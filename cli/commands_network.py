@@ -332,6 +332,9 @@ def status(session: Session, as_json: bool) -> None:
         "entries": stats["entries"],
         "services": info.get("services", {}) if info else {},
         "counters": info.get("counters", {}) if info else {},
+        # spec §12.9: whether others can dial the node, and where they see it (only while it runs)
+        "reachability": info.get("reachability", "unknown") if info else None,
+        "observed": info.get("observed") if info else None,
     }
     if as_json:
         emit(out)
@@ -340,6 +343,9 @@ def status(session: Session, as_json: bool) -> None:
     click.echo(
         f"node:    {state}\nfeed:    {out['feed']}\nstore:   {out['feeds']} feeds, {out['entries']} entries"
     )
+    if out["reachability"] is not None:
+        seen = f" (peers see {out['observed']})" if out["observed"] else ""
+        click.echo(f"reachability: {out['reachability']}{seen}")
     counters = out["counters"]
     if counters:
         click.echo(

@@ -239,6 +239,10 @@ class Node:
             "punching": self.punching.statistics(),
         }
 
+    def reachability_changed(self, old: str, new: str) -> None:
+        """The reachability verdict changed (spec §12.9): ``tidings status`` shows it."""
+        self.node_file.write()
+
     def relays_changed(self) -> None:
         """The relays holding a reservation for this node changed (``relays.relay_addresses()``): show
         them in ``node.json``; the node record that lists them (spec §13.4) is republished from here."""

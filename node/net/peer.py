@@ -128,6 +128,7 @@ class PeerConnection:
         #: (spec §12.11; ``Sessions.serve``)
         self.replaced_by: PeerConnection | None = None
         self.replaced = trio.Event()
+        self.remote_address = _socket_address(channel.stream, address)  # HOST:PORT, §12.9
 
     def statistics(self) -> dict[str, Any]:
         return {
@@ -401,6 +402,15 @@ async def _take_result(self: PeerConnection, result: IngestResult) -> None:
     if bad:
         first = bad[0]
         raise PeerMisbehaved(first.code, f"sent {len(bad)} invalid entries ({first.reason})")
+
+
+def _socket_address(stream: trio.abc.Stream, address: str) -> str:
+    """``HOST:PORT`` of the remote end of ``stream``'s socket; ``address`` for a stream without one."""
+    try:
+        host, port = stream.socket.getpeername()[:2]  # type: ignore[attr-defined]
+    except (AttributeError, OSError):
+        return address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def relayed_host(feed: bytes) -> str:

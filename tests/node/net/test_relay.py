@@ -11,7 +11,15 @@ from tidings.node.addresses import parse_address
 from tidings.node.net.node import Node, counters, describe
 from tidings.node.net.transport import ChannelClosed, SecureChannel
 from tidings.protocol import SigningKey, feed_id_text
-from tidings.protocol.reach_events import Connect, Connected, Refused, Reserve, Reserved, WireMessage
+from tidings.protocol.reach_events import (
+    Connect,
+    Connected,
+    DialMe,
+    Refused,
+    Reserve,
+    Reserved,
+    WireMessage,
+)
 from tidings.protocol.replication import Hello, Replication
 from tidings.storage.peers import list_peers
 from tidings.storage.store import Store
@@ -46,16 +54,17 @@ async def private_behind(nursery: trio.Nursery, tmp_path, relay: Node, **kwargs)
     """A private node B that dialled ``relay`` and holds a reservation on it."""
     hb, kb = make_home(tmp_path, "b")
     b = await start_node(nursery, hb, kb, peers=[relay.address], **kwargs)
-    b.reach.state = "private"
+    b.reach.pin("private")
     await wait_until(lambda: b.relays.relay_addresses() == [(relay.key.public_key, relay.address)])
     return b, kb
 
 
 async def next_reach(channel: SecureChannel, rep: Replication):
-    """The next version-3 message the node sends a scripted peer (its clocks and the like skipped)."""
+    """The next version-3 message the node sends a scripted peer (its clocks and the like skipped, and
+    its requests to be dialled back: it asks every version-3 peer, spec §12.9)."""
     while True:
         event = rep.receive(await channel.receive())
-        if isinstance(event, WireMessage):
+        if isinstance(event, WireMessage) and not isinstance(event, DialMe):
             return event
 
 
@@ -192,7 +201,7 @@ async def test_a_node_with_relay_off_refuses_reservations(tmp_path):
     async with trio.open_nursery() as nursery:
         r = await start_node(nursery, hr, kr, relay=False)
         b = await start_node(nursery, hb, kb, peers=[r.address])
-        b.reach.state = "private"
+        b.reach.pin("private")
         await wait_until(lambda: r.relays.refused.get("relay_off", 0) == 1)
         assert b.relays.relay_addresses() == [] and r.relays.statistics()["reservations"] == 0
         assert kr.public_key in b.relays.client._refused  # not asked again for a while
@@ -240,7 +249,7 @@ async def test_reservations_are_renewed_and_end_with_their_connection(tmp_path):
         await wait_until(lambda: r.relays.granted >= 3)  # renewed at three quarters: never a flood
         assert r.scores.get(b.local_host() or "") >= 0 and kb.public_key in r.relays._live()
         assert b.relays.relay_addresses() == [(kr.public_key, r.address)]
-        b.reach.state = "public"  # no longer private: the reservation is given up
+        b.reach.pin("public")  # no longer private: the reservation is given up
         await wait_until(lambda: b.relays.relay_addresses() == [])
         await wait_until(lambda: kb.public_key not in r.relays._live())  # it expired unrenewed
         nursery.cancel_scope.cancel()
