@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import sqlite3
-import statistics
 import sys
 import tempfile
 import time
@@ -39,11 +38,12 @@ from typing import Any, TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.support: the NAT lab
 
-from tests.support.natlab import DOUBLE, PRESERVING, SYMMETRIC, NatLab, require_natlab  # noqa: E402
-from tests.support.natlab_nodes import LabNode, LabNodes  # noqa: E402
-from tidings.node.home import Home  # noqa: E402
-from tidings.protocol import Post  # noqa: E402
-from tidings.storage.store import Store  # noqa: E402
+from tidings.node.home import Home
+from tidings.protocol import Post
+from tidings.storage.store import Store
+
+from tests.support.natlab import DOUBLE, PRESERVING, SYMMETRIC, NatLab, require_natlab
+from tests.support.natlab_nodes import LabNode, LabNodes
 
 T = TypeVar("T")
 PRIVATE = {"limits": {"reach_recheck": 600.0}}
@@ -69,7 +69,9 @@ def count_entries(home: Path, feed_text: str) -> int:
         return 0
     try:
         with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1.0) as db:
-            row = db.execute("SELECT count(*) FROM entries WHERE author = ?", (parse_feed_id(feed_text),)).fetchone()
+            row = db.execute(
+                "SELECT count(*) FROM entries WHERE author = ?", (parse_feed_id(feed_text),)
+            ).fetchone()
     except sqlite3.OperationalError:
         return 0
     return int(row[0])
@@ -159,7 +161,9 @@ def build_poster(node: LabNode, entries: int) -> None:
         store.append_many(key, [Post(text=f"post {i} " + "lorem ipsum " * 8) for i in range(entries)])
 
 
-def sync_run(root: Path, name: str, poster_host: tuple[str, str | None], follower_kind: str, entries: int) -> dict[str, Any]:
+def sync_run(
+    root: Path, name: str, poster_host: tuple[str, str | None], follower_kind: str, entries: int
+) -> dict[str, Any]:
     """Section 2: one sync of ``entries`` entries; ``poster_host`` is (name, home kind or None: public)."""
     with NatLab() as lab, LabNodes(lab, root / name) as nodes:
         lab.add_public("pub")
@@ -199,7 +203,9 @@ def sync_run(root: Path, name: str, poster_host: tuple[str, str | None], followe
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--entries", type=int, default=10_000)
     parser.add_argument("--smoke", action="store_true", help="small and quick, for CI")
@@ -209,7 +215,9 @@ def main() -> None:
     require_natlab()
     with tempfile.TemporaryDirectory(prefix="tidings-nat-") as tmp:
         root = Path(tmp)
-        print(f"follow to first post, {args.trials} trials per NAT kind of the follower (poster behind a port-preserving NAT)")
+        print(
+            f"follow to first post, {args.trials} trials per NAT kind of the follower (poster behind a port-preserving NAT)"
+        )
         for kind in (PRESERVING, SYMMETRIC, DOUBLE):
             r = follow_trials(root, kind, args.trials)
             print(
@@ -227,7 +235,9 @@ def main() -> None:
                     f"; relay carried {r['relay_mb']:.1f} MB with {r['relay_cpu']:.2f} CPU s"
                     f" = {r['relay_cpu'] / r['relay_mb']:.3f} CPU s per MB"
                 )
-            print(f"  {r['name']:8s} path {r['path']}: {r['seconds']:.2f} s = {r['rate']:,.0f} entries/s{extra}")
+            print(
+                f"  {r['name']:8s} path {r['path']}: {r['seconds']:.2f} s = {r['rate']:,.0f} entries/s{extra}"
+            )
         print(f"relayed / direct rate: {relayed['rate'] / direct['rate']:.2f}")
 
 
