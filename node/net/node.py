@@ -240,8 +240,12 @@ class Node:
         }
 
     def reachability_changed(self, old: str, new: str) -> None:
-        """The reachability verdict changed (spec §12.9): ``tidings status`` shows it."""
+        """The reachability verdict changed (spec §12.9): ``tidings status`` shows it, and a private node
+        runs the DHT as a client (§13.6: nobody's routing table holds a contact nobody can reach);
+        the relay client follows ``reach.state`` by itself (§12.10)."""
         self.node_file.write()
+        if self.discovery is not None:
+            self.discovery.set_client_mode(new == "private")
 
     def relays_changed(self) -> None:
         """The relays holding a reservation for this node changed (``relays.relay_addresses()``): show

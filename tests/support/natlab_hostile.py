@@ -50,7 +50,9 @@ async def reserve_flood(address: str) -> dict[str, object]:
                 async def read() -> None:
                     while True:
                         event = rep.receive(await channel.receive())
-                        answers.append(type(event).__name__ + (f":{event.code}" if isinstance(event, Refused) else ""))
+                        answers.append(
+                            type(event).__name__ + (f":{event.code}" if isinstance(event, Refused) else "")
+                        )
 
                 nursery.start_soon(read)
                 for _ in range(200):
