@@ -110,6 +110,7 @@ class Discovery:
         self._next_try: dict[bytes, tuple[float, int]] = {}  # feed -> (next lookup time, attempts)
         self._public: tuple[str, int] | None = None
         self.client_mode = False  # applied to the DHT when it starts (``set_client_mode``)
+        self._rejoin = False  # a client became a server: join again (``set_client_mode``)
         self._republish = trio.Event()  # set: publish our node record now (the relays changed)
         self._relays_seen: tuple[tuple[bytes, str], ...] = ()
         self._last_seq = 0
@@ -150,7 +151,8 @@ class Discovery:
         next_save = self.clock.monotonic() + 60.0
         while True:
             dht = self._dht()
-            if not len(dht.table):
+            if not len(dht.table) or self._rejoin:
+                self._rejoin = False
                 await self._join()
             relays = self._relays()
             if relays != self._relays_seen:  # the host may change them without telling us
@@ -168,7 +170,9 @@ class Discovery:
 
     def set_client_mode(self, on: bool) -> None:
         """Run the DHT as a client (``on``: ask, answer no one; spec §13.6) or as a server again; kept
-        for a DHT that has not started yet."""
+        for a DHT that has not started yet. A client that becomes a server joins again, so that the
+        nodes it knows hear from it and take it into their routing tables."""
+        self._rejoin = self.client_mode and not on
         self.client_mode = on
         if self.dht is not None:
             self.dht.set_client_mode(on)
@@ -321,6 +325,13 @@ class Discovery:
     async def receive_members(self, data: tuple[bytes, ...], conn: MemberPeer) -> None:
         """Member records gossiped by a peer: only valid ones of swarms we are in count (§13.6)."""
         await self.swarm_state.receive_members(data, conn)
+
+    def counters(self) -> dict[str, int]:
+        """For ``node.json``: the size of the DHT's routing table, and whether it runs as a client."""
+        return {
+            "dht_contacts": 0 if self.dht is None else len(self.dht.table),
+            "dht_client": int(self.client_mode),
+        }
 
     def statistics(self) -> dict[str, Any]:
         return {

@@ -9,10 +9,12 @@ been, from the least useful:
 ``NEVER_USEFUL``   still in its handshake, or nothing delivered either way and no clock of the
                    peer names a feed the node replicates, and the peer's feed is not wanted
 ``INTERESTED``     nothing delivered yet, but the peer's feed is wanted (§12.3) or its clocks
-                   name a feed the node replicates: a quiet follower waiting for live push
+                   name a feed the node replicates: a quiet follower waiting for live push; or
+                   it asked for a dial-back or a reservation (§12.9, §12.10)
 ``SERVED``         the node sent it entries
 ``DELIVERED``      it delivered entries new to the node
-``KEPT``           its proven feed is one the node follows or a pinned peer's: never evicted
+``KEPT``           its proven feed is one the node follows, a pinned peer's or one holding a
+                   relay reservation on the node: never evicted
 =================  ==========================================================================
 
 When a new connection finds a limit reached, the listener evicts, per limit, the slot with the least
@@ -102,7 +104,7 @@ def tier(peer: InboundPeer | None, *, kept: set[bytes], wanted: set[bytes]) -> i
         return DELIVERED
     if peer.sent:
         return SERVED
-    if peer.feed in wanted or not wanted.isdisjoint(peer.rep.peer_wants):
+    if peer.feed in wanted or not wanted.isdisjoint(peer.rep.peer_wants) or getattr(peer, "helped", False):
         return INTERESTED
     return NEVER_USEFUL
 

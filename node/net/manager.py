@@ -1,7 +1,7 @@
 """The connection manager (spec §12.8): which peers the node dials, and when.
 
 Theory of operation. Addresses reach the manager as **candidates** (``offer``): from ``--peer`` (pinned:
-always kept connected), peers remembered in the store, node records found in the DHT, swarm member
+always kept connected), the DHT bootstrap nodes, peers remembered in the store, node records found in the DHT, swarm member
 records, and peer exchange (``peers`` messages, unverified until the handshake proves who answers).
 Every ``manage_interval`` seconds, or when woken (a connection ended, a candidate arrived), the manager:
 
@@ -41,7 +41,7 @@ log = logging.getLogger("tidings.manager")
 
 MAX_CANDIDATES = 2000
 #: Lower is dialled first.
-_SOURCE_RANK = {"peer": 0, "swarm": 1, "dht": 1, "remembered": 2, "pex": 3}
+_SOURCE_RANK = {"peer": 0, "swarm": 1, "dht": 1, "remembered": 2, "bootstrap": 2, "pex": 3}
 
 
 @dataclass

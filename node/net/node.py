@@ -15,7 +15,7 @@ from typing import Any
 
 import trio
 from tidings.node import config
-from tidings.node.addresses import parse_address
+from tidings.node.addresses import address_scope, parse_address
 from tidings.node.clock import SYSTEM_CLOCK, Clock, make_rng
 from tidings.node.discovery.discovery import Discovery
 from tidings.node.home import Home
@@ -34,7 +34,7 @@ from tidings.node.services import Service, ServiceRunner
 from tidings.protocol import SigningKey, feed_id_text
 from tidings.protocol.budget import ProofCache
 from tidings.protocol.gossip import Gossip
-from tidings.protocol.reach_events import Dialed, DialMe, Punch, PunchGo, ReachEvent, Refused
+from tidings.protocol.reach_events import Dialed, DialMe, Punch, PunchGo, ReachEvent, Refused, Reserve
 from tidings.storage import gossip, peers
 from tidings.storage.store import Store
 from tidings.storage.thread import DatabaseThread
@@ -71,6 +71,7 @@ class Node:
         self.key = key
         self.listen = listen
         self.peers = list(peers or [])
+        self.bootstrap = list(bootstrap or [])
         self.network_key = network_key
         self.limits = {**DEFAULT_LIMITS, **(limits or {})}
         self.clock = clock
@@ -111,6 +112,8 @@ class Node:
             if dht
             else None
         )
+        if self.discovery is not None and _private_listen(listen):  # a DHT client until reachable (§12.9)
+            self.discovery.set_client_mode(True)
 
     # -- shared state used by connections --------------------------------------------------------------
     async def current_wants(self, extra: set[bytes] | None = None) -> set[bytes]:
@@ -152,7 +155,7 @@ class Node:
 
     def kept_feeds(self) -> set[bytes]:
         """Feeds whose inbound connections are never evicted nor cut for idleness (spec §12.5)."""
-        return self.followed | self.manager.pinned_feeds()
+        return self.followed | self.manager.pinned_feeds() | self.relays.reserved_feeds()
 
     def penalize(self, host: str, event: str, count: float = 1.0) -> None:
         """Lower (or raise) a host's score; below the threshold cut it off (spec §12.8)."""
@@ -213,7 +216,10 @@ class Node:
                 await conn.send_forks(proofs)
 
     async def on_reach_event(self, conn: PeerConnection, event: ReachEvent) -> None:
-        """A version-3 message: to reachability, relays or punching (spec §12.9-§12.11)."""
+        """A version-3 message: to reachability, relays or punching (spec §12.9-§12.11). A peer that asks
+        us for a dial-back or a reservation is one we serve: its connection is not cut as idle (§12.5)."""
+        if isinstance(event, DialMe | Reserve):
+            conn.helped = True
         if isinstance(event, DialMe | Dialed) or (isinstance(event, Refused) and event.what == "dial_me"):
             await self.reach.on_event(conn, event)
         elif isinstance(event, Punch | PunchGo):
@@ -295,6 +301,8 @@ class Node:
                     self.services_changed()  # node.json shows them started, not starting
                     for peer in self.peers:
                         self.dial(peer, source="peer", pinned=True)
+                    for peer in self.bootstrap:  # peers to learn our reachability from, and relays (§12.8.1)
+                        self.dial(peer, source="bootstrap")
                     for peer in await db.call(peers.dial_addresses, self.key.public_key):
                         self.dial(peer, source="remembered")
                     log.info("listening on %s as %s", self.address, feed_id_text(self.key.public_key))
@@ -335,6 +343,14 @@ class Node:
                 await close_stream(stream)
 
 
+def _private_listen(listen: str) -> bool:
+    """Whether ``listen`` names an address in private space (RFC 1918, unique local): a home computer."""
+    try:
+        return address_scope(parse_address(listen)[0]) == "private"
+    except ValueError:  # a name, or no host at all
+        return False
+
+
 def counters(node: Node) -> dict[str, int]:
     """The counters of ``node.json``, refreshed while the node runs."""
     return {
@@ -346,6 +362,7 @@ def counters(node: Node) -> dict[str, int]:
         "repairs": node.gossip.repairs,
         **node.listener.counters(),
         **node.relays.counters(),
+        **({} if node.discovery is None else node.discovery.counters()),
         **{f"punch_{k}": v for k, v in node.punching.statistics().items() if k != "running"},
     }
 

@@ -128,6 +128,7 @@ class PeerConnection:
         #: (spec §12.11; ``Sessions.serve``)
         self.replaced_by: PeerConnection | None = None
         self.replaced = trio.Event()
+        self.helped = False  # it asked us for a dial-back or a reservation (§12.9, §12.10)
         self.remote_address = _socket_address(channel.stream, address)  # HOST:PORT, §12.9
 
     def statistics(self) -> dict[str, Any]:

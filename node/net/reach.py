@@ -69,11 +69,12 @@ _DIAL_ERRORS = (OSError, ProtocolError, ChannelClosed, trio.BrokenResourceError,
 def verdict(answers: Mapping[str, bool | None], quorum: int) -> str:
     """The verdict of spec §12.9 from ``answers``: address range -> its latest answer (True: dialled
     back, False: not, None: asked but no answer). ``public`` when at least ``quorum`` ranges answered
-    ok; ``private`` when none did and at least min(``quorum``, ranges asked) answered not ok; else
+    ok, or none answered not ok and at least min(``quorum``, ranges asked) answered ok (a network with
+    fewer helpers than the quorum still gives a verdict); ``private`` the other way round; else
     ``unknown``."""
     ok = sum(1 for answer in answers.values() if answer is True)
     failed = sum(1 for answer in answers.values() if answer is False)
-    if ok >= quorum:
+    if ok >= quorum or (failed == 0 and ok and ok >= min(quorum, len(answers))):
         return "public"
     if ok == 0 and failed and failed >= min(quorum, len(answers)):
         return "private"

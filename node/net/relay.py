@@ -174,6 +174,10 @@ class Relays:
         self.refused[code] = self.refused.get(code, 0) + 1
         await conn.send_event(Refused(what="reserve", code=code, reason=reason))
 
+    def reserved_feeds(self) -> set[bytes]:
+        """Feeds holding a live reservation on us: their connections are never evicted (spec §12.5)."""
+        return set(self._live())
+
     def _live(self) -> dict[bytes, Reservation]:
         """Reservations whose connection is still open and whose time has not run out."""
         now, connections = self.node.clock.monotonic(), self.node.connections

@@ -116,7 +116,7 @@ class Punching:
             self._nursery is None
             or conn.path != "relayed"
             or not conn.initiator
-            or conn.rep.version < 3
+            or 0 < conn.rep.version < 3
             or conn.done.is_set()
             or id(conn) in self._retrying
         ):
@@ -165,6 +165,11 @@ class Punching:
     async def _keep_punching(self, conn: Any) -> None:
         """The dialer: attempt, and after a failure wait ``punch_retry`` (or the connection's end)."""
         try:
+            with trio.move_on_after(self.node.limits["handshake_timeout"]):
+                while conn.rep.version == 0 and not conn.done.is_set():  # a new connection: its hello
+                    await trio.sleep(0.05)
+            if conn.rep.version < 3:
+                return
             while not conn.done.is_set():
                 attempt = self._attempts[id(conn)] = _Attempt(dialer=True)
                 self.attempts += 1

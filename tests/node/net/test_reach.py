@@ -32,7 +32,8 @@ ONE_RANGE = {"reach_quorum": 1}
     [
         ({}, 2, "unknown"),  # nobody asked
         ({"a": None}, 1, "unknown"),  # asked, no answer yet
-        ({"a": True}, 2, "unknown"),  # one ok is below the quorum
+        ({"a": True}, 2, "public"),  # one helper in all: min(quorum, ranges asked) = 1
+        ({"a": True, "b": None}, 2, "unknown"),  # two asked, one ok: below min(2, 2)
         ({"a": True, "b": True}, 2, "public"),
         ({"a": True, "b": True, "c": False}, 2, "public"),  # the quorum of ok wins over a failure
         ({"a": True}, 1, "public"),
