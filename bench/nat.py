@@ -62,7 +62,7 @@ def wait(predicate: Callable[[], T], timeout: float, what: str) -> T:
 
 def count_entries(home: Path, feed_text: str) -> int:
     """Entries of ``feed_text`` in a home's store, read straight from SQLite (cheap enough to poll)."""
-    from tidings.protocol import parse_feed_id
+    from tidings.protocol import FeedId
 
     path = Home(home).store_path
     if not path.exists():
@@ -70,7 +70,7 @@ def count_entries(home: Path, feed_text: str) -> int:
     try:
         with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1.0) as db:
             row = db.execute(
-                "SELECT count(*) FROM entries WHERE author = ?", (parse_feed_id(feed_text),)
+                "SELECT count(*) FROM entries WHERE author = ?", (FeedId.parse(feed_text).key,)
             ).fetchone()
     except sqlite3.OperationalError:
         return 0

@@ -70,6 +70,11 @@ def observed_address(stream: trio.abc.Stream, fallback: str) -> str:
     return format_address(f"{host}:{port}")
 
 
+#: Lengths of a Noise handshake message 1 (spec §11.1: 32 bytes, 48 with a network key): what the
+#: connect side of a circuit must send first (spec §12.10).
+_HANDSHAKE_1 = frozenset({32, 48})
+
+
 @dataclass(eq=False)
 class Reservation:
     """A reservation this node holds for a private node: its connection, and when it ends."""
@@ -280,12 +285,13 @@ class Relays:
             max_bytes=int(limits["relay_circuit_bytes"]),
             seconds=float(limits["relay_circuit_seconds"]),
             counted=self._count,
+            first_frame=_HANDSHAKE_1,
         )
         if ended != "closed":
             self.circuits_cut += 1
             log.info("circuit of %s cut at its %s bound", feed_id_text(circuit.initiator), ended)
-        if ended == "bytes":
-            self.node.penalize(host, "invalid")  # spec §12.10: a circuit cut at its byte bound
+        if ended in ("bytes", "garbage"):  # spec §12.10: cut at its byte bound, or no handshake in it
+            self.node.penalize(host, "invalid")
 
     def _count(self, n: int) -> None:
         self.bytes_relayed += n

@@ -139,6 +139,8 @@ class Sessions:
         node = self.node
         conn: PeerConnection | None = None
         host = address.rpartition(":")[0].strip("[]") if initiator else address
+        if relay is not None and feed is not None:  # a failed handshake costs the peer, not the relay
+            host = relayed_host(feed)
         started = False
         try:
             channel = await self.handshake(stream, initiator=initiator)

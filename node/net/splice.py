@@ -47,7 +47,7 @@ class PrefixedStream(trio.abc.Stream):
         await self.stream.aclose()
 
 
-Ended = Literal["closed", "bytes", "seconds"]
+Ended = Literal["closed", "bytes", "seconds", "garbage"]
 
 
 async def splice(
@@ -59,20 +59,36 @@ async def splice(
     max_bytes: int,
     seconds: float,
     counted: Callable[[int], None] = lambda n: None,
+    first_frame: frozenset[int] = frozenset(),
 ) -> Ended:
     """Copy bytes both ways between ``a`` and ``b`` until either end closes (``closed``), the total
     would pass ``max_bytes`` (``bytes``) or ``seconds`` have passed (``seconds``). ``a_leftover``
     (read off ``a`` before) goes to ``b`` first, ``b_leftover`` to ``a``; ``counted`` hears every
-    chunk copied. The caller closes the streams."""
+    chunk copied. The caller closes the streams. ``first_frame``, when given, holds the lengths the
+    first frame from ``a`` may announce (a Noise handshake message 1, spec §11.1, §12.10): anything else
+    ends the circuit before a byte of it is copied (``garbage``)."""
     ended: list[Ended] = []
     total = 0
 
     async def copy(
-        source: trio.abc.Stream, sink: trio.abc.Stream, first: bytes, scope: trio.CancelScope
+        source: trio.abc.Stream,
+        sink: trio.abc.Stream,
+        first: bytes,
+        scope: trio.CancelScope,
+        lengths: frozenset[int] = frozenset(),
     ) -> None:
         nonlocal total
         data = first
         try:
+            while lengths and len(data) < 4:  # the first frame's length, before anything is copied
+                more = await source.receive_some(_READ)
+                if not more:
+                    break
+                data += more
+            if lengths and (len(data) < 4 or int.from_bytes(data[:4], "big") not in lengths):
+                ended.append("garbage")
+                scope.cancel()
+                return
             while True:
                 if data:
                     if total + len(data) > max_bytes:
@@ -91,7 +107,7 @@ async def splice(
 
     with trio.move_on_after(seconds) as timer:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(copy, a, b, a_leftover, nursery.cancel_scope)
+            nursery.start_soon(copy, a, b, a_leftover, nursery.cancel_scope, first_frame)
             nursery.start_soon(copy, b, a, b_leftover, nursery.cancel_scope)
     if timer.cancelled_caught:
         return "seconds"

@@ -73,7 +73,7 @@ async def garbage(address: str, target: bytes) -> dict[str, object]:
         while True:
             try:
                 channel = await _session(address, key)
-            except (OSError, TidingsError) as exc:
+            except (OSError, TidingsError, ChannelClosed) as exc:
                 closed = True  # banned: the relay no longer lets us in
                 refused.append(type(exc).__name__)
                 break

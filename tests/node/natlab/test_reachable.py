@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import sys
 from pathlib import Path
 
 import pytest
 from tidings.node.home import Home
+from tidings.protocol import FeedId
 
 from tests.support.natlab import DOUBLE, PRESERVING, SYMMETRIC, NatLab
 from tests.support.natlab_nodes import LabNode, LabNodes
@@ -119,3 +121,38 @@ def test_public_and_private_verdicts_and_no_private_node_in_the_routing_table(
     for home in ("alice", "bob"):  # ...a private one is not, though both talk to pub's DHT
         assert natlab.hosts[home].public_address not in hosts
         assert natlab.hosts[home].address not in hosts
+
+
+HOSTILE = str(Path(__file__).resolve().parents[2] / "support" / "natlab_hostile.py")
+
+
+def _feed_hex(feed: str) -> str:
+    return FeedId.parse(feed).key.hex()
+
+
+def _hostile(lab: NatLab, host: str, *args: str) -> dict:
+    """Run the hostile relay user (tests/support/natlab_hostile.py) in lab host ``host``; its report."""
+    out = lab.run(host, [sys.executable, HOSTILE, *args], timeout=60)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_relay_abusers_are_cut_off_and_honest_users_keep_their_connections(
+    natlab: NatLab, lab_nodes: LabNodes
+) -> None:
+    pub, (alice, sym) = _homes(natlab, lab_nodes, ("alice", PRESERVING), ("sym", SYMMETRIC))
+    _post_arrives(alice, sym)  # sym and alice talk through pub (punching cannot work through sym's NAT)
+    assert _path(sym, alice.feed) == "relayed"
+    natlab.add_public("mallory")
+    # a reservation flood: answered busy, then the flooder is cut off
+    flood = _hostile(natlab, "mallory", "reserve-flood", pub.address)
+    assert flood["closed"] and "Refused:busy" in flood["answers"], flood
+    # garbage through a circuit: pub sees its first bytes are no handshake, cuts it and trudy off
+    natlab.add_public("trudy")
+    garbage = _hostile(natlab, "trudy", "garbage", pub.address, _feed_hex(alice.feed))
+    assert garbage["closed"] and garbage["circuits"] == 1, garbage
+    # the honest users kept their reservation and their relayed connection, which still carries posts
+    assert _path(sym, alice.feed) == "relayed"
+    posted = alice.post("still here")
+    sym.wait_for(lambda: posted in sym.log_ids(alice.feed), ARRIVE, "a post after the attacks")
+    assert pub.log_ids(alice.feed) == set()
