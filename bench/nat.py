@@ -189,6 +189,7 @@ def sync_run(
         follower.follow(poster.feed)
         wait(lambda: count_entries(follower.home, poster.feed) >= entries, 600, f"{entries} entries")
         elapsed = time.monotonic() - start
+        time.sleep(1.5)  # node.json's counters are at most a second old
         cpu = process_cpu(pub.proc.pid) - cpu0
         relayed = counters(pub).get("relay_bytes", 0) - relayed0
         return {

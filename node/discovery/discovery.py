@@ -40,7 +40,7 @@ from tidings.node.discovery.swarms import MAX_SWARM_MEMBERS, MemberPeer, SwarmHo
 from tidings.protocol import feed_id_text
 from tidings.protocol.dht_wire import Contact, Stun, StunReply, digest
 from tidings.protocol.errors import LocalProtocolError
-from tidings.protocol.records import MAX_RELAYS, MemberRecord, create_node_record
+from tidings.protocol.records import MAX_RELAYS, MemberRecord, NodeRecord, create_node_record
 from tidings.storage import dht as dht_store
 from tidings.storage import peers
 
@@ -249,8 +249,9 @@ class Discovery:
             return 0
         stamp = self._last_seq = max(self.clock.wall_ms(), self._last_seq + 1)  # every version is newer
         relays = self._relays()
-        try:
-            record = create_node_record(
+
+        def record(relays: tuple[tuple[bytes, str], ...]) -> NodeRecord:
+            return create_node_record(
                 self.node.key,
                 addresses=[address],
                 transport_key=self._transport_public,
@@ -258,17 +259,14 @@ class Discovery:
                 expiry_ms=stamp + int(self.record_ttl * 1000),
                 relays=relays,
             )
+
+        try:
+            own = record(relays)
         except LocalProtocolError as exc:  # a relay the record cannot carry: publish the direct address
             log.warning("node record without relays: %s", exc)
-            record = create_node_record(
-                self.node.key,
-                addresses=[address],
-                transport_key=self._transport_public,
-                seq=stamp,
-                expiry_ms=stamp + int(self.record_ttl * 1000),
-            )
-        stored = await self._dht().put(record.key, record.encode())
-        log.debug("node record (version %d) published on %d nodes", record.version, stored)
+            own = record(())
+        stored = await self._dht().put(own.key, own.encode())
+        log.debug("node record (version %d) published on %d nodes", own.version, stored)
         return stored
 
     # -- feeds we want ---------------------------------------------------------------------------------

@@ -18,11 +18,27 @@ from tidings.node.net.punch import PunchFailed, PunchSocket, bind_punch_socket, 
 from tests.support.nodes import next_host
 
 
-def _open_fds() -> set[str]:
-    """This process's open file descriptors (collected garbage first, so an earlier test's leftovers
-    cannot close in the middle of a count)."""
+def _sockets_on(*hosts: str) -> list[tuple[str, int]]:
+    """Local addresses of this process's sockets bound to any of ``hosts`` (garbage collected first).
+    Each test has hosts of its own (``next_host``), so what other tests left open or reuse cannot count."""
     gc.collect()
-    return set(os.listdir("/proc/self/fd"))
+    found: list[tuple[str, int]] = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if not os.readlink(f"/proc/self/fd/{fd}").startswith("socket:"):
+                continue
+            sock = socket.socket(fileno=os.dup(int(fd)))
+        except OSError:
+            continue
+        try:
+            name = sock.getsockname()
+        except OSError:
+            name = None
+        finally:
+            sock.close()
+        if isinstance(name, tuple) and name[0] in hosts:
+            found.append((name[0], name[1]))
+    return found
 
 
 async def _punch(punch: PunchSocket, remote: tuple[str, int], timeout: float = 5.0) -> trio.SocketStream:
@@ -49,7 +65,6 @@ async def _pair(delay: float = 0.0) -> tuple[trio.SocketStream, trio.SocketStrea
 
 @pytest.mark.parametrize("delay", [0.0, 0.3])
 async def test_two_sides_that_open_at_about_the_same_time_get_one_connection(delay: float) -> None:
-    before = _open_fds()
     left, right, punches = await _pair(delay)
     a, b = punches
     # One TCP connection between the two bound ports, whichever way it came up.
@@ -68,14 +83,13 @@ async def test_two_sides_that_open_at_about_the_same_time_get_one_connection(del
         assert a.statistics().refused >= 1
     # Only the two streams are open: the bound sockets, listeners and failed attempts are closed.
     assert a.closed and b.closed
-    assert len(_open_fds() - before) == 2
+    assert sorted(_sockets_on(a.host, b.host)) == sorted([(a.host, a.port), (b.host, b.port)])
     await left.aclose()
     await right.aclose()
-    assert not _open_fds() - before
+    assert not _sockets_on(a.host, b.host)
 
 
 async def test_a_punch_nobody_answers_fails_with_a_typed_error_within_the_deadline() -> None:
-    before = _open_fds()
     silent = await bind_punch_socket(next_host())  # bound, but it never opens
     punch = await bind_punch_socket(next_host())
     start = trio.current_time()
@@ -89,22 +103,20 @@ async def test_a_punch_nobody_answers_fails_with_a_typed_error_within_the_deadli
     assert stats.way is None and stats.attempts >= 3 and stats.refused == stats.attempts
     assert punch.closed
     silent.close()
-    assert not _open_fds() - before
+    assert not _sockets_on(silent.host, punch.host)
 
 
 async def test_a_punch_cancelled_from_outside_closes_every_socket() -> None:
-    before = _open_fds()
     silent = await bind_punch_socket(next_host())
     punch = await bind_punch_socket(next_host())
     with trio.move_on_after(0.3) as scope:
         await _punch(punch, (silent.host, silent.port), timeout=10.0)
     assert scope.cancelled_caught and punch.closed and punch.statistics().attempts >= 2
     silent.close()
-    assert not _open_fds() - before
+    assert not _sockets_on(silent.host, punch.host)
 
 
 async def test_a_connection_from_another_address_is_not_taken_for_the_punch() -> None:
-    before = _open_fds()
     remote_host = next_host()
     punch = await bind_punch_socket(next_host())
     outsider_host = next_host()
@@ -123,7 +135,7 @@ async def test_a_connection_from_another_address_is_not_taken_for_the_punch() ->
     (stream,) = outsiders
     assert await stream.receive_some(10) == b""  # closed by the punch
     await stream.aclose()
-    assert not _open_fds() - before
+    assert not _sockets_on(punch.host, outsider_host)
 
 
 async def test_a_bound_punch_socket_that_is_not_used_gives_its_port_back() -> None:
