@@ -28,7 +28,8 @@ Theory of operation.
   takes the connection for a peer, so this one is never registered: it neither counts as a peer nor
   displaces our connection to the helper (spec §12.8), whichever of the two feeds is the larger.
 - **Helping.** A ``dial_me`` on a direct connection is served at most once per ``dial_back_interval``
-  per host (else ``refused`` ``busy``, and the host pays ``flood``); the dial goes to the IP the
+  per connection (else ``refused`` ``busy``, and the host pays ``flood``) and ``HOST_DIALS`` times per
+  host (else ``refused`` ``busy`` without a penalty: several nodes may share a home router's address); the dial goes to the IP the
   connection comes from (``conn.remote_address``), never anywhere else, from ``node.local_host()``,
   runs the Noise handshake as initiator and is ``ok`` when the responder proves the asker's feed; it
   is closed right after the handshake. Dials run in this object's nursery, so the connection's reader
@@ -62,6 +63,9 @@ MAX_ASKING = 4
 MARGIN = 2.0
 #: Seconds the helper waits for its ``refused`` to be written before it cuts a flooding asker off.
 _REFUSE_WRITE = 1.0
+#: Dial-backs one host (an IP address: maybe a home router with several nodes behind it) gets per
+#: ``dial_back_interval`` (spec §12.9).
+HOST_DIALS = 8
 #: What a failed dial-back may raise: the dial, the handshake, the stream.
 _DIAL_ERRORS = (OSError, ProtocolError, ChannelClosed, trio.BrokenResourceError, trio.ClosedResourceError)
 
@@ -108,7 +112,8 @@ class Reachability:
         self._round_due = True
         self._next_round = 0.0
         self._asked_at: dict[str, float] = {}  # host -> when we last asked it
-        self._helped_at: dict[str, float] = {}  # host -> when we last dialled it back
+        self._helped_at: dict[int, float] = {}  # connection -> when we last dialled it back
+        self._host_dials: dict[str, list[float]] = {}  # host -> our recent dial-backs to it
         self._limiter = trio.CapacityLimiter(MAX_ASKING)
         self._nursery: trio.Nursery | None = None
         self.counts = {"asked": 0, "answered": 0, "helped": 0, "refused": 0}
@@ -265,18 +270,25 @@ class Reachability:
             # the IP of a relayed connection is the relay's: dialling it proves nothing (§12.9)
             await conn.send_event(Refused(what="dial_me", code="relayed", reason="not a direct connection"))
             return
-        last = self._helped_at.get(conn.host)
-        if last is not None and now - last < interval:
+        last = self._helped_at.get(id(conn))
+        recent = [t for t in self._host_dials.get(conn.host, []) if now - t < interval]
+        if (last is not None and now - last < interval) or len(recent) >= HOST_DIALS:
             self.counts["refused"] += 1
-            log.info("%s asked for a dial-back again within %.0f s; refusing", conn.address, interval)
+            again = last is not None and now - last < interval
+            log.info("%s asked for a dial-back %s; refusing", conn.address, "again" if again else "too often")
             await conn.send_event(
                 Refused(what="dial_me", code="busy", reason=f"one dial-back per {interval:.0f} s")
             )
-            with trio.move_on_after(_REFUSE_WRITE):
-                await conn.channel.wait_sent()  # before a cut-off closes the connection
-            node.penalize(conn.host, "flood")  # spec §12.9, §12.8.4
+            if again:  # the same connection again: abuse; others of its host may share a NAT's address
+                with trio.move_on_after(_REFUSE_WRITE):
+                    await conn.channel.wait_sent()  # before a cut-off closes the connection
+                node.penalize(conn.host, "flood")  # spec §12.9, §12.8.4
             return
-        self._helped_at[conn.host] = now
+        if len(self._helped_at) > 4096:  # forget what no longer limits anybody
+            self._helped_at = {k: t for k, t in self._helped_at.items() if now - t < interval}
+            self._host_dials = {h: ts for h, ts in self._host_dials.items() if now - ts[-1] < interval}
+        self._helped_at[id(conn)] = now
+        self._host_dials[conn.host] = [*recent, now]
         self._nursery.start_soon(self._dial_back, conn, event)
 
     async def _dial_back(self, conn: Any, event: DialMe) -> None:

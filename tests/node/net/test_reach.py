@@ -132,6 +132,22 @@ async def test_a_peer_asking_twice_within_the_interval_is_refused_and_pays(tmp_p
         nursery.cancel_scope.cancel()
 
 
+async def test_nodes_sharing_one_address_are_each_dialled_back_and_none_pays(tmp_path) -> None:
+    """Two nodes behind one home router's address (here: one 127.x host, two ports) each get their
+    dial-back within the interval; only the same connection asking again is a flood (spec §12.9)."""
+    (h1, k1), (h2, k2), (hh, kh) = (make_home(tmp_path, n) for n in ("one", "two", "helper"))
+    shared = next_host()
+    async with trio.open_nursery() as nursery:
+        helper = await start_node(nursery, hh, kh, limits=ONE_RANGE, dht=False)
+        for home, key in ((h1, k1), (h2, k2)):
+            node = Node(home, key, listen=f"{shared}:0", limits=ONE_RANGE, peers=[helper.address], dht=False)
+            await nursery.start(node.run)
+            await wait_until(lambda n=node: n.reach.state == "public")
+        assert helper.reach.counts["helped"] == 2 and helper.reach.counts["refused"] == 0
+        assert helper.scores.get(shared) >= 0 and not helper.penalties.banned(shared)
+        nursery.cancel_scope.cancel()
+
+
 async def _scripted_peer(address: str, key: SigningKey, nursery: trio.Nursery):
     """A hand-driven version-3 peer from its own address: (its host, its channel, its machine)."""
     host, port = address.rsplit(":", 1)
