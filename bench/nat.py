@@ -213,7 +213,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.smoke:
         args.trials, args.entries = 2, 1000
-    require_natlab()
+    try:
+        require_natlab()
+    except BaseException as exc:  # pytest's skip or fail outcome: say why in one line
+        raise SystemExit(f"nat.py: {exc}") from None
     with tempfile.TemporaryDirectory(prefix="tidings-nat-") as tmp:
         root = Path(tmp)
         print(

@@ -195,15 +195,28 @@ class RelayClient:
         self._nursery.start_soon(self._dial_in_background, feed, list(relays))
 
     async def _dial_in_background(self, feed: bytes, relays: list[tuple[bytes, str]]) -> None:
+        """Keep ``feed`` connected through ``relays`` while we want it: dial, let punching replace the
+        relayed connection, and when the connection ends (a relay's budget, spec §12.10; a dropped
+        direct one) dial again; give up after the tries of ``_REDIAL`` fail one after another."""
+        node = self.node
         try:
-            for wait in _REDIAL:
-                if any(c.feed == feed for c in self.node.connections.values()):
-                    return
+            failures = 0
+            while failures < len(_REDIAL) and feed in node.wanted:
+                if any(c.feed == feed for c in node.connections.values()):
+                    return  # connected otherwise: the connection manager or the peer dialled
                 conn = await self.dial_via(feed, relays)
-                if conn is not None:
-                    self.node.punching.start(conn)
-                    return
-                await trio.sleep(wait)
+                if conn is None:
+                    await trio.sleep(_REDIAL[failures])
+                    failures += 1
+                    continue
+                failures = 0
+                node.punching.start(conn)
+                await conn.done.wait()
+                if conn.replaced_by is not None:
+                    await conn.replaced_by.done.wait()
+                await trio.sleep(_REDIAL[0])
+            if failures:
+                log.info("gave up reaching %s through its relays", feed_id_text(feed))
         finally:
             self._dialling.discard(feed)
 

@@ -276,3 +276,27 @@ async def test_circuits_per_initiator_are_bounded(tmp_path):
         for channel in channels:
             await channel.aclose()
         nursery.cancel_scope.cancel()
+
+
+async def test_a_feed_reached_through_relays_is_reached_again_when_its_connection_ends(tmp_path):
+    """``dial_soon`` (a node record listed relays) keeps the feed connected: when the connection ends
+    (a relay's budget, a dropped punched one), it dials through the relay again (spec §12.10)."""
+    hr, kr = make_home(tmp_path, "r")
+    ha, ka = make_home(tmp_path, "a")
+    async with trio.open_nursery() as nursery:
+        r = await start_node(nursery, hr, kr)
+        b, kb = await private_behind(nursery, tmp_path, r)
+        follow(ha, ka, kb)
+        a = await start_node(nursery, ha, ka)
+        await wait_until(lambda: kb.public_key in a.wanted)
+        a.dial_via_relays(kb.public_key, [(kr.public_key, r.address)])
+        await wait_until(lambda: any(c.feed == kb.public_key for c in a.connections.values()))
+        first = next(c for c in a.connections.values() if c.feed == kb.public_key)
+        first.cancel()  # the connection ends, whatever its path by now
+        await wait_until(
+            lambda: any(c.feed == kb.public_key and c is not first for c in a.connections.values()), 20
+        )
+        entry = post(b.home, kb, "after the reconnect")
+        await wait_until(lambda: has_entry(ha, entry.hash))
+        assert a.relays.client.dialled >= 2
+        nursery.cancel_scope.cancel()
