@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -111,6 +112,7 @@ class Reachability:
         self._round: set[str] = set()  # ranges asked in this round
         self._round_due = True
         self._next_round = 0.0
+        self._round_started = -math.inf  # when the last round began
         self._asked_at: dict[str, float] = {}  # host -> when we last asked it
         self._helped_at: dict[int, float] = {}  # connection -> when we last dialled it back
         self._host_dials: dict[str, list[float]] = {}  # host -> our recent dial-backs to it
@@ -165,12 +167,15 @@ class Reachability:
         if self.pinned:
             return
         now = self.node.clock.monotonic()
-        if now >= self._next_round:
-            self._round_due = True
+        retry = self._round_started + self.node.limits["dial_back_interval"]
+        unanswered = self.state == "unknown" and None in self.answers.values() and not self._questions
+        if now >= self._next_round or (unanswered and now >= retry):
+            self._round_due = True  # due; or no verdict for want of answers (helpers busy or silent)
         helpers = self._helpers(now)
         if self._round_due and helpers:
             self._round_due = False
             self._round.clear()
+            self._round_started = now
             self._next_round = now + self.node.limits["reach_recheck"]
         elif self.state != "unknown" or not self._round:
             return  # no round yet, or a verdict: new ranges wait for the next round

@@ -222,3 +222,23 @@ async def test_a_helper_that_never_answers_counts_as_no_answer(tmp_path) -> None
         assert len(asker.connections) == 1  # the silent helper is still a peer
         await channel.stream.aclose()
         nursery.cancel_scope.cancel()
+
+
+async def test_without_answers_the_asker_asks_again_after_the_interval(tmp_path) -> None:
+    """Helpers that were busy or silent leave the verdict unknown: the node asks again once
+    ``dial_back_interval`` has passed, not only at the next ``reach_recheck`` (spec §12.9)."""
+    ha, ka = make_home(tmp_path, "asker")
+    limits = {**ONE_RANGE, "dial_back_timeout": 0.5, "dial_back_interval": 1.0, "reach_recheck": 600.0}
+    async with trio.open_nursery() as nursery:
+        asker = await start_node(nursery, ha, ka, limits=limits, dht=False)
+        _, channel, rep = await _scripted_peer(asker.address, SigningKey(os.urandom(32)), nursery)
+        asked = []
+        with trio.fail_after(15):
+            while len(asked) < 2:  # the peer stays silent; the second dial_me comes within seconds
+                event = rep.receive(await channel.receive())
+                if isinstance(event, DialMe):
+                    asked.append(trio.current_time())
+        assert asked[1] - asked[0] >= 1.0
+        assert asker.reach.state == "unknown" and asker.reach.counts["asked"] >= 2
+        await channel.stream.aclose()
+        nursery.cancel_scope.cancel()
