@@ -223,6 +223,12 @@ class Reachability:
             self._note_observed(answer.observed)
         self._decide()
 
+    def seen_at(self, observed: str) -> None:
+        """Another peer (a relay's ``connected``, spec §12.10) says where it sees us: kept while no
+        helper has said so, so that a node can punch (§12.11) before its first dial-back answer."""
+        if self.observed is None:
+            self._note_observed(observed)
+
     def _note_observed(self, observed: str) -> None:
         old, self.observed = self.observed, observed
         if old == observed:

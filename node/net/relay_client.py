@@ -263,6 +263,7 @@ class RelayClient:
                         break
             if event.peer != peer:
                 raise RelayFailed("the relay joined us to another feed", code="wrong_feed")
+            node.reach.seen_at(event.observed)  # where we punch from, if no helper said so yet
             return PrefixedStream(stream, channel.take_leftover())
         except BaseException:
             with trio.CancelScope(shield=True):
