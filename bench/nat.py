@@ -8,7 +8,8 @@ Everything runs in a NAT lab of network namespaces (tests/support/natlab.py: an 
 198.18.0.0/15, home routers that masquerade with nftables); no packet leaves the namespaces it creates.
 Each node is a real ``tidings run`` process inside its namespace.
 
-1. **Follow to first post**, per NAT kind of the follower's home. A public node ``pub`` follows nobody and
+1. **Follow to first post**, per NAT kind of the follower's home, beside a follower on a public host
+   (the baseline, measured in the same run). A public node ``pub`` follows nobody and
    is the only bootstrap. The poster sits behind a port-preserving NAT and has posted once. Each trial
    starts a fresh follower (a new identity) behind a router of the kind measured, waits until it is
    connected to ``pub``, then times ``tidings follow @poster`` until the post is in the follower's store
@@ -47,6 +48,7 @@ from tests.support.natlab_nodes import LabNode, LabNodes
 
 T = TypeVar("T")
 PRIVATE = {"limits": {"reach_recheck": 600.0}}
+PUBLIC = "public"  # the baseline: a follower on a public host, no NAT of its own
 
 
 def wait(predicate: Callable[[], T], timeout: float, what: str) -> T:
@@ -110,7 +112,10 @@ def follow_trials(root: Path, kind: str, trials: int) -> dict[str, Any]:
     with NatLab() as lab, LabNodes(lab, root / kind) as nodes:
         lab.add_public("pub")
         lab.add_home("poster", PRESERVING)
-        lab.add_home("home", kind)
+        if kind == PUBLIC:
+            lab.add_public("home")
+        else:
+            lab.add_home("home", kind)
         pub = nodes.add("pub")
         pub_address = pub.start()
         poster = nodes.add("poster")
@@ -222,7 +227,7 @@ def main() -> None:
         print(
             f"follow to first post, {args.trials} trials per NAT kind of the follower (poster behind a port-preserving NAT)"
         )
-        for kind in (PRESERVING, SYMMETRIC, DOUBLE):
+        for kind in (PUBLIC, PRESERVING, SYMMETRIC, DOUBLE):
             r = follow_trials(root, kind, args.trials)
             print(
                 f"  {kind:10s} delivered {r['delivered']}/{r['trials']}  p50 {r['p50']:.2f} s  p95 {r['p95']:.2f} s"

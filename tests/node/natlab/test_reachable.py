@@ -69,6 +69,19 @@ def test_two_port_preserving_homes_end_up_directly_connected(natlab: NatLab, lab
     assert pub.log_ids(alice.feed) == set() and pub.log_ids(bob.feed) == set()
 
 
+def test_a_follower_that_has_just_started_punches_through_too(natlab: NatLab, lab_nodes: LabNodes) -> None:
+    """No dial-back answer yet: the relay's ``connected`` tells the new node where it is seen, so it can
+    punch at once (spec §12.10, §12.11)."""
+    pub, (alice,) = _homes(natlab, lab_nodes, ("alice", PRESERVING))
+    natlab.add_home("bob", PRESERVING)
+    bob = lab_nodes.add("bob")
+    bob.follow(alice.feed)
+    bob.start(bootstrap=[pub.address])
+    posted = alice.post("hello, newcomer")
+    bob.wait_for(lambda: posted in bob.log_ids(alice.feed), ARRIVE, "alice's post")
+    bob.wait_for(lambda: _path(bob, alice.feed) == "direct", DIRECT, "a direct connection to alice")
+
+
 def test_behind_a_symmetric_nat_the_post_arrives_over_a_relay(natlab: NatLab, lab_nodes: LabNodes) -> None:
     pub, (alice, sym) = _homes(natlab, lab_nodes, ("alice", PRESERVING), ("sym", SYMMETRIC))
     _post_arrives(alice, sym)
