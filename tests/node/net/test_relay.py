@@ -195,6 +195,27 @@ async def test_a_circuit_over_its_byte_bound_is_cut_and_its_initiator_pays(tmp_p
         nursery.cancel_scope.cancel()
 
 
+async def test_a_circuit_that_outlives_its_time_is_cut_and_nobody_pays(tmp_path):
+    """An endless stream: at ``relay_circuit_seconds`` the relay closes the circuit (spec §12.10); time
+    alone is no offence, so the initiator keeps its score."""
+    hr, kr = make_home(tmp_path, "r")
+    ha, ka = make_home(tmp_path, "a")
+    async with trio.open_nursery() as nursery:
+        r = await start_node(nursery, hr, kr, limits={"relay_circuit_seconds": 1.0})
+        _b, kb = await private_behind(nursery, tmp_path, r)
+        follow(ha, ka, kb)
+        a = await start_node(nursery, ha, ka)
+        conn = await a.relays.dial_via(kb.public_key, [(kr.public_key, r.address)])
+        assert conn is not None
+        started = trio.current_time()
+        await conn.done.wait()
+        assert 0.9 <= trio.current_time() - started < 10
+        await wait_until(lambda: r.relays.circuits_cut == 1)
+        a_host = a.local_host()
+        assert a_host is not None and r.scores.get(a_host) >= 0 and not r.penalties.banned(a_host)
+        nursery.cancel_scope.cancel()
+
+
 async def test_a_node_with_relay_off_refuses_reservations(tmp_path):
     hr, kr = make_home(tmp_path, "r")
     hb, kb = make_home(tmp_path, "b")
