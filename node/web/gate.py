@@ -47,6 +47,7 @@ class ConnectionGate:
         self.admitted = 0
         self.refused = 0
         self.evicted = 0
+        self.released = 0  # connections that ended or were evicted
 
     def __len__(self) -> int:
         return self._count
@@ -79,6 +80,7 @@ class ConnectionGate:
             return
         held.remove(admission)
         self._count -= 1
+        self.released += 1
         if not held:
             del self._by_client[admission.client]
 
@@ -93,6 +95,7 @@ class ConnectionGate:
             "admitted": self.admitted,
             "refused": self.refused,
             "evicted": self.evicted,
+            "released": self.released,
         }
 
 

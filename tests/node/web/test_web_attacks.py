@@ -151,12 +151,14 @@ async def test_a_flood_of_never_reading_connections_is_capped_and_the_node_recov
         try:
             opened = await attacker.started()
             assert opened["opened"] + opened["failed"] == FLOOD
-            # the excess is refused at accept; what the node holds stays far from its limit
+            # the excess is refused at accept; what the node holds stays far from its limit. Every
+            # connection of the flood was refused, is open, or has ended (a slow machine can take
+            # longer than the idle timeout to open them all, and the node closes the idle ones).
             stats = w.service.statistics
             await wait_until(lambda: stats()["admitted"] + stats()["refused"] >= FLOOD)
             assert (
                 stats()["open"] <= limits.max_connections
-                and stats()["refused"] >= FLOOD - limits.max_connections
+                and stats()["refused"] >= FLOOD - limits.max_connections - stats()["released"]
             )
             assert await attacker.still_open() <= limits.max_connections
             assert descriptors() <= idle + limits.max_connections + 16 < NOFILE
