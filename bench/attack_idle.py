@@ -240,6 +240,7 @@ def attacker_main(args: argparse.Namespace) -> None:
             )
             async with channel.writing():
                 await channel.send(Replication().send(Hello(agent="tidings")))
+                await channel.wait_sent()  # our writer is done before the raw bytes below go out
                 await channel.receive()
                 stats["accepted"] += 1
                 opened = trio.current_time()
