@@ -321,3 +321,43 @@ def test_damaged_pictures_are_a_media_error_or_still_pictures(fmt, at, patch, cu
         assert exc.code in ("bad_image", "image_too_large")
     else:
         assert prepared.kind == "file" or (prepared.preview and len(prepared.preview) <= PREVIEW_MAX_BYTES)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP"])
+def test_animated_png_and_webp_keep_their_frames(fmt):
+    frames = [Image.new("RGBA", (16, 16), (0, 0, shade, 255)) for shade in (50, 150, 250)]
+    data = _saved(frames[0], fmt, save_all=True, append_images=frames[1:], duration=[40, 80, 120], loop=0)
+    prepared = prepare(data)
+    after = Image.open(io.BytesIO(prepared.data))
+    assert after.format == fmt and after.n_frames == 3
+    durations = []
+    for index in range(3):
+        after.seek(index)
+        after.load()  # WebP sets a frame's duration when it decodes it
+        durations.append(after.info["duration"])
+    assert durations == [40, 80, 120]
+
+
+def test_multi_picture_jpeg_keeps_its_first_picture_only():
+    first, second = _gradient(32, 24), Image.new("RGB", (32, 24), (0, 255, 0))
+    mpo = _saved(first, "MPO", save_all=True, append_images=[second])
+    assert Image.open(io.BytesIO(mpo)).n_frames == 2
+    prepared = prepare(mpo)
+    after = _opened(prepared.data)
+    assert prepared.mime == "image/jpeg" and after.format == "JPEG" and getattr(after, "n_frames", 1) == 1
+    assert b"MPF\x00" not in prepared.data and prepared.data.count(b"\xff\xd8") == 1
+
+
+def test_transparency_survives():
+    palette = Image.new("P", (10, 10), 1)
+    palette.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+    for fmt in ("PNG", "GIF"):
+        prepared = prepare(_saved(palette, fmt, transparency=1))
+        assert _opened(prepared.data).convert("RGBA").getpixel((5, 5))[3] == 0
+        assert _opened(prepared.preview).convert("RGBA").getpixel((5, 5))[3] == 0
+
+
+def test_cmyk_jpeg_is_a_picture():
+    prepared = prepare(_saved(Image.new("CMYK", (20, 10), (0, 255, 255, 0)), "JPEG"))
+    assert (prepared.width, prepared.height) == (20, 10)
+    assert _opened(prepared.preview).convert("RGB").getpixel((10, 5))[0] > 200  # red
