@@ -220,6 +220,7 @@ def _decode(data: bytes, fmt: str, max_pixels: int) -> _Picture:
     try:
         with warnings.catch_warnings():
             # Pillow only warns between MAX_IMAGE_PIXELS and twice that; here a warning is a refusal.
+            # (catch_warnings changes the process-wide filters: run prepare in one thread at a time.)
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data), formats=[fmt]) as image:
                 return _frames(image, fmt, max_pixels)

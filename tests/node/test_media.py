@@ -361,3 +361,26 @@ def test_cmyk_jpeg_is_a_picture():
     prepared = prepare(_saved(Image.new("CMYK", (20, 10), (0, 255, 255, 0)), "JPEG"))
     assert (prepared.width, prepared.height) == (20, 10)
     assert _opened(prepared.preview).convert("RGB").getpixel((10, 5))[0] > 200  # red
+
+
+def _jpeg_declaring(width: int, height: int) -> bytes:
+    data = bytearray(_saved(_gradient(16, 16), "JPEG"))
+    sof = data.index(b"\xff\xc0")  # baseline SOF: marker, length (2), precision (1), height (2), width (2)
+    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
+def _gif_declaring(width: int, height: int) -> bytes:
+    data = bytearray(_saved(Image.new("P", (16, 16)), "GIF"))
+    data[6:10] = struct.pack("<HH", width, height)  # the logical screen descriptor
+    return bytes(data)
+
+
+@pytest.mark.parametrize("declaring", [_jpeg_declaring, _gif_declaring, _png_declaring])
+def test_header_bombs_of_every_format_are_refused_quickly(declaring):
+    started = time.monotonic()
+    with pytest.raises(MediaError) as caught:
+        prepare(declaring(65_000, 65_000))
+    assert caught.value.code == "image_too_large"
+    assert time.monotonic() - started < 2
+    assert prepare(declaring(16, 16), keep_metadata=True).kind == "image"  # the same file, honest, is fine
