@@ -28,11 +28,11 @@ import io
 import os
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, Literal
 
 from PIL import Image, ImageCms
-from tidings.protocol.errors import TidingsError
+from tidings.protocol.errors import LocalProtocolError, TidingsError
 
 __all__ = [
     "DEFAULT_MAX_BLOB",
@@ -114,24 +114,27 @@ class Prepared:
     For ``kind == "file"`` the mime type is ``OPAQUE_MIME`` and size and preview are None.
     """
 
-    data: bytes
+    data: bytes = field(repr=False)
     mime: str
     width: int | None
     height: int | None
-    preview: bytes | None
+    preview: bytes | None = field(repr=False)
     kind: Literal["image", "file"]
 
     def __post_init__(self) -> None:
         if self.kind == "file":
             if self.mime != OPAQUE_MIME or (self.width, self.height, self.preview) != (None, None, None):
-                raise ValueError("an opaque file has mime application/octet-stream and no size or preview")
+                raise LocalProtocolError(
+                    "an opaque file has mime application/octet-stream and no size or preview",
+                    code="bad_value",
+                )
         elif self.kind == "image":
             if self.mime not in IMAGE_MIMES.values():
-                raise ValueError(f"not a picture mime type: {self.mime!r}")
+                raise LocalProtocolError(f"not a picture mime type: {self.mime!r}", code="bad_value")
             if not (self.width and self.height and self.width > 0 and self.height > 0 and self.preview):
-                raise ValueError("a picture has a positive size and a preview")
+                raise LocalProtocolError("a picture has a positive size and a preview", code="bad_value")
         else:
-            raise ValueError(f"kind is 'image' or 'file', not {self.kind!r}")
+            raise LocalProtocolError(f"kind is 'image' or 'file', not {self.kind!r}", code="bad_value")
 
 
 def prepare(
@@ -144,7 +147,7 @@ def prepare(
     """Prepare ``source`` (its bytes, or a path to read) for attaching; see the module docstring.
 
     Raises ``MediaError`` for a file over ``max_blob``, a picture over ``max_pixels`` and a corrupt
-    picture. CPU-bound (up to a second for a large photo): call it from a worker thread in the node.
+    picture. CPU-bound: in the node, call it from a worker thread, one call at a time (see ``_decode``).
     """
     data = _read(source, max_blob)
     fmt = _sniff(data)

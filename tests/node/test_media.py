@@ -20,7 +20,7 @@ from tidings.node.media import (
     Prepared,
     prepare,
 )
-from tidings.protocol import TidingsError
+from tidings.protocol import LocalProtocolError, TidingsError
 
 SECRETS = (b"SpyCam-9000", b"SECRET-COMMENT", b"SECRET-XMP", b"SECRET-TEXT", b"SECRET-ITXT", b"SECRET-ZTXT")
 
@@ -384,3 +384,14 @@ def test_header_bombs_of_every_format_are_refused_quickly(declaring):
     assert caught.value.code == "image_too_large"
     assert time.monotonic() - started < 2
     assert prepare(declaring(16, 16), keep_metadata=True).kind == "image"  # the same file, honest, is fine
+
+
+def test_prepared_cannot_hold_a_contradiction():
+    with pytest.raises(LocalProtocolError):
+        Prepared(data=b"<svg/>", mime="image/png", width=None, height=None, preview=None, kind="file")
+    with pytest.raises(LocalProtocolError):
+        Prepared(data=b"x", mime="text/html", width=1, height=1, preview=b"p", kind="image")
+    with pytest.raises(LocalProtocolError):
+        Prepared(data=b"x", mime="image/png", width=0, height=1, preview=b"p", kind="image")
+    prepared = prepare(_saved(_gradient(), "PNG"))
+    assert "data" not in repr(prepared) and "width=64" in repr(prepared)  # no megabytes in logs
