@@ -27,7 +27,8 @@ from __future__ import annotations
 import io
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
@@ -89,7 +90,7 @@ _PREVIEW_STEPS: Final = (
 )
 _JPEG_QUALITY: Final = 90
 _WEBP_QUALITY: Final = 90
-_GIF_FRAME_MS: Final = 100  # a frame that declares no duration
+_FRAME_MS: Final = 100  # a frame that declares no duration
 
 
 class MediaError(TidingsError):
@@ -147,22 +148,22 @@ def prepare(
     """Prepare ``source`` (its bytes, or a path to read) for attaching; see the module docstring.
 
     Raises ``MediaError`` for a file over ``max_blob``, a picture over ``max_pixels`` and a corrupt
-    picture. CPU-bound: in the node, call it from a worker thread, one call at a time (see ``_decode``).
+    picture. CPU-bound: in the node, call it from a worker thread, one call at a time (see ``_refusing``).
     """
     data = _read(source, max_blob)
     fmt = _sniff(data)
     if fmt is None:
         return Prepared(data=data, mime=OPAQUE_MIME, width=None, height=None, preview=None, kind="file")
-    picture = _decode(data, fmt, max_pixels)
-    first = picture.frames[0]
-    preview = _preview(first)
-    if not keep_metadata:
-        data = _encode(picture, fmt, lossless=fmt == "WEBP" and data[12:16] == b"VP8L")
-        if len(data) > max_blob:
-            raise MediaError(
-                f"the picture is {len(data)} bytes once re-encoded, over the limit of {max_blob}",
-                code="too_big",
-            )
+    with _refusing(fmt):
+        picture = _decode(data, fmt, max_pixels)
+        first = picture.frames[0]
+        preview = _preview(first)
+        if not keep_metadata:
+            data = _encode(picture, fmt, lossless=fmt == "WEBP" and data[12:16] == b"VP8L")
+    if len(data) > max_blob:
+        raise MediaError(
+            f"the picture is {len(data)} bytes once re-encoded, over the limit of {max_blob}", code="too_big"
+        )
     return Prepared(
         data=data,
         mime=IMAGE_MIMES[fmt],
@@ -216,17 +217,15 @@ class _Picture:
     loop: int | None  # None: play once (a GIF without a loop count)
 
 
-def _decode(data: bytes, fmt: str, max_pixels: int) -> _Picture:
-    if fmt == "WEBP" and (size := _webp_canvas(data)) is not None:
-        # libwebp allocates the whole canvas when its decoder is created, inside Image.open.
-        _check_pixels(size[0] * size[1], max_pixels)
+@contextmanager
+def _refusing(fmt: str) -> Iterator[None]:
+    """Pillow's failures inside the block, as a ``MediaError`` that says why the picture is refused."""
     try:
         with warnings.catch_warnings():
             # Pillow only warns between MAX_IMAGE_PIXELS and twice that; here a warning is a refusal.
             # (catch_warnings changes the process-wide filters: run prepare in one thread at a time.)
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data), formats=[fmt]) as image:
-                return _frames(image, fmt, max_pixels)
+            yield
     except MediaError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -235,6 +234,14 @@ def _decode(data: bytes, fmt: str, max_pixels: int) -> _Picture:
         # Pillow's decoders raise a wide, undocumented range of exceptions on hostile input (OSError for
         # truncation, SyntaxError, ValueError, struct.error, EOFError, ...): each means a broken file.
         raise MediaError(f"not a valid {fmt} picture: {exc}", code="bad_image") from exc
+
+
+def _decode(data: bytes, fmt: str, max_pixels: int) -> _Picture:
+    if fmt == "WEBP" and (size := _webp_canvas(data)) is not None:
+        # libwebp allocates the whole canvas when its decoder is created, inside Image.open.
+        _check_pixels(size[0] * size[1], max_pixels)
+    with Image.open(io.BytesIO(data), formats=[fmt]) as image:
+        return _frames(image, fmt, max_pixels)
 
 
 def _frames(image: Image.Image, fmt: str, max_pixels: int) -> _Picture:
@@ -251,7 +258,7 @@ def _frames(image: Image.Image, fmt: str, max_pixels: int) -> _Picture:
     for index in range(count):
         image.seek(index)
         image.load()
-        durations.append(int(image.info.get("duration") or _GIF_FRAME_MS))
+        durations.append(int(image.info.get("duration") or _FRAME_MS))
         frames.append(_clean(image, orientation, icc))
     return _Picture(frames=frames, durations=durations, loop=loop)
 
