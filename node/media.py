@@ -7,7 +7,8 @@ decides what it is, by its content and never by its name:
   (restricted to those four formats, so no other decoder ever sees the bytes). It is re-encoded in the
   same format from its pixels alone, after the EXIF orientation has been applied and the pixels moved
   from an embedded ICC profile to sRGB: EXIF (and its GPS position), XMP, ICC profiles, comments, text
-  chunks and embedded thumbnails do not survive. ``keep_metadata=True`` keeps the file's bytes as they
+  chunks and embedded thumbnails do not survive. JPEG and lossy WebP are written at quality 90 (80, then
+  70, when that keeps the file within ``max_blob``); PNG, GIF and lossless WebP losslessly. ``keep_metadata=True`` keeps the file's bytes as they
   are (still decoded, so a broken or hostile picture is refused all the same). Animated GIF, WebP and
   PNG keep every frame with its duration; a multi-picture JPEG (MPO) keeps its first picture only.
   A small WebP preview (at most ``PREVIEW_MAX_BYTES``, longest side at most ``PREVIEW_SIDE``) is made
@@ -88,8 +89,9 @@ _PREVIEW_STEPS: Final = (
     (160, 30),
     (48, 10),
 )
-_JPEG_QUALITY: Final = 90
-_WEBP_QUALITY: Final = 90
+# JPEG and lossy WebP quality: the first that keeps the picture within max_blob (a re-encoded JPEG can
+# come out larger than the file it was, which fitted).
+_QUALITIES: Final = (90, 80, 70)
 _FRAME_MS: Final = 100  # a frame that declares no duration
 
 
@@ -159,7 +161,11 @@ def prepare(
         first = picture.frames[0]
         preview = _preview(first)
         if not keep_metadata:
-            data = _encode(picture, fmt, lossless=fmt == "WEBP" and data[12:16] == b"VP8L")
+            lossless = fmt in ("PNG", "GIF") or (fmt == "WEBP" and data[12:16] == b"VP8L")
+            for quality in _QUALITIES:
+                data = _encode(picture, fmt, lossless=lossless, quality=quality)
+                if lossless or len(data) <= max_blob:
+                    break
     if len(data) > max_blob:
         raise MediaError(
             f"the picture is {len(data)} bytes once re-encoded, over the limit of {max_blob}", code="too_big"
@@ -305,16 +311,16 @@ def _to_srgb(frame: Image.Image, icc: bytes) -> Image.Image:
     return converted if converted is not None else frame
 
 
-def _encode(picture: _Picture, fmt: str, *, lossless: bool) -> bytes:
+def _encode(picture: _Picture, fmt: str, *, lossless: bool, quality: int) -> bytes:
     """``picture`` in ``fmt`` again, from its pixels and the options given here only."""
     first, rest = picture.frames[0], list(picture.frames[1:])
     options: dict[str, object] = {}
     if fmt == "JPEG":
         if first.mode not in ("L", "RGB", "CMYK"):
             first = first.convert("RGB")
-        options = {"quality": _JPEG_QUALITY, "optimize": True}
+        options = {"quality": quality, "optimize": True}
     elif fmt == "WEBP":
-        options = {"lossless": True} if lossless else {"quality": _WEBP_QUALITY}
+        options = {"lossless": True} if lossless else {"quality": quality}
     if "transparency" in first.info and fmt in ("PNG", "GIF"):
         options["transparency"] = first.info["transparency"]
     if rest:

@@ -395,3 +395,11 @@ def test_prepared_cannot_hold_a_contradiction():
         Prepared(data=b"x", mime="image/png", width=0, height=1, preview=b"p", kind="image")
     prepared = prepare(_saved(_gradient(), "PNG"))
     assert "data" not in repr(prepared) and "width=64" in repr(prepared)  # no megabytes in logs
+
+
+def test_jpeg_quality_is_lowered_to_stay_within_max_blob():
+    noise = Image.frombytes("RGB", (300, 200), os.urandom(300 * 200 * 3))
+    original = _saved(noise, "JPEG", quality=80)
+    assert len(_saved(noise, "JPEG", quality=90)) > len(original)
+    prepared = prepare(original, max_blob=len(original))
+    assert prepared.kind == "image" and len(prepared.data) <= len(original)
