@@ -7,12 +7,12 @@ decides what it is, by its content and never by its name:
   (restricted to those four formats, so no other decoder ever sees the bytes). It is re-encoded in the
   same format from its pixels alone, after the EXIF orientation has been applied and the pixels moved
   from an embedded ICC profile to sRGB: EXIF (and its GPS position), XMP, ICC profiles, comments, text
-  chunks and embedded thumbnails do not survive. JPEG and lossy WebP are written at quality 90 (80, then
-  70, when that keeps the file within ``max_blob``); PNG, GIF and lossless WebP losslessly. ``keep_metadata=True`` keeps the file's bytes as they
-  are (still decoded, so a broken or hostile picture is refused all the same). Animated GIF, WebP and
-  PNG keep every frame with its duration; a multi-picture JPEG (MPO) keeps its first picture only.
-  A small WebP preview (at most ``PREVIEW_MAX_BYTES``, longest side at most ``PREVIEW_SIDE``) is made
-  from the first frame.
+  chunks and embedded thumbnails do not survive. JPEG and lossy WebP are written at quality 90 (80,
+  then 70, when that keeps the file within ``max_blob``); PNG, GIF and lossless WebP losslessly.
+  ``keep_metadata=True`` keeps the file's bytes as they are (still decoded, so a broken or hostile
+  picture is refused all the same). Animated GIF, WebP and PNG keep every frame with its duration; a
+  multi-picture JPEG (MPO) keeps its first picture only. A small WebP preview (at most
+  ``PREVIEW_MAX_BYTES``, longest side at most ``PREVIEW_SIDE``) is made from the first frame.
 - **Anything else** (SVG, HTML, PDF, text, an SVG named ``.png``) is an opaque file: its bytes
   unchanged, mime ``application/octet-stream``, no size, no preview. It is never rendered as a picture.
 
@@ -254,7 +254,7 @@ def _frames(image: Image.Image, fmt: str, max_pixels: int) -> _Picture:
     # Image.open has read the header only: check what it declares before decoding a single pixel.
     width, height = image.size
     _check_pixels(width * height, max_pixels)
-    count = image.n_frames if fmt in _ANIMATED and getattr(image, "is_animated", False) else 1
+    count = int(getattr(image, "n_frames", 1)) if fmt in _ANIMATED else 1
     _check_pixels(width * height * count, max_pixels)
     orientation = _orientation(image)
     icc = image.info.get("icc_profile")
