@@ -12,6 +12,7 @@ import textwrap
 import click
 
 from . import (
+    commands_blob,
     commands_bridge,
     commands_demo,
     commands_graph,
@@ -121,6 +122,7 @@ for _module in (
     commands_demo,
     commands_bridge,
     commands_web,
+    commands_blob,
 ):
     for _command in _module.COMMANDS:
         cli.add_command(_command)

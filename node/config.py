@@ -66,7 +66,7 @@ def _num(x: float) -> str:
     return str(int(x)) if isinstance(x, int) or x.is_integer() else str(x)
 
 
-# spec/protocol.md §12.5 and §13.7; spec/config.md lists the same table for users.
+# spec/protocol.md §12.5, §13.7 and §8.5 (blobs); spec/config.md lists the same table for users.
 # fmt: off
 _TABLE: tuple[tuple[str, type[int] | type[float], float, float, float, str, str], ...] = (
     # name, type, default, low, high (inclusive), unit, description
@@ -119,6 +119,8 @@ _TABLE: tuple[tuple[str, type[int] | type[float], float, float, float, str, str]
     ("reach_recheck", float, 600.0, 10.0, 86400.0, "s", "how often reachability is checked again"),
     ("punch_timeout", float, 5.0, 0.5, 60.0, "s", "time one hole-punching attempt may take"),
     ("punch_retry", float, 300.0, 5.0, 86400.0, "s", "wait before punching again after a failed attempt"),
+    ("max_blob", int, 8_388_608, 65_536, 8_388_608, "bytes", "largest blob (picture, file) this node stores (spec §8.5)"),
+    ("blob_quota", int, 1_073_741_824, 0, 1_000_000_000_000, "bytes", "blobs beyond it are evicted, least recently used first; yours and those of feeds you follow are kept"),
 )
 # fmt: on
 LIMITS: tuple[Limit, ...] = tuple(

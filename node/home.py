@@ -6,6 +6,7 @@ Layout::
     HOME/store.db     the SQLite store (WAL)
     HOME/config.toml  settings (optional)
     HOME/node.json    written by ``tidings run`` while it runs
+    HOME/blobs/       pictures and files, named by their hash (``storage.blobs``)
 
 The folder is created 0700 and every file in it 0600, whatever the umask (``storage.files``). A secret
 file (``secret.pem``, ``transport.key``, ``web.token``) that group or others may read or write is
@@ -24,8 +25,9 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from tidings.node.config import ConfigError, load_config
+from tidings.node.config import DEFAULT_LIMITS, ConfigError, load_config
 from tidings.protocol import Profile, SigningKey, TidingsError
+from tidings.storage.blobs import BlobStore
 from tidings.storage.files import FileError, atomic_writer, make_private_dir, read_private
 from tidings.storage.store import Store
 
@@ -65,6 +67,10 @@ class Home:
     @property
     def node_file(self) -> Path:
         return self.path / "node.json"
+
+    @property
+    def blobs_path(self) -> Path:
+        return self.path / "blobs"
 
     def exists(self) -> bool:
         return self.key_path.exists()
@@ -162,6 +168,14 @@ class Home:
             return load_config(self.config_path)
         except ConfigError as exc:
             raise HomeError(str(exc), code=exc.code) from None
+
+    def limit(self, name: str) -> Any:
+        """The ``[limits]`` value ``name`` of config.toml, or its default (node/config.py)."""
+        return self.config().get("limits", {}).get(name, DEFAULT_LIMITS[name])
+
+    def open_blobs(self, store: Store) -> BlobStore:
+        """The home's blobs (``HOME/blobs``, rows in ``store``), written up to the ``max_blob`` limit."""
+        return BlobStore(self.blobs_path, store, max_blob=int(self.limit("max_blob")))
 
     def running_node(self) -> dict[str, Any] | None:
         """The running node's ``node.json`` if its process is alive."""

@@ -25,6 +25,7 @@ from .errors import (
 from .lipmaa import lipmaa, path_to_first, skip_target
 
 if TYPE_CHECKING:
+    from .blobs import MAX_BLOB, BlobHasher, BlobRef, blob_id
     from .content import (
         Block,
         Content,
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
         Unblock,
         Unfollow,
         Unknown,
+        blob_refs,
         decode_content,
         encode_content,
         type_of,
@@ -56,20 +58,33 @@ if TYPE_CHECKING:
         verify_payload,
         verify_signature,
     )
-    from .identity import EntryId, FeedId, SigningKey, entry_id_text, feed_id_text, hash_bytes
+    from .identity import (
+        BlobId,
+        EntryId,
+        FeedId,
+        SigningKey,
+        blob_id_text,
+        entry_id_text,
+        feed_id_text,
+        hash_bytes,
+    )
 
 #: The module of each lazily loaded name (the names imported above for type checkers).
 _LAZY = {
+    "blobs": ("MAX_BLOB", "BlobHasher", "BlobRef", "blob_id"),
     "content": (
         "Block", "Content", "Delete", "Follow", "Post", "Profile", "Reaction", "Repost", "Unblock",
-        "Unfollow", "Unknown", "decode_content", "encode_content", "type_of",
+        "Unfollow", "Unknown", "blob_refs", "decode_content", "encode_content", "type_of",
     ),
     "encoding": ("decode", "encode"),
     "entry": (
         "MAX_ENTRY_SIZE", "MAX_PAYLOAD_SIZE", "VERSION", "Entry", "ForkProof", "check_fork", "create_entry",
         "signature_ok", "verify_entry", "verify_links", "verify_payload", "verify_signature",
     ),
-    "identity": ("EntryId", "FeedId", "SigningKey", "entry_id_text", "feed_id_text", "hash_bytes"),
+    "identity": (
+        "BlobId", "EntryId", "FeedId", "SigningKey", "blob_id_text", "entry_id_text", "feed_id_text",
+        "hash_bytes",
+    ),
 }  # fmt: skip
 _MODULE_OF = {name: module for module, names in _LAZY.items() for name in names}
 
@@ -85,9 +100,13 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "MAX_BLOB",
     "MAX_ENTRY_SIZE",
     "MAX_PAYLOAD_SIZE",
     "VERSION",
+    "BlobHasher",
+    "BlobId",
+    "BlobRef",
     "Block",
     "Content",
     "DecodeError",
@@ -111,6 +130,9 @@ __all__ = [
     "Unblock",
     "Unfollow",
     "Unknown",
+    "blob_id",
+    "blob_id_text",
+    "blob_refs",
     "check_fork",
     "create_entry",
     "decode",

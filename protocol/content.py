@@ -3,7 +3,9 @@
 A payload is the canonical encoding of a map with a text ``type``. Known types are validated against
 their schema and limits; keys a schema does not name are allowed and kept (newer writers may add
 fields). Unknown types are accepted as ``Unknown`` so they are stored and passed on, never shown.
-References to entries are 32-byte entry hashes; references to feeds are 32-byte keys.
+References to entries are 32-byte entry hashes; references to feeds are 32-byte keys; blobs (pictures,
+files: a post's ``attachments``, a profile's ``avatar`` and ``banner``) are named by blob references
+(``blobs.BlobRef``, spec §8.5).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any, ClassVar
 
 import msgpack
 
+from .blobs import BlobRef, attachments_from_value, check_attachments, check_blob_ref
 from .encoding import decode, encode
 from .entry import MAX_PAYLOAD_SIZE
 from .errors import DecodeError, InvalidContent, LocalProtocolError, ProtocolError
@@ -21,6 +24,7 @@ __all__ = [
     "MAX_BIO",
     "MAX_NAME",
     "MAX_TEXT",
+    "BlobRef",
     "Block",
     "Content",
     "Delete",
@@ -32,6 +36,7 @@ __all__ = [
     "Unblock",
     "Unfollow",
     "Unknown",
+    "blob_refs",
     "decode_content",
     "encode_content",
 ]
@@ -122,6 +127,7 @@ class Post(Content):
     tags: tuple[str, ...] = ()
     lang: str | None = None
     origin: dict[str, Any] | None = field(default=None, hash=False)
+    attachments: tuple[BlobRef, ...] = ()
 
     def __post_init__(self) -> None:
         _text(self.text, "text", MAX_TEXT)
@@ -141,6 +147,7 @@ class Post(Content):
             _text(self.lang, "lang", MAX_LANG)
         if self.origin is not None:
             _check_origin(self.origin)
+        check_attachments(self.attachments)  # spec §8.5
         _check_extra(self.extra, self.type)
 
     def fields(self) -> dict[str, Any]:
@@ -155,6 +162,8 @@ class Post(Content):
             out["lang"] = self.lang
         if self.origin is not None:
             out["origin"] = dict(self.origin)
+        if self.attachments:
+            out["attachments"] = [a.to_map() for a in self.attachments]
         return out
 
 
@@ -255,14 +264,20 @@ class Profile(Content):
     type: ClassVar[str] = "profile"
     name: str | None = None
     bio: str | None = None
+    avatar: BlobRef | None = None
+    banner: BlobRef | None = None
 
     def __post_init__(self) -> None:
-        if self.name is None and self.bio is None:
-            raise _bad("a profile sets a name, a bio or both")
+        if self.name is None and self.bio is None and self.avatar is None and self.banner is None:
+            raise _bad("a profile sets a name, a bio, an avatar or a banner")
         if self.name is not None:
             _text(self.name, "name", MAX_NAME)
         if self.bio is not None:
             _text(self.bio, "bio", MAX_BIO, empty=True)
+        for name in ("avatar", "banner"):  # spec §8.5
+            value = getattr(self, name)
+            if value is not None:
+                check_blob_ref(value, name)
         _check_extra(self.extra, self.type)
 
     def fields(self) -> dict[str, Any]:
@@ -271,6 +286,10 @@ class Profile(Content):
             out["name"] = self.name
         if self.bio is not None:
             out["bio"] = self.bio
+        if self.avatar is not None:
+            out["avatar"] = self.avatar.to_map()
+        if self.banner is not None:
+            out["banner"] = self.banner.to_map()
         return out
 
 
@@ -300,7 +319,7 @@ KNOWN: dict[str, type[Content]] = {
     c.type: c for c in (Post, Reaction, Repost, Delete, Follow, Unfollow, Block, Unblock, Profile)
 }
 _SCHEMA: dict[str, tuple[str, ...]] = {
-    "post": ("text", "reply", "root", "mentions", "tags", "lang", "origin"),
+    "post": ("text", "reply", "root", "mentions", "tags", "lang", "origin", "attachments"),
     "reaction": ("target", "emoji"),
     "repost": ("target",),
     "delete": ("target",),
@@ -308,7 +327,7 @@ _SCHEMA: dict[str, tuple[str, ...]] = {
     "unfollow": ("feed",),
     "block": ("feed",),
     "unblock": ("feed",),
-    "profile": ("name", "bio"),
+    "profile": ("name", "bio", "avatar", "banner"),
 }
 
 
@@ -341,10 +360,25 @@ def from_map(value: Any) -> Content:
             if not isinstance(args[key], list):
                 raise _bad(f"{key} must be an array")
             args[key] = tuple(args[key])
+    if "attachments" in args:  # spec §8.5
+        args["attachments"] = attachments_from_value(args["attachments"])
+    for key in ("avatar", "banner"):
+        if key in args and kind == "profile":
+            args[key] = BlobRef.from_map(args[key], key)
     try:
         return cls(extra=extra, **args)
     except TypeError:
         raise _bad(f"a {kind} is missing a required field") from None
+
+
+def blob_refs(content: Content) -> tuple[BlobRef, ...]:
+    """The blob references of ``content`` (spec §8.5): a post's attachments, a profile's avatar and
+    banner; none for other types."""
+    if isinstance(content, Post):
+        return content.attachments
+    if isinstance(content, Profile):
+        return tuple(r for r in (content.avatar, content.banner) if r is not None)
+    return ()
 
 
 def encode_content(content: Content) -> bytes:
@@ -392,6 +426,8 @@ def _decode_fast(payload: bytes) -> Content | None:
         content = from_map(value)
     except ProtocolError:
         return None
+    if any(ref.extra for ref in blob_refs(content)):
+        return None  # extra keys of a blob reference are not typed: a float could hide there
     if msgpack.packb(value, use_bin_type=True) != payload:
         return None
     return content

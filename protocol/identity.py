@@ -1,7 +1,8 @@
 """Identities, hashes and the text forms of ids (spec/protocol.md §3).
 
 A feed is named by its Ed25519 public key. Text forms: a feed id is ``@`` + the 32-byte key in
-lowercase base32 without padding; an entry id is ``%`` + the 32-byte entry hash in the same alphabet.
+lowercase base32 without padding; an entry id is ``%`` + the 32-byte entry hash in the same alphabet;
+a blob id is ``&`` + the 32-byte hash of the blob's bytes (spec §8.5).
 Hashes are BLAKE2b with a 32-byte digest. Signatures are verified with libsodium's rules
 (``crypto_sign_open``: canonical S, no small-order keys), one rule set for every node.
 """
@@ -18,12 +19,15 @@ import nacl.exceptions
 from .errors import LocalProtocolError, RemoteProtocolError
 
 __all__ = [
+    "BLOB_SIGIL",
     "HASH_SIZE",
     "KEY_SIZE",
     "SIGNATURE_SIZE",
+    "BlobId",
     "EntryId",
     "FeedId",
     "SigningKey",
+    "blob_id_text",
     "hash_bytes",
     "verify_signature",
 ]
@@ -33,6 +37,7 @@ KEY_SIZE = 32
 SIGNATURE_SIZE = 64
 FEED_SIGIL = "@"
 ENTRY_SIGIL = "%"
+BLOB_SIGIL = "&"
 
 
 def hash_bytes(data: bytes) -> bytes:
@@ -119,6 +124,37 @@ class EntryId:
         if not isinstance(text, str) or not text.startswith(ENTRY_SIGIL):
             raise RemoteProtocolError("an entry id starts with '%'", code="bad_id")
         return cls(_unb32(text[1:], HASH_SIZE, "entry id"))
+
+
+@dataclass(frozen=True, slots=True)
+class BlobId:
+    """A blob: the 32-byte hash of its bytes (spec §8.5)."""
+
+    hash: bytes
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.hash, bytes) or len(self.hash) != HASH_SIZE:
+            raise LocalProtocolError("a blob hash is 32 bytes", code="bad_id")
+
+    def __str__(self) -> str:
+        return BLOB_SIGIL + _b32(self.hash)
+
+    @property
+    def hex(self) -> str:
+        """The hash in lowercase hex (the blob's file name in a store)."""
+        return self.hash.hex()
+
+    @classmethod
+    def parse(cls, text: str) -> BlobId:
+        """Parse ``&base32``; raise ``RemoteProtocolError`` (code ``bad_id``) if malformed."""
+        if not isinstance(text, str) or not text.startswith(BLOB_SIGIL):
+            raise RemoteProtocolError("a blob id starts with '&'", code="bad_id")
+        return cls(_unb32(text[1:], HASH_SIZE, "blob id"))
+
+
+def blob_id_text(blob_hash: bytes) -> str:
+    """Text form of a blob hash."""
+    return BLOB_SIGIL + _b32(blob_hash)
 
 
 def entry_id_text(entry_hash: bytes) -> str:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from blob_vectors import blobs_doc  # spec/blob_vectors.py, beside this script
 from record_vectors import records_doc  # spec/record_vectors.py, beside this script
 from tidings.protocol import (
     Block,
@@ -1056,6 +1057,7 @@ def generate(out: Path) -> list[Path]:
         "forks.json": forks_doc(key, other, log),
         "content.json": content_doc(key, other),
         "records.json": records_doc(),
+        "blobs.json": blobs_doc(tagged),
     }
     for name, doc in docs.items():
         write(out, name, doc)

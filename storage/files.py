@@ -38,6 +38,7 @@ __all__ = [
     "make_private_dir",
     "private_store_files",
     "read_private",
+    "sync_folder",
     "write_file",
 ]
 
@@ -99,7 +100,7 @@ def atomic_writer(
         _place(tmp, target, replace=replace)
         placed = True
         if sync:
-            _sync_folder(target.parent)
+            sync_folder(target.parent)
     except FileExistsError:
         raise FileError(f"{target} exists; pass --force to replace it", code="exists") from None
     except OSError as exc:
@@ -125,7 +126,8 @@ def _place(tmp: Path, target: Path, *, replace: bool) -> None:
         os.rename(tmp, target)
 
 
-def _sync_folder(folder: Path) -> None:
+def sync_folder(folder: Path) -> None:
+    """fsync ``folder``, so the names just put in it survive a crash (best effort)."""
     with contextlib.suppress(OSError):
         fd = os.open(folder, os.O_RDONLY | _CLOEXEC)
         try:

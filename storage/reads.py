@@ -1,6 +1,6 @@
 """Read queries over the store, returning plain JSON-ready dicts (the CLI's ``--json`` shapes).
 
-Text ids follow spec/cli.md: ``@base32`` feeds, ``%base32`` entries. Queries are written so the
+Text ids follow spec/cli.md: ``@base32`` feeds, ``%base32`` entries, ``&base32`` blobs. Queries are written so the
 planner walks an index in the requested order (timelines walk the ranked-time index ``entries_rank``:
 ``min(ts, received + skew)``, spec/ranking.md §1.1; see the README).
 """
@@ -18,6 +18,7 @@ from tidings.protocol import (
     FeedId,
     InvalidContent,
     RemoteProtocolError,
+    blob_id_text,
     decode,
     entry_id_text,
     feed_id_text,
@@ -35,6 +36,7 @@ MIN_PREFIX = 4
 
 _FEED_KEYS = {"feed", "mentions"}
 _ENTRY_KEYS = {"target", "reply", "root"}
+_BLOB_KEYS = {"blob", "preview"}  # of a blob reference (spec/protocol.md §8.5)
 _ENTRY_COLS = "e.hash, e.author, e.seq, e.ts, e.type, e.payload, e.deleted"
 _RANK = rank_ts("e")  # spec/ranking.md §1.1: timelines and threads order by it, never by ts alone
 
@@ -45,6 +47,8 @@ def _ref_json(key: str, value: Any) -> Any:
             return feed_id_text(value)
         if key in _ENTRY_KEYS and len(value) == 32:
             return entry_id_text(value)
+        if key in _BLOB_KEYS and len(value) == 32:
+            return blob_id_text(value)
         return value.hex()
     if isinstance(value, list):
         return [_ref_json(key, v) for v in value]

@@ -217,6 +217,19 @@ _MIGRATIONS: list[str] = [
     CREATE VIRTUAL TABLE profiles_fts USING fts5 (name, bio);
     INSERT INTO profiles_fts (rowid, name, bio) SELECT fts_row, name, bio FROM profiles WHERE fts_row IS NOT NULL;
     """,
+    # 9: blobs (spec/protocol.md §8.5) held as files under HOME/blobs (storage/blobs.py): their size,
+    #    when each was added and last used (gc evicts the least recently used first), and whether the
+    #    user pinned it (``tidings blob add``: never evicted).
+    """
+    CREATE TABLE IF NOT EXISTS blobs (
+        id BLOB PRIMARY KEY,
+        size INTEGER NOT NULL,
+        added INTEGER NOT NULL,
+        last_used INTEGER NOT NULL,
+        pinned INTEGER NOT NULL DEFAULT 0
+    ) WITHOUT ROWID;
+    CREATE INDEX IF NOT EXISTS blobs_lru ON blobs (pinned, last_used);
+    """,
 ]
 
 SCHEMA_VERSION = len(_MIGRATIONS)

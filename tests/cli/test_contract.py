@@ -149,7 +149,7 @@ def test_a_name_the_code_lacks_is_caught() -> None:
 def test_the_planned_commands_are_not_built() -> None:
     """What the contract calls planned does not exist yet (when it does, move it out of *Planned*)."""
     ctx = click.Context(cli)
-    for name in ("dm", "inbox", "conversation", "device", "recover", "blob"):
+    for name in ("dm", "inbox", "conversation", "device", "recover"):
         assert cli.get_command(ctx, name) is None, name
     post = cli.get_command(ctx, "post")
     assert post is not None and "--attach" not in _option_names(post)
@@ -174,6 +174,8 @@ def test_every_promised_json_field_is_printed(tmp_path: Path) -> None:
     _run(b, "init", "--name", "bob")
     _run(b, "post", "bob grows gardens")
     fb = _objects(b, "id")[0]["feed"]
+    picture = tmp_path / "picture.png"
+    picture.write_bytes(b"\x89PNG not really")
     node = Running(b, "--http", f"{next_host()}:0")
     try:
         # in the order the runs depend on each other; keyed by the first command of the contract's row
@@ -208,6 +210,10 @@ def test_every_promised_json_field_is_printed(tmp_path: Path) -> None:
             ("tidings unfollow FEED", ("unfollow", fb)),
             ("tidings block FEED", ("block", fb)),
             ("tidings unblock FEED", ("unblock", fb)),
+            ("tidings blob add FILE", ("blob", "add", str(picture))),
+            ("tidings blob ls", ("blob", "ls")),
+            ("tidings blob get BLOB", ("blob", "get", "&BLOB", "-o", str(tmp_path / "copy.png"))),
+            ("tidings blob gc", ("blob", "gc")),
         ]
         on_b = {"tidings open [--print]": ("open", "--print"), "tidings status": ("status",)}
         rows = _rows()
@@ -216,16 +222,19 @@ def test_every_promised_json_field_is_printed(tmp_path: Path) -> None:
         assert set(keyed) <= planned, (
             f"rows of spec/cli.md with JSON fields and no run here: {set(keyed) - planned}"
         )
-        last = bob_post = ""
+        last = bob_post = blob = ""
         printed: dict[str, list[dict[str, Any]]] = {}
         for span, args in runs:
-            args = tuple(last if x == "%LAST" else bob_post if x == "%BOB" else x for x in args)
+            swap = {"%LAST": last, "%BOB": bob_post, "&BLOB": blob}
+            args = tuple(swap.get(x, x) for x in args)
             objects = _objects(a, *args)
             printed.setdefault(span.split(" [")[0], []).extend(objects)
             if args[0] == "post":
                 last = objects[0]["id"]
             if args[0] == "log":
                 bob_post = objects[0]["id"]
+            if args[:2] == ("blob", "add"):
+                blob = objects[0]["id"]
         for span, args in on_b.items():
             printed.setdefault(span.split(" [")[0] + " (running)", []).extend(_objects(b, *args))
         for span, fields in rows:

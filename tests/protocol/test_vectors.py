@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 from tidings.protocol import (
+    BlobHasher,
+    BlobId,
     Entry,
     EntryId,
     FeedId,
@@ -22,6 +24,9 @@ from tidings.protocol import (
     ProtocolError,
     RemoteProtocolError,
     SigningKey,
+    blob_id,
+    blob_id_text,
+    blob_refs,
     check_fork,
     create_entry,
     decode,
@@ -51,6 +56,7 @@ ROOT = Path(__file__).resolve().parents[2]
 VECTORS = ROOT / "spec" / "vectors"
 SPEC = ROOT / "spec" / "protocol.md"
 FILES = (
+    "blobs.json",
     "content.json",
     "encoding.json",
     "entries.json",
@@ -312,6 +318,51 @@ def test_content_valid(vector: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("vector", cases("content.json", "invalid"))
 def test_content_invalid(vector: dict[str, Any]) -> None:
+    fails_with(vector["code"], lambda: decode_content(bytes.fromhex(vector["payload"])))
+
+
+# -- §8.5 blobs --------------------------------------------------------------------------------------------
+
+
+def _blob_bytes(vector: dict[str, Any]) -> bytes:
+    if "input" in vector:
+        return bytes.fromhex(vector["input"])
+    assert vector["pattern"] == "byte i is i mod 251, for i from 0 to 1048575"
+    return bytes(i % 251 for i in range(vector["size"]))
+
+
+@pytest.mark.parametrize("vector", cases("blobs.json", "ids"))
+def test_blob_ids(vector: dict[str, Any]) -> None:
+    data = _blob_bytes(vector)
+    assert len(data) == vector["size"]
+    made = blob_id(data)
+    assert made.hash.hex() == made.hex == vector["hash"] == hash_bytes(data).hex()
+    assert str(made) == blob_id_text(made.hash) == vector["id"]
+    assert BlobId.parse(vector["id"]) == made
+    hasher = BlobHasher()  # the same id fed in uneven chunks
+    for start in range(0, len(data), 7919):
+        hasher.update(data[start : start + 7919])
+    assert hasher.blob_id() == made and hasher.size == len(data)
+
+
+@pytest.mark.parametrize("vector", cases("blobs.json", "invalid_ids"))
+def test_blob_ids_invalid(vector: dict[str, Any]) -> None:
+    fails_with(vector["code"], lambda: BlobId.parse(vector["text"]))
+
+
+@pytest.mark.parametrize("vector", cases("blobs.json", "valid"))
+def test_blob_refs_valid(vector: dict[str, Any]) -> None:
+    content = decode_content(bytes.fromhex(vector["payload"]))
+    assert type_of(content) == vector["type"]
+    expected = untag(vector["map"])  # in canonical order (spec §2.1), nested maps too
+    assert same(decode(encode(content.to_map())), expected)
+    assert decode_content(encode_content(content)) == content
+    refs = [*expected.get("attachments", []), *(expected[k] for k in ("avatar", "banner") if k in expected)]
+    assert [encode(r.to_map()) for r in blob_refs(content)] == [encode(r) for r in refs]
+
+
+@pytest.mark.parametrize("vector", cases("blobs.json", "invalid"))
+def test_blob_refs_invalid(vector: dict[str, Any]) -> None:
     fails_with(vector["code"], lambda: decode_content(bytes.fromhex(vector["payload"])))
 
 
