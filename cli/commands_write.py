@@ -92,20 +92,52 @@ def id_(session: Session, as_json: bool) -> None:
         click.echo(feed)
 
 
+_FILE = click.Path(exists=True, dir_okay=False, readable=True)
+
+
 @click.command()
 @click.argument("text")
 @click.option("--reply-to", "reply_to", metavar="ENTRY", help="Reply to this entry (id or unique prefix).")
+@click.option(
+    "--attach", "files", multiple=True, type=_FILE, metavar="FILE", help="Attach a picture or file (up to 4)."
+)
+@click.option(
+    "--alt", "alts", multiple=True, metavar="TEXT", help="Alt text of the --attach given in the same place."
+)
+@click.option(
+    "--keep-metadata", is_flag=True, help="Keep pictures' EXIF/GPS and other metadata (stripped by default)."
+)
 @common_options
 @json_option
 @pass_session
-def post(session: Session, text: str, reply_to: str | None, as_json: bool) -> None:
-    """Append a post. TEXT '-' reads the text from standard input."""
+def post(
+    session: Session,
+    text: str,
+    reply_to: str | None,
+    files: tuple[str, ...],
+    alts: tuple[str, ...],
+    keep_metadata: bool,
+    as_json: bool,
+) -> None:
+    """Append a post. TEXT '-' reads the text from standard input. Pictures are re-encoded here, so
+    their metadata (EXIF, GPS, comments) never leaves this machine."""
     from tidings.node import actions
 
+    if len(alts) > len(files):
+        raise click.UsageError(
+            "each --alt describes the --attach given in the same place: more --alt than --attach"
+        )
+    if len(files) > 4:
+        raise click.UsageError("a post carries at most 4 attachments")
     if text == "-":
         text = read_stdin_text()
     store, key, now = write(session)
-    report(actions.post(store, key, text, reply_to=reply_to, now=now), as_json, "posted")
+    blobs = session.home.open_blobs(store)
+    refs = [
+        actions.attach(blobs, path, alt=alts[i] if i < len(alts) else None, keep_metadata=keep_metadata)
+        for i, path in enumerate(files)
+    ]
+    report(actions.post(store, key, text, reply_to=reply_to, attachments=refs, now=now), as_json, "posted")
 
 
 @click.command()
@@ -152,20 +184,27 @@ def delete(session: Session, entry: str, as_json: bool) -> None:
 @click.argument("feed", required=False, type=FeedType())
 @click.option("--name", help="Set your display name.")
 @click.option("--bio", help="Set your bio ('' clears it).")
+@click.option(
+    "--avatar", type=_FILE, metavar="FILE", help="Set your picture (re-encoded here, metadata stripped)."
+)
 @common_options
 @json_option
 @pass_session
-def profile(session: Session, feed: bytes | None, name: str | None, bio: str | None, as_json: bool) -> None:
+def profile(
+    session: Session, feed: bytes | None, name: str | None, bio: str | None, avatar: str | None, as_json: bool
+) -> None:
     """Set your profile, or with no option show it (or the profile of FEED)."""
     from tidings.node import actions
 
     store = session.store()
     me = session.me()
-    if name is not None or bio is not None:
+    if name is not None or bio is not None or avatar is not None:
         if feed is not None and feed != me:
             raise click.UsageError("only your own profile can be set")
         store, key, now = write(session)
-        shown = actions.set_profile(store, key, name=name, bio=bio, now=now)
+        blobs = None if avatar is None else session.home.open_blobs(store)
+        picture = None if blobs is None or avatar is None else actions.attach(blobs, avatar, picture=True)
+        shown = actions.set_profile(store, key, name=name, bio=bio, avatar=picture, now=now)
         if not as_json:
             click.echo(f"profile updated {shown['id']} (seq {shown['seq']})")
     else:

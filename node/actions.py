@@ -32,9 +32,12 @@ Mutes (``mute``, ``unmute``) are local and never published; muting yourself is r
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
+from tidings.node import media
 from tidings.protocol import (
+    BlobRef,
     Block,
     Delete,
     EntryId,
@@ -56,12 +59,14 @@ from tidings.storage.reads import MIN_PREFIX, entry_written
 
 if TYPE_CHECKING:
     from tidings.protocol import Content, SigningKey
+    from tidings.storage.blobs import BlobStore
     from tidings.storage.store import Store
 
 __all__ = [
     "GRAPH_KINDS",
     "ActionError",
     "GraphKind",
+    "attach",
     "block",
     "delete",
     "entry_prefix",
@@ -173,13 +178,49 @@ def reply_links(store: Store, reply_to: str) -> tuple[bytes, bytes]:
 
 
 def post(
-    store: Store, key: SigningKey, text: str, *, reply_to: str | None = None, now: int
+    store: Store,
+    key: SigningKey,
+    text: str,
+    *,
+    reply_to: str | None = None,
+    attachments: Sequence[BlobRef] = (),
+    now: int,
 ) -> dict[str, Any]:
-    """Append a post; with ``reply_to`` (an entry id or unique prefix), a reply in that thread."""
+    """Append a post; with ``reply_to`` (an entry id or unique prefix), a reply in that thread; with
+    ``attachments`` (``attach``), pictures and files (spec §8.5)."""
     reply = root = None
     if reply_to is not None:
         reply, root = reply_links(store, reply_to)
-    return _append(store, key, Post(text=text, reply=reply, root=root), now)
+    content = Post(text=text, reply=reply, root=root, attachments=tuple(attachments))
+    return _append(store, key, content, now)
+
+
+def attach(
+    blobs: BlobStore,
+    path: str,
+    *,
+    alt: str | None = None,
+    keep_metadata: bool = False,
+    picture: bool = False,
+) -> BlobRef:
+    """Store the file at ``path`` for a post or a profile: a picture is re-encoded here first, so its
+    metadata (EXIF and GPS, XMP, comments, thumbnails) never leaves the machine unless ``keep_metadata``
+    (node/media.py); it and its preview become pinned blobs. ``picture``: anything else is refused
+    before it is stored. The reference to carry (spec §8.5)."""
+    prepared = media.prepare(path, keep_metadata=keep_metadata, max_blob=blobs.max_blob)
+    if picture and prepared.kind != "image":
+        raise ActionError(f"{path} is not a picture (JPEG, PNG, WebP or GIF)", code="not_a_picture")
+    blob = blobs.put_bytes(prepared.data, pinned=True)
+    preview = None if prepared.preview is None else blobs.put_bytes(prepared.preview, pinned=True)
+    return BlobRef(
+        blob=blob.hash,
+        size=len(prepared.data),
+        mime=prepared.mime,
+        width=prepared.width,
+        height=prepared.height,
+        alt=alt or None,
+        preview=None if preview is None else preview.hash,
+    )
 
 
 def react(store: Store, key: SigningKey, entry: str, emoji: str, *, now: int) -> dict[str, Any]:
@@ -304,10 +345,16 @@ def unmute(store: Store, kind: Literal["feed", "word"], value: str) -> dict[str,
 
 
 def set_profile(
-    store: Store, key: SigningKey, *, name: str | None, bio: str | None, now: int
+    store: Store,
+    key: SigningKey,
+    *,
+    name: str | None,
+    bio: str | None,
+    avatar: BlobRef | None = None,
+    now: int,
 ) -> dict[str, Any]:
-    """Append a profile entry (``bio=''`` clears the bio) and return the profile now shown, with the
-    entry's ``id``, ``seq`` and ``ts``."""
-    written = _append(store, key, Profile(name=name, bio=bio), now)
+    """Append a profile entry (``bio=''`` clears the bio; ``avatar`` from ``attach``) and return the
+    profile now shown, with the entry's ``id``, ``seq`` and ``ts``."""
+    written = _append(store, key, Profile(name=name, bio=bio, avatar=avatar), now)
     shown = store.profile(key.public_key)
     return {**shown, "id": written["id"], "seq": written["seq"], "ts": written["ts"]}

@@ -151,8 +151,6 @@ def test_the_planned_commands_are_not_built() -> None:
     ctx = click.Context(cli)
     for name in ("dm", "inbox", "conversation", "device", "recover"):
         assert cli.get_command(ctx, name) is None, name
-    post = cli.get_command(ctx, "post")
-    assert post is not None and "--attach" not in _option_names(post)
 
 
 # -- the JSON fields, from real runs ------------------------------------------------------------------------
