@@ -19,10 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .dht_wire import ID_SIZE, Value
-from .encoding import decode
 from .identity import KEY_SIZE, FeedId
 from .record_quota import LOCAL
-from .records import MAX_RECORD_SIZE, MAX_SEQ, MAX_TTL_MS, MEMBER_TAG, RECORD_LENGTHS, InvalidRecord, node_key
+from .records import MAX_SEQ, MAX_TTL_MS, MEMBER_TAG, InvalidRecord, node_key, record_items
 
 __all__ = ["VERIFY_BURST", "VERIFY_RATE", "RecordHead", "VerifyBudget", "peek_record"]
 
@@ -50,15 +49,7 @@ def peek_record(data: Value, *, key: bytes, now_ms: int, max_ttl_ms: int = MAX_T
     (``not_a_record``, ``too_large``, ``bad_key``, ``bad_seq``, ``bad_expiry``, ``wrong_key``,
     ``expired``, ``ttl_too_long``, a ``DecodeError`` code); passing proves nothing about the signature.
     """
-    if type(data) is not bytes:
-        raise InvalidRecord("a record is bytes", code="not_a_record")
-    if len(data) > MAX_RECORD_SIZE:
-        raise InvalidRecord(f"record larger than {MAX_RECORD_SIZE} bytes", code="too_large")
-    items = decode(data, max_size=MAX_RECORD_SIZE)
-    if type(items) is not list or not items or type(items[0]) is not str:
-        raise InvalidRecord("not a Tidings record", code="not_a_record")
-    if RECORD_LENGTHS.get(items[0]) != len(items):
-        raise InvalidRecord("not a Tidings record", code="not_a_record")
+    items = record_items(data)
     member = items[0] == MEMBER_TAG
     # [tag, swarm_key, member, addresses, seq, expiry, sig], [tag, feed, addresses, transport, seq, ...]
     # or (version 2) [tag, feed, addresses, transport, relays, seq, expiry, sig]: seq and expiry come

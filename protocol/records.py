@@ -60,6 +60,7 @@ __all__ = [
     "looks_like_record",
     "newer",
     "node_key",
+    "record_items",
     "swarm_key",
     "validate_record",
     "validator",
@@ -363,11 +364,9 @@ def _wire_to_relays(items: object) -> tuple[tuple[bytes, str], ...]:
     return tuple(pairs)
 
 
-def decode_record(data: Value) -> Record:
-    """Decode and verify a record (not its key or expiry: see ``validate_record``).
-
-    Raises ``RemoteProtocolError`` (``InvalidRecord`` or ``DecodeError``) on anything else.
-    """
+def record_items(data: Value) -> list[Any]:
+    """The array of a record's encoding, with a known tag and as many elements as that tag has;
+    ``InvalidRecord`` (``not_a_record``, ``too_large``) or ``DecodeError`` otherwise."""
     if type(data) is not bytes:
         raise InvalidRecord("a record is bytes", code="not_a_record")
     if len(data) > MAX_RECORD_SIZE:
@@ -377,6 +376,15 @@ def decode_record(data: Value) -> Record:
         raise InvalidRecord("not a Tidings record", code="not_a_record")
     if RECORD_LENGTHS.get(items[0]) != len(items):
         raise InvalidRecord("not a Tidings record", code="not_a_record")
+    return items
+
+
+def decode_record(data: Value) -> Record:
+    """Decode and verify a record (not its key or expiry: see ``validate_record``).
+
+    Raises ``RemoteProtocolError`` (``InvalidRecord`` or ``DecodeError``) on anything else.
+    """
+    items = record_items(data)
     try:
         if items[0] == NODE_TAG_V2:
             _, feed, addresses, transport_key, relays, seq, expiry_ms, signature = items
