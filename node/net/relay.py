@@ -292,6 +292,8 @@ class Relays:
             log.info("circuit of %s cut at its %s bound", feed_id_text(circuit.initiator), ended)
         if ended in ("bytes", "garbage"):  # spec §12.10: cut at its byte bound, or no handshake in it
             self.node.penalize(host, "invalid")
+        elif ended == "seconds":  # an endless circuit costs a little: a few stay far above the threshold
+            self.node.penalize(host, "idle")
 
     def _count(self, n: int) -> None:
         self.bytes_relayed += n

@@ -195,9 +195,9 @@ async def test_a_circuit_over_its_byte_bound_is_cut_and_its_initiator_pays(tmp_p
         nursery.cancel_scope.cancel()
 
 
-async def test_a_circuit_that_outlives_its_time_is_cut_and_nobody_pays(tmp_path):
-    """An endless stream: at ``relay_circuit_seconds`` the relay closes the circuit (spec §12.10); time
-    alone is no offence, so the initiator keeps its score."""
+async def test_a_circuit_that_outlives_its_time_is_cut_and_costs_a_little(tmp_path):
+    """An endless stream: at ``relay_circuit_seconds`` the relay closes the circuit (spec §12.10) and the
+    initiator loses a little score (``idle``), far from being cut off: a long honest sync may end so."""
     hr, kr = make_home(tmp_path, "r")
     ha, ka = make_home(tmp_path, "a")
     async with trio.open_nursery() as nursery:
@@ -212,7 +212,7 @@ async def test_a_circuit_that_outlives_its_time_is_cut_and_nobody_pays(tmp_path)
         assert 0.9 <= trio.current_time() - started < 10
         await wait_until(lambda: r.relays.circuits_cut == 1)
         a_host = a.local_host()
-        assert a_host is not None and r.scores.get(a_host) >= 0 and not r.penalties.banned(a_host)
+        assert a_host is not None and -5 < r.scores.get(a_host) < 0 and not r.penalties.banned(a_host)
         nursery.cancel_scope.cancel()
 
 
