@@ -179,6 +179,9 @@ async def bind_punch_socket(local_host: str | None = None, *, family: int = sock
     except OSError as exc:
         sock.close()
         raise PunchFailed(f"cannot bind a port on {host} to punch from: {exc}", code="punch_error") from None
+    except BaseException:  # cancelled while binding: the socket is ours to close
+        sock.close()
+        raise
     return PunchSocket(sock, fam)
 
 

@@ -148,6 +148,24 @@ async def test_a_bound_punch_socket_that_is_not_used_gives_its_port_back() -> No
         again.bind((host, port))
 
 
+async def test_a_bind_cancelled_before_it_binds_closes_its_socket(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``bind`` checkpoints before it binds: a cancellation there must not leave the new socket to the
+    garbage collector (it did, as an unclosed ``0.0.0.0:0`` socket, in a relay test)."""
+    unclosed: list[object] = []
+    monkeypatch.setattr("sys.unraisablehook", lambda info: unclosed.append(info.exc_value))
+
+    async def bind_cancelled() -> None:
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await bind_punch_socket(next_host())
+        assert scope.cancelled_caught
+
+    async with trio.open_nursery() as nursery:  # a task of its own, so its frames are gone when it ends
+        nursery.start_soon(bind_cancelled)
+    gc.collect()
+    assert not [exc for exc in unclosed if isinstance(exc, ResourceWarning)]
+
+
 async def test_addresses_must_be_ip_literals_of_one_family() -> None:
     with pytest.raises(ValueError, match="IP address"):
         await bind_punch_socket("localhost")
