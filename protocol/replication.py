@@ -12,6 +12,8 @@ There are two sides, ours and theirs, each with its own state, and one table for
                             --have, peers, members (version 2)--> ACTIVE
                             --dial_me, dialed, reserve, reserved, incoming, refused,
                               punch, punch_go (version 3)--> ACTIVE
+                            --blob_want, blob_have, blob_get, blob_data,
+                              blob_none (version 4)--> ACTIVE
                             --connected--> SPLICED
                             --bye--> CLOSED
     HELLO --connect, accept--> RELAY
@@ -26,7 +28,8 @@ starts with ``hello`` and ends with ``bye``. The states meet in three rules the 
 1. **Version.** The version of the connection is the highest one in both sides' ``hello``; until the
    peer's has arrived there is none, so ``have``, ``peers``, ``members`` and lazy clock items cannot
    be sent (``version``), and under version 1 they are refused when received (``bad_message``); the
-   same holds for the version-3 messages under versions 1 and 2.
+   same holds for the version-3 messages under versions 1 and 2, and for the version-4 ones (blob
+   transfer, ``blob_transfer``) under versions 1 to 3.
    Version-1 messages may be sent as soon as our ``hello`` is out (both sides send theirs at once).
 2. **Closing.** Once either side is CLOSED, nothing but our ``bye`` may be sent, and nothing is read
    (``closed``).
@@ -47,6 +50,7 @@ import enum
 from typing import NoReturn
 
 from .entry import peek_position
+from .blob_transfer import BLOB_EVENTS
 from .errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from .reach_events import (
     Accept,
@@ -127,6 +131,8 @@ class State(enum.StrEnum):
 _VERSION_3: frozenset[type[Event]] = frozenset(
     {DialMe, Dialed, Reserve, Reserved, Incoming, Refused, Punch, PunchGo}
 )
+#: Messages that exist only in version 4 (spec §12.12): blob transfer.
+_VERSION_4: frozenset[type[Event]] = frozenset(BLOB_EVENTS.values())
 _ACTIVE_MESSAGES: tuple[type[Event], ...] = (
     Clock,
     Entries,
@@ -136,6 +142,7 @@ _ACTIVE_MESSAGES: tuple[type[Event], ...] = (
     Peers,
     Members,
     *sorted(_VERSION_3, key=lambda cls: cls.NAME),
+    *sorted(_VERSION_4, key=lambda cls: cls.NAME),
 )
 
 #: spec/protocol.md §12.2: (state of a side, event it sends) -> its next state; the same for both sides.
@@ -222,6 +229,8 @@ class Replication:
         relay_answer = cls is Refused and self.their_state is State.RELAY  # no hello came: no version
         if cls in _VERSION_3 and self.version < 3 and not relay_answer:
             raise LocalProtocolError(f"{cls.NAME} needs protocol version 3", code="version")
+        if cls in _VERSION_4 and self.version < 4:
+            raise LocalProtocolError(f"{cls.NAME} needs protocol version 4", code="version")
         if cls is Connected and self.their_state is not State.RELAY:
             raise LocalProtocolError("connected answers connect or accept only", code="replication_state")
         if isinstance(event, Hello):
@@ -273,7 +282,11 @@ class Replication:
             if self.their_state is State.HELLO:
                 raise RemoteProtocolError(f"expected hello, got {name!r}", code="bad_message")
             raise RemoteProtocolError(f"unexpected message {name!r}", code="bad_message")
-        if (cls in _VERSION_2 and self.version < 2) or (cls in _VERSION_3 and self.version < 3):
+        if (
+            (cls in _VERSION_2 and self.version < 2)
+            or (cls in _VERSION_3 and self.version < 3)
+            or (cls in _VERSION_4 and self.version < 4)
+        ):
             # the version first, whatever the arguments (§12.1)
             raise RemoteProtocolError(f"unexpected message {name!r}", code="bad_message")
         if cls is Connected and self.our_state is not State.RELAY:

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 from .entry import MAX_ENTRY_SIZE, MAX_PAYLOAD_SIZE
 from .errors import LocalProtocolError
 from .identity import KEY_SIZE
+from .blob_transfer import BLOB_EVENTS, BlobEvent
 from .reach_events import REACH_EVENTS, ReachEvent
 
 __all__ = [
@@ -43,7 +44,7 @@ __all__ = [
     "Peers",
 ]
 
-PROTOCOL_VERSIONS = (1, 2, 3)
+PROTOCOL_VERSIONS = (1, 2, 3, 4)
 #: Most items in one ``have`` message, and addresses in one ``peers`` message (version 2).
 MAX_HAVE_ITEMS = 1000
 MAX_PEER_ADDRESSES = 32
@@ -222,10 +223,11 @@ class Bye:
             raise _bad("bye code and reason are text")
 
 
-Event = Hello | Clock | Entries | Have | Peers | Members | CaughtUp | Forks | Bye | ReachEvent
+Event = Hello | Clock | Entries | Have | Peers | Members | CaughtUp | Forks | Bye | ReachEvent | BlobEvent
 
 #: message name -> event class (spec §12.1; the version-3 messages are in ``reach_events``)
 EVENT_TYPES: dict[str, type[Event]] = {
     **{cls.NAME: cls for cls in (Hello, Clock, Entries, Have, Peers, Members, CaughtUp, Forks, Bye)},
     **REACH_EVENTS,
+    **BLOB_EVENTS,
 }
