@@ -49,8 +49,8 @@ from __future__ import annotations
 import enum
 from typing import NoReturn
 
-from .entry import peek_position
 from .blob_transfer import BLOB_EVENTS
+from .entry import peek_position
 from .errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from .reach_events import (
     Accept,

@@ -16,10 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from .blob_transfer import BLOB_EVENTS, BlobEvent
 from .entry import MAX_ENTRY_SIZE, MAX_PAYLOAD_SIZE
 from .errors import LocalProtocolError
 from .identity import KEY_SIZE
-from .blob_transfer import BLOB_EVENTS, BlobEvent
 from .reach_events import REACH_EVENTS, ReachEvent
 
 __all__ = [
