@@ -26,6 +26,7 @@ __all__ = [
     "MAX_ALT",
     "MAX_ATTACHMENTS",
     "MAX_BLOB",
+    "MAX_PREVIEW",
     "MAX_DIMENSION",
     "MAX_MIME",
     "OPAQUE_MIME",
@@ -40,6 +41,8 @@ __all__ = [
 #: Limits of spec §8.5: a blob's size, in bytes; attachments per post; ``mime`` and ``alt`` in UTF-8
 #: bytes; ``width`` and ``height`` in pixels.
 MAX_BLOB = 8 * 1024 * 1024
+#: Most bytes of a preview (the ``preview`` of a reference, §8.5).
+MAX_PREVIEW = 32 * 1024
 MAX_ATTACHMENTS = 4
 MAX_MIME = 100
 MAX_ALT = 1000

@@ -9,42 +9,50 @@ are is read from the payloads themselves: a post's ``attachments`` and a profile
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 
 from tidings.protocol import ProtocolError, blob_refs, decode_content
+from tidings.protocol.blobs import BlobRef
 
 from .reads import Reads
 
-__all__ = ["kept_blobs", "referenced_blobs"]
+__all__ = ["kept_blobs", "referenced_blobs", "stored_refs"]
 
 #: Key names whose presence in a payload's bytes makes it worth decoding (msgpack stores keys as
 #: their UTF-8 bytes).
 _KEYS = (b"attachments", b"avatar", b"banner")
 
 
-def referenced_blobs(store: Reads, authors: Collection[bytes]) -> set[bytes]:
-    """The ids (32-byte hashes) of every blob and preview named by the stored, not deleted post and
-    profile payloads of ``authors``. Payloads that break §8 are skipped: they are not shown."""
-    found: set[bytes] = set()
+def stored_refs(store: Reads, authors: Collection[bytes]) -> Iterator[tuple[bytes, BlobRef]]:
+    """``(author, reference)`` for every blob reference in the stored, not deleted post and profile
+    payloads of ``authors``. Payloads that break §8 are skipped: they are not shown."""
     feeds = sorted(set(authors))
     for start in range(0, len(feeds), 500):
         part = feeds[start : start + 500]
         marks = ",".join("?" * len(part))
         rows = store.read(
-            "SELECT payload FROM entries WHERE type IN ('post', 'profile') AND deleted = 0 "
+            "SELECT author, payload FROM entries WHERE type IN ('post', 'profile') AND deleted = 0 "
             f"AND payload IS NOT NULL AND author IN ({marks}) "
             "AND (instr(payload, ?) > 0 OR instr(payload, ?) > 0 OR instr(payload, ?) > 0)",
             (*part, *_KEYS),
         )
-        for (payload,) in rows:
+        for author, payload in rows:
             try:
                 content = decode_content(bytes(payload))
             except ProtocolError:
                 continue
             for ref in blob_refs(content):
-                found.add(ref.blob)
-                if ref.preview is not None:
-                    found.add(ref.preview)
+                yield bytes(author), ref
+
+
+def referenced_blobs(store: Reads, authors: Collection[bytes]) -> set[bytes]:
+    """The ids (32-byte hashes) of every blob and preview named by the stored, not deleted post and
+    profile payloads of ``authors``."""
+    found: set[bytes] = set()
+    for _, ref in stored_refs(store, authors):
+        found.add(ref.blob)
+        if ref.preview is not None:
+            found.add(ref.preview)
     return found
 
 

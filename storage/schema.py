@@ -230,6 +230,24 @@ _MIGRATIONS: list[str] = [
     ) WITHOUT ROWID;
     CREATE INDEX IF NOT EXISTS blobs_lru ON blobs (pinned, last_used);
     """,
+    # 10: blobs the node wants from its peers (spec/protocol.md §12.12, storage/blob_wants.py): those
+    #     entries of the feeds it replicates name, and those the user asked for (``author`` NULL); the
+    #     size and mime the reference gave (NULL for a preview: at most ``most`` bytes), and when to try
+    #     again after a failure (and why it failed).
+    """
+    CREATE TABLE IF NOT EXISTS blob_wants (
+        id BLOB PRIMARY KEY,
+        size INTEGER,
+        most INTEGER NOT NULL,
+        mime TEXT,
+        author BLOB,
+        added INTEGER NOT NULL,
+        tries INTEGER NOT NULL DEFAULT 0,
+        next_try INTEGER NOT NULL DEFAULT 0,
+        failed TEXT
+    ) WITHOUT ROWID;
+    CREATE INDEX IF NOT EXISTS blob_wants_due ON blob_wants (next_try);
+    """,
 ]
 
 SCHEMA_VERSION = len(_MIGRATIONS)
