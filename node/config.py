@@ -121,6 +121,11 @@ _TABLE: tuple[tuple[str, type[int] | type[float], float, float, float, str, str]
     ("punch_retry", float, 300.0, 5.0, 86400.0, "s", "wait before punching again after a failed attempt"),
     ("max_blob", int, 8_388_608, 65_536, 8_388_608, "bytes", "largest blob (picture, file) this node stores (spec §8.5)"),
     ("blob_quota", int, 1_073_741_824, 0, 1_000_000_000_000, "bytes", "blobs beyond it are evicted, least recently used first; yours and those of feeds you follow are kept"),
+    ("blob_downloads", int, 4, 1, 64, "", "blobs fetched from peers at once (spec §12.12)"),
+    ("blob_range_timeout", float, 30.0, 1.0, 600.0, "s", "time one requested range of a blob (up to 1 MiB) may take to arrive"),
+    ("blob_ask_timeout", float, 5.0, 0.1, 120.0, "s", "wait for peers' blob_have answers before a wanted blob counts as not found for now"),
+    ("blob_retry", float, 30.0, 0.1, 86400.0, "s", "first wait before a failed blob is tried again; it doubles with each failure, up to an hour"),
+    ("blob_author_budget", int, 268_435_456, 0, 1_000_000_000_000, "bytes", "bytes of blobs fetched automatically for one feed per hour; more waits (or is fetched on request)"),
 )
 # fmt: on
 LIMITS: tuple[Limit, ...] = tuple(

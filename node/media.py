@@ -45,6 +45,7 @@ __all__ = [
     "PREVIEW_SIDE",
     "MediaError",
     "Prepared",
+    "check_picture",
     "prepare",
 ]
 
@@ -366,3 +367,24 @@ def _webp_canvas(data: bytes) -> tuple[int, int] | None:
     if chunk == b"VP8 " and len(data) >= 30 and data[23:26] == b"\x9d\x01\x2a":
         return int.from_bytes(data[26:28], "little") & 0x3FFF, int.from_bytes(data[28:30], "little") & 0x3FFF
     return None
+
+
+def check_picture(path: str | os.PathLike[str], mime: str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+    """Check that the file at ``path`` is a picture of type ``mime`` (``image/*``: any of the four)
+    within ``max_pixels``, from its header alone (no pixel is decoded), before a blob received from a
+    peer is kept as a picture (spec §8.5, §12.12). ``MediaError``: ``not_a_picture`` (another format,
+    an SVG or HTML page posing as one), ``image_too_large`` (a decompression bomb), ``bad_image``."""
+    with open(path, "rb") as file:
+        head = file.read(64)
+    fmt = _sniff(head)
+    if fmt is None or (mime != "image/*" and IMAGE_MIMES[fmt] != mime):
+        found = "not a picture" if fmt is None else f"a {IMAGE_MIMES[fmt]} picture"
+        raise MediaError(f"the blob is {found}, not the {mime} it is said to be", code="not_a_picture")
+    with _refusing(fmt):
+        if fmt == "WEBP" and (size := _webp_canvas(head)) is not None:
+            _check_pixels(size[0] * size[1], max_pixels)
+        with Image.open(path, formats=[fmt]) as image:
+            width, height = image.size
+            _check_pixels(width * height, max_pixels)
+            count = int(getattr(image, "n_frames", 1)) if fmt in _ANIMATED else 1
+            _check_pixels(width * height * count, max_pixels)

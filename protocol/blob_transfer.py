@@ -16,7 +16,8 @@ asked range breaks §12.12 (``RemoteProtocolError``, ``bad_message``); a request
 byte arrived. A request the asker gave up on (its deadline passed) is ``abandoned``: data and
 ``blob_none`` still in flight for it are dropped quietly, for a bounded number of requests. As the
 server it counts the peer's open requests (``serving``): at most ``MAX_OPEN_REQUESTS`` at a time, a
-further ``blob_get`` is answered ``blob_none`` ``busy``, not served::
+further ``blob_get`` is answered ``blob_none`` ``busy``, not served; and it remembers which bytes of
+which blobs went out on the connection (``resent``), so bytes asked for again are paid for::
 
     asker:  (none) --ask--> OPEN --received (all bytes)--> DONE
                             OPEN --blob_none received---> DONE
@@ -44,6 +45,7 @@ __all__ = [
     "CHUNK",
     "MAX_ABANDONED",
     "MAX_OPEN_REQUESTS",
+    "MAX_SENT_BLOBS",
     "MAX_WANT_ITEMS",
     "BlobData",
     "BlobEvent",
@@ -63,6 +65,8 @@ CHUNK = 64512
 #: Most requests a peer may have open on one connection; and requests an asker remembers as abandoned.
 MAX_OPEN_REQUESTS = 4
 MAX_ABANDONED = 64
+#: Blobs whose sent ranges a connection remembers (for the work budget).
+MAX_SENT_BLOBS = 256
 _MAX_REQUEST = 2**32 - 1
 _MAX_CODE = 50
 _MAX_REASON = 200
@@ -219,6 +223,7 @@ class BlobRequests:
         self._open: dict[int, _Open] = {}
         self._abandoned: OrderedDict[int, None] = OrderedDict()
         self._serving: set[int] = set()
+        self._sent: OrderedDict[bytes, list[tuple[int, int]]] = OrderedDict()
 
     # -- asking ----------------------------------------------------------------------------------------
     def ask(self, blob: bytes, offset: int, length: int) -> BlobGet:
@@ -289,3 +294,21 @@ class BlobRequests:
     def served(self, request: int) -> None:
         """The last ``blob_data`` or a ``blob_none`` of ``request`` was sent."""
         self._serving.discard(request)
+
+    def resent(self, event: BlobGet) -> int:
+        """How many of the bytes ``event`` asks for were sent on this connection before (work asked
+        for again: paid from the peer's work budget, spec §12.8.6); notes them all as sent. The
+        record covers the last ``MAX_SENT_BLOBS`` blobs served."""
+        start, end = event.offset, event.offset + event.length
+        ranges = self._sent.pop(event.blob, [])
+        again = sum(max(0, min(end, b) - max(start, a)) for a, b in ranges)
+        merged: list[tuple[int, int]] = []
+        for a, b in sorted([*ranges, (start, end)]):
+            if merged and a <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], b))
+            else:
+                merged.append((a, b))
+        self._sent[event.blob] = merged
+        while len(self._sent) > MAX_SENT_BLOBS:
+            self._sent.popitem(last=False)
+        return again

@@ -19,6 +19,7 @@ from tidings.node.addresses import address_scope, parse_address
 from tidings.node.clock import SYSTEM_CLOCK, Clock, make_rng
 from tidings.node.discovery.discovery import Discovery
 from tidings.node.home import Home
+from tidings.node.net.blob_fetch import BlobService
 from tidings.node.net.changes import Changes
 from tidings.node.net.gossip_link import GossipLink, GossipTimer, gossip_limits
 from tidings.node.net.listener import Listener, close_stream
@@ -103,6 +104,7 @@ class Node:
         self.reach = Reachability(self)
         self.relays = Relays(self, enabled=relay)  # ``relay`` of config.toml (spec §12.10)
         self.punching = Punching(self)
+        self.blobs = BlobService(self)  # blobs, and fetching them from peers (spec §12.12)
         self.services = [ServiceRunner(s) for s in services or []]
         self.syncing: PeerConnection | None = None  # the connection of a one-shot sync
         self.discovery: Discovery | None = (
@@ -290,6 +292,7 @@ class Node:
                     nursery.start_soon(self.reach.run)
                     nursery.start_soon(self.relays.run)
                     nursery.start_soon(self.punching.run)
+                    await nursery.start(self.blobs.run)
                     if self.discovery is not None:
                         try:  # UDP on the TCP port number (ARCHITECTURE.md, Discovery)
                             await nursery.start(self.discovery.run)

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import trio
+from tidings.node.net.blob_serve import PeerBlobs
 from tidings.node.net.budgets import RateLimit
 from tidings.node.net.feeder import Feeder
 from tidings.node.net.forks import FORKS_PER_FRAME, take_forks
@@ -37,11 +38,12 @@ from tidings.protocol import (
     feed_id_text,
     hash_bytes,
 )
+from tidings.protocol.blob_transfer import BLOB_EVENTS
 from tidings.protocol.budget import Ledger
 from tidings.protocol.entry import peek_position
 from tidings.protocol.errors import TidingsError
 from tidings.protocol.gossip import Admission
-from tidings.protocol.reach_events import ReachEvent, WireMessage
+from tidings.protocol.reach_events import WireMessage
 from tidings.protocol.replication import (
     Bye,
     CaughtUp,
@@ -64,6 +66,7 @@ __all__ = ["PeerConnection", "PeerMisbehaved", "open_inbound", "relayed_host"]
 
 log = logging.getLogger("tidings.peer")
 
+_BLOB_TYPES = tuple(BLOB_EVENTS.values())
 #: Rejection codes that mean the peer sent invalid data (as opposed to a fork it only relays).
 _BENIGN = {"fork", "feed_forked", "link_conflict"}
 
@@ -130,6 +133,7 @@ class PeerConnection:
         self.replaced = trio.Event()
         self.helped = False  # it asked us for a dial-back or a reservation (§12.9, §12.10)
         self.remote_address = _socket_address(channel.stream, address)  # HOST:PORT, §12.9
+        self.blobs = PeerBlobs(self)  # blob transfer, version 4 (§12.12)
 
     def statistics(self) -> dict[str, Any]:
         return {
@@ -178,6 +182,8 @@ class PeerConnection:
                 opened = True
                 nursery.start_soon(self.feeder.serve)
                 nursery.start_soon(self.ingest.run)
+                if self.rep.version >= 4:
+                    nursery.start_soon(self.blobs.serve)
                 if not self.once:
                     nursery.start_soon(self.feeder.push)
                     nursery.start_soon(self.gossip.run)
@@ -284,6 +290,8 @@ class PeerConnection:
             elif isinstance(event, Members):
                 if self.node.discovery is not None and not self.once:
                     await self.node.discovery.receive_members(event.records, self)
+            elif isinstance(event, _BLOB_TYPES):  # version 4: blob transfer (§12.12)
+                await self.blobs.on_event(event)
             elif isinstance(event, WireMessage):  # version 3: reachability, relays, punching (§12.9-§12.11)
                 await self.node.on_reach_event(self, event)
             elif isinstance(event, Bye):
@@ -298,10 +306,10 @@ class PeerConnection:
             log.info("peer %s overspent its work budget (%s)", self.address, self.work.statistics())
             self.node.penalize(self.host, "overspent")
 
-    async def send_event(self, event: ReachEvent) -> None:
-        """Send one version-3 message (spec §12.9-§12.11) if the connection is ACTIVE."""
+    async def send_event(self, event: WireMessage) -> None:
+        """Send one version-3 or -4 message (spec §12.9-§12.12) if the connection is ACTIVE."""
         if self.rep.state == "ACTIVE":
-            await self.channel.send(self.rep.send(event))
+            await self.channel.send(self.rep.send(event))  # type: ignore[arg-type]
 
     async def send_members(self, records: list[bytes]) -> None:
         """Swarm member records (§13.6); only over version 2 connections of a running node."""

@@ -31,6 +31,8 @@ SCORE_EVENTS: dict[str, float] = {
     "flood": -50.0,  # more frames or entries per second than the limits
     "own_fork": -100.0,  # the peer's own feed forked (it signed two entries with one seq)
     "overspent": -5.0,  # work the peer asked for that its work budget could not pay (spec §12.8.6)
+    "slow_blob": -5.0,  # a range of a blob that did not arrive within blob_range_timeout (spec §12.12)
+    "bad_blob": -10.0,  # a blob whose bytes are not the picture its reference says (spec §12.12)
 }
 #: Most a single ``delivered`` event adds (a big catch-up is not worth more than steady service).
 DELIVERED_CAP = 5.0

@@ -5,44 +5,20 @@ from __future__ import annotations
 
 import io
 import json
-import struct
-import zlib
 from pathlib import Path
 
-from PIL import ExifTags, Image
+from PIL import Image
 
+from tests.support.pictures import bomb_png, phone_photo
 from tests.support.processes import tidings
 
 
 def _photo(path: Path) -> Path:
-    """A JPEG from a phone: a GPS position and a camera name in its EXIF, a comment."""
-    exif = Image.Exif()
-    exif[ExifTags.Base.Make] = "SpyCam-9000"
-    exif[ExifTags.IFD.GPSInfo] = {
-        ExifTags.GPS.GPSLatitudeRef: "N",
-        ExifTags.GPS.GPSLatitude: (48.0, 51.0, 29.0),
-        ExifTags.GPS.GPSLongitudeRef: "E",
-        ExifTags.GPS.GPSLongitude: (2.0, 17.0, 40.0),
-    }
-    picture = Image.linear_gradient("L").resize((96, 64)).convert("RGB")
-    picture.save(path, format="JPEG", exif=exif, comment=b"SECRET-COMMENT")
-    return path
+    return phone_photo(path)
 
 
 def _bomb(path: Path) -> Path:
-    """A tiny PNG that declares 100000 x 100000 pixels."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)
-    path.write_bytes(
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(b""))
-        + chunk(b"IEND", b"")
-    )
-    return path
+    return bomb_png(path)
 
 
 def _content(home: Path, entry: str) -> dict:

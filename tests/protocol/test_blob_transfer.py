@@ -13,6 +13,7 @@ from tidings.protocol.blob_transfer import (
     CHUNK,
     MAX_ABANDONED,
     MAX_OPEN_REQUESTS,
+    MAX_SENT_BLOBS,
     MAX_WANT_ITEMS,
     BlobData,
     BlobGet,
@@ -212,3 +213,19 @@ def test_any_split_of_a_range_into_chunks_completes_it_once(sizes: list[int]) ->
         done.append(got.done)
         offset += size
     assert done == [False] * (len(sizes) - 1) + [True]
+
+
+def test_bytes_asked_for_again_are_counted() -> None:
+    server = BlobRequests()
+
+    def get(offset: int, length: int, blob: bytes = B) -> BlobGet:
+        return BlobGet(request=0, blob=blob, offset=offset, length=length)
+
+    assert server.resent(get(0, 100)) == 0
+    assert server.resent(get(100, 100)) == 0  # the next range: new bytes
+    assert server.resent(get(50, 100)) == 100
+    assert server.resent(get(0, 10, C)) == 0  # another blob
+    assert server.resent(get(150, 100)) == 50
+    for n in range(MAX_SENT_BLOBS):
+        server.resent(get(0, 1, n.to_bytes(32, "big")))
+    assert server.resent(get(0, 100)) == 0  # forgotten past the bound
