@@ -42,12 +42,15 @@ from tidings.storage.blobs import BlobError, BlobStore
 if TYPE_CHECKING:
     from tidings.storage.blob_wants import Want
 
-__all__ = ["WINDOW", "Download"]
+__all__ = ["BUSY_PAUSE", "WINDOW", "Download"]
 
 log = logging.getLogger("tidings.blobs")
 
 #: Ranges asked for at once from one holder.
 WINDOW = 2
+#: A holder that answers ``busy`` (its other requests first) is asked again after a pause, a few times.
+BUSY_PAUSE = 0.2
+BUSY_TRIES = 20
 _PICTURE_FAILURES = {"not_a_picture", "image_too_large", "bad_image"}
 
 
@@ -61,14 +64,15 @@ class _HolderFailed(Exception):
 class Download:
     """The transfer of one wanted blob (see the module docstring)."""
 
-    def __init__(self, fetcher: Any, want: Want) -> None:
+    def __init__(self, fetcher: Any, want: Want, conn: Any) -> None:
         """``fetcher``: the node's ``blob_fetch.Fetcher``, whose holders, routes and failures it uses."""
         self.fetcher = fetcher
         self.want = want
         self.part: PartialBlob | None = None
         self.contributors: set[str] = set()
         self.received = 0
-        self._conn: Any = None
+        #: the holder this download is fetching from now (``conn`` first; None once it ended)
+        self.conn: Any = conn
         self._outstanding: list[int] = []
         self._failure: _HolderFailed | None = None
         self._event = trio.Event()
@@ -82,9 +86,8 @@ class Download:
         store = fetcher.service.store
         assert store is not None
         tried: set[int] = set()
-        conn = fetcher.holder(self.want, tried)
-        if conn is None:
-            return  # gone since the round saw it: the next round asks again
+        busy = 0
+        conn = self.conn
         if self.want.size is None:  # a preview or a blob asked for by id: the size the holder gave
             self.want = dataclasses.replace(self.want, size=fetcher.holders[self.want.blob][id(conn)])
         size = self.want.size
@@ -111,10 +114,15 @@ class Download:
                     log.info(
                         "blob %s from %s: %s (%s)", self.blob, conn.address, failure.reason, failure.code
                     )
+                    if failure.code == "busy" and busy < BUSY_TRIES:  # its other requests first
+                        busy += 1
+                        await trio.sleep(BUSY_PAUSE)
+                        continue
                     tried.add(id(conn))
-                    conn = fetcher.holder(self.want, tried)
+                    conn = self.conn = fetcher.holder(self.want, tried)
             await self._finish(store, part)
         finally:
+            self.conn = None
             part.close()
 
     async def _finish(self, store: BlobStore, part: PartialBlob) -> None:
@@ -148,7 +156,7 @@ class Download:
         part = self.part
         assert part is not None
         fetcher, node = self.fetcher, self.fetcher.node
-        self._conn, self._failure, self._outstanding = conn, None, []
+        self._failure, self._outstanding = None, []
         requests = conn.blobs.requests
         asked = part.offset
         timeout = float(node.limits["blob_range_timeout"])
@@ -166,8 +174,6 @@ class Download:
                 requests.abandon(request)
                 fetcher.routes.pop((id(conn), request), None)
             raise
-        finally:
-            self._conn = None
 
     async def _wait_range(self, conn: Any, timeout: float) -> None:
         """Until the first range in flight is whole (or the holder fails)."""
@@ -188,7 +194,7 @@ class Download:
     # -- what the connection hands over ----------------------------------------------------------------
     def on_data(self, conn: Any, got: Received) -> None:
         part = self.part
-        if conn is not self._conn or part is None or self._failure is not None:
+        if conn is not self.conn or part is None or self._failure is not None:
             return
         if got.offset != part.offset:
             node = self.fetcher.node
@@ -208,7 +214,7 @@ class Download:
             self._event.set()
 
     def on_refused(self, conn: Any, request: int, code: str, reason: str) -> None:
-        if conn is not self._conn:
+        if conn is not self.conn:
             return
         if request in self._outstanding:
             self._outstanding.remove(request)
@@ -228,7 +234,7 @@ class Download:
             "blob": str(self.blob),
             "size": self.want.size,
             "have": 0 if part is None else part.offset,
-            "from": None if self._conn is None else self._conn.address,
+            "from": None if self.conn is None else self.conn.address,
         }
 
 

@@ -30,10 +30,10 @@ from collections.abc import Iterable
 from typing import Any
 
 import trio
-from tidings.node.net.blob_download import Download
+from tidings.node.net.blob_download import WINDOW, Download
 from tidings.node.net.budgets import RateLimit
 from tidings.protocol import ProtocolError, blob_refs, decode_content
-from tidings.protocol.blob_transfer import MAX_WANT_ITEMS, BlobWant, Received
+from tidings.protocol.blob_transfer import MAX_OPEN_REQUESTS, MAX_WANT_ITEMS, BlobWant, Received
 from tidings.protocol.blobs import MAX_PREVIEW
 from tidings.protocol.identity import BlobId
 from tidings.storage import blob_wants, gossip
@@ -51,6 +51,9 @@ POLL = 1.0
 MAX_RETRY = 3600.0
 BAD_BLOB_RETRY = 86400.0
 _CONTENT_TYPES = ("post", "profile")
+#: Downloads from one holder at once: each keeps ``WINDOW`` ranges in flight, within the holder's
+#: ``MAX_OPEN_REQUESTS``.
+PER_HOLDER = MAX_OPEN_REQUESTS // WINDOW
 
 
 class BlobService:
@@ -202,10 +205,13 @@ class Fetcher:
         asks: dict[int, list[bytes]] = {}
         conns = self.connections()
         for want in due:
-            if self.holder(want, set()) is not None:
+            holder = self.holder(want, set())
+            if holder is not None:
                 if len(self.downloads) < node.limits["blob_downloads"]:
-                    self._start(nursery, want)
+                    self._start(nursery, want, holder)
                 continue
+            if any(c in conns for c in self.holders.get(want.blob, {})):
+                continue  # offered, by holders busy with other blobs for now
             asked, since = self._asked.setdefault(want.blob, (set(), node.clock.monotonic()))
             new = [conn_id for conn_id in conns if conn_id not in asked]
             for conn_id in new:
@@ -226,8 +232,8 @@ class Fetcher:
             if store is not None:
                 await self.node.db.call(_touch, store, blob)
 
-    def _start(self, nursery: trio.Nursery, want: Want) -> None:
-        download = Download(self, want)
+    def _start(self, nursery: trio.Nursery, want: Want, holder: Any) -> None:
+        download = Download(self, want, holder)
         self.downloads[want.blob] = download
         nursery.start_soon(self._run_download, download)
 
@@ -255,6 +261,10 @@ class Fetcher:
         ``tried``; a direct connection before a relayed one."""
         conns = self.connections()
         offered = self.holders.get(want.blob, {})
+        load: dict[int, int] = {}
+        for download in self.downloads.values():
+            if download.conn is not None and download.want.blob != want.blob:
+                load[id(download.conn)] = load.get(id(download.conn), 0) + 1
         fits = [
             conns[c]
             for c, size in offered.items()
@@ -262,6 +272,7 @@ class Fetcher:
             and c not in tried
             and (want.size is None or size == want.size)
             and size <= want.most
+            and load.get(c, 0) < PER_HOLDER  # its open requests are bounded (§12.12)
         ]
         fits.sort(key=lambda conn: conn.path != "direct")
         return fits[0] if fits else None

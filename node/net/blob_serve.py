@@ -64,6 +64,7 @@ class PeerBlobs:
         """One blob message from the peer."""
         service = self.service
         if isinstance(event, BlobData):
+            self.conn.asked_frame()  # bytes we asked for: not a flood (spec §12.5, §12.12)
             got = self.requests.received(event)
             if got is not None and service is not None:
                 service.fetcher.on_data(self.conn, got)

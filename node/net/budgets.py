@@ -25,3 +25,7 @@ class RateLimit:
             return False
         self.tokens -= n
         return True
+
+    def refund(self, n: float = 1.0) -> None:
+        """Give back ``n`` taken for something that turned out not to count (up to the burst)."""
+        self.tokens = min(self.burst, self.tokens + n)

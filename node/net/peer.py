@@ -299,6 +299,10 @@ class PeerConnection:
                 nursery.cancel_scope.cancel()
                 return
 
+    def asked_frame(self) -> None:
+        """The frame just read carried what we asked for (``blob_data``): it is not counted as a flood."""
+        self._frames.refund()
+
     def overspent(self) -> None:
         """The peer asked for work its budget could not pay (spec §12.8.6): lower its score, once per
         frame that did; a running node cuts it off below the threshold."""
