@@ -11,15 +11,39 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from tidings.protocol import ProtocolError, blob_refs, decode_content
+from tidings.protocol import Content, ProtocolError, blob_refs, decode_content
 
 from .reads import Reads
 
-__all__ = ["kept_blobs", "referenced_blobs"]
+__all__ = ["kept_blobs", "named_blobs", "payload_blobs", "referenced_blobs"]
 
 #: Key names whose presence in a payload's bytes makes it worth decoding (msgpack stores keys as
 #: their UTF-8 bytes).
 _KEYS = (b"attachments", b"avatar", b"banner")
+
+
+def named_blobs(content: Content | None) -> set[bytes]:
+    """The ids (32-byte hashes) of the blobs and previews ``content`` names: a post's attachments, a
+    profile's avatar and banner (spec §8.5)."""
+    found: set[bytes] = set()
+    if content is not None:
+        for ref in blob_refs(content):
+            found.add(ref.blob)
+            if ref.preview is not None:
+                found.add(ref.preview)
+    return found
+
+
+def payload_blobs(payload: bytes | None) -> set[bytes]:
+    """``named_blobs`` of a stored payload; nothing for one that names none of the key names (not
+    decoded) or breaks §8 (not shown)."""
+    data = b"" if payload is None else bytes(payload)
+    if not any(key in data for key in _KEYS):
+        return set()
+    try:
+        return named_blobs(decode_content(data))
+    except ProtocolError:
+        return set()
 
 
 def referenced_blobs(store: Reads, authors: Collection[bytes]) -> set[bytes]:
@@ -37,14 +61,7 @@ def referenced_blobs(store: Reads, authors: Collection[bytes]) -> set[bytes]:
             (*part, *_KEYS),
         )
         for (payload,) in rows:
-            try:
-                content = decode_content(bytes(payload))
-            except ProtocolError:
-                continue
-            for ref in blob_refs(content):
-                found.add(ref.blob)
-                if ref.preview is not None:
-                    found.add(ref.preview)
+            found |= payload_blobs(payload)
     return found
 
 
