@@ -174,14 +174,13 @@ def blob_get(session: Session, blob_id: BlobId, output: str | None, as_json: boo
 @pass_session
 def blob_gc(session: Session, as_json: bool) -> None:
     """Evict blobs, least recently used first, until they fit blob_quota (config.toml). Blobs you
-    added, and those your entries and the entries of feeds you follow name, are kept."""
-    from tidings.storage.blob_refs import kept_blobs
+    added, and those your entries and the entries of feeds you follow name, are kept; those of
+    deleted posts that nothing else names go first."""
+    from tidings.storage.blob_upkeep import upkeep
 
     store = session.store()
-    blobs = _blobs(session)
-    keep = kept_blobs(store, session.me())
     quota = int(session.home.limit("blob_quota"))
-    result = blobs.gc(quota, keep)
+    result = upkeep(_blobs(session), store, session.me(), quota)
     if as_json:
         emit(result)
         return

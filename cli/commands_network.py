@@ -100,6 +100,7 @@ def run(
 
     import trio
     from tidings.node.addresses import format_address
+    from tidings.node.blob_keeper import BlobKeeper
     from tidings.node.bridges.supervisor import BridgeSupervisor
     from tidings.node.net.node import Node
     from tidings.node.web import web_services
@@ -148,7 +149,7 @@ def run(
         limits=limits,
         bootstrap=list(dict.fromkeys([*bootstrap, *configured])),
         swarms=list(swarms),
-        services=[*web_services(home, http_address), BridgeSupervisor(home)],
+        services=[*web_services(home, http_address), BridgeSupervisor(home), BlobKeeper(home)],
         relay=bool(config.get("relay", True)),  # spec/protocol.md §12.10; checked by node/config.py
     )
 
@@ -319,10 +320,14 @@ def status(session: Session, as_json: bool) -> None:
     """Whether the node runs, where it listens, and what the store holds."""
     from tidings.node.addresses import format_address
     from tidings.protocol import feed_id_text
+    from tidings.storage.blob_upkeep import blob_usage
+
+    from .commands_blob import size_text
 
     store = session.store()
     info = session.home.running_node()
     stats = store.stats()
+    quota = int(session.home.limit("blob_quota"))
     out = {
         "running": info is not None,
         "listen": format_address(info["listen"]) if info and info.get("listen") else None,
@@ -335,6 +340,8 @@ def status(session: Session, as_json: bool) -> None:
         # spec §12.9: whether others can dial the node, and where they see it (only while it runs)
         "reachability": info.get("reachability", "unknown") if info else None,
         "observed": info.get("observed") if info else None,
+        # spec/cli.md: what the blobs take, and how much of it gc may evict (others' blobs)
+        "blobs": blob_usage(session.home.open_blobs(store), store, session.me(), quota),
     }
     if as_json:
         emit(out)
@@ -342,6 +349,12 @@ def status(session: Session, as_json: bool) -> None:
     state = f"running, listening on {out['listen']}" if out["running"] else "not running"
     click.echo(
         f"node:    {state}\nfeed:    {out['feed']}\nstore:   {out['feeds']} feeds, {out['entries']} entries"
+    )
+    used = out["blobs"]
+    click.echo(
+        f"blobs:   {_count(used['count'], 'blob')}, {size_text(used['bytes'])} of a quota of "
+        f"{size_text(used['quota'])} (kept: {used['kept']}, {size_text(used['kept_bytes'])}; "
+        f"others': {used['others']}, {size_text(used['others_bytes'])})"
     )
     if out["reachability"] is not None:
         seen = f" (peers see {out['observed']})" if out["observed"] else ""

@@ -78,7 +78,7 @@ class Session:
                 if not home.path.exists():
                     raise HomeError(f"no home at {home.path}; run 'tidings init' first", code="no_home")
                 raise HomeError(f"no identity in {home.path}; run 'tidings init' first", code="no_identity")
-            self._store = Store(home.store_path, create=False)
+            self._store = Store(home.store_path, create=False, blobs_folder=home.blobs_path)
         return self._store
 
     def me(self) -> bytes:
@@ -118,7 +118,7 @@ class Session:
         from tidings.storage.store import Store
 
         key = self._load_key()
-        self._store = Store(self.home.store_path)
+        self._store = Store(self.home.store_path, blobs_folder=self.home.blobs_path)
         self._store.set_meta("self", key.public_key)
         return self._store
 

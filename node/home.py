@@ -160,7 +160,7 @@ class Home:
     def open_store(self) -> Store:
         if not self.path.is_dir():
             raise self._no_identity()
-        return Store(self.store_path)
+        return Store(self.store_path, blobs_folder=self.blobs_path)
 
     def config(self) -> dict[str, Any]:
         """config.toml, every table checked against its schema (node/config.py); ``{}`` if none."""

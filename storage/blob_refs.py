@@ -11,16 +11,38 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterator
 
-from tidings.protocol import ProtocolError, blob_refs, decode_content
+from tidings.protocol import Content, ProtocolError, blob_refs, decode_content
 from tidings.protocol.blobs import BlobRef
 
 from .reads import Reads
 
-__all__ = ["kept_blobs", "referenced_blobs", "stored_refs"]
+__all__ = ["kept_blobs", "named_blobs", "payload_blobs", "referenced_blobs", "stored_refs"]
 
 #: Key names whose presence in a payload's bytes makes it worth decoding (msgpack stores keys as
 #: their UTF-8 bytes).
 _KEYS = (b"attachments", b"avatar", b"banner")
+
+
+def named_blobs(content: Content | None) -> set[bytes]:
+    """The ids (32-byte hashes) of the blobs and previews ``content`` names: a post's attachments, a
+    profile's avatar and banner (spec §8.5)."""
+    return {blob for ref in blob_refs(content) for blob in _ids(ref)} if content is not None else set()
+
+
+def _ids(ref: BlobRef) -> tuple[bytes, ...]:
+    return (ref.blob,) if ref.preview is None else (ref.blob, ref.preview)
+
+
+def payload_blobs(payload: bytes | None) -> set[bytes]:
+    """``named_blobs`` of a stored payload; nothing for one that names none of the key names (not
+    decoded) or breaks §8 (not shown)."""
+    data = b"" if payload is None else bytes(payload)
+    if not any(key in data for key in _KEYS):
+        return set()
+    try:
+        return named_blobs(decode_content(data))
+    except ProtocolError:
+        return set()
 
 
 def stored_refs(store: Reads, authors: Collection[bytes]) -> Iterator[tuple[bytes, BlobRef]]:
@@ -48,12 +70,7 @@ def stored_refs(store: Reads, authors: Collection[bytes]) -> Iterator[tuple[byte
 def referenced_blobs(store: Reads, authors: Collection[bytes]) -> set[bytes]:
     """The ids (32-byte hashes) of every blob and preview named by the stored, not deleted post and
     profile payloads of ``authors``."""
-    found: set[bytes] = set()
-    for _, ref in stored_refs(store, authors):
-        found.add(ref.blob)
-        if ref.preview is not None:
-            found.add(ref.preview)
-    return found
+    return {blob for _, ref in stored_refs(store, authors) for blob in _ids(ref)}
 
 
 def kept_blobs(store: Reads, me: bytes) -> set[bytes]:

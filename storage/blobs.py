@@ -287,6 +287,20 @@ class BlobStore:
         with self.db.transaction() as cur:
             cur.execute("UPDATE blobs SET last_used = ? WHERE id = ?", (self.now(), blob.hash))
 
+    def remove(self, blob: BlobId) -> bool:
+        """Remove a blob, pinned or not (its post was deleted, spec §8.2.9); False when it was not here.
+
+        The file goes before the row, so a crash between leaves a row without a file, which ``gc``
+        drops. Holds ``tmp.lock`` shared, as writers do: it waits for ``gc`` (which must not record a
+        file this removes) and never for writers."""
+        fd = self._lock_fd(fcntl.LOCK_SH)
+        try:
+            held = self.has(blob) or bool(self.db.read("SELECT 1 FROM blobs WHERE id = ?", (blob.hash,)))
+            self._forget(blob)
+        finally:
+            os.close(fd)
+        return held
+
     def _forget(self, blob: BlobId) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.path_of(blob).unlink()

@@ -39,8 +39,9 @@ FTS_BATCH = 2000
 _GRAPH = {Follow: ("follow", 1), Unfollow: ("follow", 0), Block: ("block", 1), Unblock: ("block", 0)}
 
 
-def apply_content(cur: sqlite3.Cursor, rowid: int, entry: Entry, content: Content) -> None:
-    """Write the projection rows of one entry's content."""
+def apply_content(cur: sqlite3.Cursor, rowid: int, entry: Entry, content: Content) -> bytes | None:
+    """Write the projection rows of one entry's content; returns the payload it dropped (a delete's
+    target, ``drop_payload``), if any."""
     author, ts = entry.author, entry.timestamp
     if isinstance(content, Post):
         cur.execute(
@@ -100,7 +101,8 @@ def apply_content(cur: sqlite3.Cursor, rowid: int, entry: Entry, content: Conten
             "SELECT id FROM entries WHERE hash = ? AND author = ?", (content.target, author)
         ).fetchone()
         if row is not None:
-            drop_payload(cur, row[0])
+            return drop_payload(cur, row[0])
+    return None
 
 
 def _index_profile(cur: sqlite3.Cursor, feed: bytes) -> None:
@@ -113,8 +115,10 @@ def _index_profile(cur: sqlite3.Cursor, feed: bytes) -> None:
     cur.execute("INSERT INTO profiles_fts (rowid, name, bio) VALUES (?, ?, ?)", (fts_row, name, bio))
 
 
-def drop_payload(cur: sqlite3.Cursor, rowid: int) -> None:
-    """Forget an entry's payload and everything derived from it; the entry itself stays."""
+def drop_payload(cur: sqlite3.Cursor, rowid: int) -> bytes | None:
+    """Forget an entry's payload and everything derived from it; the entry itself stays. Returns the
+    payload dropped: the blobs it names go too unless another entry names them (``blob_drops``)."""
+    held = cur.execute("SELECT payload FROM entries WHERE id = ?", (rowid,)).fetchone()
     text = cur.execute("SELECT text FROM posts WHERE entry = ?", (rowid,)).fetchone()
     if text is not None:
         if rowid <= fts_mark(cur):  # indexed already (see the module docstring)
@@ -126,6 +130,7 @@ def drop_payload(cur: sqlite3.Cursor, rowid: int) -> None:
     cur.execute("DELETE FROM reposts WHERE entry = ?", (rowid,))
     # the type came from the payload too: forget it, as when the delete arrives first
     cur.execute("UPDATE entries SET payload = NULL, type = NULL, deleted = 1 WHERE id = ?", (rowid,))
+    return None if held is None or held[0] is None else bytes(held[0])
 
 
 def fts_mark(cur: sqlite3.Cursor) -> int:

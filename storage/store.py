@@ -13,10 +13,12 @@ or in worker processes for bulk batches (``verifier``). bench/RESULTS.md has the
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TypeVar
 
 import msgpack
@@ -40,6 +42,9 @@ from tidings.protocol import (
 )
 
 from .batch import BatchView, Stored, skip_target
+from .blob_drops import drop_marked, mark_unnamed
+from .blob_refs import payload_blobs
+from .blobs import BlobStore
 from .clock import wall_ms
 from .errors import FeedForked, StoreError
 from .projections import apply_content
@@ -85,11 +90,15 @@ class Store(Reads):
         create: bool = True,
         verify_threads: int = 2,
         verify_processes: int = 0,
+        blobs_folder: str | os.PathLike[str] | None = None,
     ) -> None:
         """``verify_threads``: signature checks of a batch run on this many threads;
-        ``verify_processes``: bulk batches go to this many worker processes instead (``verifier``)."""
+        ``verify_processes``: bulk batches go to this many worker processes instead (``verifier``);
+        ``blobs_folder``: the home's blobs (``HOME/blobs``): the blobs a delete leaves unnamed are
+        removed from there once it is committed (``blob_drops``); without it they are only marked."""
         super().__init__(path, create=create)
         self.verifier = Verifier(threads=verify_threads, processes=verify_processes)
+        self.blobs_folder = None if blobs_folder is None else Path(blobs_folder)
 
     # -- plumbing --------------------------------------------------------------------------------------
     def close(self) -> None:
@@ -121,9 +130,11 @@ class Store(Reads):
         # Other feeds' entries can be fetched again, so ingest keeps synchronous=NORMAL.
         self.conn.execute("PRAGMA synchronous = FULL")
         try:
-            self._append_locked(key, contents, payloads, stamp, author, made)
+            marked = self._append_locked(key, contents, payloads, stamp, author, made)
         finally:
             self.conn.execute("PRAGMA synchronous = NORMAL")
+        if marked:
+            _drop_marked(self)
         return made
 
     def _append_locked(
@@ -134,7 +145,8 @@ class Store(Reads):
         stamp: int,
         author: bytes,
         made: list[Entry],
-    ) -> None:
+    ) -> int:
+        """Write the entries; returns how many blobs their deletes left unnamed (``blob_drops``)."""
         with self.transaction() as cur:
             row = cur.execute(
                 "SELECT head_seq, head_hash, head_ts, forked FROM feeds WHERE author = ?", (author,)
@@ -166,6 +178,7 @@ class Store(Reads):
                 head_ts = entry.timestamp
                 made.append(entry)
             writer.finish()
+            return mark_unnamed(cur, writer.dropped_blobs)
 
     @staticmethod
     def _own_hash(cur: sqlite3.Cursor, author: bytes, seq: int) -> bytes:
@@ -249,9 +262,10 @@ class Store(Reads):
         """Check links of prepared entries against the store and write the valid ones (one transaction)."""
         result = prepared.result
         todo = sorted(prepared.fresh.values(), key=lambda epc: (epc[0].author, epc[0].seq))
+        dropped: set[bytes] = set()
         with self.transaction() as cur:
             for held, late_payload in prepared.fills:
-                self._fill_payload(cur, held, late_payload)
+                dropped |= _fill_payload(cur, held, late_payload)
             if todo:
                 view = BatchView(cur, [e for e, _, _ in todo])
                 writer = RowWriter(cur)
@@ -263,6 +277,10 @@ class Store(Reads):
                             Rejected(entry.author, entry.seq, "bad_signature", "invalid signature")
                         )
                 writer.finish()
+                dropped |= writer.dropped_blobs
+            marked = mark_unnamed(cur, dropped)
+        if marked:
+            _drop_marked(self)
         return result
 
     def _known(self, items: list[tuple[bytes, bytes | None]], hashes: list[bytes]) -> dict[bytes, bool]:
@@ -313,7 +331,7 @@ class Store(Reads):
             if same.hash == entry.hash:  # held already (prepared without ``known``, or another process)
                 result.duplicates += 1
                 if payload is not None and isinstance(same, Stored):
-                    self._fill_payload(cur, entry, payload)
+                    writer.dropped_blobs |= _fill_payload(cur, entry, payload)
                 return
             stored = same if isinstance(same, Entry) else Entry.decode(bytes(same.raw))
             proof = check_fork(stored, entry)
@@ -343,17 +361,6 @@ class Store(Reads):
         if seq > 1 and previous is None:
             result.gaps.append((author, seq))
 
-    def _fill_payload(self, cur: sqlite3.Cursor, entry: Entry, payload: bytes) -> None:
-        """A known entry arrives with the payload we lacked (e.g. after a partial sync)."""
-        row = cur.execute("SELECT id, payload, deleted FROM entries WHERE hash = ?", (entry.hash,)).fetchone()
-        if row is None or row[1] is not None or row[2]:
-            return
-        content = _content_of(payload)
-        kind = None if content is None else type_of(content)
-        cur.execute("UPDATE entries SET payload = ?, type = ? WHERE id = ?", (payload, kind, row[0]))
-        if content is not None:
-            apply_content(cur, row[0], entry, content)
-
     def _record_fork(self, cur: sqlite3.Cursor, proof: ForkProof) -> None:
         cur.execute(
             "INSERT OR IGNORE INTO forks (author, seq, proof, found) VALUES (?,?,?,?)",
@@ -366,6 +373,27 @@ class Store(Reads):
         with self.transaction() as cur:
             cur.execute("INSERT OR IGNORE INTO feeds (author) VALUES (?)", (proof.author,))
             self._record_fork(cur, proof)
+
+
+def _fill_payload(cur: sqlite3.Cursor, entry: Entry, payload: bytes) -> set[bytes]:
+    """A known entry arrives with the payload we lacked (e.g. after a partial sync); returns the
+    blobs named by a payload it dropped (it is a delete, ``blob_drops``)."""
+    row = cur.execute("SELECT id, payload, deleted FROM entries WHERE hash = ?", (entry.hash,)).fetchone()
+    if row is None or row[1] is not None or row[2]:
+        return set()
+    content = _content_of(payload)
+    kind = None if content is None else type_of(content)
+    cur.execute("UPDATE entries SET payload = ?, type = ? WHERE id = ?", (payload, kind, row[0]))
+    return set() if content is None else payload_blobs(apply_content(cur, row[0], entry, content))
+
+
+def _drop_marked(store: Store) -> None:
+    """Once the transaction that marked them has committed, remove the blobs its deletes left unnamed.
+    The entries are stored whatever happens here: a blob that cannot be removed now stays marked for
+    the next pass, and ``gc`` evicts it first meanwhile (``blob_drops``)."""
+    if store.blobs_folder is not None:
+        with contextlib.suppress(OSError, StoreError):
+            drop_marked(BlobStore(store.blobs_folder, store))
 
 
 def _content_of(payload: bytes | None) -> Content | None:

@@ -24,6 +24,7 @@ from itertools import chain
 
 from tidings.protocol import Content, Entry, Post, Reaction, Repost, type_of
 
+from .blob_refs import named_blobs, payload_blobs
 from .clock import wall_ms
 from .projections import FTS_BATCH, apply_content, fts_mark, index_posts
 
@@ -74,12 +75,16 @@ class RowWriter:
         self._reposts: list[tuple[object, ...]] = []
         # author -> [added, highest seq, its hash, its timestamp]
         self._heads: dict[bytes, list[object]] = {}
+        #: blobs named by payloads dropped so far (deletes, entries whose tombstone is held): the
+        #: caller marks those no other entry names (``blob_drops``, spec §8.2.9)
+        self.dropped_blobs: set[bytes] = set()
 
     def insert(self, entry: Entry, payload: bytes | None, content: Content | None, *, deleted: bool) -> int:
         """Queue one verified entry (payload dropped when ``deleted``); returns its row id."""
         rowid = self.next_id
         self.next_id += 1
         if deleted:
+            self.dropped_blobs |= named_blobs(content)
             payload, content = None, None
         author, seq = entry.author, entry.seq
         self._entries.append(
@@ -127,7 +132,7 @@ class RowWriter:
         else:
             # deletes look up (and change) stored rows, which must include this batch's: write them first
             self.flush()
-            apply_content(self.cur, rowid, entry, content)
+            self.dropped_blobs |= payload_blobs(apply_content(self.cur, rowid, entry, content))
 
     def flush(self) -> None:
         """Write every queued row."""

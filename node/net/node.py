@@ -271,7 +271,9 @@ class Node:
     # -- running ---------------------------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
         host, port = parse_address(self.listen)
-        async with DatabaseThread(self.home.store_path, verify_processes=VERIFY_PROCESSES) as db:
+        async with DatabaseThread(
+            self.home.store_path, verify_processes=VERIFY_PROCESSES, blobs_folder=self.home.blobs_path
+        ) as db:
             self.db = self.changes.db = db
             await self.current_wants()
             await db.call(peers.mark_all_disconnected)
@@ -331,7 +333,9 @@ class Node:
     async def sync_once(self, address: str) -> PeerConnection:
         """Connect to ``address``, replicate both ways until both are caught up, then leave."""
         host, port = parse_address(address)
-        async with DatabaseThread(self.home.store_path, verify_processes=VERIFY_PROCESSES) as db:
+        async with DatabaseThread(
+            self.home.store_path, verify_processes=VERIFY_PROCESSES, blobs_folder=self.home.blobs_path
+        ) as db:
             self.db = self.changes.db = db
             await self.current_wants()
             stream = await trio.open_tcp_stream(host, port, local_address=self.local_host())

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from tidings.protocol import BlobRef, Follow, Post, SigningKey, blob_id
+from tidings.protocol import BlobRef, Delete, Follow, Post, SigningKey, blob_id
 from tidings.protocol.blobs import MAX_PREVIEW
 from tidings.storage import blob_wants
 from tidings.storage.blob_partial import PartialBlob, remove_partials
@@ -135,3 +135,15 @@ def test_missing_references_of_replicated_feeds_become_wants(store: Store, blobs
     photo, small = by_id[blob_id(b"photo").hash], by_id[blob_id(b"small").hash]
     assert (photo.size, photo.most, photo.mime, photo.author) == (5, 5, "image/png", friend.public_key)
     assert (small.size, small.most, small.mime) == (None, MAX_PREVIEW, "image/*")
+
+
+def test_a_deleted_post_s_blobs_are_no_longer_wanted(store: Store, blobs: BlobStore) -> None:
+    friend = SigningKey(bytes([2]) * 32)
+    photo = BlobRef(blob=blob_id(b"photo").hash, size=5, mime="image/png")
+    other = BlobRef(blob=blob_id(b"other").hash, size=5, mime="image/png")
+    posts = chain(friend, [Post(text="p", attachments=(photo,)), Post(text="q", attachments=(other,))])
+    store.ingest(raw(posts))
+    blob_wants.add_wants(store, blob_wants.missing_refs(store, {friend.public_key}, max_blob=100), 0)
+    assert {w.blob for w in blob_wants.wants(store)} == {photo.blob, other.blob}
+    store.ingest(raw(chain(friend, [Delete(target=posts[0][0].hash)], start=posts)))
+    assert {w.blob for w in blob_wants.wants(store)} == {other.blob}
