@@ -314,6 +314,8 @@ async def _checked_ref(ctx: WebContext, blobs: BlobStore, item: Any, what: str) 
     if size is None:
         raise NotFound(f"{what}: no blob {blob} here: upload the file first (POST {UPLOAD_PATH})")
     mime = item.get("mime") or OPAQUE_MIME
+    if not isinstance(mime, str):
+        raise ApiError(f"{what}: mime must be text", code="bad_attachment")
     width = height = preview = None
     if mime in _PICTURE_TYPES:
         try:

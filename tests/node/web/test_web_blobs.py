@@ -235,6 +235,9 @@ async def test_blob_requests_follow_the_api_rules(tmp_path):
                 await refused_post([{**ref, "width": 640}], "bad_attachment")
                 await refused_post([{**ref, "preview": ref["blob"]}], "bad_attachment")  # not a small WebP
                 await refused_post([{**ref, "owner": "me"}], "bad_attachment")
+                await refused_post([{**ref, "mime": ["image/jpeg"]}], "bad_attachment")
+                await refused_post([{**ref, "alt": 5}], "bad_attachment")
+                await refused_post([{**ref, "blob": 5}], "bad_id")
                 await refused_post([{**ref, "blob": missing}], "not_found", 404)
                 await refused_post([ref] * 5, "bad_attachment")
                 await refused_post(["&x"], "bad_parameter")
