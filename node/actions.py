@@ -73,6 +73,7 @@ __all__ = [
     "follow",
     "graph",
     "is_emoji",
+    "keep_prepared",
     "mute",
     "post",
     "react",
@@ -210,6 +211,13 @@ def attach(
     prepared = media.prepare(path, keep_metadata=keep_metadata, max_blob=blobs.max_blob)
     if picture and prepared.kind != "image":
         raise ActionError(f"{path} is not a picture (JPEG, PNG, WebP or GIF)", code="not_a_picture")
+    return keep_prepared(blobs, prepared, alt=alt)
+
+
+def keep_prepared(blobs: BlobStore, prepared: media.Prepared, *, alt: str | None = None) -> BlobRef:
+    """Store what ``media.prepare`` made (the second half of ``attach``; the web page prepares in a
+    worker thread and stores on the database thread): the file and its preview become pinned blobs.
+    The reference to carry (spec §8.5)."""
     blob = blobs.put_bytes(prepared.data, pinned=True)
     preview = None if prepared.preview is None else blobs.put_bytes(prepared.preview, pinned=True)
     return BlobRef(

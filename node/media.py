@@ -16,6 +16,10 @@ decides what it is, by its content and never by its name:
 - **Anything else** (SVG, HTML, PDF, text, an SVG named ``.png``) is an opaque file: its bytes
   unchanged, mime ``application/octet-stream``, no size, no preview. It is never rendered as a picture.
 
+``inspect_picture`` checks a stored blob before a reader shows it as a picture (spec §8.5: only after
+decoding it itself within bounds): its signature must be the format its mime type names and its header
+must declare no more pixels than ``max_pixels``; no pixel is decoded.
+
 Hostile pictures are refused with a ``MediaError`` before they cost memory: the pixel count a header
 declares (times its frames) is checked against ``max_pixels`` before anything is decoded, Pillow's own
 decompression-bomb guard counts as a refusal, and a truncated or corrupt picture is refused rather than
@@ -45,7 +49,8 @@ __all__ = [
     "PREVIEW_SIDE",
     "MediaError",
     "Prepared",
-    "check_picture",
+    "inspect_picture",
+    "picture_mime",
     "prepare",
 ]
 
@@ -101,7 +106,8 @@ class MediaError(TidingsError):
 
     Codes: ``too_big`` (over ``max_blob``, as given or once re-encoded), ``image_too_large`` (more
     pixels than ``max_pixels``, or refused by Pillow's decompression-bomb guard), ``bad_image`` (a
-    picture's signature, but truncated or corrupt), ``unreadable`` (the path cannot be read).
+    picture's signature, but truncated or corrupt), ``unreadable`` (the path cannot be read),
+    ``not_a_picture`` (``inspect_picture``: the bytes are not the picture format the mime type names).
     """
 
     def __init__(self, message: str, *, code: str) -> None:
@@ -179,6 +185,47 @@ def prepare(
         preview=preview,
         kind="image",
     )
+
+
+#: The header bytes ``inspect_picture`` reads to know a format (and a WebP's canvas, RFC 9649 §2.7).
+_HEAD: Final = 32
+_FORMAT_OF_MIME: Final = {mime: fmt for fmt, mime in IMAGE_MIMES.items()}
+
+
+def inspect_picture(
+    path: str | os.PathLike[str], mime: str, *, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> tuple[int, int]:
+    """``(width, height)`` of the picture file at ``path`` if it is what ``mime`` says, within bounds.
+
+    Spec §8.5: a reader shows a blob as a picture only when its ``mime`` is one of the four picture
+    types and after checking it itself. The file's signature must be the format ``mime`` names (an SVG
+    or HTML file labelled ``image/png`` is ``not_a_picture``), Pillow must read its header in that
+    format only, and the pixels it declares over all its frames must be at most ``max_pixels``
+    (``image_too_large``; Pillow's own bomb guard counts too). Only headers are read: no pixel is
+    decoded, so a decompression bomb costs nothing here. Other failures: ``bad_image`` (a broken
+    header), ``unreadable``. Like ``prepare``, run it in one thread at a time.
+    """
+    fmt = _FORMAT_OF_MIME.get(mime)
+    if fmt is None:
+        raise MediaError(f"{mime!r} is not a picture type", code="not_a_picture")
+    try:
+        with open(path, "rb") as file:
+            head = file.read(_HEAD)
+            if _sniff(head) != fmt:
+                raise MediaError(f"the file is not a {fmt} picture", code="not_a_picture")
+            if fmt == "WEBP" and (canvas := _webp_canvas(head)) is not None:
+                _check_pixels(canvas[0] * canvas[1], max_pixels)  # before libwebp allocates it
+            file.seek(0)
+            with _refusing(fmt), Image.open(file, formats=[fmt]) as image:
+                width, height = image.size
+                _check_pixels(width * height, max_pixels)
+                count = int(getattr(image, "n_frames", 1)) if fmt in _ANIMATED else 1
+                _check_pixels(width * height * count, max_pixels)
+    except OSError as exc:
+        raise MediaError(f"cannot read {os.fspath(path)}: {exc.strerror or exc}", code="unreadable") from exc
+    if width < 1 or height < 1:
+        raise MediaError("the picture has no pixels", code="bad_image")
+    return width, height
 
 
 def _read(source: bytes | str | os.PathLike[str], max_blob: int) -> bytes:
@@ -369,22 +416,8 @@ def _webp_canvas(data: bytes) -> tuple[int, int] | None:
     return None
 
 
-def check_picture(path: str | os.PathLike[str], mime: str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
-    """Check that the file at ``path`` is a picture of type ``mime`` (``image/*``: any of the four)
-    within ``max_pixels``, from its header alone (no pixel is decoded), before a blob received from a
-    peer is kept as a picture (spec §8.5, §12.12). ``MediaError``: ``not_a_picture`` (another format,
-    an SVG or HTML page posing as one), ``image_too_large`` (a decompression bomb), ``bad_image``."""
+def picture_mime(path: str | os.PathLike[str]) -> str | None:
+    """The picture type the file at ``path`` claims by its signature (one of ``IMAGE_MIMES``), or None."""
     with open(path, "rb") as file:
-        head = file.read(64)
-    fmt = _sniff(head)
-    if fmt is None or (mime != "image/*" and IMAGE_MIMES[fmt] != mime):
-        found = "not a picture" if fmt is None else f"a {IMAGE_MIMES[fmt]} picture"
-        raise MediaError(f"the blob is {found}, not the {mime} it is said to be", code="not_a_picture")
-    with _refusing(fmt):
-        if fmt == "WEBP" and (size := _webp_canvas(head)) is not None:
-            _check_pixels(size[0] * size[1], max_pixels)
-        with Image.open(path, formats=[fmt]) as image:
-            width, height = image.size
-            _check_pixels(width * height, max_pixels)
-            count = int(getattr(image, "n_frames", 1)) if fmt in _ANIMATED else 1
-            _check_pixels(width * height * count, max_pixels)
+        fmt = _sniff(file.read(_HEAD))
+    return None if fmt is None else IMAGE_MIMES[fmt]

@@ -5,22 +5,40 @@ issue 18); others' are evicted least recently used first (``blobs.BlobStore.gc``
 are is read from the payloads themselves: a post's ``attachments`` and a profile's ``avatar`` and
 ``banner``, each blob with its preview. Only payloads that contain one of those key names are decoded
 (``instr`` on the stored bytes), so a feed of plain posts costs one index walk and no decoding.
+
+The web page asks the other way round, for one blob: which types it is named with (``blob_mimes``,
+before the page serves it as a picture), and which avatar and banner a profile shows now
+(``profile_refs``). A blob's id is 32 bytes that appear verbatim in every msgpack payload naming it, so
+``instr(payload, id)`` finds the candidates without decoding the others.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Iterator
 
-from tidings.protocol import Content, ProtocolError, blob_refs, decode_content
+from tidings.protocol import Content, Profile, ProtocolError, blob_refs, decode_content
 from tidings.protocol.blobs import BlobRef
 
 from .reads import Reads
 
-__all__ = ["kept_blobs", "named_blobs", "payload_blobs", "referenced_blobs", "stored_refs"]
+__all__ = [
+    "blob_mimes",
+    "kept_blobs",
+    "named_blobs",
+    "payload_blobs",
+    "profile_refs",
+    "referenced_blobs",
+    "stored_refs",
+]
 
 #: Key names whose presence in a payload's bytes makes it worth decoding (msgpack stores keys as
 #: their UTF-8 bytes).
 _KEYS = (b"attachments", b"avatar", b"banner")
+#: The type a preview is named with: a preview is a small picture (spec §8.5), WebP as we write it.
+PREVIEW_MIME = "image/webp"
+#: At most this many candidate payloads are decoded by ``blob_mimes`` (a blob named by more posts
+#: than that is named the same way by the first ones, or the page serves it as a file).
+_MAX_CANDIDATES = 64
 
 
 def named_blobs(content: Content | None) -> set[bytes]:
@@ -39,10 +57,15 @@ def payload_blobs(payload: bytes | None) -> set[bytes]:
     data = b"" if payload is None else bytes(payload)
     if not any(key in data for key in _KEYS):
         return set()
+    return named_blobs(_shown(data))
+
+
+def _shown(payload: bytes) -> Content | None:
+    """The content of a stored payload, or None for one that breaks §8 (not shown, §8.4)."""
     try:
-        return named_blobs(decode_content(data))
+        return decode_content(bytes(payload))
     except ProtocolError:
-        return set()
+        return None
 
 
 def stored_refs(store: Reads, authors: Collection[bytes]) -> Iterator[tuple[bytes, BlobRef]]:
@@ -59,11 +82,8 @@ def stored_refs(store: Reads, authors: Collection[bytes]) -> Iterator[tuple[byte
             (*part, *_KEYS),
         )
         for author, payload in rows:
-            try:
-                content = decode_content(bytes(payload))
-            except ProtocolError:
-                continue
-            for ref in blob_refs(content):
+            content = _shown(payload)
+            for ref in [] if content is None else blob_refs(content):
                 yield bytes(author), ref
 
 
@@ -77,3 +97,45 @@ def kept_blobs(store: Reads, me: bytes) -> set[bytes]:
     """The blobs gc keeps for the feed ``me``: those its own entries name and those of the feeds it
     follows."""
     return referenced_blobs(store, {me, *store.graph_targets(me, "follow")})
+
+
+def blob_mimes(store: Reads, blob: bytes) -> set[str]:
+    """The types the stored, not deleted post and profile payloads name the blob ``blob`` (32 bytes)
+    with: each reference's ``mime``, and ``PREVIEW_MIME`` where it is a reference's ``preview``. Empty
+    when no shown payload names it. Payloads that break §8 are skipped (they are not shown, §8.4)."""
+    rows = store.read(
+        "SELECT payload FROM entries WHERE type IN ('post', 'profile') AND deleted = 0 "
+        "AND payload IS NOT NULL AND instr(payload, ?) > 0 LIMIT ?",
+        (blob, _MAX_CANDIDATES),
+    )
+    mimes: set[str] = set()
+    for (payload,) in rows:
+        content = _shown(payload)
+        for ref in [] if content is None else blob_refs(content):
+            if ref.blob == blob:
+                mimes.add(ref.mime)
+            if ref.preview == blob:
+                mimes.add(PREVIEW_MIME)
+    return mimes
+
+
+def profile_refs(store: Reads, feed: bytes) -> dict[str, BlobRef]:
+    """The ``avatar`` and ``banner`` the profile of ``feed`` shows now (the keys set): each from the
+    feed's shown profile payload with the highest seq that sets it (spec §8.2.8)."""
+    rows = store.read(
+        "SELECT payload FROM entries WHERE author = ? AND type = 'profile' AND deleted = 0 "
+        "AND payload IS NOT NULL AND (instr(payload, ?) > 0 OR instr(payload, ?) > 0) ORDER BY seq DESC",
+        (feed, b"avatar", b"banner"),
+    )
+    found: dict[str, BlobRef] = {}
+    for (payload,) in rows:
+        content = _shown(payload)
+        if not isinstance(content, Profile):
+            continue
+        for key in ("avatar", "banner"):
+            ref = getattr(content, key)
+            if ref is not None and key not in found:
+                found[key] = ref
+        if len(found) == 2:
+            break
+    return found

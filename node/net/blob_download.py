@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import trio
-from tidings.node.media import IMAGE_MIMES, MediaError, check_picture
+from tidings.node.media import IMAGE_MIMES, MediaError, inspect_picture, picture_mime
 from tidings.protocol.blob_transfer import BLOB_RANGE, Received
 from tidings.protocol.errors import TidingsError
 from tidings.protocol.identity import BlobId
@@ -239,10 +239,17 @@ class Download:
 
 
 def _checker(mime: str | None) -> Callable[[Path], None] | None:
-    """The check a blob of ``mime`` passes before it is kept: pictures are checked, files are not."""
+    """The check a blob of ``mime`` passes before it is kept: pictures are checked (``image/*``, a
+    preview: any of the four kinds), files are not."""
     if mime == "image/*" or mime in IMAGE_MIMES.values():
-        return functools.partial(check_picture, mime=mime)
+        return functools.partial(_check_picture, mime=mime)
     return None
+
+
+def _check_picture(path: Path, mime: str) -> None:
+    if mime == "image/*":
+        mime = picture_mime(path) or "image/*"
+    inspect_picture(path, mime)
 
 
 def _record(store: Any, blobs: BlobStore, blob: bytes, size: int) -> None:

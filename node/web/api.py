@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from tidings.node import actions
 from tidings.node.ranking.registry import parse_weights
 from tidings.node.ranking.timeline import rank_timeline, swarm_timeline
+from tidings.node.web.blobs import profile_json, refs_from_json, with_attachments
 from tidings.node.web.context import WebContext
 from tidings.node.web.routes import ApiError, Args, Param, Route
 from tidings.protocol import EntryId, FeedId, ProtocolError, feed_id_text
@@ -21,6 +22,7 @@ from tidings.storage import dht, peers
 from tidings.storage.errors import NotFound
 
 if TYPE_CHECKING:
+    from tidings.storage.blobs import BlobStore
     from tidings.storage.store import Store
 
 __all__ = ["ROUTES", "WebContext"]
@@ -87,8 +89,9 @@ def _status(store: Store, ctx: WebContext) -> dict[str, Any]:
     }
 
 
-def _profile_get(store: Store, me: bytes, feed: str | None) -> dict[str, Any]:
-    return store.profile(_feed(feed) if feed else me)
+def _profile_get(store: Store, blobs: BlobStore, me: bytes, feed: str | None) -> dict[str, Any]:
+    author = _feed(feed) if feed else me
+    return profile_json(store, blobs, store.profile(author), author)
 
 
 def _mute_target(args: Args) -> tuple[Literal["feed", "word"], str]:
@@ -132,6 +135,11 @@ def _with_reactions(store: Store, rows: list[dict[str, Any]]) -> list[dict[str, 
     return rows
 
 
+def _shown(store: Store, blobs: BlobStore, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Entries as the page shows them: with their reactions and their attachments (node/web/blobs.py)."""
+    return with_attachments(blobs, _with_reactions(store, rows))
+
+
 # -- handlers -------------------------------------------------------------------------------------------
 async def get_status(ctx: WebContext, args: Args) -> Any:
     return await ctx.node.db.call(_status, ctx)
@@ -147,7 +155,8 @@ async def get_rankers(ctx: WebContext, args: Args) -> Any:
 
 async def get_timeline(ctx: WebContext, args: Args) -> Any:
     config = ctx.home.config()
-    rows = await ctx.node.db.call(lambda store: _with_reactions(store, _timeline(store, ctx, args, config)))
+    blobs = await ctx.blobs()
+    rows = await ctx.node.db.call(lambda store: _shown(store, blobs, _timeline(store, ctx, args, config)))
     if not args["explain"]:
         for row in rows:
             row.pop("why", None)
@@ -155,23 +164,28 @@ async def get_timeline(ctx: WebContext, args: Args) -> Any:
 
 
 async def get_log(ctx: WebContext, args: Args) -> Any:
+    blobs = await ctx.blobs()
     return _items(
         await ctx.node.db.call(
-            lambda store: _with_reactions(store, _log(store, ctx.me, args["feed"], args["limit"]))
+            lambda store: _shown(store, blobs, _log(store, ctx.me, args["feed"], args["limit"]))
         )
     )
 
 
 async def get_thread(ctx: WebContext, args: Args) -> Any:
+    blobs = await ctx.blobs()
+
     def thread(store: Store) -> list[dict[str, Any]]:
-        return _with_reactions(store, store.thread(actions.resolve(store, args["entry"])))
+        return _shown(store, blobs, store.thread(actions.resolve(store, args["entry"])))
 
     return _items(await ctx.node.db.call(thread))
 
 
 async def get_entry(ctx: WebContext, args: Args) -> Any:
+    blobs = await ctx.blobs()
+
     def entry(store: Store) -> dict[str, Any]:
-        return store.entry(actions.resolve(store, args["entry"]))
+        return with_attachments(blobs, [store.entry(actions.resolve(store, args["entry"]))])[0]
 
     return await ctx.node.db.call(entry)
 
@@ -179,7 +193,12 @@ async def get_entry(ctx: WebContext, args: Args) -> Any:
 async def get_search(ctx: WebContext, args: Args) -> Any:
     if not args["q"].strip():
         raise ApiError("give some words to search for", code="missing_parameter")
-    return _items(await ctx.node.db.call(lambda s: s.search(args["q"], limit=args["limit"], fts=args["fts"])))
+    blobs = await ctx.blobs()
+
+    def search(store: Store) -> list[dict[str, Any]]:
+        return with_attachments(blobs, store.search(args["q"], limit=args["limit"], fts=args["fts"]))
+
+    return _items(await ctx.node.db.call(search))
 
 
 async def _write(
@@ -193,11 +212,13 @@ async def _write(
 
 async def post_post(ctx: WebContext, args: Args) -> Any:
     # an empty reply_to is a post, not a reply
-    return await _write(ctx, actions.post, args["text"], reply_to=args["reply_to"] or None)
+    refs = await refs_from_json(ctx, args["attachments"])
+    return await _write(ctx, actions.post, args["text"], reply_to=args["reply_to"] or None, attachments=refs)
 
 
 async def post_reply(ctx: WebContext, args: Args) -> Any:
-    return await _write(ctx, actions.post, args["text"], reply_to=args["entry"])
+    refs = await refs_from_json(ctx, args["attachments"])
+    return await _write(ctx, actions.post, args["text"], reply_to=args["entry"], attachments=refs)
 
 
 async def post_react(ctx: WebContext, args: Args) -> Any:
@@ -238,14 +259,30 @@ async def get_following(ctx: WebContext, args: Args) -> Any:
 
 
 async def get_profile(ctx: WebContext, args: Args) -> Any:
-    return await ctx.node.db.call(_profile_get, ctx.me, args["feed"])
+    blobs = await ctx.blobs()
+    return await ctx.node.db.call(_profile_get, blobs, ctx.me, args["feed"])
 
 
 async def post_profile(ctx: WebContext, args: Args) -> Any:
     name, bio = args["name"], args["bio"]
-    if name is None and bio is None:
-        raise ApiError("give a name or a bio", code="missing_parameter")
-    return await _write(ctx, actions.set_profile, name=name, bio=bio)
+    avatar = None
+    if args["avatar"] is not None:
+        (avatar,) = await refs_from_json(ctx, [args["avatar"]], what="avatar")
+        if not avatar.is_image:
+            raise ApiError("an avatar is a picture (JPEG, PNG, WebP or GIF)", code="not_a_picture")
+    if name is None and bio is None and avatar is None:
+        raise ApiError("give a name, a bio or an avatar", code="missing_parameter")
+    written = await _write(ctx, actions.set_profile, name=name, bio=bio, avatar=avatar)
+    blobs = await ctx.blobs()
+    return await ctx.node.db.call(lambda store: profile_json(store, blobs, written, ctx.me))
+
+
+async def post_blobs(ctx: WebContext, args: Args) -> Any:  # served by app.py (node/web/blobs.py)
+    raise ApiError("a file is sent as the raw request body", code="raw_body")
+
+
+async def get_blob(ctx: WebContext, args: Args) -> Any:  # served by app.py (node/web/blobs.py)
+    raise ApiError("a blob is its bytes", code="raw_body")
 
 
 async def get_swarms(ctx: WebContext, args: Args) -> Any:
@@ -282,6 +319,10 @@ async def get_events(ctx: WebContext, args: Args) -> Any:  # served as a stream 
 _LIMIT = Param(name="limit", type="integer", minimum=1, maximum=MAX_LIMIT, description="At most N entries.")
 _ENTRY = Param(name="entry", required=True, description="An entry id (%...) or a unique prefix of one.")
 _FEED = Param(name="feed", required=True, description="A feed id (@...).")
+_ATTACHMENTS = Param(
+    name="attachments", type="object", repeated=True, schema="Attachment",
+    description="Up to 4 files uploaded first (POST /api/blobs), each as that answer gave it, with an alt text.",
+)  # fmt: skip
 
 
 def _graph_route(kind: actions.GraphKind, summary: str) -> Route:
@@ -310,8 +351,10 @@ ROUTES: tuple[Route, ...] = (
     Route(method="GET", path="/api/entry", handler=get_entry, summary="One entry (as a line of tidings log --json).", params=(_ENTRY,), response="Entry", tags=("reading",)),
     Route(method="GET", path="/api/thread", handler=get_thread, summary="The conversation an entry belongs to, in order.", params=(_ENTRY,), response="Entry", is_list=True, tags=("reading",)),
     Route(method="GET", path="/api/search", handler=get_search, summary="Search stored profiles and posts (as tidings search --json): profiles first, then posts.", params=(Param(name="q", required=True, description="The query: plain words, each of which must appear (word* for a prefix)."), Param(name="fts", type="boolean", default=False, description="Read q as SQLite FTS5 query syntax."), Param(name="limit", type="integer", minimum=1, maximum=MAX_LIMIT, default=50, description="At most N results.")), response="SearchResult", is_list=True, tags=("reading",)),
-    Route(method="POST", path="/api/post", handler=post_post, summary="Append a post.", params=(Param(name="text", required=True, description="The text."), Param(name="reply_to", description="Reply to this entry (id or unique prefix).")), response="Written", tags=("writing",)),
-    Route(method="POST", path="/api/reply", handler=post_reply, summary="Append a reply to an entry.", params=(_ENTRY, Param(name="text", required=True, description="The text.")), response="Written", tags=("writing",)),
+    Route(method="POST", path="/api/post", handler=post_post, summary="Append a post.", params=(Param(name="text", required=True, description="The text."), Param(name="reply_to", description="Reply to this entry (id or unique prefix)."), _ATTACHMENTS), response="Written", tags=("writing",)),
+    Route(method="POST", path="/api/reply", handler=post_reply, summary="Append a reply to an entry.", params=(_ENTRY, Param(name="text", required=True, description="The text."), _ATTACHMENTS), response="Written", tags=("writing",)),
+    Route(method="POST", path="/api/blobs", handler=post_blobs, summary="Upload a file to attach (the raw body, at most max_blob bytes): a picture is re-encoded without its metadata, with a preview; anything else is an opaque file.", body_type="application/octet-stream", response="Attachment", tags=("writing",)),
+    Route(method="GET", path="/api/blobs/{blob}", handler=get_blob, summary="A blob's bytes: a picture a stored post or profile names, checked, with its type; anything else as a download (application/octet-stream).", params=(Param(name="blob", required=True, description="A blob id (&...)."),), produces="application/octet-stream", tags=("reading",)),
     Route(method="POST", path="/api/react", handler=post_react, summary="Append a reaction (an emoji) to an entry.", params=(_ENTRY, Param(name="emoji", required=True, description="One emoji.")), response="Written", tags=("writing",)),
     Route(method="POST", path="/api/repost", handler=post_repost, summary="Append a repost of an entry.", params=(_ENTRY,), response="Written", tags=("writing",)),
     Route(method="POST", path="/api/delete", handler=post_delete, summary="Delete one of your own entries (its payload is dropped here and by peers).", params=(_ENTRY,), response="Written", tags=("writing",)),
@@ -324,7 +367,7 @@ ROUTES: tuple[Route, ...] = (
     Route(method="GET", path="/api/mutes", handler=get_mutes, summary="Current mutes.", response="MuteRow", is_list=True, tags=("graph",)),
     Route(method="GET", path="/api/following", handler=get_following, summary="The feeds you follow.", response="Following", is_list=True, tags=("graph",)),
     Route(method="GET", path="/api/profile", handler=get_profile, summary="A profile (default: yours).", params=(Param(name="feed", description="A feed id; default yours."),), response="Profile", tags=("writing",)),
-    Route(method="POST", path="/api/profile", handler=post_profile, summary="Set your name and/or bio.", params=(Param(name="name", description="Your display name."), Param(name="bio", description="Your bio ('' clears it).")), response="Profile", tags=("writing",)),
+    Route(method="POST", path="/api/profile", handler=post_profile, summary="Set your name, bio and/or avatar.", params=(Param(name="name", description="Your display name."), Param(name="bio", description="Your bio ('' clears it)."), Param(name="avatar", type="object", schema="Attachment", description="A picture uploaded first (POST /api/blobs).")), response="Profile", tags=("writing",)),
     Route(method="GET", path="/api/swarms", handler=get_swarms, summary="Swarms joined.", response="Swarm", is_list=True, tags=("network",)),
     Route(method="POST", path="/api/swarms/join", handler=post_swarm_join, summary="Join a swarm.", params=(Param(name="name", required=True, description="The swarm's name."),), response="SwarmJoined", tags=("network",)),
     Route(method="POST", path="/api/swarms/leave", handler=post_swarm_leave, summary="Leave a swarm.", params=(Param(name="name", required=True, description="The swarm's name."),), response="SwarmLeft", tags=("network",)),

@@ -6,7 +6,9 @@ Theory of operation: every HTTP request first has its ``Host`` checked (node/web
 - ``GET /login?code=CODE`` trades a one-time code from ``tidings open`` for the token cookie;
 - everything under ``/api/`` needs the token (cookie or ``Authorization: Bearer``), is refused when
   another site made the browser send it, and is then looked up in ``api.ROUTES`` by method and exact
-  path; ``GET /api/events`` is a server-sent event stream woken by ``node.wait_changed()``.
+  path; ``GET /api/events`` is a server-sent event stream woken by ``node.wait_changed()``;
+- ``GET /api/blobs/&ID`` streams a blob's bytes, as a checked picture or as a download, and
+  ``POST /api/blobs`` takes a file to attach as its raw body (node/web/blobs.py).
 
 Within the ``[web]`` limits (node/web/limits.py; README, "The web page"): a JSON body is at most
 ``max_body`` bytes, arrives within ``body_timeout`` and nests at most ``MAX_JSON_DEPTH`` deep (checked
@@ -14,8 +16,9 @@ before it is parsed, so no input reaches the parser's recursion limit); event st
 client and in all (``StreamSlots``). Connections themselves are capped by node/web/listener.py.
 
 Errors are ``{"error": message, "code": code}`` with 400 (bad input), 401 (no token), 403 (another
-origin), 404 (unknown id or path), 405, 408 (a body too slow), 413, 429 (too many streams of one
-client), 500 or 503 (too many streams in all). Every response carries the security headers below.
+origin), 404 (unknown id or path), 405, 408 (a body too slow), 413 (a body or file too large), 429
+(too many streams of one client), 500 or 503 (too many streams in all). Every response carries the
+security headers of node/web/responses.py.
 """
 
 from __future__ import annotations
@@ -38,9 +41,11 @@ from tidings.node.web.auth import (
     redeem_login_code,
     token_matches,
 )
+from tidings.node.web.blobs import BLOB_PREFIX, UPLOAD_PATH, UPLOAD_TYPE, open_answer, send_answer, upload
 from tidings.node.web.context import WebContext
 from tidings.node.web.gate import StreamSlots
 from tidings.node.web.limits import WebLimits, client_key
+from tidings.node.web.responses import SECURITY_HEADERS, respond, respond_error, respond_json
 from tidings.node.web.routes import ApiError, Route, parse_args
 from tidings.protocol.errors import TidingsError
 
@@ -52,21 +57,10 @@ Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
+_STREAMED = object()  # what _route returns for an event stream: answered already
 MAX_JSON_DEPTH = 32
 KEEPALIVE_SECONDS = 15.0
 EVENT_COALESCE_SECONDS = 0.1
-
-SECURITY_HEADERS = [
-    (
-        b"content-security-policy",
-        b"default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
-    ),
-    (b"x-content-type-options", b"nosniff"),
-    (b"x-frame-options", b"DENY"),
-    (b"referrer-policy", b"no-referrer"),
-    (b"cross-origin-opener-policy", b"same-origin"),
-    (b"cross-origin-resource-policy", b"same-origin"),
-]
 
 _CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
@@ -94,6 +88,11 @@ STATUS_BY_CODE = {
     "bad_archive": 500,
     "ranker_failed": 500,
     "bad_config": 500,
+    "too_big": 413,  # a file to attach, once prepared (node/media.py)
+    "blob_too_large": 413,
+    "blob_corrupt": 500,
+    "blob_busy": 503,
+    "unreadable": 500,
 }
 
 
@@ -204,41 +203,13 @@ class WebApp:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    # -- responses -------------------------------------------------------------------------------------
-    @staticmethod
-    async def _respond(
-        send: Send,
-        status: int,
-        body: bytes,
-        content_type: str,
-        extra: list[tuple[bytes, bytes]] | None = None,
-    ) -> None:
-        headers = [
-            (b"content-type", content_type.encode()),
-            (b"content-length", str(len(body)).encode()),
-            (b"cache-control", b"no-store"),
-            *SECURITY_HEADERS,
-            *(extra or []),
-        ]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-
-    async def _json(
-        self, send: Send, status: int, obj: Any, extra: list[tuple[bytes, bytes]] | None = None
-    ) -> None:
-        body = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
-        await self._respond(send, status, body, "application/json", extra)
-
-    async def _error(self, send: Send, status: int, code: str, message: str) -> None:
-        await self._json(send, status, {"error": message, "code": code})
-
     # -- dispatch --------------------------------------------------------------------------------------
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         req = _Request(scope)
         try:
             check_host(req.headers.get("host"), self.bound_host, self.port)
         except AuthError as exc:
-            await self._error(send, exc.status, exc.code, str(exc))
+            await respond_error(send, exc.status, exc.code, str(exc))
             return
         if req.path.startswith("/api/"):
             await self._api(req, scope, receive, send)
@@ -250,25 +221,25 @@ class WebApp:
     async def _static(self, req: _Request, send: Send) -> None:
         name = "index.html" if req.path == "/" else req.path.removeprefix("/static/")
         if req.method not in ("GET", "HEAD"):
-            await self._error(send, 405, "method_not_allowed", f"{req.method} is not allowed here")
+            await respond_error(send, 405, "method_not_allowed", f"{req.method} is not allowed here")
             return
         if (req.path != "/" and not req.path.startswith("/static/")) or name not in self.static:
-            await self._error(send, 404, "not_found", f"no page {req.path}")
+            await respond_error(send, 404, "not_found", f"no page {req.path}")
             return
         body, content_type = self.static[name]
-        await self._respond(send, 200, body, content_type)
+        await respond(send, 200, body, content_type)
 
     async def _login(self, req: _Request, send: Send) -> None:
         code = (req.query.get("code") or [""])[-1]
         if req.method != "GET" or not redeem_login_code(self.ctx.home.path, code):
             page = b"<!doctype html><title>Tidings</title><p>This login link is used up or expired: run <code>tidings open</code> again."
-            await self._respond(send, 403, page, "text/html; charset=utf-8")
+            await respond(send, 403, page, "text/html; charset=utf-8")
             return
         cookie = f"{self.cookie}={self.token}; Path=/; HttpOnly; SameSite=Strict"
         headers = [(b"set-cookie", cookie.encode()), (b"location", b"/")]
-        await self._respond(send, 303, b"", "text/plain", headers)
+        await respond(send, 303, b"", "text/plain", headers)
 
-    def _check(self, req: _Request) -> None:
+    def _check(self, req: _Request, body_type: str = "application/json") -> None:
         """Token and same-origin checks of an API request (AuthError if refused)."""
         if not (
             token_matches(self.token, req.cookie(self.cookie)) or token_matches(self.token, req.bearer())
@@ -282,36 +253,60 @@ class WebApp:
             fetch_site=req.headers.get("sec-fetch-site"),
             content_type=req.headers.get("content-type"),
             host=req.headers.get("host"),
+            body_type=body_type,
         )
 
     async def _api(self, req: _Request, scope: Scope, receive: Receive, send: Send) -> None:
+        answer = None
         try:
-            self._check(req)
-            route = self.routes.get((req.method, req.path))
-            if route is None:
-                if req.path in self.paths:
+            if req.path.startswith(BLOB_PREFIX):  # a blob's bytes (node/web/blobs.py)
+                self._check(req)
+                if req.method not in ("GET", "HEAD"):
                     raise ApiError(
-                        f"{req.method} is not allowed on {req.path}", status=405, code="method_not_allowed"
+                        f"{req.method} is not allowed on a blob", status=405, code="method_not_allowed"
                     )
-                raise ApiError(f"no endpoint {req.path}", status=404, code="not_found")
-            body = await self._read_json(receive) if req.method == "POST" else None
-            args = parse_args(route, req.query, body)
-            if route.stream:
-                client = client_key((scope.get("client") or ("?", 0))[0])
-                self.streams.take(client)  # ApiError 429/503 when full (README, "The web page")
-                try:
-                    await self._events(receive, send)
-                finally:
-                    self.streams.give_back(client)
-                return
-            result = await route.handler(self.ctx, args)
+                answer = await open_answer(self.ctx, req.path)
+            elif req.path == UPLOAD_PATH and req.method == "POST":  # a file to attach
+                self._check(req, UPLOAD_TYPE)
+                limit = self.limits.body_timeout
+                result = await upload(self.ctx, req.headers, receive, body_timeout=limit)
+            else:
+                self._check(req)
+                result = await self._route(req, scope, receive, send)
+                if result is _STREAMED:
+                    return
         except Exception as exc:
             status, code, message = error_status(exc)
             if status >= 500:
                 log.error("%s %s failed", req.method, req.path, exc_info=exc)
-            await self._error(send, status, code, message)
+            await respond_error(send, status, code, message)
             return
-        await self._json(send, 200, result)
+        if answer is not None:
+            await send_answer(answer, send, head=req.method == "HEAD")
+        else:
+            await respond_json(send, 200, result)
+
+    async def _route(self, req: _Request, scope: Scope, receive: Receive, send: Send) -> Any:
+        """The JSON endpoint of ``api.ROUTES`` the request names: its result (``_STREAMED`` when it was
+        an event stream, already answered)."""
+        route = self.routes.get((req.method, req.path))
+        if route is None:
+            if req.path in self.paths:
+                raise ApiError(
+                    f"{req.method} is not allowed on {req.path}", status=405, code="method_not_allowed"
+                )
+            raise ApiError(f"no endpoint {req.path}", status=404, code="not_found")
+        body = await self._read_json(receive) if req.method == "POST" else None
+        args = parse_args(route, req.query, body)
+        if route.stream:
+            client = client_key((scope.get("client") or ("?", 0))[0])
+            self.streams.take(client)  # ApiError 429/503 when full (README, "The web page")
+            try:
+                await self._events(receive, send)
+            finally:
+                self.streams.give_back(client)
+            return _STREAMED
+        return await route.handler(self.ctx, args)
 
     async def _read_json(self, receive: Receive) -> Any:
         limit = self.limits.max_body

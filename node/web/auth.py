@@ -12,8 +12,9 @@ Theory of operation:
 - Browsers send cookies with requests other sites trigger, so a request that changes state must come
   from our own page: no ``Origin`` of another origin, no ``Sec-Fetch-Site`` other than ``same-origin``
   or ``none``, and a JSON body (a form on another site cannot send ``application/json`` without a CORS
-  preflight, which we never answer). The ``Host`` header must name the address we serve, so a DNS
-  rebinding page (``evil.example`` resolving to 127.0.0.1) is refused too.
+  preflight, which we never answer); an upload sends ``application/octet-stream``, for the same
+  reason. The ``Host`` header must name the address we serve, so a DNS rebinding page
+  (``evil.example`` resolving to 127.0.0.1) is refused too.
 """
 
 from __future__ import annotations
@@ -123,16 +124,26 @@ def check_host(host_header: str | None, bound_host: str, port: int) -> None:
 
 
 def check_same_origin(
-    *, method: str, origin: str | None, fetch_site: str | None, content_type: str | None, host: str | None
+    *,
+    method: str,
+    origin: str | None,
+    fetch_site: str | None,
+    content_type: str | None,
+    host: str | None,
+    body_type: str = "application/json",
 ) -> None:
-    """Refuse requests another site made a browser send (see the module docstring)."""
+    """Refuse requests another site made a browser send (see the module docstring). ``body_type`` is
+    the type a request that changes something must send: JSON, or ``application/octet-stream`` for
+    an upload (neither is a type a form or a plain cross-site request may send)."""
     if fetch_site is not None and fetch_site not in ("same-origin", "none"):
         raise AuthError(f"refused a {fetch_site} request", status=403, code="cross_origin")
     if method in ("GET", "HEAD"):
         return
     if origin is not None and (host is None or origin.lower() != f"http://{host.lower()}"):
         raise AuthError(f"refused a request from origin {origin}", status=403, code="cross_origin")
-    if (content_type or "").split(";")[0].strip().lower() != "application/json":
+    if (content_type or "").split(";")[0].strip().lower() != body_type:
         raise AuthError(
-            "requests that change something must send application/json", status=403, code="not_json"
+            f"requests that change something here must send {body_type}",
+            status=403,
+            code="not_json" if body_type == "application/json" else "bad_content_type",
         )

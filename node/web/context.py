@@ -13,10 +13,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from tidings.node.clock import SYSTEM_CLOCK, Clock
 from tidings.node.ranking.registry import Registry, load_rankers
+from tidings.node.web.pictures import Pictures
 
 if TYPE_CHECKING:
     from tidings.node.home import Home
     from tidings.protocol import SigningKey
+    from tidings.storage.blobs import BlobStore
     from tidings.storage.thread import DatabaseThread
 
 __all__ = ["WebContext", "WebNode"]
@@ -58,7 +60,8 @@ class WebNode(Protocol):
 
 @dataclass(slots=True)
 class WebContext:
-    """What the handlers work with: the running node, its home, the ranker registry, the clock.
+    """What the handlers work with: the running node, its home, the ranker registry, the clock, the
+    home's blobs and the picture checks (node/web/pictures.py).
 
     ``openapi`` builds the API's OpenAPI document (node/web/openapi.py); it is handed in because that
     module reads the route table of node/web/api.py, which therefore cannot import it.
@@ -69,6 +72,8 @@ class WebContext:
     openapi: Callable[[], dict[str, Any]]
     registry: Registry = field(default_factory=load_rankers)
     clock: Clock = SYSTEM_CLOCK
+    pictures: Pictures = field(default_factory=Pictures)
+    blob_store: BlobStore | None = None  # opened on first use (``blobs``)
 
     @property
     def me(self) -> bytes:
@@ -83,3 +88,11 @@ class WebContext:
         if wants:
             await self.node.refresh_wants()
         self.node.wake()
+
+    async def blobs(self) -> BlobStore:
+        """The home's blobs (``HOME/blobs``), opened on the database thread on first use. Their methods
+        that read or write rows (``open_blob``, ``put_bytes``, ``listing``) run there too; looking at
+        files (``path_of``, ``has``, ``size``) runs anywhere."""
+        if self.blob_store is None:
+            self.blob_store = await self.node.db.call(self.home.open_blobs)
+        return self.blob_store

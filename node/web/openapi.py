@@ -44,16 +44,44 @@ _REACTIONS = {
     "with it (for a repost, to the reposted entry)",
 }
 
+_NULLINT = {"type": ["integer", "null"]}
+_ATTACHMENT = _obj(
+    {
+        "blob": {**_STR, "description": "&base32 blob id"},
+        "size": {**_INT, "description": "bytes"},
+        "mime": {
+            **_STR,
+            "description": "image/jpeg, image/png, image/webp, image/gif, or another type: a file",
+        },
+        "width": _NULLINT,
+        "height": _NULLINT,
+        "alt": {**_NULLSTR, "description": "the description for those who cannot see it"},
+        "preview": {**_NULLSTR, "description": "&base32 id of a small WebP preview"},
+        "held": {**_BOOL, "description": "the blob is here (GET /api/blobs/{blob} serves it)"},
+        "preview_held": {**_BOOL, "description": "the preview is here"},
+    }
+)
+_ATTACHMENTS = {
+    "type": "array",
+    "items": {"$ref": "#/components/schemas/Attachment"},
+    "description": "a post's pictures and files (spec §8.5), in order",
+}
+_PICTURE = {"$ref": "#/components/schemas/Attachment"}  # present when the profile shows one
+
 SCHEMAS: dict[str, Any] = {
     "Error": _obj({"error": _STR, "code": _STR}),
     "Object": {"type": "object"},
-    "Entry": _obj({**_ENTRY, "deleted": _BOOL, "reactions": _REACTIONS}, list(_ENTRY)),
+    "Attachment": _ATTACHMENT,
+    "Entry": _obj(
+        {**_ENTRY, "deleted": _BOOL, "reactions": _REACTIONS, "attachments": _ATTACHMENTS}, list(_ENTRY)
+    ),
     "RankedEntry": _obj(
         {
             **_ENTRY,
             "score": {"type": "number"},
             "why": {"type": "array", "items": _STR},
             "reactions": _REACTIONS,
+            "attachments": _ATTACHMENTS,
         },
         [*_ENTRY, "score"],
     ),
@@ -80,6 +108,7 @@ SCHEMAS: dict[str, Any] = {
         {
             **_ENTRY,
             "deleted": _BOOL,
+            "attachments": _ATTACHMENTS,
             "profile": {
                 **_obj({"feed": _STR, "name": _NULLSTR, "bio": _NULLSTR}),
                 "description": "a profile hit (type profile): the profile as it stands now",
@@ -108,7 +137,16 @@ SCHEMAS: dict[str, Any] = {
         }
     ),
     "Profile": _obj(
-        {"feed": _STR, "name": _NULLSTR, "bio": _NULLSTR, "id": _STR, "seq": _INT, "ts": _INT},
+        {
+            "feed": _STR,
+            "name": _NULLSTR,
+            "bio": _NULLSTR,
+            "avatar": _PICTURE,
+            "banner": _PICTURE,
+            "id": _STR,
+            "seq": _INT,
+            "ts": _INT,
+        },
         ["feed", "name", "bio"],
     ),
     "Mute": _obj({"kind": _STR, "value": _STR, "muted": _BOOL, "changed": _BOOL}),
@@ -129,8 +167,13 @@ SCHEMAS: dict[str, Any] = {
 }
 
 
+_BINARY = {"type": "string", "format": "binary"}
+
+
 def _schema(param: Param) -> dict[str, Any]:
     schema: dict[str, Any] = {"type": param.type}
+    if param.schema:
+        schema = {"$ref": f"#/components/schemas/{param.schema}"}
     if param.minimum is not None:
         schema["minimum"] = param.minimum
     if param.maximum is not None:
@@ -150,7 +193,12 @@ def _error(description: str) -> dict[str, Any]:
 def _operation(route: Route) -> dict[str, Any]:
     op: dict[str, Any] = {
         "operationId": (
-            route.method.lower() + route.path.removeprefix("/api").replace("/", "_").replace(".", "_")
+            route.method.lower()
+            + route.path.removeprefix("/api")
+            .replace("/", "_")
+            .replace(".", "_")
+            .replace("{", "")
+            .replace("}", "")
         ),
         "summary": route.summary,
         "tags": list(route.tags),
@@ -159,7 +207,7 @@ def _operation(route: Route) -> dict[str, Any]:
         op["parameters"] = [
             {
                 "name": p.name,
-                "in": "query",
+                "in": "path" if f"{{{p.name}}}" in route.path else "query",
                 "required": p.required,
                 "description": p.description,
                 "schema": _schema(p),
@@ -167,7 +215,9 @@ def _operation(route: Route) -> dict[str, Any]:
             }
             for p in route.params
         ]
-    if route.method == "POST":
+    if route.method == "POST" and route.body_type != "application/json":
+        op["requestBody"] = {"required": True, "content": {route.body_type: {"schema": _BINARY}}}
+    elif route.method == "POST":
         body = {
             "type": "object",
             "properties": {p.name: {**_schema(p), "description": p.description} for p in route.params},
@@ -175,8 +225,13 @@ def _operation(route: Route) -> dict[str, Any]:
             "additionalProperties": False,
         }
         op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
-    if route.stream:
+    if route.produces != "application/json":
         ok: dict[str, Any] = {
+            "description": "the bytes: a checked picture with its image/* type, else application/octet-stream",
+            "content": {"image/*": {"schema": _BINARY}, route.produces: {"schema": _BINARY}},
+        }
+    elif route.stream:
+        ok = {
             "description": "event stream",
             "content": {"text/event-stream": {"schema": _STR}},
         }
@@ -191,6 +246,8 @@ def _operation(route: Route) -> dict[str, Any]:
         "403": _error("refused: another origin, or not yours"),
         "404": _error("unknown id"),
     }
+    if route.body_type != "application/json":
+        op["responses"]["413"] = _error("larger than max_blob")
     return op
 
 

@@ -22,7 +22,7 @@ __all__ = ["ApiError", "Param", "Route", "parse_args"]
 Args = dict[str, Any]
 Handler = Callable[["WebContext", Args], Awaitable[Any]]
 
-_TYPES = ("string", "integer", "boolean")
+_TYPES = ("string", "integer", "boolean", "object")
 
 
 class ApiError(TidingsError):
@@ -40,6 +40,7 @@ class Param:
     name: str
     type: str = "string"
     description: str = ""
+    schema: str = ""  # an object's schema name in openapi.SCHEMAS (documentation only)
     required: bool = False
     default: Any = None
     repeated: bool = False  # a query parameter given several times (a JSON array in a body)
@@ -64,6 +65,8 @@ class Route:
     is_list: bool = False  # the response is {"items": [response...]}
     stream: bool = False  # a text/event-stream, not JSON
     tags: tuple[str, ...] = field(default=())
+    body_type: str = "application/json"  # what a POST sends (application/octet-stream: raw bytes)
+    produces: str = "application/json"  # what a 200 answer is (another type: the bytes of a blob)
 
 
 def _convert(param: Param, value: Any, *, from_query: bool) -> Any:
@@ -79,6 +82,10 @@ def _convert(param: Param, value: Any, *, from_query: bool) -> Any:
             raise ApiError(f"{where} must be at least {param.minimum}", code="bad_parameter")
         if param.maximum is not None and value > param.maximum:
             raise ApiError(f"{where} must be at most {param.maximum}", code="bad_parameter")
+        return value
+    if param.type == "object":  # a JSON object in a body (a query string has none)
+        if from_query or not isinstance(value, dict):
+            raise ApiError(f"{where} must be an object", code="bad_parameter")
         return value
     if param.type == "boolean":
         if from_query:

@@ -18,6 +18,7 @@ import trio
 from tidings.node.addresses import parse_address
 from tidings.node.web.app import WebApp
 from tidings.node.web.auth import load_token
+from tidings.node.web.blobs import clear_uploads
 from tidings.node.web.context import WebContext, WebNode
 from tidings.node.web.limits import WebLimits, descriptor_limit
 from tidings.node.web.listener import WebPort, serve_web
@@ -108,6 +109,7 @@ class WebService:
         try:
             bound_port = sock.getsockname()[1]
             token = load_token(self.home.path)
+            clear_uploads(self.home.path)  # files a stopped node was receiving (node/web/blobs.py)
             limits = self.limits.budgeted(descriptor_limit())
             ctx = WebContext(node, self.home, openapi=openapi_document)
             app = WebApp(ctx, token=token, bound_host=host, port=bound_port, limits=limits)

@@ -18,6 +18,7 @@ from tidings.node.media import (
     PREVIEW_SIDE,
     MediaError,
     Prepared,
+    inspect_picture,
     prepare,
 )
 from tidings.protocol import LocalProtocolError, TidingsError
@@ -403,3 +404,29 @@ def test_jpeg_quality_is_lowered_to_stay_within_max_blob():
     assert len(_saved(noise, "JPEG", quality=90)) > len(original)
     prepared = prepare(original, max_blob=len(original))
     assert prepared.kind == "image" and len(prepared.data) <= len(original)
+
+
+def test_inspect_picture_checks_format_and_pixels_without_decoding(tmp_path):
+    honest = tmp_path / "ok.png"
+    honest.write_bytes(_saved(_gradient(40, 30), "PNG"))
+    assert inspect_picture(honest, "image/png") == (40, 30)
+    cases = {
+        "bomb.png": (_png_declaring(100_000, 100_000), "image/png", "image_too_large"),
+        "big.png": (_png_declaring(8000, 8000), "image/png", "image_too_large"),  # under Pillow's own guard
+        "drawing.png": (b'<svg xmlns="http://www.w3.org/2000/svg"/>', "image/png", "not_a_picture"),
+        "page.gif": (b"<!doctype html><p>hi", "image/gif", "not_a_picture"),
+        "photo.png": (_saved(_gradient(), "JPEG"), "image/png", "not_a_picture"),
+        "drawing.svg": (b"<svg/>", "image/svg+xml", "not_a_picture"),
+        "broken.png": (b"\x89PNG\r\n\x1a\n" + b"\x00" * 20, "image/png", "bad_image"),
+    }
+    started = time.monotonic()
+    for name, (data, mime, code) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        with pytest.raises(MediaError) as caught:
+            inspect_picture(path, mime)
+        assert caught.value.code == code, name
+    assert time.monotonic() - started < 2  # headers only: no bomb was decoded
+    with pytest.raises(MediaError) as caught:
+        inspect_picture(tmp_path / "missing.png", "image/png")
+    assert caught.value.code == "unreadable"

@@ -23,7 +23,7 @@ from tidings.protocol import (
     blob_id,
     encode_content,
 )
-from tidings.storage.blob_refs import kept_blobs, referenced_blobs
+from tidings.storage.blob_refs import PREVIEW_MIME, blob_mimes, kept_blobs, profile_refs, referenced_blobs
 from tidings.storage.blobs import BlobError, BlobStore
 from tidings.storage.errors import NotFound
 from tidings.storage.reads import content_json
@@ -256,3 +256,28 @@ def test_blob_references_read_as_blob_ids() -> None:
     shown = content_json(payload)
     assert shown is not None
     assert shown["attachments"] == [{"blob": str(a), "size": 1, "mime": "image/png", "preview": str(b)}]
+
+
+def test_the_types_a_blob_is_named_with_and_the_profile_pictures_shown_now(store: Store) -> None:
+    me = SigningKey(bytes([4]) * 32)
+
+    def ref(data: bytes, mime: str = "image/png", **fields: Any) -> BlobRef:
+        return BlobRef(blob=blob_id(data).hash, size=len(data), mime=mime, **fields)
+
+    small = blob_id(b"small").hash
+    store.append(me, Post(text="a", attachments=(ref(b"pic", preview=small),)))
+    store.append(me, Post(text="b", attachments=(ref(b"pic", "image/jpeg"), ref(b"doc", "application/pdf"))))
+    gone = store.append(me, Post(text="c", attachments=(ref(b"gone"),)))
+    store.append(me, Delete(target=gone.hash))
+    store.append(me, Profile(name="me", avatar=ref(b"old-face")))
+    store.append(me, Profile(banner=ref(b"wide")))
+    store.append(me, Profile(avatar=ref(b"face")))
+    store.append(me, Profile(bio="only a bio"))
+    assert blob_mimes(store, blob_id(b"pic").hash) == {"image/png", "image/jpeg"}
+    assert blob_mimes(store, small) == {PREVIEW_MIME}
+    assert blob_mimes(store, blob_id(b"doc").hash) == {"application/pdf"}
+    assert blob_mimes(store, blob_id(b"gone").hash) == set()  # its post is deleted
+    assert blob_mimes(store, blob_id(b"nowhere").hash) == set()
+    shown = profile_refs(store, me.public_key)  # spec §8.2.8: the latest profile that sets each
+    assert shown == {"avatar": ref(b"face"), "banner": ref(b"wide")}
+    assert profile_refs(store, SigningKey(bytes([5]) * 32).public_key) == {}

@@ -5,6 +5,7 @@
 const state = {
   me: null,          // our feed id
   names: new Map(),  // feed id -> display name (or null)
+  profiles: new Map(), // feed id -> profile (name, bio, avatar), for avatars
   view: "timeline",
   profileFeed: null, // the feed the profile view shows
   replyTo: null,     // entry id the composer answers
@@ -95,6 +96,7 @@ async function loadNames(feeds) {
     try {
       const profile = await api("GET", "/api/profile", { feed });
       state.names.set(feed, profile.name);
+      state.profiles.set(feed, profile);
     } catch (e) {
       state.names.set(feed, null);
     }
@@ -119,12 +121,13 @@ function entryItem(entry, options) {
   const li = el("li", { class: "entry", dataset: { id: entry.id, type: entry.type } });
   if (opts.depth) li.classList.add(`depth-${Math.min(opts.depth, 2)}`);
   const author = el("button", { class: "author", type: "button", onclick: () => showProfile(entry.feed) }, label(entry.feed));
-  li.append(el("div", { class: "head" }, author, el("span", { class: "muted" }, when(entry.ts))));
+  li.append(el("div", { class: "head" }, avatarView(state.profiles.get(entry.feed)), author, el("span", { class: "muted" }, when(entry.ts))));
   if (entry.deleted || entry.content === null) {
     li.append(el("p", { class: "text muted" }, "(deleted)"));
   } else if (entry.type === "post") {
     if (content.reply) li.append(el("p", { class: "muted" }, "in reply to ", threadLink(content.reply)));
     li.append(el("p", { class: "text" }, String(content.text || "")));
+    li.append(attachmentsView(entry) || "");
   } else if (entry.type === "repost") {
     const quoted = el("div", { class: "quoted" }, el("span", { class: "muted" }, "reposted…"));
     li.append(el("p", { class: "muted" }, "reposted"), quoted);
@@ -155,6 +158,7 @@ async function fillQuote(box, target) {
     clear(box);
     box.append(el("span", { class: "muted" }, label(original.feed) + ": "));
     box.append(el("span", { class: "text" }, String((original.content || {}).text || "(deleted)")));
+    box.append(attachmentsView(original) || "");
   } catch (e) {
     clear(box);
     box.append(el("span", { class: "muted" }, "(not stored here)"));
@@ -256,6 +260,8 @@ async function loadProfile() {
   const profile = await attempt(() => api("GET", "/api/profile", { feed }));
   if (!profile) return;
   state.names.set(feed, profile.name);
+  state.profiles.set(feed, profile);
+  showAvatar($("profile-avatar"), profile);
   $("profile-name").textContent = profile.name || "(no name)";
   $("profile-feed").textContent = feed;
   $("profile-bio").textContent = profile.bio || "";
@@ -381,12 +387,15 @@ async function submitPost(ev) {
   ev.preventDefault();
   const text = $("compose-text").value.trim();
   if (!text) return;
+  const attachments = await attempt(uploadPending); // pictures and files first (static/media.js)
+  if (!attachments) return;
   const call = state.replyTo
-    ? () => api("POST", "/api/reply", { entry: state.replyTo, text })
-    : () => api("POST", "/api/post", { text });
+    ? () => api("POST", "/api/reply", { entry: state.replyTo, text, attachments })
+    : () => api("POST", "/api/post", { text, attachments });
   const written = await attempt(call, state.replyTo ? "Replied" : "Posted");
   if (!written) return;
   $("compose-text").value = "";
+  clearPending();
   stopReply();
   await loadTimeline();
 }
@@ -420,6 +429,7 @@ function wire() {
     });
   }
   $("compose").addEventListener("submit", submitPost);
+  wireMedia();
   $("compose-cancel-reply").addEventListener("click", stopReply);
   $("explain").addEventListener("change", loadTimeline);
   $("swarm-filter").addEventListener("change", () => {
@@ -430,7 +440,14 @@ function wire() {
   $("profile-form").addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const body = { name: $("profile-edit-name").value, bio: $("profile-edit-bio").value };
+    const face = $("profile-edit-avatar").files[0];
+    if (face) {
+      const avatar = await attempt(() => uploadFile(face));
+      if (!avatar) return;
+      body.avatar = avatar;
+    }
     if (await attempt(() => api("POST", "/api/profile", body), "Profile saved")) {
+      $("profile-edit-avatar").value = "";
       state.names.delete(state.me);
       await loadStatus();
       await loadProfile();

@@ -15,67 +15,20 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
 import trio
 from tidings.node.web import auth
 
+from tests.support.browser import INSTALL, REQUIRE, WAIT, find_browser
+from tests.support.browser import open_driver as _driver
 from tests.support.nodes import follow, make_home, post, start_node
 from tests.support.web import web_node
 
-WAIT = 15.0
-REQUIRE = "TIDINGS_REQUIRE_BROWSER"  # "1": a missing browser fails the test instead of skipping it
-INSTALL = "apt-get install chromium chromium-driver"
 ROOT = Path(__file__).resolve().parents[3]
 
 pytestmark = pytest.mark.slow
-
-
-def find_browser(
-    env: Mapping[str, str] = os.environ, which: Callable[[str], str | None] = shutil.which
-) -> tuple[Path, Path]:
-    """Chromium and its ChromeDriver on ``PATH``. Without them: a one-line skip that says how to
-    install them, or, when ``env`` requires the browser test (CI), a one-line failure."""
-    found = {name: which(name) for name in ("chromium", "chromedriver")}
-    missing = [name for name, path in found.items() if path is None]
-    try:
-        import selenium  # noqa: F401  (a test dependency: pip install ".[test]")
-    except ImportError:
-        missing.append("selenium")
-    if missing:
-        reason = f"the browser test needs {' and '.join(missing)}: {INSTALL} (and pip install '.[test]')"
-        if env.get(REQUIRE) == "1":
-            pytest.fail(f"{reason}; {REQUIRE}=1 forbids skipping it", pytrace=False)
-        pytest.skip(reason)
-    return Path(str(found["chromium"])), Path(str(found["chromedriver"]))
-
-
-def _driver(profile: Path, chromium: Path, chromedriver: Path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(chromium)
-    for arg in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--disable-dev-shm-usage",
-        "--window-size=1100,1300",
-        f"--user-data-dir={profile}",
-    ):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(executable_path=str(chromedriver)), options=options)
-    driver.set_page_load_timeout(WAIT)
-    driver.set_script_timeout(WAIT)
-    return driver
 
 
 def _browse(link: str, bob_home, bob_key, shots: Path, browser: tuple[Path, Path]) -> dict[str, object]:
