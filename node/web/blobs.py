@@ -48,7 +48,9 @@ from tidings.node.web.responses import BLOB_CSP, Send, security_headers
 from tidings.node.web.routes import ApiError
 from tidings.protocol import BlobId, BlobRef, InvalidContent, ProtocolError
 from tidings.protocol.blobs import MAX_ATTACHMENTS, BlobHasher, attachments_from_value
+from tidings.storage import blob_wants
 from tidings.storage.blob_refs import PREVIEW_MIME, blob_mimes, profile_refs
+from tidings.storage.blob_wants import Want
 from tidings.storage.blobs import BlobError
 from tidings.storage.errors import NotFound
 from tidings.storage.files import make_private_dir
@@ -133,7 +135,15 @@ async def open_answer(ctx: WebContext, path: str) -> BlobAnswer:
     blobs = await ctx.blobs()
 
     def look(store: Store) -> tuple[set[str], BinaryIO]:
-        return blob_mimes(store, blob.hash), blobs.open_blob(blob)  # open_blob touches its last use
+        mimes = blob_mimes(store, blob.hash)
+        try:
+            return mimes, blobs.open_blob(blob)  # open_blob touches its last use
+        except NotFound:
+            if mimes:  # named by a shown entry: fetch it from peers (spec §12.12), ask again later
+                mime = next(iter(mimes)) if len(mimes) == 1 else None
+                want = Want(blob.hash, None, blobs.max_blob, mime, None)
+                blob_wants.add_wants(store, [want], ctx.now())
+            raise
 
     mimes, file = await ctx.node.db.call(look)
     try:

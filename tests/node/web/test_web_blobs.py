@@ -269,3 +269,31 @@ async def test_an_avatar_set_from_the_page_is_shown_with_the_profile(tmp_path):
                 refused = await c.post("/api/profile", json={"avatar": document})
                 assert refused.status_code == 400 and refused.json()["code"] == "not_a_picture"
             nursery.cancel_scope.cancel()
+
+
+async def test_a_picture_a_post_names_but_not_held_here_is_fetched_on_request(tmp_path):
+    """The page asks for a picture that is not here (spec §12.12: others' blobs are fetched on request):
+    404 now, and the node wants it from its peers."""
+    from tidings.storage import blob_wants
+
+    photo = gps_jpeg()
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery, web_node(nursery, tmp_path, "alice") as w:
+
+            def write(store: Any) -> bytes:  # a post naming a picture this home does not hold
+                ref = BlobRef(
+                    blob=blob_id(photo).hash, size=len(photo), mime="image/jpeg", width=64, height=48
+                )
+                actions.post(store, w.key, "elsewhere", attachments=[ref], now=SYSTEM_CLOCK.wall_ms())
+                return ref.blob
+
+            blob = await w.node.db.call(write)
+            await w.node.db.call(blob_wants.drop_wants, [blob])  # not wanted yet
+            async with w.client() as c:
+                missing = await c.get(blob_path(str(BlobId(blob))))
+                assert missing.status_code == 404 and missing.json()["code"] == "not_found"
+                unknown = await c.get(blob_path(str(blob_id(b"named by nobody"))))
+                assert unknown.status_code == 404
+            wants = {w.blob: w for w in await w.node.db.call(blob_wants.wants)}
+            assert set(wants) == {blob} and wants[blob].mime == "image/jpeg" and wants[blob].author is None
+            nursery.cancel_scope.cancel()
