@@ -98,11 +98,15 @@ def blob_add(session: Session, file: str, as_json: bool) -> None:
 
 
 @blob.command("ls")
+@click.option("--wanted", is_flag=True, help="The blobs wanted from peers instead (not here yet).")
 @common_options
 @json_option
 @pass_session
-def blob_ls(session: Session, as_json: bool) -> None:
+def blob_ls(session: Session, wanted: bool, as_json: bool) -> None:
     """The blobs held here, most recently used first, and what they take."""
+    if wanted:
+        _ls_wanted(session, as_json)
+        return
     blobs = _blobs(session)
     rows = blobs.listing()
     if as_json:
@@ -125,17 +129,26 @@ def blob_ls(session: Session, as_json: bool) -> None:
     type=click.Path(dir_okay=False),
     help="Write it to FILE (never over an existing one).",
 )
+@click.option(
+    "--wait",
+    type=click.FloatRange(0, 3600),
+    default=60.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="A blob not here is fetched from peers by the running node: wait this long for it.",
+)
 @common_options
 @json_option
 @pass_session
-def blob_get(session: Session, blob_id: BlobId, output: str | None, as_json: bool) -> None:
+def blob_get(session: Session, blob_id: BlobId, output: str | None, wait: float, as_json: bool) -> None:
     """Copy the blob BLOB to FILE, or its bytes to standard output (not to a terminal).
 
-    The bytes are checked against BLOB as they are copied; a FILE is written whole or not at all.
+    A blob not here is wanted from peers: the running node fetches it (tidings blob ls --wanted shows
+    what it is fetching). The bytes are checked against BLOB as they are copied; a FILE is written
+    whole or not at all.
     """
     import sys
 
-    from tidings.storage.errors import NotFound
     from tidings.storage.files import FileError, atomic_writer
 
     if output is None and as_json:
@@ -147,7 +160,7 @@ def blob_get(session: Session, blob_id: BlobId, output: str | None, as_json: boo
     blobs = _blobs(session)
     size = blobs.size(blob_id)
     if size is None:
-        raise NotFound(f"no blob {blob_id} here")
+        size = _fetch(session, blobs, blob_id, wait, quiet=as_json)
     if output is None:
         out = sys.stdout.buffer
         for chunk in blobs.read(blob_id):
@@ -191,3 +204,69 @@ def blob_gc(session: Session, as_json: bool) -> None:
 
 
 COMMANDS = [blob]
+
+
+def _fetch(session: Session, blobs: BlobStore, blob: BlobId, wait: float, *, quiet: bool) -> int:
+    """Want ``blob`` from peers and wait up to ``wait`` seconds for the running node to fetch it
+    (spec §12.12); its size. Progress goes to standard error."""
+    import sys
+    import time
+
+    from tidings.storage import blob_wants
+    from tidings.storage.clock import wall_ms
+
+    store = session.store()
+    want = blob_wants.Want(blob.hash, None, blobs.max_blob, None, None)
+    blob_wants.add_wants(store, [want], wall_ms())
+    if session.home.running_node() is None:
+        raise CliError(
+            f"no blob {blob} here; it is wanted now, and the node fetches it from peers once it runs "
+            "(tidings run)",
+            code="not_found",
+        )
+    partial = blobs.folder / "partial" / blob.hash.hex()
+    deadline = time.monotonic() + wait
+    shown = -1
+    while (size := blobs.size(blob)) is None:
+        if time.monotonic() >= deadline:
+            failed = {w.blob: w.failed for w in blob_wants.wants(store)}.get(blob.hash)
+            why = f" (last try: {failed})" if failed else ""
+            raise CliError(
+                f"blob {blob} did not arrive within {wait:g} s{why}; the node keeps trying "
+                "(tidings blob ls --wanted)",
+                code="not_found",
+            )
+        have = partial.stat().st_size if partial.exists() else 0
+        if not quiet and have != shown and sys.stderr.isatty():
+            click.echo(f"\rfetching {blob}: {size_text(have)}", nl=False, err=True)
+            shown = have
+        time.sleep(0.1)
+    if shown >= 0:
+        click.echo("", err=True)
+    return size
+
+
+def _ls_wanted(session: Session, as_json: bool) -> None:
+    from tidings.protocol import BlobId, feed_id_text
+    from tidings.storage import blob_wants
+
+    rows = [
+        {
+            "id": str(BlobId(w.blob)),
+            "size": w.size,
+            "mime": w.mime,
+            "feed": None if w.author is None else feed_id_text(w.author),
+            "tries": w.tries,
+            "next_try": w.next_try,
+            "failed": w.failed,
+        }
+        for w in blob_wants.wants(session.store())
+    ]
+    if as_json:
+        emit_lines(rows)
+        return
+    for row in rows:
+        size = "?" if row["size"] is None else size_text(row["size"])
+        why = f"  last try: {row['failed']}, next {when(row['next_try'])}" if row["failed"] else ""
+        click.echo(f"{row['id']}  {size:>9}  {row['mime'] or 'file'}{why}")
+    click.echo(f"{_count(len(rows))} wanted")
