@@ -137,6 +137,7 @@ class _Sink:
         self.picture: bytearray | None = None
         self.writer: BlobWriter | None = None
         self.received = 0
+        self.stored = 0  # bytes stored: the blob, and a picture's preview
 
     async def begin(self, headers: dict[str, str]) -> None:
         declared = headers.get("content-length", "").strip()
@@ -179,6 +180,7 @@ class _Sink:
             await self._decide()
         if self.writer is not None:
             blob = await self.media.run(self.writer.commit)
+            self.stored = self.writer.size
             return BlobRef(blob=blob.hash, size=self.writer.size, mime=OPAQUE_MIME, alt=file_alt)
         assert self.picture is not None
         return await self._prepared(bytes(self.picture), picture_alt)
@@ -196,6 +198,7 @@ class _Sink:
             raise _Skip("not a picture after all")  # the signatures above are prepare's own
         blob = await self.media.run(blobs.put_bytes, ready.data, pinned=True)
         preview = await self.media.run(blobs.put_bytes, ready.preview, pinned=True)
+        self.stored = len(ready.data) + len(ready.preview or b"")
         return BlobRef(
             blob=blob.hash, size=len(ready.data), mime=ready.mime, width=ready.width, height=ready.height,
             alt=alt, preview=preview.hash,
@@ -268,10 +271,13 @@ async def _one(
             ref = await sink.finish(
                 picture_alt=_alt(link, True, feed_title), file_alt=_alt(link, False, feed_title)
             )
-            charged = max(charged, ref.size)  # a re-encoded picture may come out larger
+            charged = max(charged, sink.stored)  # a re-encoded picture may come out larger
             return ref
         raise _Skip("cut off: this poll's media time (media_time) is over")
     except TidingsError as exc:  # the fetch's (BridgeError), or the blobs' (a full disk: BlobError)
+        if exc.code == "too_large" and cap < max_blob:
+            budget.bytes = 0  # what is left of the budget is too little for this one: the rest waits
+            raise _Skip(f"{exc}, what is left of this poll's media budget (media_bytes)") from None
         raise _Skip(f"{exc} ({exc.code})") from None
     finally:
         budget.bytes -= max(charged, sink.received)
