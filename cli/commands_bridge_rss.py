@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 import trio
+from tidings.node.bridges.blob_access import BridgeBlobs
 from tidings.node.bridges.rss import (
     NAME,
     PollOutcome,
@@ -22,7 +23,6 @@ from tidings.node.bridges.rss import (
     poll_source,
     rss_config,
 )
-from tidings.node.bridges.rss_media import MediaStore
 from tidings.node.bridges.sources import follow_source, unfollow_source
 from tidings.storage.clock import wall_ms
 
@@ -126,7 +126,7 @@ def rss_poll(session: Session, url: str | None, as_json: bool) -> None:
     async def call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return fn(store, *args, **kwargs)
 
-    media = MediaStore.open(session.home)  # pictures and files of the items, into blobs (spec §14.4)
+    media = BridgeBlobs.open(session.home)  # pictures and files of the items, into blobs (spec §14.4)
 
     async def main() -> list[PollOutcome]:
         outcomes: list[PollOutcome | None] = [None] * len(todo)

@@ -47,9 +47,10 @@ from tidings.node.bridges.feeds import ItemCounter, parse_feed
 from tidings.node.clock import SYSTEM_CLOCK, Clock
 
 if TYPE_CHECKING:
+    from tidings.node.bridges.blob_access import BridgeBlobs
     from tidings.node.bridges.feeds import FeedItem
     from tidings.node.bridges.outbound import Resolver
-    from tidings.node.bridges.rss_media import Carried, MediaConfig, MediaStore
+    from tidings.node.bridges.rss_media import Carried, MediaConfig
     from tidings.node.bridges.webfetch import FetchLimits
     from tidings.node.home import Home
     from tidings.node.net.node import Node
@@ -174,7 +175,7 @@ async def poll_source(
     clock: Clock = SYSTEM_CLOCK,
     parse_limiter: trio.CapacityLimiter | None = None,
     resolve: Resolver | None = None,
-    media: MediaStore | None = None,
+    media: BridgeBlobs | None = None,
 ) -> PollOutcome:
     """Poll one source once and record the outcome; failures are recorded, not raised (module docstring).
 
@@ -246,7 +247,7 @@ async def _media(
     items: list[FeedItem],
     title: str | None,
     config: RssConfig,
-    media: MediaStore | None,
+    media: BridgeBlobs | None,
     resolve: Resolver | None,
 ) -> dict[str, Carried]:
     """The media of the items not imported before, fetched and stored (node/bridges/rss_media.py)."""
@@ -319,10 +320,10 @@ class RssService:
         }
 
     async def run(self, node: Node, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
-        from tidings.node.bridges.rss_media import MediaStore
+        from tidings.node.bridges.blob_access import BridgeBlobs
         from tidings.storage import bridges as db
 
-        media = await trio.to_thread.run_sync(MediaStore.open, self.home)
+        media = await trio.to_thread.run_sync(BridgeBlobs.open, self.home)
         try:
             task_status.started()
             limiter = trio.CapacityLimiter(self.CONCURRENT)
@@ -344,7 +345,7 @@ class RssService:
         src: dict[str, Any],
         limiter: trio.CapacityLimiter,
         parse_limiter: trio.CapacityLimiter,
-        media: MediaStore,
+        media: BridgeBlobs,
     ) -> None:
         # Every step of a poll is bounded (the fetch by its deadline), so nothing here needs a timeout
         # of its own; a poll is never cut off before its outcome is recorded (spec §14.4).

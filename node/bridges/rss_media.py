@@ -32,8 +32,8 @@ from this one, so evicting one would lose it for everyone while its post lives. 
 the moment between storing a blob and appending the post that names it. They stay when the source is
 unfollowed (its imported posts stay too); ``tidings blob ls`` shows them as pinned.
 
-``MediaStore`` holds the blobs with a store connection of its own (the node's database thread is never
-blocked by file IO), used by one worker thread at a time.
+Blobs are written through ``BridgeBlobs`` (node/bridges/blob_access.py): a store connection of their
+own, one worker thread at a time, so the node's database thread never waits for file IO.
 """
 
 from __future__ import annotations
@@ -41,22 +41,21 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import trio
 from tidings.protocol.blobs import MAX_ALT, MAX_ATTACHMENTS, OPAQUE_MIME, BlobRef
 from tidings.protocol.errors import TidingsError
 
 if TYPE_CHECKING:
+    from tidings.node.bridges.blob_access import BridgeBlobs
     from tidings.node.bridges.enclosures import MediaLink
     from tidings.node.bridges.feeds import FeedItem
     from tidings.node.bridges.outbound import OutboundPolicy
     from tidings.node.bridges.webfetch import FetchLimits
-    from tidings.node.home import Home
-    from tidings.storage.blobs import BlobStore, BlobWriter
-    from tidings.storage.store import Store
+    from tidings.storage.blobs import BlobWriter
 
-__all__ = ["Carried", "MediaConfig", "MediaStore", "fetch_media"]
+__all__ = ["Carried", "MediaConfig", "fetch_media"]
 
 log = logging.getLogger("tidings.bridges.rss")
 
@@ -81,35 +80,6 @@ class MediaConfig:
     limits: FetchLimits  # timeout and min_rate of each fetch; max_size is set per fetch
 
 
-class MediaStore:
-    """The home's blobs over a store connection of their own, used one operation at a time."""
-
-    def __init__(self, blobs: BlobStore, store: Store | None = None) -> None:
-        self.blobs = blobs
-        self._store = store
-        self.limiter = trio.CapacityLimiter(1)
-
-    @classmethod
-    def open(cls, home: Home) -> MediaStore:
-        """Open ``home``'s blobs on a new store connection (blocking: call it from a worker thread)."""
-        from tidings.storage.store import Store
-
-        store = Store(home.store_path)
-        try:
-            return cls(home.open_blobs(store), store)
-        except BaseException:
-            store.close()
-            raise
-
-    async def run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        """``fn(*args, **kwargs)`` on a worker thread, after every earlier call has ended."""
-        return await trio.to_thread.run_sync(lambda: fn(*args, **kwargs), limiter=self.limiter)
-
-    def close(self) -> None:
-        if self._store is not None:
-            self._store.close()
-
-
 @dataclass
 class Carried:
     """What came of one item's media: the references to attach, and the URLs skipped with why."""
@@ -128,7 +98,7 @@ class _Sink:
     """Receives one media body (webfetch ``BodySink``): a picture gathered, anything else streamed to a
     ``BlobWriter`` within ``max_file``. ``close`` aborts a writer not committed."""
 
-    def __init__(self, media: MediaStore, url: str, max_file: int) -> None:
+    def __init__(self, media: BridgeBlobs, url: str, max_file: int) -> None:
         self.media = media
         self.url = url
         self.max_file = max_file
@@ -237,7 +207,7 @@ def _alt(link: MediaLink, picture: bool, feed_title: str) -> str:
 async def _one(
     link: MediaLink,
     *,
-    media: MediaStore,
+    media: BridgeBlobs,
     config: MediaConfig,
     policy: OutboundPolicy,
     budget: _Budget,
@@ -287,7 +257,7 @@ async def _one(
 async def fetch_media(
     items: Sequence[FeedItem],
     *,
-    media: MediaStore,
+    media: BridgeBlobs,
     config: MediaConfig,
     policy: OutboundPolicy,
     feed_title: str,
