@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from tidings.protocol import ProtocolError, blob_refs, decode_content
+from tidings.protocol import BlobRef, Post, ProtocolError, blob_refs, decode_content
 
 from .reads import Reads
 
-__all__ = ["kept_blobs", "referenced_blobs"]
+__all__ = ["attachment_of", "kept_blobs", "referenced_blobs"]
 
 #: Key names whose presence in a payload's bytes makes it worth decoding (msgpack stores keys as
 #: their UTF-8 bytes).
@@ -52,3 +52,24 @@ def kept_blobs(store: Reads, me: bytes) -> set[bytes]:
     """The blobs gc keeps for the feed ``me``: those its own entries name and those of the feeds it
     follows."""
     return referenced_blobs(store, {me, *store.graph_targets(me, "follow")})
+
+
+def attachment_of(store: Reads, author: bytes, blob: bytes) -> BlobRef | None:
+    """The attachment naming ``blob`` (a 32-byte id) in a stored, not deleted post of ``author``, or None:
+    what the Atom server checks before it serves a blob of a feed (spec §14.3), so it serves only
+    those. Only payloads holding the id's bytes are decoded (msgpack stores them as they are)."""
+    rows = store.read(
+        "SELECT payload FROM entries WHERE author = ? AND type = 'post' AND deleted = 0 "
+        "AND payload IS NOT NULL AND instr(payload, ?) > 0 ORDER BY seq DESC LIMIT 100",
+        (author, blob),
+    )
+    for (payload,) in rows:
+        try:
+            content = decode_content(bytes(payload))
+        except ProtocolError:
+            continue
+        if isinstance(content, Post):
+            for ref in content.attachments:
+                if ref.blob == blob:
+                    return ref
+    return None
