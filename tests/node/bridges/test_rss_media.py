@@ -10,14 +10,20 @@ import struct
 import zlib
 from pathlib import Path
 
+import feedparser
+import httpx
+import trio
 from PIL import ExifTags, Image
+from tidings.node.bridges import bridge_services
+from tidings.node.bridges.atom import AtomService
+from tidings.node.bridges.rss import RssService
 from tidings.node.media import prepare
 from tidings.protocol import BlobId, feed_id_text
 from tidings.storage import bridges as db
 from tidings.storage.store import Store
 
 from tests.support.bridges import FeedServer, lines, tidings
-from tests.support.nodes import make_home, next_host
+from tests.support.nodes import make_home, next_host, start_node, wait_until
 
 MAX_BLOB = 262_144  # config.toml [limits] max_blob of these homes: an oversize body is small to send
 PDF = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n"
@@ -74,6 +80,7 @@ RSS = """<?xml version="1.0" encoding="UTF-8"?>
     <pubDate>Tue, 02 Jan 2024 10:00:00 GMT</pubDate><description>read it</description>
     <enclosure url="{base}/doc.pdf" type="application/pdf" length="{pdf_length}"/>
     <enclosure url="{base}/episode.mp3" type="audio/mpeg" length="80000000"/>
+    <media:content url="{base}/declared.png" medium="image"/>
   </item>
   <item><title>Garden</title><link>https://pics.example/1</link><guid isPermaLink="false">pics-1</guid>
     <pubDate>Mon, 01 Jan 2024 10:00:00 GMT</pubDate><description>my garden</description>
@@ -109,6 +116,8 @@ def _serve(server: FeedServer) -> None:
     # no Content-Length: refused by counting while it streams, past max_blob
     server.routes["/huge.png"] = lambda _h: (200, {}, iter([png()[:16], *[b"\0" * 65536] * 8]))
     server.routes["/episode.mp3"] = lambda _h: (200, {}, b"ID3" + bytes(1000))
+    # a Content-Length over max_blob: refused before the body is read
+    server.routes["/declared.png"] = lambda _h: (200, {}, png() + bytes(MAX_BLOB))
 
 
 def _posts(home, feed: str) -> dict[str, dict]:
@@ -147,6 +156,7 @@ def test_enclosures_and_media_content_come_in_as_blobs(tmp_path):
             "/bomb.png",
             f"{lan.url('')}/lan.png",
             "/episode.mp3",
+            "/declared.png",
         }
         assert reasons["/gone.jpg"] == "HTTP 404"
         assert reasons["/huge.png"].endswith(f"larger than {MAX_BLOB} bytes (too_large)")
@@ -155,6 +165,10 @@ def test_enclosures_and_media_content_come_in_as_blobs(tmp_path):
         assert "internal address" in reasons[f"{lan.url('')}/lan.png"]
         assert reasons[f"{lan.url('')}/lan.png"].endswith("(forbidden_address)")
         assert reasons["/episode.mp3"] == "declared 80000000 bytes, over 1048576"
+        size = len(png()) + MAX_BLOB
+        assert reasons["/declared.png"].endswith(
+            f"larger than {MAX_BLOB} bytes (Content-Length {size}) (too_large)"
+        )
         assert not lan.requests and not server.hits("/episode.mp3")  # refused before any connection
         assert not server.hits("/thumb.jpg")  # a thumbnail beside pictures is not fetched
 
@@ -178,7 +192,9 @@ def test_enclosures_and_media_content_come_in_as_blobs(tmp_path):
         assert pdf["mime"] == "application/octet-stream" and pdf["size"] == len(PDF)
         assert pdf["alt"] == "file from Example Pics" and "width" not in pdf and "preview" not in pdf
         assert _blob(home, pdf["blob"]) == PDF
-        assert posts["pics-2"]["text"].endswith(f"https://pics.example/2\n{base}/episode.mp3")
+        assert posts["pics-2"]["text"].endswith(
+            f"https://pics.example/2\n{base}/episode.mp3\n{base}/declared.png"
+        )
         # the bad ones: the post comes in with its text, the URLs of what was skipped kept in it
         assert "attachments" not in posts["pics-3"]
         for path in ("/gone.jpg", "/huge.png", "/bomb.png"):
@@ -307,3 +323,38 @@ def test_files_off_and_a_file_over_max_file(tmp_path):
                 "reason": "not a picture (JPEG, PNG, WebP or GIF), and files are off (max_file 0)",
             }
         ]
+
+
+async def test_the_running_node_bridges_a_picture_in_and_serves_it_out_as_an_enclosure(tmp_path):
+    """Inside ``tidings run``: the rss service brings the picture in, the atom service lists it as an
+    enclosure of the bridge feed and serves its bytes, metadata gone."""
+    home, key = _home(tmp_path)
+    with FeedServer(next_host()) as server:
+        _serve(server)
+        server.routes["/atom"] = lambda _h: (200, {}, ATOM.format(base=server.url("")).encode())
+        feed = lines(tidings(home.path, "bridge", "rss", "follow", server.url("/atom"), "--json"))[0]["feed"]
+        tidings(home.path, "bridge", "config", "atom", "listen", "127.0.0.1:0")
+        services = {s.name: s for s in bridge_services(home)}
+        rss, atom = services["bridge:rss"], services["bridge:atom"]
+        assert isinstance(rss, RssService) and isinstance(atom, AtomService)
+        with trio.fail_after(20):
+            async with trio.open_nursery() as nursery:
+                await start_node(nursery, home, key, services=[rss, atom], dht=False)
+                await wait_until(lambda: rss.media == 1, timeout=10)
+                async with httpx.AsyncClient() as client:
+                    document = await client.get(f"http://{atom.address}/feeds/{feed}.atom")
+                    parsed = feedparser.parse(document.content)
+                    (entry,) = parsed.entries
+                    (enclosure,) = entry.enclosures
+                    assert enclosure.type == "image/jpeg" and enclosure.title == "The garden at dusk"
+                    assert enclosure.href.startswith(f"http://{atom.address}/feeds/{feed}/blobs/&")
+                    got = await client.get(enclosure.href)
+                assert got.status_code == 200 and got.headers["content-type"] == "image/jpeg"
+                assert got.headers["x-content-type-options"] == "nosniff"
+                assert len(got.content) == int(enclosure.length)
+                assert got.content == _blob(home, enclosure.href.rsplit("/", 1)[1])
+                assert b"SpyCam-9000" not in got.content
+                with Image.open(io.BytesIO(got.content)) as picture:
+                    assert picture.size == (96, 64) and not picture.getexif()
+                assert list((home.blobs_path / "tmp").iterdir()) == []
+                nursery.cancel_scope.cancel()
