@@ -88,7 +88,11 @@ class Carried:
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
-class _Skip(Exception):
+class _Skip(TidingsError):
+    """One medium is not attached; ``reason`` says why (it goes to the log and the poll's outcome)."""
+
+    code = "media_skipped"
+
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
@@ -111,7 +115,8 @@ class _Sink:
 
     async def begin(self, headers: dict[str, str]) -> None:
         declared = headers.get("content-length", "").strip()
-        self.declared = int(declared) if declared.isdigit() else None
+        coded = headers.get("content-encoding", "identity").strip().lower() not in ("", "identity")
+        self.declared = int(declared) if declared.isdigit() and not coded else None
 
     async def write(self, data: bytes) -> None:
         self.received += len(data)
@@ -244,6 +249,8 @@ async def _one(
             charged = max(charged, sink.stored)  # a re-encoded picture may come out larger
             return ref
         raise _Skip("cut off: this poll's media time (media_time) is over")
+    except _Skip:
+        raise
     except TidingsError as exc:  # the fetch's (BridgeError), or the blobs' (a full disk: BlobError)
         if exc.code == "too_large" and cap < max_blob:
             budget.bytes = 0  # what is left of the budget is too little for this one: the rest waits

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import random
 import struct
+import time
 import zlib
 from pathlib import Path
 
@@ -358,3 +359,36 @@ async def test_the_running_node_bridges_a_picture_in_and_serves_it_out_as_an_enc
                     assert picture.size == (96, 64) and not picture.getexif()
                 assert list((home.blobs_path / "tmp").iterdir()) == []
                 nursery.cancel_scope.cancel()
+
+
+def test_a_slow_medium_is_cut_at_the_polls_media_time(tmp_path):
+    home, _ = _home(tmp_path)
+    tidings(home.path, "bridge", "config", "rss", "media_time", "0.5")
+    with FeedServer(next_host()) as server:
+
+        def slow(_h):
+            time.sleep(1.5)
+            return 200, {}, png()
+
+        server.routes["/slow.png"] = slow
+        server.routes["/later.png"] = lambda _h: (200, {}, png())
+        server.routes["/f"] = lambda _h: (
+            200,
+            {},
+            (
+                '<?xml version="1.0"?><rss version="2.0"><channel><title>S</title>'
+                f'<item><title>slow, the newest</title><guid>s</guid><enclosure url="{server.url("/slow.png")}"/></item>'
+                f'<item><title>later</title><guid>l</guid><enclosure url="{server.url("/later.png")}"/></item>'
+                "</channel></rss>"
+            ).encode(),
+        )
+        tidings(home.path, "bridge", "rss", "follow", server.url("/f"))
+        started = time.monotonic()
+        out = lines(tidings(home.path, "bridge", "rss", "poll", "--json"))[0]
+        assert time.monotonic() - started < 1.4  # the poll did not wait for the slow server
+        assert out["new"] == 2 and out["media"] == 0
+        assert [s["reason"] for s in out["skipped"]] == [
+            "cut off: this poll's media time (media_time) is over",
+            "this poll's media time (media_time) is over",
+        ]
+        assert not server.hits("/later.png") and list((home.blobs_path / "tmp").iterdir()) == []
