@@ -44,6 +44,7 @@ from tidings.node.bridges.base import (
     parse_seconds,
 )
 from tidings.node.bridges.feeds import ItemCounter, parse_feed
+from tidings.node.bridges.rss_media import bridged_post
 from tidings.node.clock import SYSTEM_CLOCK, Clock
 
 if TYPE_CHECKING:
@@ -212,7 +213,7 @@ async def poll_source(
                 (f"profile:{parsed.title}", Profile(name=parsed.title[:64].strip() or "feed", bio=url))
             )
         carried = await _media(call, url, parsed.items, parsed.title, config, media, resolve)
-        items += [(i.id, _post(i, carried.get(i.id))) for i in parsed.items]
+        items += [(i.id, bridged_post(i, carried.get(i.id), NAME)) for i in parsed.items]
         new = 0
         for start in range(0, len(items), IMPORT_BATCH):
             # one database call per batch: others' calls queue between them (spec §14.4)
@@ -268,16 +269,6 @@ async def _media(
         feed_title=title or urlsplit(url).hostname or url,
         source=url,
     )
-
-
-def _post(item: FeedItem, carried: Carried | None) -> Any:
-    """The post of ``item``: its attachments, and the URLs of media that did not come in in its text."""
-    from tidings.node.bridges.enclosures import with_links
-    from tidings.protocol import Post
-
-    attachments = tuple(carried.attachments) if carried else ()
-    missing = [m.url for m in item.media if carried is None or m.url in {u for u, _ in carried.skipped}]
-    return Post(text=with_links(item.text, missing), origin=item.origin(NAME), attachments=attachments)
 
 
 class RssService:

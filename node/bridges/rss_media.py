@@ -53,9 +53,10 @@ if TYPE_CHECKING:
     from tidings.node.bridges.feeds import FeedItem
     from tidings.node.bridges.outbound import OutboundPolicy
     from tidings.node.bridges.webfetch import FetchLimits
+    from tidings.protocol import Post
     from tidings.storage.blobs import BlobWriter
 
-__all__ = ["Carried", "MediaConfig", "fetch_media"]
+__all__ = ["Carried", "MediaConfig", "bridged_post", "fetch_media"]
 
 log = logging.getLogger("tidings.bridges.rss")
 
@@ -294,3 +295,31 @@ async def fetch_media(
             carried.skipped.append((link.url, why))
             log.info("rss: %s: media %s skipped: %s", source, link.url, why)
     return out
+
+
+def _clipped(ref: BlobRef, limit: int) -> BlobRef:
+    if ref.alt is None or len(ref.alt.encode("utf-8")) <= limit:
+        return ref
+    return replace(ref, alt=ref.alt.encode("utf-8")[: limit - 3].decode("utf-8", "ignore") + "…")
+
+
+def bridged_post(item: FeedItem, carried: Carried | None, network: str) -> Post:
+    """The post of ``item``: its attachments, and in its text the URLs of its media that did not come
+    in. A post must fit in a payload (spec §8.3): when a long text, origin and four long alt texts do
+    not, the alt texts are shortened, and as a last resort the attachments left as links."""
+    from tidings.node.bridges.enclosures import with_links
+    from tidings.protocol import MAX_PAYLOAD_SIZE, Post, encode
+
+    skipped = {url for url, _ in carried.skipped} if carried else set()
+    attachments = tuple(carried.attachments) if carried else ()
+    missing = [m.url for m in item.media if carried is None or m.url in skipped]
+    origin = item.origin(network)
+    for limit in (MAX_ALT, 120):
+        post = Post(
+            text=with_links(item.text, missing),
+            origin=origin,
+            attachments=tuple(_clipped(ref, limit) for ref in attachments),
+        )
+        if len(encode(post.to_map())) <= MAX_PAYLOAD_SIZE:
+            return post
+    return Post(text=with_links(item.text, [m.url for m in item.media]), origin=origin)
