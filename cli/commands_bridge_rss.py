@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 import trio
+from tidings.node.bridges.blob_access import BridgeBlobs
 from tidings.node.bridges.rss import (
     NAME,
     PollOutcome,
@@ -125,6 +126,8 @@ def rss_poll(session: Session, url: str | None, as_json: bool) -> None:
     async def call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return fn(store, *args, **kwargs)
 
+    media = BridgeBlobs.open(session.home)  # pictures and files of the items, into blobs (spec §14.4)
+
     async def main() -> list[PollOutcome]:
         outcomes: list[PollOutcome | None] = [None] * len(todo)
         limiter = trio.CapacityLimiter(RssService.CONCURRENT)
@@ -133,7 +136,7 @@ def rss_poll(session: Session, url: str | None, as_json: bool) -> None:
         async def one(i: int, src: dict[str, Any]) -> None:
             async with limiter:
                 outcomes[i] = await poll_source(
-                    call, session.home, src, config=config, parse_limiter=parse_limiter
+                    call, session.home, src, config=config, parse_limiter=parse_limiter, media=media
                 )
 
         async with trio.open_nursery() as nursery:
@@ -141,12 +144,17 @@ def rss_poll(session: Session, url: str | None, as_json: bool) -> None:
                 nursery.start_soon(one, i, src)
         return [o for o in outcomes if o is not None]
 
-    outcomes = trio.run(main)
+    try:
+        outcomes = trio.run(main)
+    finally:
+        media.close()
     if as_json:
         emit_lines(o.to_json() for o in outcomes)
     else:
         for o in outcomes:
             click.echo(f"{o.source}: error: {o.error}" if o.error else f"{o.source}: {o.new} new")
+            for url, why in o.skipped:
+                click.echo(f"  skipped {url}: {why}")
     failed = [o for o in outcomes if o.error]
     if failed:
         if as_json:

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterator
 
-from tidings.protocol import Content, Profile, ProtocolError, blob_refs, decode_content
+from tidings.protocol import Content, Post, Profile, ProtocolError, blob_refs, decode_content
 from tidings.protocol.blobs import BlobRef
 
 from .reads import Reads
 
 __all__ = [
+    "attachment_of",
     "blob_mimes",
     "kept_blobs",
     "named_blobs",
@@ -139,3 +140,21 @@ def profile_refs(store: Reads, feed: bytes) -> dict[str, BlobRef]:
         if len(found) == 2:
             break
     return found
+
+
+def attachment_of(store: Reads, author: bytes, blob: bytes) -> BlobRef | None:
+    """The attachment naming ``blob`` (a 32-byte id) in a stored, not deleted post of ``author``, or None:
+    what the Atom server checks before it serves a blob of a feed (spec §14.3), so it serves only
+    those. Only payloads holding the id's bytes are decoded (msgpack stores them as they are)."""
+    rows = store.read(
+        "SELECT payload FROM entries WHERE author = ? AND type = 'post' AND deleted = 0 "
+        "AND payload IS NOT NULL AND instr(payload, ?) > 0 ORDER BY seq DESC LIMIT 100",
+        (author, blob),
+    )
+    for (payload,) in rows:
+        content = _shown(payload)
+        if isinstance(content, Post):
+            for ref in content.attachments:
+                if ref.blob == blob:
+                    return ref
+    return None

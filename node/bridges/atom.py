@@ -2,7 +2,9 @@
 
 ``tidings bridge atom export [FEED] [-o FILE]`` (cli/commands_bridge_atom.py) writes it once; with the ``listen`` setting
 (``tidings bridge config atom listen 127.0.0.1:7435``) the running node serves it over HTTP:
-``/feed.atom`` is the user's own feed, ``/feeds/@ID.atom`` any stored feed.
+``/feed.atom`` is the user's own feed, ``/feeds/@ID.atom`` any stored feed. A post's attachments are
+its entry's ``link rel="enclosure"`` s; the server serves those blobs at ``/feeds/@ID/blobs/&BLOB``, and
+no other blob (node/bridges/atom_blobs.py).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import datetime
 import logging
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
@@ -18,6 +21,7 @@ from tidings.node.bridges.base import Bridge, BridgeContext, Setting, parse_list
 from tidings.node.clock import SYSTEM_CLOCK, Clock
 
 if TYPE_CHECKING:
+    from tidings.node.bridges.httpserve import Response
     from tidings.node.net.node import Node
     from tidings.storage.store import Store
 
@@ -75,14 +79,26 @@ def _author(parent: ET.Element, name: str, uri: str) -> None:
     _sub(a, "uri", uri)
 
 
+#: ``blob_href(feed_text, blob_text)``: the URL of an enclosure
+BlobHref = Callable[[str, str], str]
+
+
 def atom_feed(
-    store: Store, feed: bytes, *, now: int, limit: int = DEFAULT_LIMIT, self_url: str | None = None
+    store: Store,
+    feed: bytes,
+    *,
+    now: int,
+    limit: int = DEFAULT_LIMIT,
+    self_url: str | None = None,
+    blob_href: BlobHref | None = None,
 ) -> tuple[bytes, int]:
     """The Atom document of ``feed``'s newest ``limit`` posts, and how many entries it holds.
 
     Deleted posts and payloads that are absent or undecodable are left out. Bridged posts keep their
     origin: the original URL is the entry's ``alternate`` link and the original author its author.
+    Attachments are ``enclosure`` links to ``blob_href(feed, blob)`` (default: ``urn:tidings:blob:``).
     """
+    from tidings.node.bridges.atom_blobs import blob_urn
     from tidings.protocol import feed_id_text
 
     feed_text = feed_id_text(feed)
@@ -103,14 +119,15 @@ def atom_feed(
         if e["type"] == "post" and not e.get("deleted") and isinstance(e["content"], dict)
     ][:limit]
     _sub(root, "updated", rfc3339(posts[0]["ts"] if posts else now))
+    href = blob_href or (lambda _feed, blob: blob_urn(blob))
     for e in posts:
-        _entry(root, e, name, feed_text)
+        _entry(root, e, name, feed_text, href)
     ET.indent(root)
     data = ET.tostring(root, encoding="utf-8", xml_declaration=True)
     return data + b"\n", len(posts)
 
 
-def _entry(root: ET.Element, e: dict[str, Any], name: str, feed_text: str) -> None:
+def _entry(root: ET.Element, e: dict[str, Any], name: str, feed_text: str, href: BlobHref) -> None:
     content = e["content"]
     text = str(content.get("text", ""))
     el = _sub(root, "entry")
@@ -131,6 +148,26 @@ def _entry(root: ET.Element, e: dict[str, Any], name: str, feed_text: str) -> No
     reply = content.get("reply")
     if isinstance(reply, str):
         _sub(el, "in-reply-to", ns=THR, ref=entry_urn(reply))  # RFC 4685 §3
+    _enclosures(el, content.get("attachments"), feed_text, href)
+
+
+def _enclosures(el: ET.Element, attachments: Any, feed_text: str, href: BlobHref) -> None:
+    """One ``link rel="enclosure"`` per attachment (RFC 4287 §4.2.7.2): its URL, the type it is served
+    as, its length and its alt text as the title (spec §14.3)."""
+    from tidings.node.bridges.atom_blobs import served_mime
+
+    for ref in attachments if isinstance(attachments, list) else []:
+        if not isinstance(ref, dict) or not isinstance(ref.get("blob"), str):
+            continue
+        attrs = {
+            "rel": "enclosure",
+            "href": href(feed_text, ref["blob"]),
+            "type": served_mime(str(ref.get("mime", ""))),
+            "length": str(ref.get("size", "")),
+        }
+        if ref.get("alt"):
+            attrs["title"] = str(ref["alt"])
+        _sub(el, "link", **attrs)
 
 
 class AtomService:
@@ -142,38 +179,60 @@ class AtomService:
         self.clock = clock
         self.address: str | None = None
         self.served = 0
+        self.blobs_served = 0
         self.errors = 0
 
     def state(self) -> dict[str, Any]:
-        return {"listen": self.address or self.listen, "served": self.served, "errors": self.errors}
+        return {
+            "listen": self.address or self.listen,
+            "served": self.served,
+            "blobs": self.blobs_served,
+            "errors": self.errors,
+        }
 
     async def run(self, node: Node, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
         from tidings.node.addresses import parse_address
-        from tidings.node.bridges.httpserve import serve_http
+        from tidings.node.bridges.atom_blobs import blob_path, parse_blob_path, serve_blob
+        from tidings.node.bridges.blob_access import BridgeBlobs
+        from tidings.node.bridges.httpserve import Streamed, serve_http
 
         host, port = parse_address(self.listen)
         me = node.key.public_key
+        blobs = await trio.to_thread.run_sync(BridgeBlobs.open, node.home)
 
-        async def handler(method: str, target: str) -> tuple[int, str, bytes]:
+        def href(feed_text: str, blob_text: str) -> str:
+            return f"http://{self.address}{blob_path(feed_text, blob_text)}"
+
+        async def handler(method: str, target: str) -> Response | Streamed:
             path = unquote(target.split("?", 1)[0])
+            blob = parse_blob_path(path)
+            if blob is not None:
+                answer = await serve_blob(node.db.call, blobs, *blob)
+                self.blobs_served += isinstance(answer, Streamed)
+                return answer
             feed = self._route(path, me)
             if feed is None:
                 return 404, "text/plain; charset=utf-8", b"not found: try /feed.atom\n"
             url = f"http://{self.address}{path}"
             try:
-                data, _ = await node.db.call(atom_feed, feed, now=self.clock.wall_ms(), self_url=url)
+                data, _ = await node.db.call(
+                    atom_feed, feed, now=self.clock.wall_ms(), self_url=url, blob_href=href
+                )
             except Exception:
                 self.errors += 1
                 raise
             self.served += 1
             return 200, "application/atom+xml; charset=utf-8", data
 
-        async with trio.open_nursery() as nursery:
-            bound = await nursery.start(serve_http, host, port, handler)
-            self.address = f"{bound[0]}:{bound[1]}"
-            log.info("serving Atom feeds on http://%s/feed.atom", self.address)
-            node.services_changed()
-            task_status.started(self.address)
+        try:
+            async with trio.open_nursery() as nursery:
+                bound = await nursery.start(serve_http, host, port, handler)
+                self.address = f"{bound[0]}:{bound[1]}"
+                log.info("serving Atom feeds on http://%s/feed.atom", self.address)
+                node.services_changed()
+                task_status.started(self.address)
+        finally:
+            blobs.close()
 
     @staticmethod
     def _route(path: str, me: bytes) -> bytes | None:

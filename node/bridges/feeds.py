@@ -2,7 +2,8 @@
 
 ``parse_feed`` takes the bytes of a fetched document and returns its title and items, each with a
 stable id (the RSS ``guid`` or Atom ``id``; else the link; else a hash of title and text), a text for
-the post (title, the summary as plain text, the link), and its origin.
+the post (title, the summary as plain text, the link), its origin, and the pictures and files it
+names (``enclosures.media_links``: enclosures, Media RSS content and thumbnails).
 
 Only the first ``max_items`` items of a document are read (spec §14.4): feedparser holds some 30 times a
 document's size in memory for one of many tiny items, so the document is cut before the start tag of
@@ -23,6 +24,7 @@ from html.parser import HTMLParser
 from typing import Any
 
 from tidings.node.bridges.base import BridgeError
+from tidings.node.bridges.enclosures import MediaLink, alt_texts, media_links
 from tidings.protocol.content import MAX_ORIGIN_AUTHOR, MAX_ORIGIN_ID, MAX_ORIGIN_URL, MAX_TEXT
 
 __all__ = ["FeedItem", "ItemCounter", "ParsedFeed", "first_items", "html_to_text", "parse_feed"]
@@ -104,6 +106,7 @@ class FeedItem:
     url: str | None
     author: str | None
     ts: int | None  # milliseconds, when the feed gives a date
+    media: tuple[MediaLink, ...] = ()  # what the item names to attach (spec §14.4), in order
 
     def origin(self, network: str) -> dict[str, Any]:
         out: dict[str, Any] = {"network": network, "id": self.id}
@@ -173,7 +176,7 @@ def _ms(entry: Any) -> int | None:
     return None
 
 
-def _item(entry: Any, feed_author: str | None) -> FeedItem | None:
+def _item(entry: Any, feed_author: str | None, *, base: str, alts: dict[str, str]) -> FeedItem | None:
     title = html_to_text(str(entry.get("title") or ""))
     body = ""
     if entry.get("content"):
@@ -198,7 +201,14 @@ def _item(entry: Any, feed_author: str | None) -> FeedItem | None:
     author = html_to_text(str(entry.get("author") or "")) or feed_author
     if author:
         author = _clip(author, MAX_ORIGIN_AUTHOR)
-    return FeedItem(id=ident, text=text.strip(), url=link, author=author, ts=_ms(entry))
+    return FeedItem(
+        id=ident,
+        text=text.strip(),
+        url=link,
+        author=author,
+        ts=_ms(entry),
+        media=media_links(entry, base=base, alts=alts),
+    )
 
 
 def parse_feed(body: bytes, *, url: str = "", max_items: int | None = None) -> ParsedFeed:
@@ -220,7 +230,8 @@ def parse_feed(body: bytes, *, url: str = "", max_items: int | None = None) -> P
         raise BridgeError(f"{url or 'the document'} is not an RSS or Atom feed{detail}", code="not_a_feed")
     feed_author = html_to_text(str(parsed.feed.get("author") or "")) or None
     entries = parsed.entries if max_items is None else parsed.entries[:max_items]
-    items = [i for i in (_item(e, feed_author) for e in entries) if i is not None]
+    alts = alt_texts(body, base=url, clean=html_to_text) if b"mrss" in body else {}
+    items = [i for i in (_item(e, feed_author, base=url, alts=alts) for e in entries) if i is not None]
     # Feeds list newest first; import oldest first. Items without dates keep the document order.
     items.reverse()
     if all(i.ts is not None for i in items):

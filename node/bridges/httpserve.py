@@ -1,25 +1,49 @@
 """A very small HTTP/1.1 server on trio and h11, enough to serve a few GET routes to local readers.
 
 One request per connection (``Connection: close``), bounded request size and time, so a slow or broken
-client cannot hold the node: each connection runs in its own task with a deadline.
+client cannot hold the node: each connection runs in its own task with a deadline. A handler answers
+with a ``Response`` (the whole body) or a ``Streamed`` body of a known length (a blob: never held
+whole), sent piece by piece, each piece within ``REQUEST_TIMEOUT`` (a client that stops reading is cut
+off). Every answer says ``X-Content-Type-Options: nosniff``: its ``Content-Type`` is what it is.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import h11
 import trio
 
-__all__ = ["Handler", "Response", "serve_http"]
+__all__ = ["Body", "Handler", "Response", "Streamed", "serve_http"]
 
 log = logging.getLogger("tidings.bridges.http")
 
+
+class Body(Protocol):
+    """A body read piece by piece: ``read()`` gives the next bytes, ``b""`` at the end."""
+
+    async def read(self) -> bytes: ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class Streamed:
+    """An answer whose body of ``length`` bytes is read from ``body`` as it is sent (closed after)."""
+
+    status: int
+    kind: str  # the Content-Type
+    length: int
+    body: Body
+    headers: tuple[tuple[str, str], ...] = ()
+
+
 #: (status, content type, body)
 Response = tuple[int, str, bytes]
-Handler = Callable[[str, str], Awaitable[Response]]
+Handler = Callable[[str, str], Awaitable[Response | Streamed]]
 
 MAX_REQUEST = 16384
 REQUEST_TIMEOUT = 10.0
@@ -48,20 +72,27 @@ _REASONS = {
 }
 
 
-def _response(status: int, kind: str, body: bytes, *, head: bool = False) -> bytes:
+def _head(status: int, kind: str, length: int, headers: tuple[tuple[str, str], ...] = ()) -> bytes:
     lines = [
         f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}",
         f"content-type: {kind}",
-        f"content-length: {len(body)}",
+        f"content-length: {length}",
         "connection: close",
         "cache-control: no-cache",
+        "x-content-type-options: nosniff",
+        *(f"{name}: {value}" for name, value in headers),
         "",
         "",
     ]
-    return "\r\n".join(lines).encode("ascii") + (b"" if head else body)
+    return "\r\n".join(lines).encode("latin-1")
 
 
-async def _answer(stream: trio.SocketStream, handler: Handler) -> bytes:
+def _response(status: int, kind: str, body: bytes, *, head: bool = False) -> bytes:
+    return _head(status, kind, len(body)) + (b"" if head else body)
+
+
+async def _answer(stream: trio.SocketStream, handler: Handler) -> bytes | tuple[Streamed, bool]:
+    """The whole answer, or a streamed one and whether only its head is asked for (HEAD)."""
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST)
     try:
         request = await _read_request(stream, conn)
@@ -74,17 +105,47 @@ async def _answer(stream: trio.SocketStream, handler: Handler) -> bytes:
         return _response(405, text, b"only GET\n")
     target = request.target.decode("ascii", "replace")
     try:
-        status, kind, body = await handler(request.method.decode(), target)
+        answer = await handler(request.method.decode(), target)
     except Exception as exc:  # a failing handler is a 500, not a dead server
         log.warning("error serving %s: %s: %s", target, type(exc).__name__, exc)
-        status, kind, body = 500, text, b"internal error\n"
+        answer = 500, text, b"internal error\n"
+    if isinstance(answer, Streamed):
+        return answer, request.method == b"HEAD"
+    status, kind, body = answer
     return _response(status, kind, body, head=request.method == b"HEAD")
+
+
+async def _send(stream: trio.SocketStream, scope: trio.CancelScope, answer: Streamed, head: bool) -> None:
+    """Send a streamed answer; each piece read and sent within REQUEST_TIMEOUT. A body that ends
+    early or fails ends the connection short of its length, so the client sees it was cut."""
+    try:
+        await stream.send_all(_head(answer.status, answer.kind, answer.length, answer.headers))
+        sent = 0
+        while not head and sent < answer.length:
+            scope.deadline = trio.current_time() + REQUEST_TIMEOUT
+            try:
+                piece = (await answer.body.read())[: answer.length - sent]
+            except Exception as exc:  # a body that fails (a damaged blob) cuts the answer, not the server
+                log.warning("a streamed answer failed at %d bytes: %s: %s", sent, type(exc).__name__, exc)
+                return
+            if not piece:
+                log.warning("a streamed answer ended at %d of %d bytes", sent, answer.length)
+                return
+            await stream.send_all(piece)
+            sent += len(piece)
+    finally:
+        with trio.CancelScope(shield=True):
+            await answer.body.aclose()
 
 
 async def _handle(stream: trio.SocketStream, handler: Handler) -> None:
     try:
-        with trio.move_on_after(REQUEST_TIMEOUT):
-            await stream.send_all(await _answer(stream, handler))
+        with trio.move_on_after(REQUEST_TIMEOUT) as scope:
+            answer = await _answer(stream, handler)
+            if isinstance(answer, bytes):
+                await stream.send_all(answer)
+            else:
+                await _send(stream, scope, *answer)
     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
         pass
     finally:

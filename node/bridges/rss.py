@@ -15,9 +15,12 @@ Theory of operation of one poll (``poll_source``), every step bounded (spec §14
    (node/bridges/outbound.py), and read only until the start of item ``max_items + 1``;
 3. *parse* on a worker thread, one document at a time per process part (``parse_limiter``), of the
    first ``max_items`` items only;
-4. *import* in batches of ``IMPORT_BATCH`` items, each one call to the database, so the web API and
+4. *media*: the pictures and files named by the items not imported before are fetched into blobs
+   and attached to their posts, within the poll's media budget (node/bridges/rss_media.py); one that
+   fails is skipped, its URL kept in the post's text, and the post comes in all the same;
+5. *import* in batches of ``IMPORT_BATCH`` items, each one call to the database, so the web API and
    gossip get the database thread between batches;
-5. *record* the outcome: success sets the next poll ``interval`` seconds on; any failure (a timeout,
+6. *record* the outcome: success sets the next poll ``interval`` seconds on; any failure (a timeout,
    a cap, a refused address, a bad document) counts against the source and backs it off.
 """
 
@@ -26,7 +29,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -41,10 +44,14 @@ from tidings.node.bridges.base import (
     parse_seconds,
 )
 from tidings.node.bridges.feeds import ItemCounter, parse_feed
+from tidings.node.bridges.rss_media import bridged_post
 from tidings.node.clock import SYSTEM_CLOCK, Clock
 
 if TYPE_CHECKING:
+    from tidings.node.bridges.blob_access import BridgeBlobs
+    from tidings.node.bridges.feeds import FeedItem
     from tidings.node.bridges.outbound import Resolver
+    from tidings.node.bridges.rss_media import Carried, MediaConfig
     from tidings.node.bridges.webfetch import FetchLimits
     from tidings.node.home import Home
     from tidings.node.net.node import Node
@@ -67,6 +74,7 @@ USER_AGENT = "tidings-rss-bridge/0.1"
 IMPORT_BATCH = 10  # items appended per database call (spec §14.4)
 MAX_SIZE_LIMIT = 64 * 1024 * 1024  # the largest ``max_size`` a user may set
 MAX_ITEMS_LIMIT = 10_000  # the largest ``max_items`` a user may set
+MEDIA_BYTES_LIMIT = 1024 * 1024 * 1024  # the largest ``media_bytes`` a user may set
 
 #: ``await call(fn, *args, **kwargs)`` runs ``fn(store, *args, **kwargs)``: the node's database thread, or the CLI's store.
 Call = Callable[..., Awaitable[Any]]
@@ -90,9 +98,18 @@ class PollOutcome:
     status: str  # "new", "unchanged" (304), "ok" (nothing new), "error"
     new: int = 0
     error: str | None = None
+    media: int = 0  # attachments stored
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # media (URL, why) not attached
 
     def to_json(self) -> dict[str, Any]:
-        return {"source": self.source, "status": self.status, "new": self.new, "error": self.error}
+        return {
+            "source": self.source,
+            "status": self.status,
+            "new": self.new,
+            "error": self.error,
+            "media": self.media,
+            "skipped": [{"url": url, "reason": why} for url, why in self.skipped],
+        }
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -103,10 +120,12 @@ class RssConfig:
     backoff: Backoff
     limits: FetchLimits
     max_items: int
+    media: MediaConfig
 
 
 def rss_config(settings: dict[str, str]) -> RssConfig:
     """The ``RssConfig`` that ``settings`` (the bridge's stored settings over its defaults) give."""
+    from tidings.node.bridges.rss_media import MediaConfig
     from tidings.node.bridges.webfetch import FetchLimits
 
     defaults = {s.name: s.default for s in RssBridge.settings}
@@ -117,7 +136,13 @@ def rss_config(settings: dict[str, str]) -> RssConfig:
         timeout=float(value["timeout"]), max_size=int(value["max_size"]), min_rate=float(value["min_rate"])
     )
     backoff = Backoff(interval=interval, base=retry, cap=max(interval, retry) * 8)
-    return RssConfig(interval=interval, backoff=backoff, limits=limits, max_items=int(value["max_items"]))
+    media = MediaConfig(
+        budget=int(value["media_bytes"]), fetches=int(value["media_fetches"]),
+        max_file=int(value["max_file"]), seconds=float(value["media_time"]), limits=limits,
+    )  # fmt: skip
+    return RssConfig(
+        interval=interval, backoff=backoff, limits=limits, max_items=int(value["max_items"]), media=media
+    )
 
 
 async def _fetch(src: dict[str, Any], config: RssConfig, resolve: Resolver | None) -> Any:
@@ -151,14 +176,16 @@ async def poll_source(
     clock: Clock = SYSTEM_CLOCK,
     parse_limiter: trio.CapacityLimiter | None = None,
     resolve: Resolver | None = None,
+    media: BridgeBlobs | None = None,
 ) -> PollOutcome:
     """Poll one source once and record the outcome; failures are recorded, not raised (module docstring).
 
     ``parse_limiter`` bounds how many documents are parsed at once (default: one for this call);
-    ``resolve`` replaces the system's DNS resolver (tests).
+    ``resolve`` replaces the system's DNS resolver (tests); ``media``: where the items' pictures and
+    files go (None: they are not fetched, their URLs are added to the text).
     """
     from tidings.node.bridges.keys import feed_key
-    from tidings.protocol import Post, Profile
+    from tidings.protocol import Profile
     from tidings.storage import bridges as db
 
     url = src["source"]
@@ -185,7 +212,8 @@ async def poll_source(
             items.append(
                 (f"profile:{parsed.title}", Profile(name=parsed.title[:64].strip() or "feed", bio=url))
             )
-        items += [(i.id, Post(text=i.text, origin=i.origin(NAME))) for i in parsed.items]
+        carried = await _media(call, url, parsed.items, parsed.title, config, media, resolve)
+        items += [(i.id, bridged_post(i, carried.get(i.id), NAME)) for i in parsed.items]
         new = 0
         for start in range(0, len(items), IMPORT_BATCH):
             # one database call per batch: others' calls queue between them (spec §14.4)
@@ -198,7 +226,10 @@ async def poll_source(
             next_poll=now + int(config.interval * 1000), etag=etag,
             last_modified=modified, title=parsed.title,
         )  # fmt: skip
-        return PollOutcome(url, "new" if new else "ok", new=new)
+        return PollOutcome(
+            url, "new" if new else "ok", new=new, media=sum(len(c.attachments) for c in carried.values()),
+            skipped=[s for c in carried.values() for s in c.skipped],
+        )  # fmt: skip
     except BridgeError as exc:
         error = str(exc)
     except Exception as exc:  # anything a remote can provoke is recorded against the source
@@ -209,6 +240,35 @@ async def poll_source(
     )  # fmt: skip
     log.warning("rss: %s (failure %d)", error, failures)
     return PollOutcome(url, "error", error=error)
+
+
+async def _media(
+    call: Call,
+    url: str,
+    items: list[FeedItem],
+    title: str | None,
+    config: RssConfig,
+    media: BridgeBlobs | None,
+    resolve: Resolver | None,
+) -> dict[str, Carried]:
+    """The media of the items not imported before, fetched and stored (node/bridges/rss_media.py)."""
+    from tidings.node.bridges.outbound import OutboundPolicy
+    from tidings.node.bridges.rss_media import fetch_media
+    from tidings.storage import bridges as db
+
+    with_media = [i for i in items if i.media]
+    if media is None or config.media.budget <= 0 or not with_media:
+        return {}
+    seen = await call(db.seen_items, NAME, url, [i.id for i in with_media])
+    return await fetch_media(
+        [i for i in with_media if i.id not in seen],
+        media=media,
+        config=config.media,
+        # the source's own policy: an internal address only for the followed feed's host (spec §14.6)
+        policy=OutboundPolicy.for_url(url, resolve=resolve),
+        feed_title=title or urlsplit(url).hostname or url,
+        source=url,
+    )
 
 
 class RssService:
@@ -236,6 +296,7 @@ class RssService:
         self.interval = self.config.interval
         self.polls = 0
         self.imported = 0
+        self.media = 0
         self.failing: dict[str, str] = {}
         self.last_poll: int | None = None
 
@@ -243,25 +304,31 @@ class RssService:
         return {
             "polls": self.polls,
             "imported": self.imported,
+            "media": self.media,
             "last_poll": self.last_poll,
             "failing": len(self.failing),
             "errors": dict(self.failing),
         }
 
     async def run(self, node: Node, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+        from tidings.node.bridges.blob_access import BridgeBlobs
         from tidings.storage import bridges as db
 
-        task_status.started()
-        limiter = trio.CapacityLimiter(self.CONCURRENT)
-        parse_limiter = trio.CapacityLimiter(1)
-        while True:
-            due = await node.db.call(db.sources, NAME, "in", due=self.clock.wall_ms())
-            if due:
-                async with trio.open_nursery() as nursery:
-                    for src in due:
-                        nursery.start_soon(self._poll_one, node, src, limiter, parse_limiter)
-                node.services_changed()
-            await trio.sleep(min(1.0, self.interval))
+        media = await trio.to_thread.run_sync(BridgeBlobs.open, self.home)
+        try:
+            task_status.started()
+            limiter = trio.CapacityLimiter(self.CONCURRENT)
+            parse_limiter = trio.CapacityLimiter(1)
+            while True:
+                due = await node.db.call(db.sources, NAME, "in", due=self.clock.wall_ms())
+                if due:
+                    async with trio.open_nursery() as nursery:
+                        for src in due:
+                            nursery.start_soon(self._poll_one, node, src, limiter, parse_limiter, media)
+                    node.services_changed()
+                await trio.sleep(min(1.0, self.interval))
+        finally:
+            media.close()
 
     async def _poll_one(
         self,
@@ -269,17 +336,19 @@ class RssService:
         src: dict[str, Any],
         limiter: trio.CapacityLimiter,
         parse_limiter: trio.CapacityLimiter,
+        media: BridgeBlobs,
     ) -> None:
         # Every step of a poll is bounded (the fetch by its deadline), so nothing here needs a timeout
         # of its own; a poll is never cut off before its outcome is recorded (spec §14.4).
         async with limiter:
             out = await poll_source(
                 node.db.call, self.home, src, config=self.config, clock=self.clock,
-                parse_limiter=parse_limiter, resolve=self.resolve,
+                parse_limiter=parse_limiter, resolve=self.resolve, media=media,
             )  # fmt: skip
             self.polls += 1
             self.last_poll = self.clock.wall_ms()
             self.imported += out.new
+            self.media += out.media
             if out.error:
                 self.failing[out.source] = out.error
             else:
@@ -337,6 +406,30 @@ class RssBridge(Bridge):
             default="4096",
             help="bytes/s a document must arrive at, after its first 5 s (0: no least rate)",
             parse=_parse_rate,
+        ),
+        Setting(
+            name="media_bytes",
+            default=str(32 * 1024 * 1024),
+            help="bytes of pictures and files fetched per poll of a source, all together (0: none)",
+            parse=parse_count(0, MEDIA_BYTES_LIMIT),
+        ),
+        Setting(
+            name="media_fetches",
+            default="40",
+            help="pictures and files fetched per poll of a source",
+            parse=parse_count(0, 1000),
+        ),
+        Setting(
+            name="media_time",
+            default="120",
+            help="seconds all pictures and files of one poll may take",
+            parse=parse_seconds,
+        ),
+        Setting(
+            name="max_file",
+            default=str(1024 * 1024),
+            help="largest enclosure that is not a picture, kept as an opaque file (0: none)",
+            parse=parse_count(0, 8 * 1024 * 1024),
         ),
     )
 

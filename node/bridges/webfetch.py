@@ -10,7 +10,10 @@ count over ``max_size`` stops the fetch (``too_large``). Time is bounded twice: 
 hop and the body included, ends at ``timeout`` seconds, and once the body has started it must keep an
 average of ``min_rate`` bytes/s after a grace of ``grace`` seconds (a server that drips bytes to hold the
 poller is cut off: ``too_slow``). The reader may stop early: ``enough(body_so_far)`` returning True
-ends the fetch with what was read (the RSS bridge stops after the items it will import).
+ends the fetch with what was read (the RSS bridge stops after the items it will import). A fetch
+that must read its whole body (no ``enough``) is refused before its first body byte when its
+``Content-Length`` already says more than ``max_size``. With a ``sink`` (a media download), the
+decoded body is handed to it piece by piece as it arrives and never gathered here.
 
 Only ``identity``, ``gzip`` and ``deflate`` content codings are asked for and accepted.
 """
@@ -22,6 +25,7 @@ import ssl
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 from urllib.parse import urljoin, urlsplit
 
 import h11
@@ -29,7 +33,7 @@ import trio
 from tidings.node.bridges.base import BridgeError
 from tidings.node.bridges.outbound import OutboundPolicy, open_checked_stream
 
-__all__ = ["FetchLimits", "Fetched", "fetch"]
+__all__ = ["BodySink", "FetchLimits", "Fetched", "fetch"]
 
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 HEADER_ROOM = 64 * 1024  # bytes of status line and headers allowed beside ``max_size`` (h11 holds them)
@@ -58,10 +62,19 @@ class Fetched:
     url: str  # the URL that answered (after redirects)
     status: int
     headers: dict[str, str]  # lower-cased names
-    body: bytes  # decoded; empty unless the status is 200
+    body: bytes  # decoded; empty unless the status is 200, and empty when a sink took it
     wire_bytes: int
     redirects: int
     stopped: bool  # ``enough`` ended the read before the end of the body
+
+
+class BodySink(Protocol):
+    """Where a streamed body goes: ``begin`` sees the 200 answer's headers (lower-cased names) before
+    any body byte and may refuse it by raising ``BridgeError``; ``write`` takes each decoded piece."""
+
+    async def begin(self, headers: dict[str, str]) -> None: ...
+
+    async def write(self, data: bytes) -> None: ...
 
 
 @functools.cache
@@ -182,14 +195,20 @@ async def fetch(
     limits: FetchLimits | None = None,
     headers: dict[str, str] | None = None,
     enough: Callable[[bytearray], bool] | None = None,
+    sink: BodySink | None = None,
 ) -> Fetched:
-    """GET ``url`` within ``limits`` (see the module docstring); failures are ``BridgeError``."""
+    """GET ``url`` within ``limits`` (see the module docstring); failures are ``BridgeError``.
+
+    ``sink``: the body goes to it as it arrives (not with ``enough``)."""
+    if sink is not None and enough is not None:
+        raise ValueError("a fetch has either a sink or an enough test, not both")
     limits = limits or FetchLimits()
     progress = _Progress(trio.current_time())
     deadline = progress.start + limits.timeout
+    reader = _Reader(enough=enough, sink=sink)
     try:
         with trio.CancelScope(deadline=deadline) as scope:
-            return await _follow(url, policy, limits, headers or {}, enough, progress, scope, deadline)
+            return await _follow(url, policy, limits, headers or {}, reader, progress, scope, deadline)
     except OSError as exc:
         raise BridgeError(f"{url}: cannot fetch: {exc}", code="unreachable") from None
     except (h11.ProtocolError, ssl.SSLError, trio.BrokenResourceError) as exc:
@@ -204,12 +223,20 @@ async def fetch(
     )
 
 
+@dataclass(frozen=True, kw_only=True)
+class _Reader:
+    """What to do with a 200 answer's body: test it with ``enough`` as it grows, or hand it to ``sink``."""
+
+    enough: Callable[[bytearray], bool] | None
+    sink: BodySink | None
+
+
 async def _follow(
     url: str,
     policy: OutboundPolicy,
     limits: FetchLimits,
     headers: dict[str, str],
-    enough: Callable[[bytearray], bool] | None,
+    reader: _Reader,
     progress: _Progress,
     scope: trio.CancelScope,
     deadline: float,
@@ -235,7 +262,9 @@ async def _follow(
                     url=current, status=response.status_code, headers=got, body=b"", wire_bytes=exchange.wire,
                     redirects=hop, stopped=False,
                 )  # fmt: skip
-            body, stopped = await exchange.body(got, enough, scope, deadline)
+            if reader.sink is not None:
+                await reader.sink.begin(got)
+            body, stopped = await exchange.body(got, reader, scope, deadline)
             return Fetched(
                 url=current, status=200, headers=got, body=body, wire_bytes=exchange.wire, redirects=hop,
                 stopped=stopped,
@@ -293,12 +322,20 @@ class _Exchange:
     async def body(
         self,
         got: dict[str, str],
-        enough: Callable[[bytearray], bool] | None,
+        reader: _Reader,
         scope: trio.CancelScope,
         deadline: float,
     ) -> tuple[bytes, bool]:
         limits, url = self.limits, self.url
-        # a declared Content-Length is not trusted either way: the counts below are what hold
+        enough, sink = reader.enough, reader.sink
+        # A declared Content-Length is never trusted to be small: the counts below are what hold. One
+        # over the cap refuses a body that must be read whole before a byte of it is read.
+        declared = got.get("content-length", "").strip()
+        if enough is None and declared.isdigit() and int(declared) > limits.max_size:
+            raise BridgeError(
+                f"{url}: larger than {limits.max_size} bytes (Content-Length {int(declared)})",
+                code="too_large",
+            )
         codings = [c.strip().lower() for c in got.get("content-encoding", "").split(",") if c.strip()]
         if len(codings) > 1:
             raise BridgeError(
@@ -324,6 +361,10 @@ class _Exchange:
                     deadline, start + limits.grace + (self.wire - at_start) / limits.min_rate
                 )
             decoded = decoder.feed(bytes(event.data))
+            if sink is not None:
+                if decoded:
+                    await sink.write(decoded)
+                continue
             body += decoded
             if enough is not None and decoded and enough(body):
                 return bytes(body), True

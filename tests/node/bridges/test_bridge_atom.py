@@ -7,9 +7,10 @@ import calendar
 import feedparser
 import httpx
 import trio
+from PIL import Image
 from tidings.node.bridges import bridge_services
 from tidings.node.bridges.atom import AtomService, entry_urn, feed_urn, rfc3339
-from tidings.protocol import Post, Profile, SigningKey, entry_id_text, feed_id_text
+from tidings.protocol import BlobId, Post, Profile, SigningKey, blob_id_text, entry_id_text, feed_id_text
 from tidings.storage.store import Store
 
 from tests.support.bridges import lines, tidings
@@ -134,3 +135,105 @@ def test_dates_from_the_future_or_before_1970_still_make_a_feed():
     assert rfc3339(2**53 - 1) == "9999-12-31T23:59:59.999Z"
     assert rfc3339(-5) == "1970-01-01T00:00:00.000Z"
     assert rfc3339(1_767_323_045_678) == "2026-01-02T03:04:05.678Z"
+
+
+def _attached(tmp_path, home, key):
+    """Alice's posts with a picture and a file, a deleted post's picture, a blob never stored, and a
+    stranger's post with a picture of its own: what the feed server may serve and what it may not."""
+    from tidings.node.actions import attach
+    from tidings.protocol import BlobRef, Delete
+
+    picture, document, secret, strange = (tmp_path / n for n in ("red.png", "a.html", "b.png", "c.png"))
+    Image.new("RGB", (40, 30), (200, 10, 10)).save(picture, format="PNG")
+    document.write_bytes(b"<html><script>alert(1)</script></html>")
+    Image.new("RGB", (8, 8), (0, 0, 0)).save(secret, format="PNG")
+    Image.new("RGB", (9, 9), (0, 0, 0)).save(strange, format="PNG")
+    stranger = SigningKey(bytes([7]) * 32)
+    never = BlobRef(blob=bytes(32), size=10, mime="image/png", alt="never stored")
+    with Store(home.store_path) as s:
+        blobs = home.open_blobs(s)
+        red = attach(blobs, str(picture), alt="a red square")
+        page = attach(blobs, str(document))
+        hidden, other = attach(blobs, str(secret)), attach(blobs, str(strange))
+        # a remote writer may call a page a picture: it is still served as a download
+        lying = BlobRef(blob=page.blob, size=page.size, mime="text/html")
+        s.append(key, Post(text="with files", attachments=(red, page)), now=T0 + 5000)
+        s.append(key, Post(text="a lie", attachments=(lying, never)), now=T0 + 6000)
+        gone = s.append(key, Post(text="gone", attachments=(hidden,)), now=T0 + 7000)
+        s.append(key, Delete(target=gone.hash), now=T0 + 8000)
+        s.append(stranger, Post(text="not alice's", attachments=(other,)), now=T0)
+    return red, page, hidden, other, never
+
+
+async def test_attachments_are_enclosures_served_by_the_feed_server(tmp_path):
+    home, key, _first, _reply = _seed(tmp_path)
+    red, page, hidden, other, never = _attached(tmp_path, home, key)
+    tidings(home.path, "bridge", "config", "atom", "listen", "127.0.0.1:0")
+    (atom,) = [s for s in bridge_services(home) if s.name == "bridge:atom"]
+    feed = feed_id_text(key.public_key)
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            node = await start_node(nursery, home, key, services=[atom], dht=False)
+            base = f"http://{atom.address}"
+            async with httpx.AsyncClient() as client:
+                parsed = feedparser.parse((await client.get(f"{base}/feed.atom")).content)
+                assert not parsed.bozo, parsed.bozo_exception
+                lie, with_files = parsed.entries[:2]
+                assert with_files.title == "with files" and lie.title == "a lie"
+                assert [(e.href, e.type, e.length, e.get("title")) for e in with_files.enclosures] == [
+                    (f"{base}/feeds/{feed}/blobs/{blob_id_text(red.blob)}", "image/png", str(red.size), "a red square"),
+                    (f"{base}/feeds/{feed}/blobs/{blob_id_text(page.blob)}", "application/octet-stream", str(page.size), None),
+                ]  # fmt: skip
+                assert [e.type for e in lie.enclosures] == ["application/octet-stream", "image/png"]
+                # the picture: its bytes, as a picture, never sniffed
+                r = await client.get(with_files.enclosures[0].href)
+                assert r.status_code == 200 and r.content == _blob_bytes(home, red.blob)
+                assert r.headers["content-type"] == "image/png"
+                assert r.headers["content-length"] == str(red.size)
+                assert r.headers["x-content-type-options"] == "nosniff"
+                assert "content-disposition" not in r.headers
+                assert r.headers["content-security-policy"] == "default-src 'none'; sandbox"
+                # the page: a download, whatever its post calls it
+                r = await client.get(with_files.enclosures[1].href)
+                assert r.status_code == 200 and r.content == _blob_bytes(home, page.blob)
+                assert r.headers["content-type"] == "application/octet-stream"
+                assert r.headers["content-disposition"].startswith("attachment")
+                assert r.headers["x-content-type-options"] == "nosniff"
+                assert (await client.get(lie.enclosures[0].href)).headers["content-type"] == (
+                    "application/octet-stream"
+                )
+                head = await client.head(with_files.enclosures[0].href)
+                assert head.status_code == 200 and head.content == b""
+                assert head.headers["content-length"] == str(red.size)
+                # not an open blob server: only what a live post of that feed attaches, and is held
+                stranger = feed_id_text(SigningKey(bytes([7]) * 32).public_key)
+                for path in (
+                    f"/feeds/{feed}/blobs/{blob_id_text(hidden.blob)}",  # its post was deleted
+                    f"/feeds/{feed}/blobs/{blob_id_text(other.blob)}",  # held, but another feed's
+                    f"/feeds/{feed}/blobs/{blob_id_text(never.blob)}",  # attached, never stored
+                    f"/feeds/{feed}/blobs/{blob_id_text(bytes([5]) * 32)}",  # nobody's
+                    f"/feeds/{feed}/blobs/&nonsense",
+                    f"/feeds/{stranger}/blobs/{blob_id_text(red.blob)}",  # alice's, asked of another feed
+                ):
+                    assert (await client.get(base + path)).status_code == 404, path
+                r = await client.get(f"{base}/feeds/{stranger}/blobs/{blob_id_text(other.blob)}")
+                assert r.status_code == 200 and r.content == _blob_bytes(home, other.blob)
+            state = node.statistics()["services"]["bridge:atom"]
+            assert state["blobs"] == 5 and state["served"] == 1  # the 404s are not counted
+            nursery.cancel_scope.cancel()
+
+
+def test_export_lists_attachments_as_blob_urns(tmp_path):
+    home, key, _first, _reply = _seed(tmp_path)
+    red, page, *_ = _attached(tmp_path, home, key)
+    parsed = feedparser.parse(tidings(home.path, "bridge", "atom", "export").stdout)
+    (with_files,) = [e for e in parsed.entries if e.title == "with files"]
+    assert [(e.href, e.type) for e in with_files.enclosures] == [
+        ("urn:tidings:blob:" + blob_id_text(red.blob)[1:], "image/png"),
+        ("urn:tidings:blob:" + blob_id_text(page.blob)[1:], "application/octet-stream"),
+    ]
+
+
+def _blob_bytes(home, blob: bytes) -> bytes:
+    with Store(home.store_path) as s:
+        return b"".join(home.open_blobs(s).read(BlobId(blob)))

@@ -76,7 +76,9 @@ def test_follow_and_poll_an_rss_feed_once_with_conditional_requests(tmp_path):
         assert mine[0]["type"] == "follow" and mine[0]["content"]["feed"] == bridge_feed
 
         polled = lines(tidings(home.path, "bridge", "rss", "poll", "--json"))
-        assert polled == [{"source": url, "status": "new", "new": 2, "error": None}]
+        assert polled == [
+            {"source": url, "status": "new", "new": 2, "error": None, "media": 0, "skipped": []}
+        ]
         posts = [e for e in _timeline(home) if e["feed"] == bridge_feed and e["type"] == "post"]
         assert [p["content"]["text"] for p in posts] == [
             "Story 2\n\nBody of story 2 & more\n\nhttps://news.example/2",

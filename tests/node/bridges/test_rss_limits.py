@@ -125,6 +125,8 @@ def test_a_50_mb_document_is_read_only_up_to_its_first_items_or_refused_at_the_c
             "status": "new",
             "new": 100,
             "error": None,
+            "media": 0,
+            "skipped": [],
         }
         assert _poll(home, server.url("/one"), code=1)["error"] == (
             f"{server.url('/one')}: larger than {2 * 1024 * 1024} bytes"
