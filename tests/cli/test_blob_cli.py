@@ -69,7 +69,15 @@ def test_get_refuses_what_it_must_not_do(home: Path, tmp_path: Path) -> None:
     assert "is inside the home" in out.stderr and not (home / "inside").exists()
     missing = str(blob_id(b"not here"))
     out = tidings(home, "blob", "get", missing, "-o", str(tmp_path / "x"), code=1)
-    assert out.stderr == f"error: no blob {missing} here\n" and not (tmp_path / "x").exists()
+    assert out.stderr == (
+        f"error: no blob {missing} here; it is wanted now, and the node fetches it from peers once it runs "
+        "(tidings run)\n"
+    )
+    assert not (tmp_path / "x").exists()
+    wanted = [
+        json.loads(line) for line in tidings(home, "blob", "ls", "--wanted", "--json").stdout.splitlines()
+    ]
+    assert [w["id"] for w in wanted] == [missing] and wanted[0]["feed"] is None
     out = tidings(home, "blob", "get", "&abc", code=2)
     assert "is not a blob id (& + 52 base32 characters): 3 characters after the sigil" in out.stderr
     out = tidings(home, "blob", "get", "%" + blob[1:], code=2)
