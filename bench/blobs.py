@@ -22,6 +22,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import signal
@@ -56,6 +57,17 @@ def bare_cipher_rate(total: int, frame: int = 65_519) -> float:
         nonce = n.to_bytes(12, "little")
         aead.decrypt(nonce, aead.encrypt(nonce, data, None), None)
     return (total // frame) * frame / (time.perf_counter() - start)
+
+
+def bare_hash_rate(total: int, chunk: int = 64_512) -> float:
+    """Bytes per second of BLAKE2b-256 (the blob id, spec §8.5) over ``total`` bytes fed in chunks: the
+    other thing every received byte must go through."""
+    hasher = hashlib.blake2b(digest_size=32)
+    data = os.urandom(chunk)
+    start = time.perf_counter()
+    for _ in range(total // chunk):
+        hasher.update(data)
+    return (total // chunk) * chunk / (time.perf_counter() - start)
 
 
 def build(root: Path, total: int, size: int) -> tuple[Home, Home, list[BlobRef]]:
@@ -255,6 +267,8 @@ def main() -> None:
     total = args.total * MB
     bare = bare_cipher_rate(min(total, 200 * MB)) / MB
     print(f"bare ChaCha20-Poly1305 (cryptography), encrypt + decrypt, one core: {bare:,.0f} MB/s")
+    hashing = bare_hash_rate(min(total, 200 * MB)) / MB
+    print(f"bare BLAKE2b-256 (hashlib), one core: {hashing:,.0f} MB/s (every received byte is hashed too)")
     for size in (8 * 1024 * 1024, 1024 * 1024):
         rate, with_start, rss = transfer(total, size)
         print(
