@@ -25,7 +25,6 @@ import argparse
 import hashlib
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -41,6 +40,8 @@ from tidings.protocol import BlobRef, Follow, Post
 from tidings.storage.store import Store
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.support: the test pictures
+
+from replicate import start_node, stop
 
 from tests.support.pictures import phone_photo
 
@@ -93,25 +94,6 @@ def post_refs(home: Home, refs: list[BlobRef]) -> None:
             store.append(key, Post(text=f"files {start}", attachments=tuple(refs[start : start + 4])))
 
 
-def start(home: Home, *args: str) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        [*TIDINGS, "--home", str(home.path), "run", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if not line.startswith("listening on"):
-        raise SystemExit(f"node did not start: {line}{proc.stderr.read() if proc.stderr else ''}")
-    return proc, line.split()[-1]
-
-
-def stop(proc: subprocess.Popen[str]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    proc.communicate(timeout=30)
-
-
 def held(home: Home, blob: bytes) -> bool:
     return (home.blobs_path / blob.hex()[:2] / blob.hex()).is_file()
 
@@ -128,10 +110,10 @@ def transfer(total: int, size: int) -> tuple[float, float, float]:
     start, Bob's peak RSS in MB)."""
     with tempfile.TemporaryDirectory(prefix="tidings-bench-") as tmp:
         ha, hb, refs = build(Path(tmp), total, size)
-        alice, address = start(ha, "--listen", "127.0.0.2:0", "--http", "off")
+        alice, address = start_node(ha, "--listen", "127.0.0.2:0", "--http", "off")
         try:
             t0 = time.perf_counter()
-            bob, _ = start(hb, "--listen", "127.0.0.3:0", "--http", "off", "--peer", address)
+            bob, _ = start_node(hb, "--listen", "127.0.0.3:0", "--http", "off", "--peer", address)
             try:
                 connected(hb)
                 started = time.perf_counter() - t0
@@ -169,10 +151,10 @@ def photo_latency(posts: int) -> list[float]:
     """Seconds from each photo post on Alice to Bob's page serving the picture."""
     with tempfile.TemporaryDirectory(prefix="tidings-bench-") as tmp:
         ha, hb, _ = build(Path(tmp), 0, 1)
-        alice, address = start(ha, "--listen", "127.0.0.4:0", "--http", "off")
+        alice, address = start_node(ha, "--listen", "127.0.0.4:0", "--http", "off")
         bob = None
         try:
-            bob, _ = start(hb, "--listen", "127.0.0.5:0", "--http", "127.0.0.5:0", "--peer", address)
+            bob, _ = start_node(hb, "--listen", "127.0.0.5:0", "--http", "127.0.0.5:0", "--peer", address)
             page = _page_url(hb)
             token = (hb.path / "web.token").read_text().strip()
             time.sleep(1.0)

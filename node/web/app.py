@@ -45,7 +45,14 @@ from tidings.node.web.blobs import BLOB_PREFIX, UPLOAD_PATH, UPLOAD_TYPE, open_a
 from tidings.node.web.context import WebContext
 from tidings.node.web.gate import StreamSlots
 from tidings.node.web.limits import WebLimits, client_key
-from tidings.node.web.responses import SECURITY_HEADERS, respond, respond_error, respond_json
+from tidings.node.web.responses import (
+    SECURITY_HEADERS,
+    Receive,
+    body_chunks,
+    respond,
+    respond_error,
+    respond_json,
+)
 from tidings.node.web.routes import ApiError, Route, parse_args
 from tidings.protocol.errors import TidingsError
 
@@ -54,7 +61,6 @@ __all__ = ["WebApp"]
 log = logging.getLogger("tidings.web")
 
 Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 _STREAMED = object()  # what _route returns for an event stream: answered already
@@ -311,19 +317,9 @@ class WebApp:
     async def _read_json(self, receive: Receive) -> Any:
         limit = self.limits.max_body
         chunks: list[bytes] = []
-        size = 0
+        too_large = ApiError(f"the request body is over {limit} bytes", status=413, code="too_large")
         with trio.move_on_after(self.limits.body_timeout) as waited:
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    raise ApiError("the client went away", code="disconnected")
-                chunk = message.get("body", b"")
-                size += len(chunk)
-                if size > limit:
-                    raise ApiError(f"the request body is over {limit} bytes", status=413, code="too_large")
-                chunks.append(chunk)
-                if not message.get("more_body"):
-                    break
+            chunks = [chunk async for chunk in body_chunks(receive, limit, lambda: too_large)]
         if waited.cancelled_caught:
             raise ApiError(
                 f"the request body took over {self.limits.body_timeout:g} s", status=408, code="slow_body"

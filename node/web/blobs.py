@@ -36,7 +36,7 @@ import contextlib
 import logging
 import os
 import tempfile
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import trio
 from tidings.node import actions
 from tidings.node.media import IMAGE_MIMES, OPAQUE_MIME, PREVIEW_MAX_BYTES, MediaError
-from tidings.node.web.responses import BLOB_CSP, Send, security_headers
+from tidings.node.web.responses import BLOB_CSP, Receive, Send, body_chunks, security_headers
 from tidings.node.web.routes import ApiError
 from tidings.protocol import BlobId, BlobRef, InvalidContent, ProtocolError
 from tidings.protocol.blobs import MAX_ATTACHMENTS, BlobHasher, attachments_from_value
@@ -77,7 +77,6 @@ __all__ = [
 
 log = logging.getLogger("tidings.web")
 
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 
 BLOB_PREFIX = "/api/blobs/"
 UPLOAD_PATH = "/api/blobs"
@@ -217,18 +216,10 @@ async def _spool(receive: Receive, out: Any, limit: int, deadline: float) -> int
     """Copy the request body into ``out`` (an async file); its size. 413 past ``limit``, 408 late."""
     size = 0
     with trio.move_on_at(deadline):
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise ApiError("the client went away", code="disconnected")
-            chunk = message.get("body", b"")
+        async for chunk in body_chunks(receive, limit, lambda: _too_large(limit)):
             size += len(chunk)
-            if size > limit:
-                raise _too_large(limit)
-            if chunk:
-                await out.write(chunk)
-            if not message.get("more_body"):
-                return size
+            await out.write(chunk)
+        return size
     raise ApiError("the file took too long to arrive", status=408, code="slow_body")
 
 

@@ -12,14 +12,18 @@ load nothing at all.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
+
+from tidings.node.web.routes import ApiError
 
 __all__ = [
     "BLOB_CSP",
     "PAGE_CSP",
     "SECURITY_HEADERS",
+    "Receive",
     "Send",
+    "body_chunks",
     "respond",
     "respond_error",
     "respond_json",
@@ -27,6 +31,7 @@ __all__ = [
 ]
 
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 
 #: The page's policy: its own files only. ``blob:`` pictures are the previews of files being attached
 #: (``URL.createObjectURL`` in static/media.js); DOM sinks that parse HTML refuse plain strings.
@@ -85,3 +90,23 @@ async def respond_json(
 async def respond_error(send: Send, status: int, code: str, message: str) -> None:
     """An error as the API answers them: ``{"error": message, "code": code}``."""
     await respond_json(send, status, {"error": message, "code": code})
+
+
+async def body_chunks(
+    receive: Receive, limit: int, too_large: Callable[[], Exception]
+) -> AsyncIterator[bytes]:
+    """The request body's chunks as they arrive: ``too_large()`` is raised past ``limit`` bytes (before
+    the chunk that passes it is used), ``disconnected`` when the client goes away."""
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ApiError("the client went away", code="disconnected")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise too_large()
+        if chunk:
+            yield chunk
+        if not message.get("more_body"):
+            return

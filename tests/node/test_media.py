@@ -6,7 +6,6 @@ import io
 import os
 import struct
 import time
-import zlib
 
 import pytest
 from hypothesis import given, settings
@@ -22,6 +21,8 @@ from tidings.node.media import (
     prepare,
 )
 from tidings.protocol import LocalProtocolError, TidingsError
+
+from tests.support.pictures import png_declaring
 
 SECRETS = (b"SpyCam-9000", b"SECRET-COMMENT", b"SECRET-XMP", b"SECRET-TEXT", b"SECRET-ITXT", b"SECRET-ZTXT")
 
@@ -60,21 +61,6 @@ def _spy_jpeg(**options: object) -> bytes:
         xmp=b'<x:xmpmeta xmlns:x="adobe:ns:meta/">SECRET-XMP</x:xmpmeta>',
         icc_profile=srgb,
         **options,
-    )
-
-
-def _png_chunk(kind: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-
-def _png_declaring(width: int, height: int) -> bytes:
-    """A PNG of a few hundred bytes whose header declares ``width`` x ``height`` RGB pixels."""
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + _png_chunk(b"IHDR", header)
-        + _png_chunk(b"IDAT", zlib.compress(b"\x00" * 100_000, 9))
-        + _png_chunk(b"IEND", b"")
     )
 
 
@@ -146,7 +132,7 @@ def test_exif_orientation_is_applied_before_it_is_dropped():
 
 
 def test_decompression_bomb_is_refused_before_decoding():
-    bomb = _png_declaring(100_000, 100_000)
+    bomb = png_declaring(100_000, 100_000)
     assert len(bomb) < 1000
     started = time.monotonic()
     with pytest.raises(MediaError) as caught:
@@ -159,7 +145,7 @@ def test_decompression_bomb_is_refused_before_decoding():
 def test_pillow_bomb_guard_refuses_even_under_a_higher_max_pixels(side):
     started = time.monotonic()
     with pytest.raises(MediaError) as caught:
-        prepare(_png_declaring(side, side), max_pixels=10**12)
+        prepare(png_declaring(side, side), max_pixels=10**12)
     assert caught.value.code == "image_too_large"
     assert time.monotonic() - started < 2
 
@@ -377,7 +363,7 @@ def _gif_declaring(width: int, height: int) -> bytes:
     return bytes(data)
 
 
-@pytest.mark.parametrize("declaring", [_jpeg_declaring, _gif_declaring, _png_declaring])
+@pytest.mark.parametrize("declaring", [_jpeg_declaring, _gif_declaring, png_declaring])
 def test_header_bombs_of_every_format_are_refused_quickly(declaring):
     started = time.monotonic()
     with pytest.raises(MediaError) as caught:
@@ -411,8 +397,8 @@ def test_inspect_picture_checks_format_and_pixels_without_decoding(tmp_path):
     honest.write_bytes(_saved(_gradient(40, 30), "PNG"))
     assert inspect_picture(honest, "image/png") == (40, 30)
     cases = {
-        "bomb.png": (_png_declaring(100_000, 100_000), "image/png", "image_too_large"),
-        "big.png": (_png_declaring(8000, 8000), "image/png", "image_too_large"),  # under Pillow's own guard
+        "bomb.png": (png_declaring(100_000, 100_000), "image/png", "image_too_large"),
+        "big.png": (png_declaring(8000, 8000), "image/png", "image_too_large"),  # under Pillow's own guard
         "drawing.png": (b'<svg xmlns="http://www.w3.org/2000/svg"/>', "image/png", "not_a_picture"),
         "page.gif": (b"<!doctype html><p>hi", "image/gif", "not_a_picture"),
         "photo.png": (_saved(_gradient(), "JPEG"), "image/png", "not_a_picture"),

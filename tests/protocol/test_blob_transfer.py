@@ -25,7 +25,9 @@ from tidings.protocol.blob_transfer import (
 from tidings.protocol.blobs import MAX_BLOB
 from tidings.protocol.encoding import encode
 from tidings.protocol.errors import LocalProtocolError, RemoteProtocolError
-from tidings.protocol.replication import Hello, Replication, State
+from tidings.protocol.replication import State
+
+from tests.support.machines import pair
 
 B = bytes(range(32))
 C = bytes(range(1, 33))
@@ -41,16 +43,6 @@ EXAMPLES = [
         ["blob_none", 7, "not_found", "no such blob here"],
     ),
 ]
-
-
-def pair(
-    version_a: tuple[int, ...] = (1, 2, 3, 4), version_b: tuple[int, ...] = (1, 2, 3, 4)
-) -> tuple[Replication, Replication]:
-    a, b = Replication(), Replication()
-    ha, hb = a.send(Hello(agent="a", versions=version_a)), b.send(Hello(agent="b", versions=version_b))
-    b.receive(ha[0])
-    a.receive(hb[0])
-    return a, b
 
 
 @pytest.mark.parametrize(("event", "message"), EXAMPLES)

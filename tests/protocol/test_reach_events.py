@@ -25,6 +25,8 @@ from tidings.protocol.reach_events import (
 )
 from tidings.protocol.replication import Clock, Hello, Replication, State
 
+from tests.support.machines import pair
+
 F = bytes(range(32))
 N = bytes(range(16))
 
@@ -41,16 +43,6 @@ EXAMPLES = [
     (Punch(addresses=("198.18.1.2:5000",)), ["punch", ["198.18.1.2:5000"]]),
     (PunchGo(), ["punch_go"]),
 ]
-
-
-def pair(
-    version_a: tuple[int, ...] = (1, 2, 3), version_b: tuple[int, ...] = (1, 2, 3)
-) -> tuple[Replication, Replication]:
-    a, b = Replication(), Replication()
-    ha, hb = a.send(Hello(agent="a", versions=version_a)), b.send(Hello(agent="b", versions=version_b))
-    b.receive(ha[0])
-    a.receive(hb[0])
-    return a, b
 
 
 @pytest.mark.parametrize(("event", "message"), EXAMPLES)

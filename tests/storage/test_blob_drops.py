@@ -17,25 +17,17 @@ from tidings.storage.blob_drops import DROPPED, drop_marked
 from tidings.storage.blobs import BlobStore
 from tidings.storage.store import Store
 
+from tests.support.clocks import TickingMs
 from tests.support.entries import chain, raw
 
 ME, ALICE, BOB = (SigningKey(bytes([n]) * 32) for n in (1, 2, 3))
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.ms = 1_000
-
-    def __call__(self) -> int:
-        self.ms += 1
-        return self.ms
 
 
 @pytest.fixture
 def home(tmp_path: Path) -> Iterator[tuple[Store, BlobStore]]:
     """A store that removes deleted posts' blobs from ``blobs``, as a home's store does."""
     with Store(tmp_path / "store.db", blobs_folder=tmp_path / "blobs") as store:
-        yield store, BlobStore(tmp_path / "blobs", store, now=Clock())
+        yield store, BlobStore(tmp_path / "blobs", store, now=TickingMs())
 
 
 def ref(data: bytes, **fields: Any) -> BlobRef:
@@ -129,7 +121,7 @@ def test_a_crash_between_marking_and_removing_leaves_the_blob_marked(tmp_path: P
     # a store that knows no blobs folder marks but cannot remove: what a crash right after the
     # delete's commit leaves
     with Store(tmp_path / "store.db") as store:
-        blobs = BlobStore(tmp_path / "blobs", store, now=Clock())
+        blobs = BlobStore(tmp_path / "blobs", store, now=TickingMs())
         for data in (b"gone", b"named-again", b"old", b"new"):
             blobs.put_bytes(data, pinned=data in (b"gone", b"named-again"))
         a = store.append(ME, Post(text="a", attachments=(ref(b"gone"),)))

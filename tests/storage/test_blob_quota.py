@@ -11,21 +11,11 @@ from tidings.protocol import BlobId, BlobRef, Delete, Follow, Post, SigningKey, 
 from tidings.storage.blob_upkeep import blob_usage, upkeep
 from tidings.storage.blobs import BlobStore
 
+from tests.support.clocks import TickingMs
 from tests.support.entries import chain, raw
 
 FRIEND, STRANGER, OTHER = (SigningKey(bytes([n]) * 32) for n in (7, 8, 9))
 QUOTA = 1000
-
-
-class Clock:
-    """Milliseconds that move only when a blob is written or read: last use is in test order."""
-
-    def __init__(self) -> None:
-        self.ms = 1_000
-
-    def __call__(self) -> int:
-        self.ms += 1
-        return self.ms
 
 
 def blob(tag: str, size: int) -> bytes:
@@ -47,7 +37,7 @@ def make_home(tmp_path: Path) -> tuple[Home, SigningKey]:
 def test_filling_past_the_quota_evicts_only_others_blobs_oldest_use_first(tmp_path: Path) -> None:
     home, me = make_home(tmp_path)
     with home.open_store() as store:
-        blobs = BlobStore(home.blobs_path, store, now=Clock())
+        blobs = BlobStore(home.blobs_path, store, now=TickingMs())
         mine, friends = blob("mine", 300), blob("friend", 250)
         theirs = {n: blob(f"stranger{n}", 150) for n in range(6)}
         asked = blob("asked for", 100)  # fetched on request: no entry here names it
@@ -96,7 +86,7 @@ def test_filling_past_the_quota_evicts_only_others_blobs_oldest_use_first(tmp_pa
 def test_own_and_followed_blobs_stay_even_past_the_quota(tmp_path: Path) -> None:
     home, me = make_home(tmp_path)
     with home.open_store() as store:
-        blobs = BlobStore(home.blobs_path, store, now=Clock())
+        blobs = BlobStore(home.blobs_path, store, now=TickingMs())
         mine, friends, stranger = blob("mine", 600), blob("friend", 600), blob("stranger", 10)
         store.append(me, Post(text="mine", attachments=(ref(mine),)))
         store.append(me, Follow(feed=FRIEND.public_key))

@@ -29,21 +29,13 @@ from tidings.storage.errors import NotFound
 from tidings.storage.reads import content_json
 from tidings.storage.store import Store
 
+from tests.support.clocks import TickingMs
 from tests.support.entries import chain, raw
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.ms = 1_000
-
-    def __call__(self) -> int:
-        self.ms += 1
-        return self.ms
 
 
 @pytest.fixture
 def blobs(store: Store, tmp_path: Path) -> BlobStore:
-    return BlobStore(tmp_path / "blobs", store, now=Clock())
+    return BlobStore(tmp_path / "blobs", store, now=TickingMs())
 
 
 def files(folder: Path) -> list[str]:

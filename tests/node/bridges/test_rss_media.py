@@ -14,7 +14,7 @@ from pathlib import Path
 import feedparser
 import httpx
 import trio
-from PIL import ExifTags, Image
+from PIL import Image
 from tidings.node.bridges import bridge_services
 from tidings.node.bridges.atom import AtomService
 from tidings.node.bridges.rss import RssService
@@ -25,6 +25,7 @@ from tidings.storage.store import Store
 
 from tests.support.bridges import FeedServer, lines, tidings
 from tests.support.nodes import make_home, next_host, start_node, wait_until
+from tests.support.pictures import gps_jpeg
 
 MAX_BLOB = 262_144  # config.toml [limits] max_blob of these homes: an oversize body is small to send
 PDF = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n"
@@ -32,18 +33,7 @@ PDF = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>
 
 def photo() -> bytes:
     """A JPEG from a phone: a GPS position and a camera name in its EXIF, a comment."""
-    exif = Image.Exif()
-    exif[ExifTags.Base.Make] = "SpyCam-9000"
-    exif[ExifTags.IFD.GPSInfo] = {
-        ExifTags.GPS.GPSLatitudeRef: "N",
-        ExifTags.GPS.GPSLatitude: (48.0, 51.0, 29.0),
-        ExifTags.GPS.GPSLongitudeRef: "E",
-        ExifTags.GPS.GPSLongitude: (2.0, 17.0, 40.0),
-    }
-    out = io.BytesIO()
-    picture = Image.linear_gradient("L").resize((96, 64)).convert("RGB")
-    picture.save(out, format="JPEG", exif=exif, comment=b"SECRET-COMMENT")
-    return out.getvalue()
+    return gps_jpeg(96, 64)
 
 
 def png() -> bytes:

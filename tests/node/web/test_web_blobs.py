@@ -12,7 +12,7 @@ import trio
 from PIL import Image
 from tidings.node import actions
 from tidings.node.clock import SYSTEM_CLOCK
-from tidings.protocol import BlobId, BlobRef, blob_id
+from tidings.protocol import BlobId, BlobRef, SigningKey, blob_id
 
 from tests.support.nodes import make_home
 from tests.support.pictures import HTML, SVG, gps_jpeg, has_gps, png_declaring
@@ -279,16 +279,17 @@ async def test_a_picture_a_post_names_but_not_held_here_is_fetched_on_request(tm
     photo = gps_jpeg()
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery, web_node(nursery, tmp_path, "alice") as w:
+            stranger = SigningKey(bytes([7]) * 32)  # a feed alice does not replicate: nothing wants it yet
 
             def write(store: Any) -> bytes:  # a post naming a picture this home does not hold
                 ref = BlobRef(
                     blob=blob_id(photo).hash, size=len(photo), mime="image/jpeg", width=64, height=48
                 )
-                actions.post(store, w.key, "elsewhere", attachments=[ref], now=SYSTEM_CLOCK.wall_ms())
+                actions.post(store, stranger, "elsewhere", attachments=[ref], now=SYSTEM_CLOCK.wall_ms())
                 return ref.blob
 
             blob = await w.node.db.call(write)
-            await w.node.db.call(blob_wants.drop_wants, [blob])  # not wanted yet
+            assert await w.node.db.call(blob_wants.wants) == []
             async with w.client() as c:
                 missing = await c.get(blob_path(str(BlobId(blob))))
                 assert missing.status_code == 404 and missing.json()["code"] == "not_found"
