@@ -25,7 +25,7 @@ from tidings.protocol.reach_events import (
 )
 from tidings.protocol.replication import Clock, Hello, Replication, State
 
-from tests.support.machines import pair
+from tests.support.machines import assert_round_trip, pair
 
 F = bytes(range(32))
 N = bytes(range(16))
@@ -47,11 +47,7 @@ EXAMPLES = [
 
 @pytest.mark.parametrize(("event", "message"), EXAMPLES)
 def test_each_message_has_its_wire_form_and_comes_back(event: Any, message: list[Any]) -> None:
-    a, b = pair()
-    frames = a.send(event)
-    assert frames == [encode(message)]
-    assert b.receive(frames[0]) == event
-    assert (a.state, b.state) == (State.ACTIVE, State.ACTIVE)
+    assert_round_trip(event, message)
 
 
 def test_the_reference_bytes_of_two_messages() -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from tidings.protocol.replication import PROTOCOL_VERSIONS, Hello, Replication
+from typing import Any
+
+from tidings.protocol.encoding import encode
+from tidings.protocol.replication import PROTOCOL_VERSIONS, Hello, Replication, State
 
 
 def pair(
@@ -14,3 +17,13 @@ def pair(
     b.receive(ha[0])
     a.receive(hb[0])
     return a, b
+
+
+def assert_round_trip(event: Any, message: list[Any]) -> None:
+    """``event`` travels as the canonical encoding of ``message`` and comes back equal, both sides
+    staying ACTIVE."""
+    a, b = pair()
+    frames = a.send(event)
+    assert frames == [encode(message)]
+    assert b.receive(frames[0]) == event
+    assert (a.state, b.state) == (State.ACTIVE, State.ACTIVE)
