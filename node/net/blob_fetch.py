@@ -77,7 +77,7 @@ class BlobService:
         found = []
         for blob in ids:
             size = self.store.size(BlobId(blob))
-            if size:
+            if size and size <= self.store.max_blob:  # a longer file is no blob of ours: never offered
                 found.append((blob, size))
         return found
 
@@ -210,7 +210,7 @@ class Fetcher:
                 if len(self.downloads) < node.limits["blob_downloads"]:
                     self._start(nursery, want, holder)
                 continue
-            if any(c in conns for c in self.holders.get(want.blob, {})):
+            if self.holder(want, set(), busy=True) is not None:
                 continue  # offered, by holders busy with other blobs for now
             asked, since = self._asked.setdefault(want.blob, (set(), node.clock.monotonic()))
             new = [conn_id for conn_id in conns if conn_id not in asked]
@@ -256,23 +256,23 @@ class Fetcher:
             if conn.rep.state == "ACTIVE" and conn.rep.version >= 4 and not conn.once
         }
 
-    def holder(self, want: Want, tried: set[int]) -> Any:
+    def holder(self, want: Want, tried: set[int], *, busy: bool = False) -> Any:
         """A connected peer that said it holds ``want`` (at the size its reference gave), not in
-        ``tried``; a direct connection before a relayed one."""
+        ``tried`` and not busy with other downloads (``busy``: busy ones too); a direct connection
+        before a relayed one."""
         conns = self.connections()
-        offered = self.holders.get(want.blob, {})
         load: dict[int, int] = {}
         for download in self.downloads.values():
             if download.conn is not None and download.want.blob != want.blob:
                 load[id(download.conn)] = load.get(id(download.conn), 0) + 1
         fits = [
             conns[c]
-            for c, size in offered.items()
+            for c, size in self.holders.get(want.blob, {}).items()
             if c in conns
             and c not in tried
             and (want.size is None or size == want.size)
             and size <= want.most
-            and load.get(c, 0) < PER_HOLDER  # its open requests are bounded (§12.12)
+            and (busy or load.get(c, 0) < PER_HOLDER)  # its open requests are bounded (§12.12)
         ]
         fits.sort(key=lambda conn: conn.path != "direct")
         return fits[0] if fits else None

@@ -192,3 +192,31 @@ async def test_an_endless_slow_stream_is_given_up_and_costs_its_sender(
         assert bob.scores.get(host) < 0
         nursery.cancel_scope.cancel()
     assert held(hb, ref.blob) is None
+
+
+@pytest.mark.parametrize("extra", [1_000_000, 9_000_000], ids=["larger", "past max_blob"])
+async def test_a_holder_offering_another_size_than_the_reference_is_not_asked(
+    tmp_path: Path, extra: int
+) -> None:
+    """An oversized blob: alice's file has grown past what her post says. Bob does not fetch a byte of
+    it (a file past max_blob she does not even offer); the want fails for now, nothing is kept, and the
+    connection carries on."""
+    (ha, ka), (hb, kb) = make_home(tmp_path, "alice"), make_home(tmp_path, "bob")
+    data = os.urandom(200_000)
+    ref = raw_ref(ha, data, "application/octet-stream")
+    path = ha.blobs_path / ref.blob.hex()[:2] / ref.blob.hex()
+    path.write_bytes(data + os.urandom(extra))
+    post_with(ha, ka, (ref,))
+    follow(hb, kb, ka)
+    async with trio.open_nursery() as nursery:
+        alice = await start_node(nursery, ha, ka, dht=False)
+        bob = await start_node(
+            nursery, hb, kb, dht=False, peers=[alice.address], limits={"blob_ask_timeout": 0.5}
+        )
+        await wait_until(lambda: getattr(wants_of(hb).get(ref.blob), "failed", None) == "not_found", 10)
+        assert sum(conn.blobs.bytes_served for conn in alice.connections.values()) == 0
+        offered = bob.blobs.fetcher.holders.get(ref.blob, {})
+        assert list(offered.values()) == ([] if extra > 8_000_000 else [200_000 + extra])
+        assert len(bob.connections) == 1
+        nursery.cancel_scope.cancel()
+    assert held(hb, ref.blob) is None and leftovers(hb) == []
