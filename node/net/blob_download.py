@@ -54,10 +54,11 @@ BUSY_TRIES = 20
 _PICTURE_FAILURES = {"not_a_picture", "image_too_large", "bad_image"}
 
 
-class _HolderFailed(Exception):
+class _HolderFailed(TidingsError):
+    """One holder failed a download (it ended, refused, or was too slow): the next one is asked."""
+
     def __init__(self, code: str, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
+        super().__init__(reason, code=code)
         self.reason = reason
 
 

@@ -212,6 +212,7 @@ def test_every_promised_json_field_is_printed(tmp_path: Path) -> None:
             ("tidings blob ls", ("blob", "ls")),
             ("tidings blob get BLOB", ("blob", "get", "&BLOB", "-o", str(tmp_path / "copy.png"))),
             ("tidings blob gc", ("blob", "gc")),
+            ("tidings blob ls --wanted", ("blob", "ls", "--wanted")),
         ]
         on_b = {"tidings open [--print]": ("open", "--print"), "tidings status": ("status",)}
         rows = _rows()
@@ -223,6 +224,14 @@ def test_every_promised_json_field_is_printed(tmp_path: Path) -> None:
         last = bob_post = blob = ""
         printed: dict[str, list[dict[str, Any]]] = {}
         for span, args in runs:
+            if args == ("blob", "ls", "--wanted"):  # a blob not here: wanted from peers from now on
+                missing = subprocess.run(
+                    [*TIDINGS, "--home", str(a), "blob", "get", "&" + "a" * 52, "--wait", "0", "-o", "x"],
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                )
+                assert missing.returncode == 1 and "wanted now" in missing.stderr, missing.stderr
             swap = {"%LAST": last, "%BOB": bob_post, "&BLOB": blob}
             args = tuple(swap.get(x, x) for x in args)
             objects = _objects(a, *args)

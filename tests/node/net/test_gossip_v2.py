@@ -604,6 +604,8 @@ def test_score_events_are_those_of_the_spec() -> None:
         "flood": -50.0,
         "own_fork": -100.0,
         "overspent": -5.0,
+        "slow_blob": -5.0,
+        "bad_blob": -10.0,
     }
     assert (DELIVERED_CAP, MAX_SCORE) == (5.0, 100.0)
     assert (DEFAULT_LIMITS["score_half_life"], DEFAULT_LIMITS["score_threshold"]) == (600.0, -40.0)

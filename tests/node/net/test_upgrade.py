@@ -29,7 +29,7 @@ def _to(node: Node, feed: bytes) -> list[PeerConnection]:
 async def _connected(
     nursery: trio.Nursery, tmp_path, **limits
 ) -> tuple[Node, Node, PeerConnection, PeerConnection]:
-    """A dials B (pinned); both connections are ACTIVE with version 3. A follows B."""
+    """A dials B (pinned); both connections are ACTIVE with version 3 or later. A follows B."""
     ha, ka = make_home(tmp_path, "a")
     hb, kb = make_home(tmp_path, "b")
     follow(ha, ka, kb)
@@ -38,7 +38,7 @@ async def _connected(
 
     def ready() -> bool:
         return all(
-            len(_to(x, y.key.public_key)) == 1 and _to(x, y.key.public_key)[0].rep.version == 3
+            len(_to(x, y.key.public_key)) == 1 and _to(x, y.key.public_key)[0].rep.version >= 3
             for x, y in ((a, b), (b, a))
         )
 
