@@ -43,6 +43,7 @@ __all__ = [
     "Outcome",
     "conversation",
     "inbox",
+    "known_feed",
     "message_of",
     "open_one",
     "open_pending",
@@ -234,3 +235,14 @@ def message_of(store: Reads, entry_hash: bytes) -> tuple[bytes, list[bytes]] | N
     if not rows:
         return None
     return bytes(rows[0][0]), _feeds(rows[0][1])
+
+
+def known_feed(store: Reads, feed: bytes) -> bool:
+    """Whether this store knows ``feed`` at all: holds an entry of it, a follow or block naming it,
+    or met it as a peer (a message to a mistyped id would reach nobody)."""
+    rows = store.read(
+        "SELECT EXISTS (SELECT 1 FROM feeds WHERE author = ?1) OR EXISTS (SELECT 1 FROM graph WHERE target = ?1) "
+        "OR EXISTS (SELECT 1 FROM peers WHERE feed = ?1)",
+        (feed,),
+    )
+    return bool(rows[0][0])
