@@ -58,6 +58,14 @@ def send(
     (an entry id or prefix of a message you hold), to the people of that message, answering it."""
     me = key.public_key
     answered = None
+    # the feeds given must be known here; those of a message we read are known by that message
+    for feed in dict.fromkeys(to):
+        if feed != me and not messages.known_feed(store, feed):
+            raise DmError(
+                f"{feed_id_text(feed)} is not a feed this node knows (no entry, follow or peer): check the "
+                "id, or follow the feed first",
+                code="unknown_feed",
+            )
     if reply is not None:
         from tidings.node.actions import resolve  # only for replies: it loads the media tools
 
@@ -75,13 +83,6 @@ def send(
             f"a private message goes to at most {MAX_RECIPIENTS} feeds besides you, not {len(people)}",
             code="too_many_recipients",
         )
-    for feed in people:
-        if not messages.known_feed(store, feed):
-            raise DmError(
-                f"{feed_id_text(feed)} is not a feed this node knows (no entry, follow or peer): check the "
-                "id, or follow the feed first",
-                code="unknown_feed",
-            )
     message = Message(text=text, to=tuple(people), reply=answered)
     store.box_key = BoxKey(key)  # our own slot: the message is in our inbox at once
     entry = store.append(key, message, now=now, rng=os.urandom)
