@@ -317,3 +317,24 @@ def test_a_low_order_ephemeral_key_is_not_ours() -> None:
     box = sealed()
     for eph in (bytes(32), bytes([1]) + bytes(31)):
         assert read(Box(eph=eph, commit=box.commit, slots=box.slots, body=box.body), BOB) is None
+
+
+@SOME
+@given(
+    value=st.dictionaries(
+        st.sampled_from(["eph", "commit", "slots", "body", "type", "to"]),
+        st.none()
+        | st.binary(max_size=64)
+        | st.integers()
+        | st.text(max_size=8)
+        | st.lists(st.binary(min_size=47, max_size=49), max_size=34),
+    )
+)
+def test_box_maps_of_any_shape_decode_or_fail_with_a_code(value: dict[str, Any]) -> None:
+    value["type"] = "box"
+    try:
+        box = decode_content(encode(value))
+    except InvalidContent as exc:
+        assert exc.code == "bad_box"
+        return
+    assert isinstance(box, Box) and read(box, BOB) is None
