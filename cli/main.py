@@ -15,6 +15,7 @@ from . import (
     commands_blob,
     commands_bridge,
     commands_demo,
+    commands_dm,
     commands_graph,
     commands_integrity,
     commands_network,
@@ -47,6 +48,18 @@ EXAMPLES = {
         echo "from stdin" | tidings post -
         tidings post "a reply" --reply-to %abcd     # any unique prefix of an entry id
         tidings post "hello" --json                  # {"id", "feed", "seq", "ts"}""",
+    "dm": """
+        tidings dm @feedid "see you at eight"         # only you and they can read it
+        tidings dm @feedid1 @feedid2 - < note.txt     # up to 31 feeds besides you; TEXT - reads stdin
+        tidings dm --reply %abcd "eight is fine"      # to the people of that message
+        tidings dm @feedid "hi" --json                # {"id", "feed", "seq", "ts", "type", "to"}""",
+    "inbox": """
+        tidings inbox                                 # conversations, newest first, unread counts
+        tidings inbox --requests                      # from feeds you neither follow nor are followed by
+        tidings inbox --json""",
+    "conversation": """
+        tidings conversation @feedid                  # oldest first; marks them read
+        tidings conversation @feedid1 @feedid2 --json""",
     "timeline": """
         tidings timeline --limit 20
         tidings timeline --ranker engagement --explain
@@ -114,6 +127,7 @@ def cli(ctx: click.Context, home: str | None, debug: bool) -> None:
 
 for _module in (
     commands_write,
+    commands_dm,
     commands_graph,
     commands_read,
     commands_integrity,

@@ -26,6 +26,7 @@ from .lipmaa import lipmaa, path_to_first, skip_target
 
 if TYPE_CHECKING:
     from .blobs import MAX_BLOB, BlobHasher, BlobRef, blob_id
+    from .box import Box, BoxKey, Message, Opened, Undecryptable, open_box, seal
     from .content import (
         Block,
         Content,
@@ -72,6 +73,7 @@ if TYPE_CHECKING:
 #: The module of each lazily loaded name (the names imported above for type checkers).
 _LAZY = {
     "blobs": ("MAX_BLOB", "BlobHasher", "BlobRef", "blob_id"),
+    "box": ("Box", "BoxKey", "Message", "Opened", "Undecryptable", "open_box", "seal"),
     "content": (
         "Block", "Content", "Delete", "Follow", "Post", "Profile", "Reaction", "Repost", "Unblock",
         "Unfollow", "Unknown", "blob_refs", "decode_content", "encode_content", "type_of",
@@ -108,6 +110,8 @@ __all__ = [
     "BlobId",
     "BlobRef",
     "Block",
+    "Box",
+    "BoxKey",
     "Content",
     "DecodeError",
     "Delete",
@@ -119,6 +123,8 @@ __all__ = [
     "InvalidContent",
     "InvalidEntry",
     "LocalProtocolError",
+    "Message",
+    "Opened",
     "Post",
     "Profile",
     "ProtocolError",
@@ -128,6 +134,7 @@ __all__ = [
     "SigningKey",
     "TidingsError",
     "Unblock",
+    "Undecryptable",
     "Unfollow",
     "Unknown",
     "blob_id",
@@ -143,7 +150,9 @@ __all__ = [
     "feed_id_text",
     "hash_bytes",
     "lipmaa",
+    "open_box",
     "path_to_first",
+    "seal",
     "signature_ok",
     "skip_target",
     "type_of",

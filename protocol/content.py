@@ -5,7 +5,8 @@ their schema and limits; keys a schema does not name are allowed and kept (newer
 fields). Unknown types are accepted as ``Unknown`` so they are stored and passed on, never shown.
 References to entries are 32-byte entry hashes; references to feeds are 32-byte keys; blobs (pictures,
 files: a post's ``attachments``, a profile's ``avatar`` and ``banner``) are named by blob references
-(``blobs.BlobRef``, spec §8.5).
+(``blobs.BlobRef``, spec §8.5). A private message is a ``box`` (``box.Box``, spec §8.6): only its
+encrypted form is content; what it says is read with ``box.open_box``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import Any, ClassVar
 import msgpack
 
 from .blobs import BlobRef, attachments_from_value, check_attachments, check_blob_ref
+from .box import Box
+from .content_base import Content
 from .encoding import decode, encode
 from .entry import MAX_PAYLOAD_SIZE
 from .errors import DecodeError, InvalidContent, LocalProtocolError, ProtocolError
@@ -26,6 +29,7 @@ __all__ = [
     "MAX_TEXT",
     "BlobRef",
     "Block",
+    "Box",
     "Content",
     "Delete",
     "Follow",
@@ -95,26 +99,6 @@ def _check_extra(extra: Any, kind: str) -> None:
     for key in extra:
         if not isinstance(key, str) or key == "type" or key in names:
             raise _bad(f"extra key {key!r} is not allowed")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Content:
-    """Base of every content type; ``extra`` keeps keys the schema does not name."""
-
-    type: ClassVar[str] = ""
-    # Compared (two payloads that differ only in extra keys are different) but not hashed: a dict is
-    # not hashable.
-    extra: dict[str, Any] = field(default_factory=dict, hash=False, repr=False)
-
-    def fields(self) -> dict[str, Any]:
-        """The schema fields that are set (None values left out)."""
-        return {}
-
-    def to_map(self) -> dict[str, Any]:
-        out = dict(self.extra)
-        out.update(self.fields())
-        out["type"] = self.type
-        return out
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -316,7 +300,7 @@ class Unknown(Content):
 
 
 KNOWN: dict[str, type[Content]] = {
-    c.type: c for c in (Post, Reaction, Repost, Delete, Follow, Unfollow, Block, Unblock, Profile)
+    c.type: c for c in (Post, Reaction, Repost, Delete, Follow, Unfollow, Block, Unblock, Profile, Box)
 }
 _SCHEMA: dict[str, tuple[str, ...]] = {
     "post": ("text", "reply", "root", "mentions", "tags", "lang", "origin", "attachments"),
@@ -328,6 +312,7 @@ _SCHEMA: dict[str, tuple[str, ...]] = {
     "block": ("feed",),
     "unblock": ("feed",),
     "profile": ("name", "bio", "avatar", "banner"),
+    "box": Box.KEYS,
 }
 
 
@@ -349,6 +334,8 @@ def from_map(value: Any) -> Content:
     if not isinstance(value, dict):
         raise _bad("a payload is a map")
     kind = _type_name(value.get("type"))
+    if kind == Box.type:  # spec §8.6: no extra keys, and its own error code
+        return Box.from_map(value)
     cls = KNOWN.get(kind)
     if cls is None:
         return Unknown(kind=kind, extra={k: v for k, v in value.items() if k != "type"})

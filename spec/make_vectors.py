@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from blob_vectors import blobs_doc  # spec/blob_vectors.py, beside this script
+from box_vectors import boxes_doc  # spec/box_vectors.py, beside this script
 from record_vectors import records_doc  # spec/record_vectors.py, beside this script
 from tidings.protocol import (
     Block,
@@ -1058,6 +1059,7 @@ def generate(out: Path) -> list[Path]:
         "content.json": content_doc(key, other),
         "records.json": records_doc(),
         "blobs.json": blobs_doc(tagged),
+        "box.json": boxes_doc(tagged, seed),
     }
     for name, doc in docs.items():
         write(out, name, doc)

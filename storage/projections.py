@@ -19,6 +19,7 @@ import sqlite3
 
 from tidings.protocol import (
     Block,
+    Box,
     Content,
     Delete,
     Entry,
@@ -91,6 +92,8 @@ def apply_content(cur: sqlite3.Cursor, rowid: int, entry: Entry, content: Conten
             ),
         )
         _index_profile(cur, author)
+    elif isinstance(content, Box):  # opened with the key, once (storage/messages.py)
+        cur.execute("INSERT OR IGNORE INTO box_pending (entry) VALUES (?)", (rowid,))
     elif isinstance(content, Delete):
         # keyed by (target, author): only the author's own tombstone ever hides a payload
         cur.execute(
@@ -128,6 +131,9 @@ def drop_payload(cur: sqlite3.Cursor, rowid: int) -> bytes | None:
         cur.execute("DELETE FROM posts WHERE entry = ?", (rowid,))
     cur.execute("DELETE FROM reactions WHERE entry = ?", (rowid,))
     cur.execute("DELETE FROM reposts WHERE entry = ?", (rowid,))
+    # a private message goes with its box (spec §8.6), opened or not
+    cur.execute("DELETE FROM messages WHERE entry = ?", (rowid,))
+    cur.execute("DELETE FROM box_pending WHERE entry = ?", (rowid,))
     # the type came from the payload too: forget it, as when the delete arrives first
     cur.execute("UPDATE entries SET payload = NULL, type = NULL, deleted = 1 WHERE id = ?", (rowid,))
     return None if held is None or held[0] is None else bytes(held[0])

@@ -248,6 +248,28 @@ _MIGRATIONS: list[str] = [
     ) WITHOUT ROWID;
     CREATE INDEX IF NOT EXISTS blob_wants_due ON blob_wants (next_try);
     """,
+    # 11: private messages (spec/protocol.md §8.6, storage/messages.py): what this home's key opened of
+    #     the boxes it stores, each read once, on ingest: the conversation (a hash of its participants),
+    #     the author and the recipients (32-byte keys, concatenated), the text, what it answers, and
+    #     whether it was read; ``problem`` says why a box opened for us but not its message
+    #     (undecryptable: conversation, recipients and text are NULL). ``box_pending`` holds the boxes
+    #     stored while the key was not at hand (a process without it), opened when it is.
+    """
+    CREATE TABLE IF NOT EXISTS messages (
+        entry INTEGER PRIMARY KEY REFERENCES entries (id),
+        conversation BLOB,
+        author BLOB NOT NULL,
+        recipients BLOB,
+        text TEXT,
+        reply BLOB,
+        ts INTEGER NOT NULL,
+        read INTEGER NOT NULL DEFAULT 0,
+        problem TEXT
+    );
+    CREATE INDEX IF NOT EXISTS messages_conversation ON messages (conversation, ts);
+    CREATE TABLE IF NOT EXISTS box_pending (entry INTEGER PRIMARY KEY REFERENCES entries (id));
+    INSERT OR IGNORE INTO box_pending (entry) SELECT id FROM entries WHERE type = 'box' AND deleted = 0;
+    """,
 ]
 
 SCHEMA_VERSION = len(_MIGRATIONS)

@@ -16,19 +16,22 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
 import msgpack
 from tidings.protocol import (
+    Box,
+    BoxKey,
     Content,
     DecodeError,
     Entry,
     ForkProof,
     InvalidContent,
     InvalidEntry,
+    Message,
     ProtocolError,
     SigningKey,
     check_fork,
@@ -36,6 +39,7 @@ from tidings.protocol import (
     decode_content,
     encode_content,
     hash_bytes,
+    seal,
     type_of,
     verify_links,
     verify_payload,
@@ -47,12 +51,16 @@ from .blob_refs import payload_blobs
 from .blobs import BlobStore
 from .clock import wall_ms
 from .errors import FeedForked, StoreError
+from .messages import Outcome, open_one, open_pending
 from .projections import apply_content
 from .reads import Reads
 from .verifier import Verdicts, Verifier
 from .writer import RowWriter
 
 __all__ = ["IngestResult", "Prepared", "Rejected", "Store"]
+
+#: ``rng(n)`` returns ``n`` random bytes (for sealing private messages, spec §8.6).
+Rng = Callable[[int], bytes]
 
 T = TypeVar("T")
 
@@ -91,12 +99,16 @@ class Store(Reads):
         verify_threads: int = 2,
         verify_processes: int = 0,
         blobs_folder: str | os.PathLike[str] | None = None,
+        box_key: BoxKey | None = None,
     ) -> None:
         """``verify_threads``: signature checks of a batch run on this many threads;
         ``verify_processes``: bulk batches go to this many worker processes instead (``verifier``);
         ``blobs_folder``: the home's blobs (``HOME/blobs``): the blobs a delete leaves unnamed are
-        removed from there once it is committed (``blob_drops``); without it they are only marked."""
+        removed from there once it is committed (``blob_drops``); without it they are only marked;
+        ``box_key``: the home's key for private messages: boxes are opened as they are stored
+        (storage/messages.py); without it they wait until a process that has it opens them."""
         super().__init__(path, create=create)
+        self.box_key = box_key
         self.verifier = Verifier(threads=verify_threads, processes=verify_processes)
         self.blobs_folder = None if blobs_folder is None else Path(blobs_folder)
 
@@ -112,16 +124,28 @@ class Store(Reads):
         self.close()
 
     # -- writing our own log ---------------------------------------------------------------------------
-    def append(self, key: SigningKey, content: Content, *, now: int | None = None) -> Entry:
+    def append(
+        self, key: SigningKey, content: Content | Message, *, now: int | None = None, rng: Rng | None = None
+    ) -> Entry:
         """Sign ``content`` as the next entry of ``key``'s feed and store it, in one transaction."""
-        return self.append_many(key, [content], now=now)[0]
+        return self.append_many(key, [content], now=now, rng=rng)[0]
 
-    def append_many(self, key: SigningKey, contents: list[Content], *, now: int | None = None) -> list[Entry]:
+    def append_many(
+        self,
+        key: SigningKey,
+        contents: list[Content | Message],
+        *,
+        now: int | None = None,
+        rng: Rng | None = None,
+    ) -> list[Entry]:
         """Append several entries in one transaction (all or none).
 
-        Timestamps never go back: each entry gets ``max(now, previous timestamp)`` (spec §5.3).
+        Timestamps never go back: each entry gets ``max(now, previous timestamp)`` (spec §5.3). A
+        ``Message`` is sealed as a box (spec §8.6) inside the transaction, where the seq and backlink it
+        is bound to are known, with random bytes from ``rng(n)``.
         """
-        payloads = [encode_content(c) for c in contents]  # refuse unencodable content before writing
+        # refuse unencodable content before writing
+        items = [c if isinstance(c, Message) else (c, encode_content(c)) for c in contents]
         stamp = wall_ms() if now is None else now
         author = key.public_key
         made: list[Entry] = []
@@ -130,7 +154,7 @@ class Store(Reads):
         # Other feeds' entries can be fetched again, so ingest keeps synchronous=NORMAL.
         self.conn.execute("PRAGMA synchronous = FULL")
         try:
-            marked = self._append_locked(key, contents, payloads, stamp, author, made)
+            marked = self._append_locked(key, items, rng, stamp, author, made)
         finally:
             self.conn.execute("PRAGMA synchronous = NORMAL")
         if marked:
@@ -140,8 +164,8 @@ class Store(Reads):
     def _append_locked(
         self,
         key: SigningKey,
-        contents: list[Content],
-        payloads: list[bytes],
+        items: list[tuple[Content, bytes] | Message],
+        rng: Rng | None,
         stamp: int,
         author: bytes,
         made: list[Entry],
@@ -156,10 +180,17 @@ class Store(Reads):
                 raise FeedForked("your feed is marked forked; resolve the fork before posting")
             if row is None:
                 cur.execute("INSERT INTO feeds (author, kind) VALUES (?, 'own')", (author,))
-            writer = RowWriter(cur, received=stamp)  # received as stamped: spec/ranking.md §1.1
+            writer = RowWriter(cur, received=stamp, me=author)  # received as stamped: spec/ranking.md §1.1
             recent: dict[int, bytes] = {}
-            for content, payload in zip(contents, payloads, strict=True):
+            for item in items:
                 seq += 1
+                if isinstance(item, Message):  # bound to this seq and backlink (spec §8.6)
+                    if rng is None:
+                        raise StoreError("a private message needs an rng to be sealed", code="no_rng")
+                    content: Content = seal(item, author=author, seq=seq, backlink=head_hash, rng=rng)
+                    payload = encode_content(content)
+                else:
+                    content, payload = item
                 skiplink = None
                 skip_seq = skip_target(seq)
                 if skip_seq is not None:
@@ -178,6 +209,8 @@ class Store(Reads):
                 head_ts = entry.timestamp
                 made.append(entry)
             writer.finish()
+            if self.box_key is not None:
+                open_pending(cur, self.box_key)
             return mark_unnamed(cur, writer.dropped_blobs)
 
     @staticmethod
@@ -204,7 +237,7 @@ class Store(Reads):
         ``ingest_prepared`` here.
         """
         hashes = [hash_bytes(raw) if isinstance(raw, bytes) else b"" for raw, _ in items]
-        known = self._known(items, hashes)
+        known = _known(self, items, hashes)
         return self.ingest_prepared(self.prepare(items, known=known, hashes=hashes), kind=kind)
 
     def prepare(
@@ -254,7 +287,10 @@ class Store(Reads):
             else:
                 verdicts.add(entry)
             # decoded here, off the database thread (which the pipeline is bound by)
-            fresh[entry.hash] = (entry, payload, _content_of(payload))
+            content = _content_of(payload)
+            fresh[entry.hash] = (entry, payload, content)
+            if isinstance(content, Box) and self.box_key is not None:  # spec §8.6, opened once
+                prepared.opened[entry.hash] = open_one(entry, content, self.box_key)
         verdicts.submit()
         return prepared
 
@@ -268,7 +304,8 @@ class Store(Reads):
                 dropped |= _fill_payload(cur, held, late_payload)
             if todo:
                 view = BatchView(cur, [e for e, _, _ in todo])
-                writer = RowWriter(cur)
+                me = None if self.box_key is None else self.box_key.feed
+                writer = RowWriter(cur, opened=prepared.opened, me=me)
                 for entry, payload, content in todo:
                     if prepared.verdicts.ok(entry):
                         self._ingest_one(cur, view, writer, entry, payload, content, result, kind)
@@ -278,35 +315,12 @@ class Store(Reads):
                         )
                 writer.finish()
                 dropped |= writer.dropped_blobs
+            if self.box_key is not None:  # boxes whose payload came late, or stored without the key
+                open_pending(cur, self.box_key)
             marked = mark_unnamed(cur, dropped)
         if marked:
             _drop_marked(self)
         return result
-
-    def _known(self, items: list[tuple[bytes, bytes | None]], hashes: list[bytes]) -> dict[bytes, bool]:
-        """Which items are stored, as hash -> the stored copy lacks its payload (and wants it).
-
-        Looked up by (author, seq), read cheaply from the undecoded bytes, on the ``(author, seq)``
-        index: entries of one feed sit together there, while their hashes are spread over the whole
-        hash index (a random page read per entry in a large store).
-        """
-        wanted: dict[bytes, set[int]] = {}
-        for raw, _ in items:
-            author, seq = _peek(raw)
-            if author is not None and seq is not None:
-                wanted.setdefault(author, set()).add(seq)
-        batch = set(hashes)
-        known: dict[bytes, bool] = {}
-        for author, seqs in wanted.items():
-            for part in _chunks(sorted(seqs), 500):
-                marks = ",".join("?" * len(part))
-                rows = self.read(
-                    f"SELECT hash, payload IS NULL AND deleted = 0 FROM entries "
-                    f"WHERE author = ? AND seq IN ({marks})",
-                    (author, *part),
-                )
-                known.update((bytes(h), bool(lacking)) for h, lacking in rows if bytes(h) in batch)
-        return known
 
     def _ingest_one(
         self,
@@ -375,6 +389,32 @@ class Store(Reads):
             self._record_fork(cur, proof)
 
 
+def _known(store: Store, items: list[tuple[bytes, bytes | None]], hashes: list[bytes]) -> dict[bytes, bool]:
+    """Which items are stored, as hash -> the stored copy lacks its payload (and wants it).
+
+    Looked up by (author, seq), read cheaply from the undecoded bytes, on the ``(author, seq)``
+    index: entries of one feed sit together there, while their hashes are spread over the whole
+    hash index (a random page read per entry in a large store).
+    """
+    wanted: dict[bytes, set[int]] = {}
+    for raw, _ in items:
+        author, seq = _peek(raw)
+        if author is not None and seq is not None:
+            wanted.setdefault(author, set()).add(seq)
+    batch = set(hashes)
+    known: dict[bytes, bool] = {}
+    for author, seqs in wanted.items():
+        for part in _chunks(sorted(seqs), 500):
+            marks = ",".join("?" * len(part))
+            rows = store.read(
+                f"SELECT hash, payload IS NULL AND deleted = 0 FROM entries "
+                f"WHERE author = ? AND seq IN ({marks})",
+                (author, *part),
+            )
+            known.update((bytes(h), bool(lacking)) for h, lacking in rows if bytes(h) in batch)
+    return known
+
+
 def _fill_payload(cur: sqlite3.Cursor, entry: Entry, payload: bytes) -> set[bytes]:
     """A known entry arrives with the payload we lacked (e.g. after a partial sync); returns the
     blobs named by a payload it dropped (it is a delete, ``blob_drops``)."""
@@ -416,6 +456,8 @@ class Prepared:
     #: entry hash -> (entry, payload, decoded payload)
     fresh: dict[bytes, tuple[Entry, bytes | None, Content | None]] = field(default_factory=dict)
     fills: list[tuple[Entry, bytes]] = field(default_factory=list)
+    #: entry hash -> what opening its box gave (None: not ours), for the boxes of the batch
+    opened: dict[bytes, Outcome] = field(default_factory=dict)
 
 
 def _chunks(items: list[T], size: int) -> Iterator[list[T]]:

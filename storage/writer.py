@@ -22,10 +22,11 @@ from __future__ import annotations
 import sqlite3
 from itertools import chain
 
-from tidings.protocol import Content, Entry, Post, Reaction, Repost, type_of
+from tidings.protocol import Box, Content, Entry, Post, Reaction, Repost, type_of
 
 from .blob_refs import named_blobs, payload_blobs
 from .clock import wall_ms
+from .messages import Outcome, record
 from .projections import FTS_BATCH, apply_content, fts_mark, index_posts
 
 __all__ = ["ROWS_PER_INSERT", "RowWriter", "insert_rows"]
@@ -64,8 +65,20 @@ class RowWriter:
     rank by ``min(ts, received + skew)`` (spec/ranking.md §1.1).
     """
 
-    def __init__(self, cur: sqlite3.Cursor, *, received: int | None = None) -> None:
+    def __init__(
+        self,
+        cur: sqlite3.Cursor,
+        *,
+        received: int | None = None,
+        opened: dict[bytes, Outcome] | None = None,
+        me: bytes | None = None,
+    ) -> None:
+        """``opened``: what opening the boxes of the batch gave, by entry hash (``Store.prepare``); a
+        box without an outcome there waits in ``box_pending`` (storage/messages.py). ``me``: our feed."""
         self.cur = cur
+        self.opened = opened or {}
+        self.me = me
+        self._boxes: list[tuple[int, Entry]] = []
         self.next_id: int = cur.execute("SELECT coalesce(max(id), 0) + 1 FROM entries").fetchone()[0]
         self.received = wall_ms() if received is None else received
         self._first_id = self.next_id
@@ -129,6 +142,8 @@ class RowWriter:
             self._reactions.append((rowid, entry.author, content.target, content.emoji, entry.timestamp))
         elif isinstance(content, Repost):
             self._reposts.append((rowid, entry.author, content.target, entry.timestamp))
+        elif isinstance(content, Box):  # spec §8.6: what the key opened, with the entry
+            self._boxes.append((rowid, entry))
         else:
             # deletes look up (and change) stored rows, which must include this batch's: write them first
             self.flush()
@@ -146,6 +161,12 @@ class RowWriter:
         insert_rows(cur, "INSERT INTO reactions (entry, author, target, emoji, ts)", self._reactions)
         insert_rows(cur, "INSERT INTO reposts (entry, author, target, ts)", self._reposts)
         self._entries, self._posts, self._reactions, self._reposts = [], [], [], []
+        if self._boxes:
+            tried = [(r, e, self.opened[e.hash]) for r, e in self._boxes if e.hash in self.opened]
+            record(cur, tried, self.me)
+            waiting = [(r,) for r, e in self._boxes if e.hash not in self.opened]
+            cur.executemany("INSERT OR IGNORE INTO box_pending (entry) VALUES (?)", waiting)
+            self._boxes = []
         if self._heads:
             # head = highest stored seq (logs may have gaps after partial sync or a damaged import)
             cur.executemany(

@@ -32,7 +32,7 @@ from tidings.node.net.scoring import Penalties, Scores
 from tidings.node.net.sessions import Sessions
 from tidings.node.net.upgrade import Punching
 from tidings.node.services import Service, ServiceRunner
-from tidings.protocol import SigningKey, feed_id_text
+from tidings.protocol import BoxKey, SigningKey, feed_id_text
 from tidings.protocol.budget import ProofCache
 from tidings.protocol.gossip import Gossip
 from tidings.protocol.reach_events import Dialed, DialMe, Punch, PunchGo, ReachEvent, Refused, Reserve
@@ -271,9 +271,7 @@ class Node:
     # -- running ---------------------------------------------------------------------------------------
     async def run(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
         host, port = parse_address(self.listen)
-        async with DatabaseThread(
-            self.home.store_path, verify_processes=VERIFY_PROCESSES, blobs_folder=self.home.blobs_path
-        ) as db:
+        async with DatabaseThread(self.home.store_path, **store_options(self)) as db:
             self.db = self.changes.db = db
             await self.current_wants()
             await db.call(peers.mark_all_disconnected)
@@ -333,9 +331,7 @@ class Node:
     async def sync_once(self, address: str) -> PeerConnection:
         """Connect to ``address``, replicate both ways until both are caught up, then leave."""
         host, port = parse_address(address)
-        async with DatabaseThread(
-            self.home.store_path, verify_processes=VERIFY_PROCESSES, blobs_folder=self.home.blobs_path
-        ) as db:
+        async with DatabaseThread(self.home.store_path, **store_options(self)) as db:
             self.db = self.changes.db = db
             await self.current_wants()
             stream = await trio.open_tcp_stream(host, port, local_address=self.local_host())
@@ -348,6 +344,16 @@ class Node:
                 return conn
             finally:
                 await close_stream(stream)
+
+
+def store_options(node: Node) -> dict[str, Any]:
+    """How the node opens its store: signature checks in worker processes, the home's blobs, and the
+    key that opens the private messages addressed to it as they are stored (spec/protocol.md §8.6)."""
+    return {
+        "verify_processes": VERIFY_PROCESSES,
+        "blobs_folder": node.home.blobs_path,
+        "box_key": BoxKey(node.key),
+    }
 
 
 def _private_listen(listen: str) -> bool:

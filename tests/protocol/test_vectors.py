@@ -42,6 +42,7 @@ from tidings.protocol import (
     type_of,
     verify_entry,
 )
+from tidings.protocol.box import Box, BoxKey, Message, Opened, Undecryptable, box_context, open_box, seal
 from tidings.protocol.entry import SIGNING_DOMAIN
 from tidings.protocol.record_admission import peek_record
 from tidings.protocol.records import (
@@ -57,6 +58,7 @@ VECTORS = ROOT / "spec" / "vectors"
 SPEC = ROOT / "spec" / "protocol.md"
 FILES = (
     "blobs.json",
+    "box.json",
     "content.json",
     "encoding.json",
     "entries.json",
@@ -363,6 +365,69 @@ def test_blob_refs_valid(vector: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("vector", cases("blobs.json", "invalid"))
 def test_blob_refs_invalid(vector: dict[str, Any]) -> None:
+    fails_with(vector["code"], lambda: decode_content(bytes.fromhex(vector["payload"])))
+
+
+# -- §8.6 private messages ---------------------------------------------------------------------------------
+
+
+def _hex_or_none(text: str | None) -> bytes | None:
+    return None if text is None else bytes.fromhex(text)
+
+
+@pytest.mark.parametrize("vector", cases("box.json", "valid"))
+def test_boxes_seal_and_open(vector: dict[str, Any]) -> None:
+    payload = bytes.fromhex(vector["payload"])
+    box = decode_content(payload)
+    assert isinstance(box, Box) and encode_content(box) == payload
+    assert (len(box.slots), len(box.body)) == (vector["slots"], vector["body"])
+    author, seq, backlink = bytes.fromhex(vector["author"]), vector["seq"], _hex_or_none(vector["backlink"])
+    expected = untag(vector["message"])
+    assert encode(expected).hex() == vector["plain"]
+    assert box_context(author, seq, backlink, box.eph, box.commit).hex() == vector["context"]
+    draws = [bytes.fromhex(d) for d in vector["draws"]]
+    assert (draws[0].hex(), draws[1].hex()) == (vector["eph_secret"], vector["content_key"])
+
+    def rng(n: int) -> bytes:
+        data = draws.pop(0)
+        assert len(data) == n
+        return data
+
+    message = Message.from_map(expected)
+    assert encode_content(seal(message, author=author, seq=seq, backlink=backlink, rng=rng)) == payload
+    assert not draws
+    for opener in vector["openers"]:
+        key = BoxKey(SigningKey(bytes.fromhex(opener["seed"])))
+        assert (key.feed.hex(), key.public.hex()) == (opener["feed"], opener["x25519"])
+        opened = open_box(box, author=author, seq=seq, backlink=backlink, key=key)
+        assert isinstance(opened, Opened)
+        assert same(decode(encode(opened.message.to_map())), expected)
+        alone = Box(eph=box.eph, commit=box.commit, slots=(box.slots[opener["slot"]],) * 4, body=box.body)
+        assert open_box(alone, author=author, seq=seq, backlink=backlink, key=key) is not None
+    outsider = BoxKey(SigningKey(bytes.fromhex(vector["outsider"])))
+    assert open_box(box, author=author, seq=seq, backlink=backlink, key=outsider) is None
+
+
+@pytest.mark.parametrize("vector", cases("box.json", "unopenable"))
+def test_boxes_unopenable(vector: dict[str, Any]) -> None:
+    box = decode_content(bytes.fromhex(vector["payload"]))
+    assert isinstance(box, Box)
+    key = BoxKey(SigningKey(bytes.fromhex(vector["seed"])))
+    got = open_box(
+        box,
+        author=bytes.fromhex(vector["author"]),
+        seq=vector["seq"],
+        backlink=_hex_or_none(vector["backlink"]),
+        key=key,
+    )
+    if vector["result"] == "not_ours":
+        assert got is None
+    else:
+        assert vector["result"] == "undecryptable" and isinstance(got, Undecryptable)
+
+
+@pytest.mark.parametrize("vector", cases("box.json", "invalid"))
+def test_boxes_invalid(vector: dict[str, Any]) -> None:
     fails_with(vector["code"], lambda: decode_content(bytes.fromhex(vector["payload"])))
 
 

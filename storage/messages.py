@@ -1,0 +1,248 @@
+"""Private messages in the store (spec/protocol.md §8.6): what this home's key opened, and reading it.
+
+Theory of operation. A box is opened once, when it is stored, with the store's ``box_key`` (the home's
+X25519 key, ``protocol.box.BoxKey``); the cryptography is ``protocol.box``, the SQL is here. Ingest
+opens the boxes of a batch off the database thread (``Store.prepare``, beside signature checks) and
+the writer records the outcomes with the entries (``record``): an opened message becomes a row of
+``messages``; a box that opened for us but not its message a row with its ``problem``; a box that is
+not ours nothing at all. A box stored with no outcome — written by a process that had no key at hand,
+a payload that came late, our own box just sealed — waits in ``box_pending`` until ``open_pending``
+runs with a key (at the end of every write of a store that has one, and before the inbox is read).
+Deleting a box (spec §8.2.9) drops its row with its payload (``projections.drop_payload``).
+
+Reading groups messages by conversation (the set of participants). A conversation is in the inbox
+when this home wrote in it or one of its authors is a feed this home follows or that follows it;
+otherwise it is a *request*, listed only by ``inbox(requests=True)``. Messages of blocked feeds are
+not shown.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+from tidings.protocol import (
+    Box,
+    DecodeError,
+    Entry,
+    InvalidContent,
+    Opened,
+    Undecryptable,
+    decode_content,
+    entry_id_text,
+    feed_id_text,
+)
+from tidings.protocol.box import conversation_key, open_box
+
+if TYPE_CHECKING:
+    from tidings.protocol import BoxKey
+
+    from .reads import Reads
+
+__all__ = [
+    "Outcome",
+    "conversation",
+    "inbox",
+    "known_feed",
+    "message_of",
+    "open_one",
+    "open_pending",
+    "pending_count",
+    "record",
+]
+
+#: What opening one box gave (``protocol.box.open_box``): None when it is not ours.
+Outcome: TypeAlias = Opened | Undecryptable | None
+
+#: Pending boxes opened per statement batch by ``open_pending``.
+_BATCH = 500
+
+
+def open_one(entry: Entry, box: Box, key: BoxKey) -> Outcome:
+    """Open ``box``, the payload of ``entry``, with ``key`` (spec §8.6)."""
+    return open_box(box, author=entry.author, seq=entry.seq, backlink=entry.backlink, key=key)
+
+
+def record(cur: sqlite3.Cursor, items: list[tuple[int, Entry, Outcome]], me: bytes | None) -> None:
+    """Write what opening boxes gave: ``(row id, entry, outcome)``; our own messages are read."""
+    rows: list[tuple[Any, ...]] = []
+    for rowid, entry, outcome in items:
+        if isinstance(outcome, Opened):
+            message = outcome.message
+            rows.append(
+                (
+                    rowid,
+                    outcome.conversation,
+                    entry.author,
+                    b"".join(message.to),
+                    message.text,
+                    message.reply,
+                    entry.timestamp,
+                    int(entry.author == me),
+                    None,
+                )
+            )
+        elif isinstance(outcome, Undecryptable):
+            rows.append((rowid, None, entry.author, None, None, None, entry.timestamp, 0, outcome.reason))
+    if rows:
+        cur.executemany(
+            "INSERT OR REPLACE INTO messages (entry, conversation, author, recipients, text, reply, ts, read, "
+            "problem) VALUES (?,?,?,?,?,?,?,?,?)",
+            rows,
+        )
+
+
+def pending_count(store: Reads) -> int:
+    """How many stored boxes wait for the key (``open_pending``)."""
+    return int(store.read("SELECT count(*) FROM box_pending")[0][0])
+
+
+def open_pending(cur: sqlite3.Cursor, key: BoxKey) -> int:
+    """Open every box waiting in ``box_pending`` with ``key`` and record what it gave; returns how
+    many were tried. Runs inside the caller's transaction."""
+    tried = 0
+    while True:
+        rows = cur.execute(
+            "SELECT p.entry, e.raw, e.payload FROM box_pending p JOIN entries e ON e.id = p.entry "
+            "ORDER BY p.entry LIMIT ?",
+            (_BATCH,),
+        ).fetchall()
+        if not rows:
+            return tried
+        items: list[tuple[int, Entry, Outcome]] = []
+        for rowid, raw, payload in rows:
+            if payload is None:
+                continue  # deleted meanwhile: nothing to open
+            entry = Entry.decode(bytes(raw))
+            try:
+                box = decode_content(bytes(payload))
+            except (DecodeError, InvalidContent):  # kept but not shown (spec §8.4): nothing to open
+                continue
+            if isinstance(box, Box):
+                items.append((rowid, entry, open_one(entry, box, key)))
+        record(cur, items, key.feed)
+        cur.executemany("DELETE FROM box_pending WHERE entry = ?", [(r[0],) for r in rows])
+        tried += len(rows)
+
+
+def _feeds(blob: bytes | None) -> list[bytes]:
+    data = bytes(blob or b"")
+    return [data[i : i + 32] for i in range(0, len(data), 32)]
+
+
+def _relations(store: Reads, me: bytes) -> tuple[set[bytes], set[bytes]]:
+    """(feeds we follow or that follow us, feeds we block)."""
+    known = {
+        bytes(r[0])
+        for r in store.read(
+            "SELECT target FROM graph WHERE author = ?1 AND kind = 'follow' AND active = 1 "
+            "UNION SELECT author FROM graph WHERE target = ?1 AND kind = 'follow' AND active = 1",
+            (me,),
+        )
+    }
+    blocked = {
+        bytes(r[0])
+        for r in store.read(
+            "SELECT target FROM graph WHERE author = ? AND kind = 'block' AND active = 1", (me,)
+        )
+    }
+    return known, blocked
+
+
+_COLS = "e.hash, m.author, m.recipients, m.text, m.reply, m.ts, m.read, m.conversation, m.problem"
+
+
+def _message(row: Any) -> dict[str, Any]:
+    hash_, author, _, text, reply, ts, read, _, problem = row
+    out: dict[str, Any] = {"id": entry_id_text(bytes(hash_)), "feed": feed_id_text(bytes(author)), "ts": ts}
+    if problem is not None:
+        out.update(undecryptable=True, reason=problem)
+        return out
+    out.update(text=text, read=bool(read))
+    if reply is not None:
+        out["reply"] = entry_id_text(bytes(reply))
+    return out
+
+
+def inbox(store: Reads, me: bytes, *, requests: bool = False) -> list[dict[str, Any]]:
+    """Conversations newest first: ``{"with", "messages", "unread", "ts", "last"}`` (``with``: the
+    other participants); with ``requests``, those of strangers instead. Undecryptable boxes from
+    feeds of the same standing follow, one line each with ``"undecryptable": true``."""
+    known, blocked = _relations(store, me)
+    rows = store.read(
+        f"SELECT {_COLS} FROM messages m JOIN entries e ON e.id = m.entry WHERE e.deleted = 0 "
+        "ORDER BY m.ts DESC, m.entry DESC"
+    )
+    groups: dict[bytes, list[Any]] = {}
+    odd: list[Any] = []
+    for row in rows:
+        if bytes(row[1]) in blocked:
+            continue
+        if row[7] is None:
+            odd.append(row)
+        else:
+            groups.setdefault(bytes(row[7]), []).append(row)
+    out = []
+    for messages in groups.values():
+        authors = {bytes(r[1]) for r in messages}
+        if (me in authors or bool(authors & known)) == requests:
+            continue
+        latest = messages[0]
+        others = sorted({bytes(latest[1]), *_feeds(latest[2])} - {me})
+        out.append(
+            {
+                "with": [feed_id_text(f) for f in others],
+                "messages": len(messages),
+                "unread": sum(1 for r in messages if not r[6]),
+                "ts": latest[5],
+                "last": _message(latest),
+            }
+        )
+    out += [_message(r) for r in odd if (bytes(r[1]) in known) != requests]
+    return out
+
+
+def conversation(
+    store: Reads, me: bytes, others: set[bytes], *, mark_read: bool = True
+) -> list[dict[str, Any]]:
+    """The messages of the conversation of ``me`` with ``others``, oldest first; marks them read."""
+    key = conversation_key([me, *others])
+    _, blocked = _relations(store, me)
+    rows = [
+        r
+        for r in store.read(
+            f"SELECT {_COLS}, m.entry FROM messages m JOIN entries e ON e.id = m.entry "
+            "WHERE m.conversation = ? AND e.deleted = 0 ORDER BY m.ts, m.entry",
+            (key,),
+        )
+        if bytes(r[1]) not in blocked
+    ]
+    unread = [(r[9],) for r in rows if not r[6]]
+    if mark_read and unread:
+        with store.transaction() as cur:
+            cur.executemany("UPDATE messages SET read = 1 WHERE entry = ?", unread)
+    return [_message(r[:9]) for r in rows]
+
+
+def message_of(store: Reads, entry_hash: bytes) -> tuple[bytes, list[bytes]] | None:
+    """The author and the recipients of the opened message of entry ``entry_hash``; None when this
+    home holds no opened message there."""
+    rows = store.read(
+        "SELECT m.author, m.recipients FROM messages m JOIN entries e ON e.id = m.entry "
+        "WHERE e.hash = ? AND m.conversation IS NOT NULL AND e.deleted = 0",
+        (entry_hash,),
+    )
+    if not rows:
+        return None
+    return bytes(rows[0][0]), _feeds(rows[0][1])
+
+
+def known_feed(store: Reads, feed: bytes) -> bool:
+    """Whether this store knows ``feed`` at all: holds an entry of it, a follow or block naming it,
+    or met it as a peer (a message to a mistyped id would reach nobody)."""
+    rows = store.read(
+        "SELECT EXISTS (SELECT 1 FROM feeds WHERE author = ?1) OR EXISTS (SELECT 1 FROM graph WHERE target = ?1) "
+        "OR EXISTS (SELECT 1 FROM peers WHERE feed = ?1)",
+        (feed,),
+    )
+    return bool(rows[0][0])

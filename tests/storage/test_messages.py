@@ -1,0 +1,216 @@
+"""Private messages in the store (storage/messages.py, spec/protocol.md §8.6): opened once on ingest with
+the store's key, kept for the participants only, waiting for a key when there is none, dropped with a
+delete, undecryptable boxes never read, strangers in requests, and never in search or timelines."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+
+from tidings.protocol import (
+    Block,
+    Box,
+    BoxKey,
+    Content,
+    Delete,
+    Entry,
+    Follow,
+    Message,
+    Post,
+    SigningKey,
+    create_entry,
+    decode_content,
+    encode_content,
+    entry_id_text,
+    feed_id_text,
+    seal,
+    skip_target,
+)
+from tidings.storage import messages
+from tidings.storage.store import Store
+
+from tests.support.entries import raw
+
+KEYS = [SigningKey(hashlib.blake2b(b"storage box %d" % i, digest_size=32).digest()) for i in range(5)]
+ALICE, BOB, CAROL, DAVE, ERIN = KEYS
+RNG = random.Random(7).randbytes
+
+
+def log(key: SigningKey, items: list[Content | Message], start: list[tuple[Entry, bytes]] | None = None):
+    """Entries of ``key``'s feed: content as it is, messages sealed for their place in the log."""
+    out = list(start or [])
+    for item in items:
+        seq = len(out) + 1
+        back = out[-1][0].hash if out else None
+        content = (
+            seal(item, author=key.public_key, seq=seq, backlink=back, rng=RNG)
+            if isinstance(item, Message)
+            else item
+        )
+        payload = encode_content(content)
+        target = skip_target(seq)
+        entry = create_entry(
+            key,
+            seq=seq,
+            backlink=back,
+            skiplink=out[target - 1][0].hash if target else None,
+            timestamp=1_000_000 + seq,
+            payload=payload,
+        )
+        out.append((entry, payload))
+    return out[len(start or []) :]
+
+
+def to(*keys: SigningKey, text: str = "the key is under the mat", reply: bytes | None = None) -> Message:
+    return Message(text=text, to=tuple(k.public_key for k in keys), reply=reply)
+
+
+def opened_store(tmp_path, key: SigningKey) -> Store:
+    store = Store(tmp_path / f"{key.public_key.hex()[:6]}.db", box_key=BoxKey(key))
+    store.set_meta("self", key.public_key)
+    return store
+
+
+def test_alice_writes_bob_and_carol_read_dave_holds_only_the_box(tmp_path):
+    alice_log = log(ALICE, [Post(text="public"), to(BOB, CAROL)])
+    stores = {k: opened_store(tmp_path, k) for k in (BOB, CAROL, DAVE)}
+    try:
+        for reader, store in stores.items():
+            store.append(reader, Follow(feed=ALICE.public_key), now=1)
+            prepared = store.prepare(raw(alice_log))
+            assert list(prepared.opened) == [alice_log[1][0].hash]  # opened off the database thread
+            result = store.ingest_prepared(prepared)
+            assert len(result.added) == 2
+        for reader in (BOB, CAROL):
+            (conv,) = messages.inbox(stores[reader], reader.public_key)
+            others = {feed_id_text(k.public_key) for k in (ALICE, BOB, CAROL)} - {
+                feed_id_text(reader.public_key)
+            }
+            assert set(conv["with"]) == others
+            assert (conv["messages"], conv["unread"]) == (1, 1)
+            assert conv["last"]["text"] == "the key is under the mat"
+            others_keys = {ALICE.public_key, BOB.public_key, CAROL.public_key} - {reader.public_key}
+            shown = messages.conversation(stores[reader], reader.public_key, others_keys)
+            assert [m["text"] for m in shown] == ["the key is under the mat"]
+            assert messages.inbox(stores[reader], reader.public_key)[0]["unread"] == 0  # read now
+        dave = stores[DAVE]
+        assert messages.inbox(dave, DAVE.public_key) == []
+        assert messages.inbox(dave, DAVE.public_key, requests=True) == []
+        assert dave.read("SELECT count(*) FROM messages")[0][0] == 0
+        assert dave.read("SELECT count(*) FROM box_pending")[0][0] == 0  # tried once, not ours
+        ((payload, kind),) = dave.read("SELECT payload, type FROM entries WHERE seq = 2")
+        assert kind == "box" and len(payload) == 560  # the padded box, nothing more
+        assert b"mat" not in bytes(payload)
+    finally:
+        for store in stores.values():
+            store.close()
+
+
+def test_the_author_reads_its_own_message_and_it_is_read(tmp_path):
+    with opened_store(tmp_path, ALICE) as store:
+        entry = store.append(ALICE, to(BOB), rng=RNG, now=5)
+        box = decode_content(store.raw_entry(entry.hash)[1])
+        assert isinstance(box, Box)
+        (conv,) = messages.inbox(store, ALICE.public_key)
+        assert conv["with"] == [feed_id_text(BOB.public_key)] and conv["unread"] == 0
+        assert conv["last"]["id"] == entry_id_text(entry.hash)
+        # the box is bound to the seq and backlink it was sealed for
+        assert messages.open_one(entry, box, BoxKey(BOB)) is not None
+
+
+def test_without_the_key_boxes_wait_and_are_opened_once_it_comes(tmp_path):
+    alice_log = log(ALICE, [to(BOB), to(BOB, text="second")])
+    with Store(tmp_path / "bob.db") as store:
+        store.ingest(raw(alice_log))
+        assert messages.pending_count(store) == 2
+        assert store.read("SELECT count(*) FROM messages")[0][0] == 0
+        with store.transaction() as cur:
+            assert messages.open_pending(cur, BoxKey(BOB)) == 2
+        assert messages.pending_count(store) == 0
+        assert messages.inbox(store, BOB.public_key, requests=True)[0]["messages"] == 2
+
+
+def test_a_payload_that_comes_late_is_opened(tmp_path):
+    alice_log = log(ALICE, [to(BOB)])
+    with opened_store(tmp_path, BOB) as store:
+        store.ingest([(alice_log[0][0].raw, None)])
+        assert store.read("SELECT count(*) FROM messages")[0][0] == 0
+        store.ingest(raw(alice_log))
+        assert (
+            messages.inbox(store, BOB.public_key, requests=True)[0]["last"]["text"]
+            == "the key is under the mat"
+        )
+
+
+def test_a_deleted_box_is_dropped_with_what_was_read_of_it(tmp_path):
+    first = log(ALICE, [to(BOB)])
+    deletion = log(ALICE, [Delete(target=first[0][0].hash)], start=first)
+    with opened_store(tmp_path, ALICE) as alice:
+        entry = alice.append(ALICE, to(BOB), rng=RNG, now=5)
+        alice.append(ALICE, Delete(target=entry.hash), now=6)
+        assert messages.inbox(alice, ALICE.public_key) == []
+        assert alice.read("SELECT payload FROM entries WHERE seq = 1")[0][0] is None
+    with opened_store(tmp_path, BOB) as bob:
+        bob.ingest(raw(first))
+        assert messages.inbox(bob, BOB.public_key, requests=True)
+        bob.ingest(raw(deletion))
+        assert messages.inbox(bob, BOB.public_key, requests=True) == []
+        assert bob.read("SELECT count(*) FROM messages")[0][0] == 0
+    with opened_store(tmp_path, CAROL) as late:  # the delete first, then the box: never opened
+        late.box_key = BoxKey(BOB)
+        late.ingest(raw(deletion))
+        late.ingest(raw(first))
+        assert late.read("SELECT count(*) FROM messages")[0][0] == 0
+        assert messages.pending_count(late) == 0
+
+
+def test_a_changed_box_is_undecryptable_never_altered_text(tmp_path):
+    """Alice signs a box whose body she changed after sealing: the entry is valid, the box shown as
+    undecryptable to bob, with no text."""
+    box = seal(to(BOB), author=ALICE.public_key, seq=1, backlink=None, rng=RNG)
+    body = bytearray(box.body)
+    body[10] ^= 0x04
+    bad = Box(eph=box.eph, commit=box.commit, slots=box.slots, body=bytes(body))
+    payload = encode_content(bad)
+    entry = create_entry(ALICE, seq=1, backlink=None, skiplink=None, timestamp=5, payload=payload)
+    with opened_store(tmp_path, BOB) as store:
+        store.append(BOB, Follow(feed=ALICE.public_key), now=1)
+        assert len(store.ingest([(entry.raw, payload)]).added) == 1
+        (line,) = messages.inbox(store, BOB.public_key)
+        assert line["undecryptable"] is True and "text" not in line
+        assert line["feed"] == feed_id_text(ALICE.public_key)
+
+
+def test_strangers_go_to_requests_and_blocked_feeds_nowhere(tmp_path):
+    with opened_store(tmp_path, BOB) as store:
+        store.ingest(raw(log(ERIN, [to(BOB, text="buy my bees")])))
+        assert messages.inbox(store, BOB.public_key) == []
+        (request,) = messages.inbox(store, BOB.public_key, requests=True)
+        assert request["last"]["text"] == "buy my bees"
+        # a feed that follows bob is not a stranger
+        store.ingest(raw(log(CAROL, [Follow(feed=BOB.public_key), to(BOB, text="hi from carol")])))
+        assert [c["last"]["text"] for c in messages.inbox(store, BOB.public_key)] == ["hi from carol"]
+        # answering a request moves it to the inbox
+        store.append(BOB, to(ERIN, text="no thanks"), rng=RNG, now=10_000_000)
+        assert [c["last"]["text"] for c in messages.inbox(store, BOB.public_key)] == [
+            "no thanks",
+            "hi from carol",
+        ]
+        store.append(BOB, Block(feed=CAROL.public_key), now=10_000_001)
+        assert [c["last"]["text"] for c in messages.inbox(store, BOB.public_key)] == ["no thanks"]
+
+
+def test_boxes_never_reach_search_timelines_or_the_ranked_candidates(tmp_path):
+    from tidings.storage import ranking
+
+    with opened_store(tmp_path, BOB) as store:
+        store.append(BOB, Follow(feed=ALICE.public_key), now=1)
+        store.ingest(raw(log(ALICE, [Post(text="public gardens"), to(BOB, text="secret gardens")])))
+        store.update_search_index()
+        assert [r["content"]["text"] for r in store.search("gardens")] == ["public gardens"]
+        assert store.search("secret") == []
+        timeline = store.timeline(BOB.public_key)
+        assert [t["type"] for t in timeline] == ["post"]
+        ranking.set_authors(store, [ALICE.public_key, BOB.public_key])
+        rows = ranking.candidate_page(store, before=None, since=0, n=100)
+        assert [r[5] for r in rows] == ["post"]  # the type column: the box is no candidate
