@@ -3,12 +3,9 @@
 Theory of operation. A ``Download`` opens the blob's partial file (storage/blob_partial.py), which
 starts where an earlier try stopped, and asks one holder at a time for the rest, in ranges of
 ``BLOB_RANGE`` bytes with two ranges in flight, so the next one is under way while the last bytes of
-the one before arrive. The connection's reader hands each ``blob_data`` to ``on_data`` (the data of a
-connection's requests comes in order, §12.12, and ``BlobRequests`` has checked it against the
-request), which passes it on in batches of ``FLUSH`` bytes to the download's writer: hashing and
-writing the bytes cost as much CPU as receiving them, so they run on a worker thread, beside the event
-loop. At most ``WINDOW`` ranges are in flight, so at most that much is held in memory, whatever the
-blob's size. A holder is given up, and the next one asked
+the one before arrive. The connection's reader hands each ``blob_data`` to ``on_data``, which appends
+it to the partial file at once (the data of a connection's requests comes in order, §12.12, and
+``BlobRequests`` has checked it against the request). A holder is given up, and the next one asked
 from the byte reached, when its connection ends, it refuses (``blob_none``), or a range takes longer
 than ``blob_range_timeout`` (an endless slow stream: its score drops, ``slow_blob``)::
 
@@ -30,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -52,8 +48,6 @@ log = logging.getLogger("tidings.blobs")
 
 #: Ranges asked for at once from one holder.
 WINDOW = 2
-#: Bytes received before they go to the writer thread in one batch.
-FLUSH = 1 << 20
 #: A holder that answers ``busy`` (its other requests first) is asked again after a pause, a few times.
 BUSY_PAUSE = 0.2
 BUSY_TRIES = 20
@@ -83,12 +77,6 @@ class Download:
         self._outstanding: list[int] = []
         self._failure: _HolderFailed | None = None
         self._event = trio.Event()
-        #: bytes received so far (the partial file's length once the writer caught up)
-        self.at = 0
-        self._batch: list[bytes] = []
-        self._batched = 0
-        self._writes: trio.MemorySendChannel[list[bytes]]
-        self._write_error: str | None = None
 
     @property
     def blob(self) -> BlobId:
@@ -98,8 +86,11 @@ class Download:
         fetcher = self.fetcher
         store = fetcher.service.store
         assert store is not None
+        tried: set[int] = set()
+        busy = 0
+        conn = self.conn
         if self.want.size is None:  # a preview or a blob asked for by id: the size the holder gave
-            self.want = dataclasses.replace(self.want, size=fetcher.holders[self.want.blob][id(self.conn)])
+            self.want = dataclasses.replace(self.want, size=fetcher.holders[self.want.blob][id(conn)])
         size = self.want.size
         assert size is not None
         try:
@@ -107,75 +98,38 @@ class Download:
         except BlobError as exc:
             await fetcher.failed(self.want, exc.code, exc.message)
             return
-        self.at = part.offset
-        if part.offset:
-            log.info("resuming blob %s at byte %d of %d", self.blob, part.offset, size)
-        send, receive = trio.open_memory_channel[list[bytes]](math.inf)  # at most WINDOW ranges
-        self._writes = send
         try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._writer, part, receive)
+            if part.offset:
+                log.info("resuming blob %s at byte %d of %d", self.blob, part.offset, size)
+            while part.offset < size and part.state == "OPEN":
+                if conn is None:
+                    await fetcher.failed(
+                        self.want,
+                        "not_found",
+                        f"no connected peer has the rest ({part.offset} of {size} bytes here)",
+                    )
+                    return
                 try:
-                    whole = await self._fetch(size)
-                finally:
-                    self._flush()
-                    send.close()
-            if whole:  # every byte received is written now (the writer has ended)
-                await self._finish(store, part)
+                    await self._from(conn, size)
+                except _HolderFailed as failure:
+                    log.info(
+                        "blob %s from %s: %s (%s)", self.blob, conn.address, failure.reason, failure.code
+                    )
+                    if failure.code == "busy" and busy < BUSY_TRIES:  # its other requests first
+                        busy += 1
+                        await trio.sleep(BUSY_PAUSE)
+                        continue
+                    tried.add(id(conn))
+                    conn = self.conn = fetcher.holder(self.want, tried)
+            await self._finish(store, part)
         finally:
             self.conn = None
             part.close()
 
-    async def _fetch(self, size: int) -> bool:
-        """Receive every byte from the holders in turn; False (the failure recorded) when they run out."""
-        fetcher, conn = self.fetcher, self.conn
-        tried: set[int] = set()
-        busy = 0
-        while self.at < size:
-            if self._write_error is not None:
-                await fetcher.failed(self.want, "io", self._write_error)
-                return False
-            if conn is None:
-                await fetcher.failed(
-                    self.want, "not_found", f"no connected peer has the rest ({self.at} of {size} bytes here)"
-                )
-                return False
-            try:
-                await self._from(conn, size)
-            except _HolderFailed as failure:
-                log.info("blob %s from %s: %s (%s)", self.blob, conn.address, failure.reason, failure.code)
-                if failure.code == "busy" and busy < BUSY_TRIES:  # its other requests first
-                    busy += 1
-                    await trio.sleep(BUSY_PAUSE)
-                    continue
-                tried.add(id(conn))
-                conn = self.conn = fetcher.holder(self.want, tried)
-        return True
-
-    async def _writer(self, part: PartialBlob, batches: trio.MemoryReceiveChannel[list[bytes]]) -> None:
-        """Append what arrives to the partial file on a worker thread (hashing and writing a blob take
-        as long as receiving it: they run beside the event loop, not in it)."""
-        async with batches:
-            async for batch in batches:
-                if self._write_error is not None:
-                    continue
-                try:
-                    await trio.to_thread.run_sync(_write_all, part, batch)
-                except BlobError as exc:
-                    self._write_error = exc.message
-                    self._event.set()
-
-    def _flush(self) -> None:
-        if self._batch:
-            self._writes.send_nowait(self._batch)
-            self._batch, self._batched = [], 0
-
     async def _finish(self, store: BlobStore, part: PartialBlob) -> None:
         fetcher = self.fetcher
-        if part.state != "OPEN" or self._write_error is not None:
-            await fetcher.failed(
-                self.want, "io", self._write_error or "the partial file could not be written"
-            )
+        if part.state != "OPEN":
+            await fetcher.failed(self.want, "io", "the partial file could not be written")
             return
         try:
             await trio.to_thread.run_sync(part.finish, _checker(self.want.mime))
@@ -200,13 +154,15 @@ class Download:
 
     async def _from(self, conn: Any, size: int) -> None:
         """Ranges from ``conn`` until the blob is whole; ``_HolderFailed`` when it fails us."""
+        part = self.part
+        assert part is not None
         fetcher, node = self.fetcher, self.fetcher.node
         self._failure, self._outstanding = None, []
         requests = conn.blobs.requests
-        asked = self.at
+        asked = part.offset
         timeout = float(node.limits["blob_range_timeout"])
         try:
-            while self.at < size:
+            while part.offset < size:
                 while len(self._outstanding) < WINDOW and asked < size:
                     get = requests.ask(self.want.blob, asked, min(BLOB_RANGE, size - asked))
                     fetcher.routes[(id(conn), get.request)] = self
@@ -238,19 +194,21 @@ class Download:
 
     # -- what the connection hands over ----------------------------------------------------------------
     def on_data(self, conn: Any, got: Received) -> None:
-        if conn is not self.conn or self.part is None or self._failure is not None:
+        part = self.part
+        if conn is not self.conn or part is None or self._failure is not None:
             return
-        if got.offset != self.at:
-            self.fetcher.node.penalize(conn.host, "invalid")
-            self._fail(_HolderFailed("bad_order", f"data at byte {got.offset}, expected {self.at}"))
+        if got.offset != part.offset:
+            node = self.fetcher.node
+            node.penalize(conn.host, "invalid")
+            self._fail(_HolderFailed("bad_order", f"data at byte {got.offset}, expected {part.offset}"))
             return
-        self._batch.append(got.data)
-        self._batched += len(got.data)
-        self.at += len(got.data)
+        try:
+            part.write(got.data)
+        except BlobError as exc:
+            self._fail(_HolderFailed(exc.code, exc.message))
+            return
         self.contributors.add(conn.host)
         self.received += len(got.data)
-        if self._batched >= FLUSH or got.done:
-            self._flush()
         if got.done:
             self._outstanding.remove(got.request)
             self.fetcher.routes.pop((id(conn), got.request), None)
@@ -272,10 +230,11 @@ class Download:
         self._event.set()
 
     def progress(self) -> dict[str, Any]:
+        part = self.part
         return {
             "blob": str(self.blob),
             "size": self.want.size,
-            "have": self.at,
+            "have": 0 if part is None else part.offset,
             "from": None if self.conn is None else self.conn.address,
         }
 
@@ -292,11 +251,6 @@ def _check_picture(path: Path, mime: str) -> None:
     if mime == "image/*":
         mime = picture_mime(path) or "image/*"
     inspect_picture(path, mime)
-
-
-def _write_all(part: PartialBlob, batch: list[bytes]) -> None:
-    for chunk in batch:
-        part.write(chunk)
 
 
 def _record(store: Any, blobs: BlobStore, blob: bytes, size: int) -> None:
