@@ -320,6 +320,7 @@ def status(session: Session, as_json: bool) -> None:
     """Whether the node runs, where it listens, and what the store holds."""
     from tidings.node.addresses import format_address
     from tidings.protocol import feed_id_text
+    from tidings.storage import blob_wants
     from tidings.storage.blob_upkeep import blob_usage
 
     from .commands_blob import size_text
@@ -341,7 +342,10 @@ def status(session: Session, as_json: bool) -> None:
         "reachability": info.get("reachability", "unknown") if info else None,
         "observed": info.get("observed") if info else None,
         # spec/cli.md: what the blobs take, and how much of it gc may evict (others' blobs)
-        "blobs": blob_usage(session.home.open_blobs(store), store, session.me(), quota),
+        "blobs": {
+            **blob_usage(session.home.open_blobs(store), store, session.me(), quota),
+            "wanted": len(blob_wants.wants(store)),  # spec/protocol.md §12.12
+        },
     }
     if as_json:
         emit(out)
@@ -355,7 +359,14 @@ def status(session: Session, as_json: bool) -> None:
         f"blobs:   {_count(used['count'], 'blob')}, {size_text(used['bytes'])} of a quota of "
         f"{size_text(used['quota'])} (kept: {used['kept']}, {size_text(used['kept_bytes'])}; "
         f"others': {used['others']}, {size_text(used['others_bytes'])})"
+        + (f"; {used['wanted']} wanted from peers" if used["wanted"] else "")
     )
+    counted = out["counters"]
+    if counted.get("blob_downloads") or counted.get("blob_fetched"):
+        click.echo(
+            f"fetching: {_count(counted.get('blob_downloads', 0), 'blob')} now, "
+            f"{counted.get('blob_fetched', 0)} fetched and {counted.get('blob_failures', 0)} failed tries since start"
+        )
     if out["reachability"] is not None:
         seen = f" (peers see {out['observed']})" if out["observed"] else ""
         click.echo(f"reachability: {out['reachability']}{seen}")

@@ -310,7 +310,8 @@ class Fetcher:
         if download is not None:
             download.on_refused(conn, request, code, reason)
 
-    def statistics(self) -> dict[str, Any]:
+    def statistics(self) -> dict[str, int]:
+        """Blobs being fetched now, fetched and failed since the node started (``node.json``)."""
         return {"downloads": len(self.downloads), "fetched": self.fetched, "failures": self.failures}
 
 

@@ -377,6 +377,7 @@ def counters(node: Node) -> dict[str, int]:
         **node.relays.counters(),
         **({} if node.discovery is None else node.discovery.counters()),
         **{f"punch_{k}": v for k, v in node.punching.statistics().items() if k != "running"},
+        **{f"blob_{k}": v for k, v in node.blobs.fetcher.statistics().items()},
     }
 
 

@@ -47,6 +47,7 @@ def test_delete_drops_the_blobs_no_other_post_names(tmp_path: Path) -> None:
         "kept_bytes": total,
         "others": 0,
         "others_bytes": 0,
+        "wanted": 0,
     }
     tidings(home, "delete", first)
     assert _blobs(home) == held  # the second post still names them

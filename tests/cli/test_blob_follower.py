@@ -69,6 +69,13 @@ def test_a_follower_gets_the_photo_without_its_metadata_and_its_page_shows_it(tm
             assert picture.size == (640, 480) and (ref["width"], ref["height"]) == (640, 480)
         assert ref["alt"] == ALT
 
+        def fetched() -> bool:
+            status = json.loads(tidings(bob, "status", "--json").stdout)
+            return status["counters"].get("blob_fetched", 0) >= 2 and status["blobs"]["wanted"] == 0
+
+        wait_for(fetched, 10)  # the picture and its preview; nothing left to fetch
+        assert "fetching: 0 blobs now, 2 fetched" in tidings(bob, "status").stdout
+
         url = page_url(bob)
         login = f"{url}/login?code={auth.new_login_code(bob)}"
         shot = tmp_path / "bob-sees-the-harbour.png"
