@@ -44,6 +44,9 @@ from typing import Any, ClassVar
 
 import nacl.bindings as sodium
 import nacl.exceptions
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from .content_base import Content
 from .encoding import decode, encode
@@ -221,19 +224,24 @@ class BoxKey:
     """What a reader needs to open boxes: its feed key and the X25519 keys converted from its
     Ed25519 identity (spec §8.6)."""
 
-    __slots__ = ("_secret", "feed", "public")
+    __slots__ = ("_exchange", "feed", "public")
 
     def __init__(self, key: SigningKey) -> None:
         _, secret = sodium.crypto_sign_seed_keypair(key.seed)
-        self._secret = bytes(sodium.crypto_sign_ed25519_sk_to_curve25519(secret))
+        x25519 = bytes(sodium.crypto_sign_ed25519_sk_to_curve25519(secret))
+        # Converted once per key, not per box. The per-box X25519 and slot opens use ``cryptography``,
+        # which keeps the GIL for these microsecond calls: PyNaCl (cffi) gives it up on every call, and
+        # a node opens boxes on the thread that prepares a batch while another thread writes the last
+        # one, so each call waited for the writer to hand the GIL back (bench/RESULTS.md, private).
+        self._exchange = X25519PrivateKey.from_private_bytes(x25519).exchange
         self.feed = key.public_key
         self.public = x25519_public(key.public_key)
 
     def shared(self, eph: bytes) -> bytes | None:
         """X25519 with the box's ephemeral key; None for a point that gives no secret (low order)."""
         try:
-            return bytes(sodium.crypto_scalarmult(self._secret, eph))
-        except (nacl.exceptions.CryptoError, nacl.exceptions.RuntimeError, ValueError):
+            return self._exchange(X25519PublicKey.from_public_bytes(eph))
+        except ValueError:
             return None
 
     def __repr__(self) -> str:
@@ -347,11 +355,12 @@ def open_box(
     context = box_context(author, seq, backlink, box.eph, box.commit)
     wrap = _kdf(shared, _WRAP, box.eph + key.public)
     content_key = None
+    aead = ChaCha20Poly1305(wrap)  # the same AEAD as sealing (RFC 8439): see BoxKey on why this library
     for slot in box.slots:
         try:
-            content_key = sodium.crypto_aead_chacha20poly1305_ietf_decrypt(slot, context, _NONCE, wrap)
+            content_key = aead.decrypt(_NONCE, slot, context)
             break
-        except nacl.exceptions.CryptoError:
+        except InvalidTag:
             continue
     if content_key is None:
         return None

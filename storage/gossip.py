@@ -14,9 +14,12 @@ __all__ = ["entries_after", "heads", "new_rows", "wanted_feeds"]
 
 
 def wanted_feeds(store: Store, me: bytes, hops: int) -> set[bytes]:
-    """Our feed, follows up to ``hops`` away (1: our follows; 2: also theirs), swarm members, never blocked feeds.
+    """Our feed, follows up to ``hops`` away (1: our follows; 2: also theirs), the feeds that follow us,
+    swarm members, never blocked feeds (spec §12.3).
 
     Blocks: our own blocks always; a feed blocked by us is neither wanted nor walked through.
+    Followers are the authors of the active follow entries held that name our feed (also with
+    ``hops`` 0), so that their private messages reach us (spec §8.6); they are not walked through.
     """
     blocked = {
         bytes(r[0])
@@ -42,6 +45,13 @@ def wanted_feeds(store: Store, me: bytes, hops: int) -> set[bytes]:
         frontier = nxt
         if not frontier:
             break
+    # our followers, on the graph_target index (spec §12.3, node/net/followers.py)
+    wanted |= {
+        bytes(r[0])
+        for r in store.read(
+            "SELECT author FROM graph WHERE target = ? AND kind = 'follow' AND active = 1", (me,)
+        )
+    }
     # the members of our swarms are replicated like follows (storage/dht.py)
     wanted |= {
         bytes(r[0])

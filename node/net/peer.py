@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import trio
+from tidings.node.net import followers
 from tidings.node.net.blob_serve import PeerBlobs
 from tidings.node.net.budgets import RateLimit
 from tidings.node.net.feeder import Feeder
@@ -109,6 +110,7 @@ class PeerConnection:
         self._frames = RateLimit(limits["frames_per_second"], limits["frames_per_second"] * 2, clock)
         self._entries = RateLimit(limits["entries_per_second"], limits["entries_per_second"] * 2, clock)
         self._asked: set[bytes] = set()
+        self.candidate = False  # its clock named our feed: we asked for its own (node/net/followers.py)
         #: what the peer asked and was sent here, and its work budget (spec §12.8.6)
         self.work = Ledger(limits["work_budget"])
         self.connected_at = clock.monotonic()
@@ -264,6 +266,7 @@ class PeerConnection:
                     await self.ingest.submit(keep)
             elif isinstance(event, Clock):
                 await self.feeder.wants(event.items)
+                await followers.on_clock(self, event.items)
             elif isinstance(event, CaughtUp):
                 await self.ingest.wait_stored()  # what it sent before caught_up is stored first
                 if self.once:
@@ -343,7 +346,7 @@ class PeerConnection:
 
     def _filter(self, items: tuple[tuple[bytes, bytes | None], ...]) -> list[tuple[bytes, bytes | None]]:
         """Keep entries of feeds we want; note that the peer holds what it sent (no echo by push)."""
-        wants = self.node.wanted | ({self.feed} if self.once else set())
+        wants = self.node.wanted | ({self.feed} if self.once or self.candidate else set())
         keep: list[tuple[bytes, bytes | None]] = []
         live = not self.once and self._caught_up_in >= self._clocks_out > 0
         now = self.node.clock.monotonic()
