@@ -49,6 +49,7 @@ __all__ = [
     "open_pending",
     "pending_count",
     "record",
+    "unread",
 ]
 
 #: What opening one box gave (``protocol.box.open_box``): None when it is not ours.
@@ -222,6 +223,35 @@ def conversation(
         with store.transaction() as cur:
             cur.executemany("UPDATE messages SET read = 1 WHERE entry = ?", unread)
     return [_message(r[:9]) for r in rows]
+
+
+def unread(store: Reads, me: bytes) -> dict[str, Any]:
+    """What the inbox badge shows, without reading the messages: ``{"unread", "requests", "newest"}``
+    (unread messages of the inbox's conversations and of the requests, as ``inbox`` counts them, and
+    the id of the newest shown message by arrival, or None): one row per author of a conversation."""
+    known, blocked = _relations(store, me)
+    rows = store.read(
+        "SELECT m.conversation, m.author, sum(m.read = 0), max(m.entry) FROM messages m "
+        "JOIN entries e ON e.id = m.entry WHERE e.deleted = 0 AND m.conversation IS NOT NULL "
+        "GROUP BY m.conversation, m.author"
+    )
+    groups: dict[bytes, tuple[set[bytes], int]] = {}
+    newest = 0
+    for conversation, author, waiting, last in rows:
+        if bytes(author) in blocked:
+            continue
+        authors, count = groups.get(bytes(conversation), (set(), 0))
+        groups[bytes(conversation)] = ({*authors, bytes(author)}, count + int(waiting))
+        newest = max(newest, int(last))
+    counts = {False: 0, True: 0}  # requests? -> unread messages
+    for authors, count in groups.values():
+        counts[not (me in authors or bool(authors & known))] += count
+    found = store.read("SELECT hash FROM entries WHERE id = ?", (newest,)) if newest else []
+    return {
+        "unread": counts[False],
+        "requests": counts[True],
+        "newest": entry_id_text(bytes(found[0][0])) if found else None,
+    }
 
 
 def message_of(store: Reads, entry_hash: bytes) -> tuple[bytes, list[bytes]] | None:

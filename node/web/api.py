@@ -16,8 +16,10 @@ from tidings.node.ranking.registry import parse_weights
 from tidings.node.ranking.timeline import rank_timeline, swarm_timeline
 from tidings.node.web.blobs import profile_json, refs_from_json, with_attachments
 from tidings.node.web.context import WebContext
+from tidings.node.web.messages import ROUTES as MESSAGE_ROUTES
 from tidings.node.web.routes import ApiError, Args, Param, Route
-from tidings.protocol import EntryId, FeedId, ProtocolError, feed_id_text
+from tidings.node.web.routes import parse_feed as _feed
+from tidings.protocol import EntryId, ProtocolError, feed_id_text
 from tidings.storage import dht, peers
 from tidings.storage.errors import NotFound
 
@@ -31,16 +33,6 @@ MAX_LIMIT = 500
 
 
 # -- helpers run on the database thread -----------------------------------------------------------------
-def _feed(text: str) -> bytes:
-    try:
-        return FeedId.parse(text.strip()).key
-    except ProtocolError as exc:
-        reason = exc.message.removeprefix("feed id: ")  # what is wrong (protocol/identity.py)
-        raise ApiError(
-            f"{text!r} is not a feed id (@ + 52 base32 characters): {reason}", code="bad_feed"
-        ) from exc
-
-
 def _log(store: Store, me: bytes, feed: str | None, limit: int | None) -> list[dict[str, Any]]:
     author = _feed(feed) if feed else me
     if author != me and store.feed_info(author) is None:
@@ -372,6 +364,7 @@ ROUTES: tuple[Route, ...] = (
     Route(method="POST", path="/api/swarms/join", handler=post_swarm_join, summary="Join a swarm.", params=(Param(name="name", required=True, description="The swarm's name."),), response="SwarmJoined", tags=("network",)),
     Route(method="POST", path="/api/swarms/leave", handler=post_swarm_leave, summary="Leave a swarm.", params=(Param(name="name", required=True, description="The swarm's name."),), response="SwarmLeft", tags=("network",)),
     Route(method="GET", path="/api/peers", handler=get_peers, summary="Peers met: addresses, last seen, connected now.", response="Peer", is_list=True, tags=("network",)),
-    Route(method="GET", path="/api/events", handler=get_events, summary="Server-sent events: 'changed' when new entries are stored.", stream=True, tags=("network",)),
+    *MESSAGE_ROUTES,
+    Route(method="GET", path="/api/events", handler=get_events, summary="Server-sent events: 'hello' on connecting (with the unread messages, as /api/unread), 'changed' when new entries are stored, 'messages' when the unread messages or the newest message changed.", stream=True, tags=("network",)),
     Route(method="GET", path="/api/openapi.json", handler=get_openapi, summary="This document.", response="Object", tags=("meta",)),
 )  # fmt: skip

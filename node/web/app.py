@@ -6,7 +6,9 @@ Theory of operation: every HTTP request first has its ``Host`` checked (node/web
 - ``GET /login?code=CODE`` trades a one-time code from ``tidings open`` for the token cookie;
 - everything under ``/api/`` needs the token (cookie or ``Authorization: Bearer``), is refused when
   another site made the browser send it, and is then looked up in ``api.ROUTES`` by method and exact
-  path; ``GET /api/events`` is a server-sent event stream woken by ``node.wait_changed()``;
+  path; ``GET /api/events`` is a server-sent event stream woken by ``node.wait_changed()``: ``hello``
+  (with the unread private messages), ``changed`` after new entries, and ``messages`` when the unread
+  messages or the newest one changed (node/web/messages.py), so the page hears of a message for us;
 - ``GET /api/blobs/&ID`` streams a blob's bytes, as a checked picture or as a download, and
   ``POST /api/blobs`` takes a file to attach as its raw body (node/web/blobs.py).
 
@@ -45,6 +47,7 @@ from tidings.node.web.blobs import BLOB_PREFIX, UPLOAD_PATH, UPLOAD_TYPE, open_a
 from tidings.node.web.context import WebContext
 from tidings.node.web.gate import StreamSlots
 from tidings.node.web.limits import WebLimits, client_key
+from tidings.node.web.messages import unread_state
 from tidings.node.web.responses import (
     SECURITY_HEADERS,
     Receive,
@@ -333,7 +336,9 @@ class WebApp:
             raise ApiError("the request body is not valid JSON", code="bad_json") from None
 
     async def _events(self, receive: Receive, send: Send) -> None:
-        """Server-sent events: ``hello`` at once, ``changed`` after new entries, comments as keepalive."""
+        """Server-sent events: ``hello`` at once, ``changed`` after new entries, then ``messages`` when
+        what the badges show changed (``unread_state``), comments as keepalive. A consumer that knows
+        only ``hello`` and ``changed`` sees what it always saw: ``messages`` is an event of its own."""
         headers = [
             (b"content-type", b"text/event-stream"),
             (b"cache-control", b"no-store"),
@@ -354,7 +359,8 @@ class WebApp:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(until_disconnect, nursery.cancel_scope)
             await send({"type": "http.response.body", "body": b"retry: 2000\n\n", "more_body": True})
-            await emit("hello", {"ingested": node.statistics()["ingested"]})
+            badges = await unread_state(self.ctx)
+            await emit("hello", {"ingested": node.statistics()["ingested"], "messages": badges})
             while True:
                 with trio.move_on_after(KEEPALIVE_SECONDS) as waited:
                     await node.wait_changed()
@@ -363,3 +369,7 @@ class WebApp:
                     continue
                 await trio.sleep(EVENT_COALESCE_SECONDS)  # one event for a burst of entries
                 await emit("changed", {"ingested": node.statistics()["ingested"]})
+                now = await unread_state(self.ctx)
+                if now != badges:  # a message for us arrived (or was read or deleted meanwhile)
+                    badges = now
+                    await emit("messages", badges)

@@ -68,6 +68,19 @@ _ATTACHMENTS = {
 }
 _PICTURE = {"$ref": "#/components/schemas/Attachment"}  # present when the profile shows one
 
+# spec/cli.md, *Private messages*: a line of tidings conversation --json, or of tidings inbox --json
+_MESSAGE = {
+    "id": {**_STR, "description": "%base32 id of the box entry"},
+    "feed": {**_STR, "description": "its author"},
+    "ts": _INT,
+    "text": {**_STR, "description": "absent when undecryptable"},
+    "read": {**_BOOL, "description": "whether it had been read before"},
+    "reply": {**_STR, "description": "the message it answers"},
+    "undecryptable": {**_BOOL, "description": "a box that opened for you but not its message"},
+    "reason": {**_STR, "description": "with undecryptable: why"},
+}
+_FEEDS = {"type": "array", "items": _STR}
+
 SCHEMAS: dict[str, Any] = {
     "Error": _obj({"error": _STR, "code": _STR}),
     "Object": {"type": "object"},
@@ -149,6 +162,26 @@ SCHEMAS: dict[str, Any] = {
         },
         ["feed", "name", "bio"],
     ),
+    "PrivateMessage": _obj(_MESSAGE, ["id", "feed", "ts"]),
+    "InboxItem": _obj(
+        {
+            "with": {**_FEEDS, "description": "the other participants"},
+            "messages": _INT,
+            "unread": _INT,
+            "ts": {**_INT, "description": "the newest message's timestamp"},
+            "last": {"$ref": "#/components/schemas/PrivateMessage"},
+            **{k: v for k, v in _MESSAGE.items() if k in ("id", "feed", "undecryptable", "reason")},
+        },
+        ["ts"],
+    ),
+    "Unread": _obj(
+        {
+            "unread": {**_INT, "description": "unread messages in the inbox's conversations"},
+            "requests": {**_INT, "description": "unread messages from strangers (requests)"},
+            "newest": {**_NULLSTR, "description": "the id of the newest message, by arrival"},
+        }
+    ),
+    "DmWritten": _obj({"id": _STR, "feed": _STR, "seq": _INT, "ts": _INT, "type": _STR, "to": _FEEDS}),
     "Mute": _obj({"kind": _STR, "value": _STR, "muted": _BOOL, "changed": _BOOL}),
     "MuteRow": _obj({"kind": _STR, "value": _STR}),
     "Following": _obj({"feed": _STR, "name": _NULLSTR, "blocked": _BOOL}, ["feed", "name"]),

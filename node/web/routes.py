@@ -12,12 +12,13 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from tidings.protocol import FeedId, ProtocolError
 from tidings.protocol.errors import TidingsError
 
 if TYPE_CHECKING:
     from tidings.node.web.context import WebContext
 
-__all__ = ["ApiError", "Param", "Route", "parse_args"]
+__all__ = ["ApiError", "Param", "Route", "parse_args", "parse_feed"]
 
 Args = dict[str, Any]
 Handler = Callable[["WebContext", Args], Awaitable[Any]]
@@ -67,6 +68,17 @@ class Route:
     tags: tuple[str, ...] = field(default=())
     body_type: str = "application/json"  # what a POST sends (application/octet-stream: raw bytes)
     produces: str = "application/json"  # what a 200 answer is (another type: the bytes of a blob)
+
+
+def parse_feed(text: str) -> bytes:
+    """The key of the feed id ``text``; ApiError ``bad_feed`` saying what is wrong with it."""
+    try:
+        return FeedId.parse(text.strip()).key
+    except ProtocolError as exc:
+        reason = exc.message.removeprefix("feed id: ")  # what is wrong (protocol/identity.py)
+        raise ApiError(
+            f"{text!r} is not a feed id (@ + 52 base32 characters): {reason}", code="bad_feed"
+        ) from exc
 
 
 def _convert(param: Param, value: Any, *, from_query: bool) -> Any:

@@ -214,3 +214,28 @@ def test_boxes_never_reach_search_timelines_or_the_ranked_candidates(tmp_path):
         ranking.set_authors(store, [ALICE.public_key, BOB.public_key])
         rows = ranking.candidate_page(store, before=None, since=0, n=100)
         assert [r[5] for r in rows] == ["post"]  # the type column: the box is no candidate
+
+
+def test_unread_counts_what_the_inbox_and_the_requests_count(tmp_path):
+    with opened_store(tmp_path, BOB) as store:
+        assert messages.unread(store, BOB.public_key) == {"unread": 0, "requests": 0, "newest": None}
+        store.append(BOB, Follow(feed=ALICE.public_key), now=1)
+        alice_log = log(ALICE, [to(BOB, text="one"), to(BOB, text="two")])
+        erin_log = log(ERIN, [to(BOB, text="buy my bees")])
+        store.ingest(raw(alice_log + erin_log))
+        badge = messages.unread(store, BOB.public_key)
+        inbox, requests = (
+            messages.inbox(store, BOB.public_key),
+            messages.inbox(store, BOB.public_key, requests=True),
+        )
+        assert (badge["unread"], badge["requests"]) == (2, 1)
+        assert (sum(c["unread"] for c in inbox), sum(c["unread"] for c in requests)) == (2, 1)
+        assert badge["newest"] == entry_id_text(erin_log[0][0].hash)  # the last to arrive
+        messages.conversation(store, BOB.public_key, {ALICE.public_key})
+        assert messages.unread(store, BOB.public_key)["unread"] == 0
+        store.append(BOB, Block(feed=ERIN.public_key), now=2)  # blocked feeds are not shown, nor counted
+        assert messages.unread(store, BOB.public_key) == {
+            "unread": 0,
+            "requests": 0,
+            "newest": entry_id_text(alice_log[1][0].hash),
+        }

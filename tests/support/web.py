@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -63,6 +65,48 @@ async def start_web_node(
     service = services[0]
     assert service.url is not None
     return WebNode(home, key, node, service, service.url, auth.load_token(home.path))
+
+
+class EventReader:
+    """``GET /api/events`` over a plain TCP stream, read event by event (no async generators left
+    suspended when the test ends). Each event is one chunk of the chunked answer, so it is found whole
+    between the chunk-size lines."""
+
+    EVENT = re.compile(rb"event: (\w+)\ndata: (.*)\n\n")
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.buffer = b""
+        self.at = 0
+
+    @classmethod
+    async def open(cls, url: str, token: str) -> EventReader:
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        stream = await trio.open_tcp_stream(host, int(port))
+        request = f"GET /api/events HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: Bearer {token}\r\n\r\n"
+        await stream.send_all(request.encode())
+        reader = cls(stream)
+        while b"\r\n\r\n" not in reader.buffer:
+            reader.buffer += await stream.receive_some()
+        head = reader.buffer.split(b"\r\n", 1)[0]
+        assert head.startswith(b"HTTP/1.1 200"), reader.buffer
+        assert b"content-type: text/event-stream" in reader.buffer.lower()
+        return reader
+
+    async def next_event(self) -> tuple[str, dict[str, Any]]:
+        while (found := self.EVENT.search(self.buffer, self.at)) is None:
+            data = await self.stream.receive_some()
+            if not data:
+                raise AssertionError("stream ended")
+            self.buffer += data
+        self.at = found.end()
+        return found[1].decode(), json.loads(found[2])
+
+    async def __aenter__(self) -> EventReader:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stream.aclose()
 
 
 #: The reads timed: the node's state (the page's first request) and the ranked timeline (its first view).

@@ -281,10 +281,10 @@ async function loadProfile() {
       onclick: async () => { if (await attempt(() => api("POST", `/api/${kind}`, { feed }), text)) loadProfile(); },
     }, kind.charAt(0).toUpperCase() + kind.slice(1));
     bar.append(follows ? act("unfollow", "Unfollowed") : act("follow", "Followed"));
-    bar.append(act("mute", "Muted"), act("unmute", "Unmuted"), act("block", "Blocked"), act("unblock", "Unblocked"));
+    bar.append(act("mute", "Muted"), act("unmute", "Unmuted"), act("block", "Blocked"), act("unblock", "Unblocked"), messageButton(feed));
   }
   const log = await attempt(() => api("GET", "/api/log", { feed, limit: 50 }));
-  if (log) await renderEntries($("profile-log"), log.items);
+  if (log) await renderEntries($("profile-log"), log.items.filter((e) => e.type !== "box")); // messages: only in Messages
   else clear($("profile-log"));
 }
 
@@ -365,6 +365,7 @@ function refresh() {
   if (state.view === "profile") return loadProfile();
   if (state.view === "peers") return loadPeers();
   if (state.view === "swarms") return loadSwarms();
+  if (state.view === "messages") return loadMessages(); // static/messages.js
   return null;
 }
 
@@ -409,7 +410,8 @@ function setLive(on) {
 
 function listen() {
   const source = new EventSource("/api/events");
-  source.addEventListener("hello", () => setLive(true));
+  source.addEventListener("hello", (ev) => { setLive(true); messagesHello(ev); });
+  source.addEventListener("messages", messagesEvent); // a private message for us (static/messages.js)
   source.addEventListener("changed", () => {
     clearTimeout(state.refreshTimer);
     state.refreshTimer = setTimeout(refresh, 150);
@@ -420,6 +422,7 @@ function listen() {
 
 // -- start -----------------------------------------------------------------------------------------------
 function wire() {
+  wireMessages(); // first: its tab handler runs before the one below
   for (const tab of document.querySelectorAll(".tab")) {
     tab.addEventListener("click", () => {
       const view = tab.dataset.view;
