@@ -35,8 +35,12 @@ async def test_bridge_config_takes_effect_while_the_node_runs(tmp_path):
             await trio.to_thread.run_sync(
                 lambda: tidings(home.path, "bridge", "config", "atom", "listen", "127.0.0.1:0")
             )
-            await _until(
-                lambda: (atom() or {}).get("listen", "").startswith("127.0.0.1:"), "the atom service"
+            await _until(  # bound: the port it got, not the 0 of the config (which it shows while starting)
+                lambda: (
+                    (atom() or {}).get("listen", "").startswith("127.0.0.1:")
+                    and atom()["listen"] != "127.0.0.1:0"
+                ),  # type: ignore[index]
+                "the atom service",
             )
             first = atom()["listen"]
             assert first != "127.0.0.1:0"
