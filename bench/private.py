@@ -37,6 +37,7 @@ from multiprocessing import Pool
 from pathlib import Path
 
 import msgpack
+from ingest import interleave  # the stream as peers send it, as bench/ingest.py builds it
 from tidings.node.net.ingest import INGEST_BATCH
 from tidings.node.net.node import VERIFY_PROCESSES
 from tidings.protocol import (
@@ -105,15 +106,6 @@ def gen_feed(args: tuple[int, int, int, int]) -> tuple[int, list[tuple[bytes, by
         hashes.append(entry.hash)
         out.append((entry.raw, payload))
     return i, out
-
-
-def interleave(per_feed: list[list[tuple[bytes, bytes]]], run: int) -> list[tuple[bytes, bytes]]:
-    """Runs of ``run`` consecutive entries of each feed in turn, as peers stream them."""
-    out: list[tuple[bytes, bytes]] = []
-    for start in range(0, max(len(items) for items in per_feed), run):
-        for items in per_feed:
-            out.extend(items[start : start + run])
-    return out
 
 
 def stream(new: int, feeds: int, every: int, run: int) -> list[tuple[bytes, bytes]]:

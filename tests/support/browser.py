@@ -23,7 +23,16 @@ WAIT = 15.0
 REQUIRE = "TIDINGS_REQUIRE_BROWSER"  # "1": a missing browser fails the test instead of skipping it
 INSTALL = "apt-get install chromium chromium-driver"
 
-__all__ = ["INSTALL", "REQUIRE", "WAIT", "find_browser", "loaded_picture", "open_driver", "view_picture"]
+__all__ = [
+    "INSTALL",
+    "REQUIRE",
+    "WAIT",
+    "console_errors",
+    "find_browser",
+    "loaded_picture",
+    "open_driver",
+    "view_picture",
+]
 
 # The size of the first loaded <img> whose alt is arguments[0], or null (not there, or not loaded yet).
 _LOADED = """
@@ -123,3 +132,8 @@ def view_picture(
             return size
         finally:
             driver.quit()
+
+
+def console_errors(driver: Any) -> list[dict[str, Any]]:
+    """The page's SEVERE console messages (a missing favicon aside): a script or CSP failure shows here."""
+    return [e for e in driver.get_log("browser") if e["level"] == "SEVERE" and "favicon" not in e["message"]]

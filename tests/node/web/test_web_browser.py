@@ -21,7 +21,7 @@ import pytest
 import trio
 from tidings.node.web import auth
 
-from tests.support.browser import INSTALL, REQUIRE, WAIT, find_browser
+from tests.support.browser import INSTALL, REQUIRE, WAIT, console_errors, find_browser
 from tests.support.browser import open_driver as _driver
 from tests.support.nodes import follow, make_home, post, start_node
 from tests.support.web import web_node
@@ -91,18 +91,10 @@ def _browse(link: str, bob_home, bob_key, shots: Path, browser: tuple[Path, Path
         assert driver.execute_script("return window.__sameDocument;") == 42  # live, not reloaded
         driver.save_screenshot(str(shots / "05-live-from-peer.png"))
 
-        severe = [
-            e for e in driver.get_log("browser") if e["level"] == "SEVERE" and "favicon" not in e["message"]
-        ]
+        severe = console_errors(driver)
         return {"console_errors": severe}
     finally:
         driver.quit()
-
-
-@pytest.fixture
-def browser() -> tuple[Path, Path]:
-    # a synchronous fixture: a skip raised inside the trio test would lose its reason
-    return find_browser()
 
 
 async def test_the_page_in_a_real_browser(tmp_path, browser):

@@ -23,7 +23,7 @@ from tidings.node.web import auth
 from tidings.protocol import SigningKey, feed_id_text
 from tidings.storage.store import Store
 
-from tests.support.browser import WAIT, find_browser
+from tests.support.browser import WAIT, console_errors
 from tests.support.browser import open_driver as _driver
 from tests.support.nodes import follow, make_home, post, start_node
 from tests.support.web import start_web_node
@@ -114,18 +114,10 @@ def _browse(link: str, bob: str, hb: Home, kb: SigningKey, ka: SigningKey, shots
             m.find_element(By.CSS_SELECTOR, "p.text").text
             for m in driver.find_elements(By.CSS_SELECTOR, "#conversation li.message")
         ]
-        severe = [
-            e for e in driver.get_log("browser") if e["level"] == "SEVERE" and "favicon" not in e["message"]
-        ]
+        severe = console_errors(driver)
         return {"texts": texts, "console_errors": severe}
     finally:
         driver.quit()
-
-
-@pytest.fixture
-def browser() -> tuple[Path, Path]:
-    # a synchronous fixture: a skip raised inside the trio test would lose its reason
-    return find_browser()
 
 
 async def test_the_messages_view_in_a_real_browser(tmp_path, browser):

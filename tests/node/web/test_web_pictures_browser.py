@@ -24,7 +24,13 @@ from tidings.node.clock import SYSTEM_CLOCK
 from tidings.node.web import auth
 from tidings.protocol import BlobRef, blob_id
 
-from tests.support.browser import WAIT, find_browser, loaded_picture, open_driver, view_picture
+from tests.support.browser import (
+    WAIT,
+    console_errors,
+    loaded_picture,
+    open_driver,
+    view_picture,
+)
 from tests.support.pictures import SVG, gps_jpeg
 from tests.support.web import web_node
 
@@ -123,18 +129,10 @@ def _compose(link: str, picked: Path, shots: Path, browser: tuple[Path, Path]) -
         attach_and_post("pasted in", PASTED)
         found["pasted"] = loaded_picture(driver, PASTED)
         driver.save_screenshot(str(shots / "04-pasted.png"))
-        found["console"] = [
-            e for e in driver.get_log("browser") if e["level"] == "SEVERE" and "favicon" not in e["message"]
-        ]
+        found["console"] = console_errors(driver)
         return found
     finally:
         driver.quit()
-
-
-@pytest.fixture
-def browser() -> tuple[Path, Path]:
-    # a synchronous fixture: a skip raised inside the trio test would lose its reason
-    return find_browser()
 
 
 async def test_pictures_in_a_real_browser(tmp_path, browser):
