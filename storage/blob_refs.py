@@ -25,6 +25,7 @@ __all__ = [
     "attachment_of",
     "blob_mimes",
     "kept_blobs",
+    "may_name_blobs",
     "named_blobs",
     "payload_blobs",
     "profile_refs",
@@ -52,11 +53,17 @@ def _ids(ref: BlobRef) -> tuple[bytes, ...]:
     return (ref.blob,) if ref.preview is None else (ref.blob, ref.preview)
 
 
+def may_name_blobs(payload: bytes) -> bool:
+    """Whether a payload holds one of the key names a blob reference sits under: one without is not
+    worth decoding to look for blobs (msgpack keeps keys as their bytes)."""
+    return any(key in payload for key in _KEYS)
+
+
 def payload_blobs(payload: bytes | None) -> set[bytes]:
     """``named_blobs`` of a stored payload; nothing for one that names none of the key names (not
     decoded) or breaks §8 (not shown)."""
     data = b"" if payload is None else bytes(payload)
-    if not any(key in data for key in _KEYS):
+    if not may_name_blobs(data):
         return set()
     return named_blobs(_shown(data))
 

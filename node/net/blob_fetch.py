@@ -38,6 +38,7 @@ from tidings.protocol.blobs import MAX_PREVIEW
 from tidings.protocol.identity import BlobId
 from tidings.storage import blob_wants, gossip
 from tidings.storage.blob_partial import remove_partials
+from tidings.storage.blob_refs import may_name_blobs
 from tidings.storage.blob_wants import Want
 from tidings.storage.blobs import BlobStore
 
@@ -154,6 +155,8 @@ class Fetcher:
     def _wants_of(self, author: bytes, payload: bytes) -> list[Want]:
         store = self.service.store
         assert store is not None
+        if not may_name_blobs(payload):  # most posts: not decoded a second time
+            return []
         try:
             refs = blob_refs(decode_content(payload))
         except ProtocolError:
