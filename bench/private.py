@@ -13,7 +13,8 @@ opened with the node's ``store_options`` (signature checks in 2 worker processes
 of the benchmark, never to this node, so every box is trial-decrypted and found not ours. Each is run
 ``--rounds`` times, alternating, into a fresh store; the rate of boxes is printed as a share of the
 plain rate of the same round (goal >= 90%), with how long the writing thread waited for the preparing
-one (where trial decryption runs). A third figure, the boxes stream into a store without the
+one (trial decryption runs in the verify worker processes for these bulk batches, on the preparing
+thread for small ones: storage/verifier.py). A third figure, the boxes stream into a store without the
 key, shows what the larger payloads cost apart from the decryption.
 
 Sending: the wall time of ``tidings dm FEED TEXT`` (interpreter start, imports, key load, store open,

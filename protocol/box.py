@@ -224,18 +224,30 @@ class BoxKey:
     """What a reader needs to open boxes: its feed key and the X25519 keys converted from its
     Ed25519 identity (spec §8.6)."""
 
-    __slots__ = ("_exchange", "feed", "public")
+    __slots__ = ("_exchange", "_secret", "feed", "public")
 
     def __init__(self, key: SigningKey) -> None:
         _, secret = sodium.crypto_sign_seed_keypair(key.seed)
-        x25519 = bytes(sodium.crypto_sign_ed25519_sk_to_curve25519(secret))
+        self._set(bytes(sodium.crypto_sign_ed25519_sk_to_curve25519(secret)), key.public_key)
+
+    def _set(self, x25519: bytes, feed: bytes) -> None:
         # Converted once per key, not per box. The per-box X25519 and slot opens use ``cryptography``,
         # which keeps the GIL for these microsecond calls: PyNaCl (cffi) gives it up on every call, and
         # a node opens boxes on the thread that prepares a batch while another thread writes the last
         # one, so each call waited for the writer to hand the GIL back (bench/RESULTS.md, private).
+        self._secret = x25519
         self._exchange = X25519PrivateKey.from_private_bytes(x25519).exchange
-        self.feed = key.public_key
-        self.public = x25519_public(key.public_key)
+        self.feed = feed
+        self.public = x25519_public(feed)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled as its X25519 secret and feed (not the signing key): what a store's own verify
+        worker processes are given once, when they start, to open boxes (storage/verifier.py)."""
+        return (_box_key, (self._secret, self.feed))
+
+    def same(self, other: BoxKey | None) -> bool:
+        """Whether ``other`` is this key (the same feed)."""
+        return other is not None and other.feed == self.feed
 
     def shared(self, eph: bytes) -> bytes | None:
         """X25519 with the box's ephemeral key; None for a point that gives no secret (low order)."""
@@ -246,6 +258,12 @@ class BoxKey:
 
     def __repr__(self) -> str:
         return f"BoxKey(feed={self.feed.hex()[:16]}…)"
+
+
+def _box_key(x25519: bytes, feed: bytes) -> BoxKey:
+    key = BoxKey.__new__(BoxKey)
+    key._set(x25519, feed)
+    return key
 
 
 def box_context(author: bytes, seq: int, backlink: bytes | None, eph: bytes, commit: bytes) -> bytes:

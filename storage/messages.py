@@ -19,7 +19,7 @@ not shown.
 from __future__ import annotations
 
 import sqlite3
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any
 
 from tidings.protocol import (
     Box,
@@ -33,6 +33,8 @@ from tidings.protocol import (
     feed_id_text,
 )
 from tidings.protocol.box import conversation_key, open_box
+
+from .verifier import Outcome
 
 if TYPE_CHECKING:
     from tidings.protocol import BoxKey
@@ -51,9 +53,6 @@ __all__ = [
     "record",
     "unread",
 ]
-
-#: What opening one box gave (``protocol.box.open_box``): None when it is not ours.
-Outcome: TypeAlias = Opened | Undecryptable | None
 
 #: Pending boxes opened per statement batch by ``open_pending``.
 _BATCH = 500

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -51,10 +51,10 @@ from .blob_refs import payload_blobs
 from .blobs import BlobStore
 from .clock import wall_ms
 from .errors import FeedForked, StoreError
-from .messages import Outcome, open_one, open_pending
+from .messages import open_one, open_pending
 from .projections import apply_content
 from .reads import Reads
-from .verifier import Verdicts, Verifier
+from .verifier import Outcome, Verdicts, Verifier
 from .writer import RowWriter
 
 __all__ = ["IngestResult", "Prepared", "Rejected", "Store"]
@@ -108,11 +108,19 @@ class Store(Reads):
         ``box_key``: the home's key for private messages: boxes are opened as they are stored
         (storage/messages.py); without it they wait until a process that has it opens them."""
         super().__init__(path, create=create)
-        self.box_key = box_key
-        self.verifier = Verifier(threads=verify_threads, processes=verify_processes)
+        self.verifier = Verifier(threads=verify_threads, processes=verify_processes, box_key=box_key)
         self.blobs_folder = None if blobs_folder is None else Path(blobs_folder)
 
     # -- plumbing --------------------------------------------------------------------------------------
+    @property
+    def box_key(self) -> BoxKey | None:
+        """The home's key for private messages (boxes stored without it wait in ``box_pending``)."""
+        return self.verifier.box_key
+
+    @box_key.setter
+    def box_key(self, key: BoxKey | None) -> None:
+        self.verifier.box_key = key
+
     def close(self) -> None:
         self.verifier.close()
         super().close()
@@ -289,8 +297,11 @@ class Store(Reads):
             # decoded here, off the database thread (which the pipeline is bound by)
             content = _content_of(payload)
             fresh[entry.hash] = (entry, payload, content)
-            if isinstance(content, Box) and self.box_key is not None:  # spec §8.6, opened once
-                prepared.opened[entry.hash] = open_one(entry, content, self.box_key)
+            if isinstance(content, Box) and self.box_key is not None:  # spec §8.6, opened once:
+                if verdicts.box_key is not None:  # by the worker processes, with the signatures
+                    verdicts.add_box(entry, payload)  # type: ignore[arg-type]
+                else:
+                    verdicts.opened[entry.hash] = open_one(entry, content, self.box_key)
         verdicts.submit()
         return prepared
 
@@ -456,8 +467,11 @@ class Prepared:
     #: entry hash -> (entry, payload, decoded payload)
     fresh: dict[bytes, tuple[Entry, bytes | None, Content | None]] = field(default_factory=dict)
     fills: list[tuple[Entry, bytes]] = field(default_factory=list)
-    #: entry hash -> what opening its box gave (None: not ours), for the boxes of the batch
-    opened: dict[bytes, Outcome] = field(default_factory=dict)
+
+    @property
+    def opened(self) -> Mapping[bytes, Outcome]:
+        """Entry hash -> what opening its box gave (None: not ours), for the boxes of the batch."""
+        return self.verdicts.outcomes
 
 
 def _chunks(items: list[T], size: int) -> Iterator[list[T]]:

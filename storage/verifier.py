@@ -21,6 +21,14 @@ started then inherits it blocked): a terminal's Ctrl-C reaches the whole process
 handles it and closes the store. A job sent to a pool that broke (a worker was killed) is checked on
 the calling thread instead: a verdict is never lost or guessed. Where processes cannot be started at
 all (no working ``sem_open``, no ``fork``), the store says so once in the log and verifies on threads.
+
+Private messages (spec §8.6) are opened by the same jobs. A store with the home's ``BoxKey`` gives it to
+its worker processes once, as they start (``_start_worker``; the key pickles as its X25519 secret, never
+the signing key), and a bulk batch's boxes go with the signatures of their chunk (``Verdicts.add_box``):
+the one X25519 and the slot opens every box costs then run beside the writer, not on the preparing
+thread that shares its GIL (bench/RESULTS.md, private). ``Verdicts.outcomes`` is what they gave, with
+the outcomes of boxes opened on the calling thread (``Verdicts.opened``: smaller batches, or a store
+whose pool was started before its key was set). A new key stops the pool; the next starts with it.
 """
 
 from __future__ import annotations
@@ -30,20 +38,36 @@ import multiprocessing
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
+from typing import TYPE_CHECKING, TypeAlias
 
-from tidings.protocol import Entry
+from tidings.protocol import Box, Opened, Undecryptable, decode_content
+from tidings.protocol.box import open_box
 from tidings.protocol.entry import SIGNING_DOMAIN
 from tidings.protocol.identity import verify_signature
+
+if TYPE_CHECKING:
+    from tidings.protocol import BoxKey, Entry
 
 from .batch import signing_message
 
 log = logging.getLogger("tidings.storage")
 
-__all__ = ["CHUNK", "IDLE_SECONDS", "PARALLEL_MIN", "PROCESS_MIN", "Verdicts", "Verifier", "check_signatures"]
+__all__ = [
+    "CHUNK",
+    "IDLE_SECONDS",
+    "PARALLEL_MIN",
+    "PROCESS_MIN",
+    "Outcome",
+    "Verdicts",
+    "Verifier",
+    "check_chunk",
+    "check_signatures",
+    "open_boxes",
+]
 
 #: Below this many signatures a batch is verified on the calling thread.
 PARALLEL_MIN = 64
@@ -56,11 +80,39 @@ IDLE_SECONDS = 60.0
 
 #: (public key, signature, signed bytes)
 Signed = tuple[bytes, bytes, bytes]
+#: A box to open: (author, seq, backlink, payload) of its entry
+Sealed = tuple[bytes, int, "bytes | None", bytes]
+#: What opening one box gave (``protocol.box.open_box``): None when it is not ours.
+Outcome: TypeAlias = Opened | Undecryptable | None
+
+#: The home's key in a worker process (``_start_worker``)
+_worker_key: BoxKey | None = None
 
 
 def check_signatures(items: list[Signed]) -> list[bool]:
     """Ed25519 check of each ``(key, signature, message)`` (spec §5.2); runs in a worker or here."""
     return [verify_signature(key, signature, message) for key, signature, message in items]
+
+
+def open_boxes(boxes: list[Sealed], key: BoxKey | None) -> list[Outcome]:
+    """Open each box with ``key`` (spec §8.6); a payload that is not a box opens nothing."""
+    out: list[Outcome] = []
+    for author, seq, backlink, payload in boxes:
+        box = decode_content(payload)
+        ours = key is not None and isinstance(box, Box)
+        out.append(open_box(box, author=author, seq=seq, backlink=backlink, key=key) if ours else None)  # type: ignore[arg-type]
+    return out
+
+
+def check_chunk(items: list[Signed], boxes: list[Sealed]) -> tuple[list[bool], list[Outcome]]:
+    """A worker process's job: the signatures of a chunk, and its boxes opened with the home's key."""
+    return check_signatures(items), open_boxes(boxes, _worker_key)
+
+
+def _start_worker(key: BoxKey | None) -> None:
+    global _worker_key
+    _ignore_interrupts()
+    _worker_key = key
 
 
 def signed_parts(entry: Entry) -> Signed:
@@ -87,8 +139,17 @@ def _interrupts_blocked() -> Iterator[None]:
 class Verifier:
     """The worker pools of one store (created on first use, shut down by ``close``)."""
 
-    def __init__(self, *, threads: int = 2, processes: int = 0, idle: float = IDLE_SECONDS) -> None:
+    def __init__(
+        self,
+        *,
+        threads: int = 2,
+        processes: int = 0,
+        idle: float = IDLE_SECONDS,
+        box_key: BoxKey | None = None,
+    ) -> None:
         self.threads = max(1, threads)
+        self._box_key = box_key
+        self._pool_key: BoxKey | None = None  # the key the worker processes were started with
         self.processes = max(0, processes)
         self.idle = idle
         self._threads: ThreadPoolExecutor | None = None
@@ -109,8 +170,10 @@ class Verifier:
                         self._processes = ProcessPoolExecutor(
                             self.processes,
                             mp_context=multiprocessing.get_context("spawn"),
-                            initializer=_ignore_interrupts,
+                            initializer=_start_worker,
+                            initargs=(self._box_key,),
                         )
+                        self._pool_key = self._box_key
                         self.pools_started += 1
                     except (OSError, ImportError, ValueError) as exc:  # e.g. no working sem_open here
                         log.warning(
@@ -126,6 +189,29 @@ class Verifier:
             if self._threads is None:
                 self._threads = ThreadPoolExecutor(self.threads, thread_name_prefix="tidings-verify")
             return self._threads
+
+    @property
+    def box_key(self) -> BoxKey | None:
+        """The home's key for private messages, given to worker processes as they start."""
+        return self._box_key
+
+    @box_key.setter
+    def box_key(self, key: BoxKey | None) -> None:
+        with self._lock:
+            if key is self._box_key or (key is not None and key.same(self._box_key)):
+                return
+            self._box_key = key
+            pool, self._processes = self._processes, None  # its workers hold the old key
+        if pool is not None:
+            pool.shutdown(wait=False)
+
+    def key_of(self, pool: Executor | None) -> BoxKey | None:
+        """The key whose boxes ``pool`` opens: the store's, when ``pool`` is its worker processes
+        started with it; else None (boxes are opened by the caller)."""
+        with self._lock:
+            if pool is not None and pool is self._processes and self._pool_key is not None:
+                return self._pool_key if self._pool_key.same(self._box_key) else None
+            return None
 
     def _reap_later(self, delay: float) -> None:
         """(Under the lock.) Look again in ``delay`` seconds whether the worker processes sit idle."""
@@ -185,15 +271,25 @@ class Verifier:
 
 
 class Verdicts:
-    """Signature verdicts of a batch's entries, computed in chunks on a pool (or here, lazily)."""
+    """Signature verdicts of a batch's entries, computed in chunks on a pool (or here, lazily), and
+    what opening its boxes gave (``outcomes``)."""
 
     def __init__(self, verifier: Verifier | None, size: int) -> None:
         self._verifier = verifier
         self._pool = verifier.pool_for(size) if verifier is not None else None
+        #: the key the pool opens boxes with (None: ``add_box`` is not to be used, open them here)
+        self.box_key = verifier.key_of(self._pool) if verifier is not None else None
         self._chunk: list[Signed] = []
-        self._jobs: list[tuple[Future[list[bool]] | None, list[Signed]]] = []
+        self._boxes: list[Sealed] = []
+        self._jobs: list[
+            tuple[Future[tuple[list[bool], list[Outcome]]] | None, list[Signed], list[Sealed]]
+        ] = []
         self._where: dict[bytes, tuple[int, int]] = {}  # entry hash -> (job, position)
-        self._done: dict[int, list[bool]] = {}
+        self._box_where: dict[bytes, tuple[int, int]] = {}  # entry hash -> (job, position of its box)
+        self._done: dict[int, tuple[list[bool], list[Outcome]]] = {}
+        #: boxes opened by the caller, by entry hash
+        self.opened: dict[bytes, Outcome] = {}
+        self.outcomes: Mapping[bytes, Outcome] = _Outcomes(self)
 
     def add(self, entry: Entry) -> None:
         self._where[entry.hash] = (len(self._jobs), len(self._chunk))
@@ -201,39 +297,81 @@ class Verdicts:
         if len(self._chunk) == CHUNK:
             self.submit()
 
+    def add_box(self, entry: Entry, payload: bytes) -> None:
+        """Open the box ``payload`` of ``entry`` with the pool's key, with the current chunk."""
+        self._box_where[entry.hash] = (len(self._jobs), len(self._boxes))
+        self._boxes.append((entry.author, entry.seq, entry.backlink, payload))
+
     def submit(self) -> None:
-        if self._chunk:
-            chunk, self._chunk = self._chunk, []
+        if self._chunk or self._boxes:
+            chunk, boxes, self._chunk, self._boxes = self._chunk, self._boxes, [], []
             future = None
             if self._pool is not None:
                 try:
                     with _interrupts_blocked():  # the pool may start a worker process now
-                        future = self._pool.submit(check_signatures, chunk)
+                        if boxes:
+                            future = self._pool.submit(check_chunk, chunk, boxes)
+                        else:
+                            future = self._pool.submit(_signatures_only, chunk)
                 except (BrokenProcessPool, RuntimeError):  # broken, or shut down meanwhile
                     self._broken()
                 except OSError as exc:  # a worker process could not be started
                     if self._verifier is not None:
                         self._verifier.give_up_processes(exc)
                     self._pool = None
-            self._jobs.append((future, chunk))  # no future: checked here when asked
+            self._jobs.append((future, chunk, boxes))  # no future: checked here when asked
 
     def _broken(self) -> None:
         if self._pool is not None and self._verifier is not None:
             self._verifier.discard(self._pool)
         self._pool = None
 
-    def ok(self, entry: Entry) -> bool:
-        job, pos = self._where[entry.hash]
+    def _job(self, job: int) -> tuple[list[bool], list[Outcome]]:
         done = self._done.get(job)
         if done is None:
-            future, chunk = self._jobs[job]
-            done = None
+            future, chunk, boxes = self._jobs[job]
             if future is not None:
                 try:
                     done = future.result()
                 except BrokenProcessPool:
                     self._broken()
             if done is None:
-                done = check_signatures(chunk)
+                done = check_signatures(chunk), open_boxes(boxes, self.box_key)
             self._done[job] = done
-        return done[pos]
+        return done
+
+    def ok(self, entry: Entry) -> bool:
+        job, pos = self._where[entry.hash]
+        return self._job(job)[0][pos]
+
+    def outcome(self, entry_hash: bytes) -> Outcome:
+        """What opening the box of the entry ``entry_hash`` gave (KeyError: no box of it was opened)."""
+        if entry_hash in self.opened:
+            return self.opened[entry_hash]
+        job, pos = self._box_where[entry_hash]
+        return self._job(job)[1][pos]
+
+
+def _signatures_only(items: list[Signed]) -> tuple[list[bool], list[Outcome]]:
+    return check_signatures(items), []
+
+
+class _Outcomes(Mapping[bytes, Outcome]):
+    """``Verdicts.outcomes``: the boxes of a batch that were opened, by entry hash (waits for a job)."""
+
+    def __init__(self, verdicts: Verdicts) -> None:
+        self._verdicts = verdicts
+
+    def __getitem__(self, entry_hash: bytes) -> Outcome:
+        return self._verdicts.outcome(entry_hash)
+
+    def __contains__(self, entry_hash: object) -> bool:
+        v = self._verdicts
+        return entry_hash in v.opened or entry_hash in v._box_where
+
+    def __iter__(self) -> Iterator[bytes]:
+        v = self._verdicts
+        return iter({**dict.fromkeys(v.opened), **dict.fromkeys(v._box_where)})
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)

@@ -20,6 +20,7 @@ Nothing is written until ``flush``; the caller's transaction makes all of it ato
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Mapping
 from itertools import chain
 
 from tidings.protocol import Box, Content, Entry, Post, Reaction, Repost, type_of
@@ -70,7 +71,7 @@ class RowWriter:
         cur: sqlite3.Cursor,
         *,
         received: int | None = None,
-        opened: dict[bytes, Outcome] | None = None,
+        opened: Mapping[bytes, Outcome] | None = None,
         me: bytes | None = None,
     ) -> None:
         """``opened``: what opening the boxes of the batch gave, by entry hash (``Store.prepare``); a

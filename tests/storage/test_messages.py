@@ -5,13 +5,14 @@ delete, undecryptable boxes never read, strangers in requests, and never in sear
 from __future__ import annotations
 
 import hashlib
+import os
 import random
+import signal
 
 from tidings.protocol import (
     Block,
     Box,
     BoxKey,
-    Content,
     Delete,
     Entry,
     Follow,
@@ -28,6 +29,7 @@ from tidings.protocol import (
 )
 from tidings.storage import messages
 from tidings.storage.store import Store
+from tidings.storage.verifier import PROCESS_MIN
 
 from tests.support.entries import raw
 
@@ -36,17 +38,19 @@ ALICE, BOB, CAROL, DAVE, ERIN = KEYS
 RNG = random.Random(7).randbytes
 
 
-def log(key: SigningKey, items: list[Content | Message], start: list[tuple[Entry, bytes]] | None = None):
-    """Entries of ``key``'s feed: content as it is, messages sealed for their place in the log."""
+def log(key: SigningKey, items: list, start: list[tuple[Entry, bytes]] | None = None):
+    """Entries of ``key``'s feed: content as it is, messages sealed for their place in the log, a
+    callable called with the place (seq, backlink)."""
     out = list(start or [])
     for item in items:
         seq = len(out) + 1
         back = out[-1][0].hash if out else None
-        content = (
-            seal(item, author=key.public_key, seq=seq, backlink=back, rng=RNG)
-            if isinstance(item, Message)
-            else item
-        )
+        if isinstance(item, Message):
+            content = seal(item, author=key.public_key, seq=seq, backlink=back, rng=RNG)
+        elif callable(item):
+            content = item(seq, back)
+        else:
+            content = item
         payload = encode_content(content)
         target = skip_target(seq)
         entry = create_entry(
@@ -164,14 +168,22 @@ def test_a_deleted_box_is_dropped_with_what_was_read_of_it(tmp_path):
         assert messages.pending_count(late) == 0
 
 
+def changed(message: Message):
+    """A box of ``message`` whose body its author changed after sealing (for ``log``)."""
+
+    def make(seq: int, back: bytes | None) -> Box:
+        box = seal(message, author=ALICE.public_key, seq=seq, backlink=back, rng=RNG)
+        body = bytearray(box.body)
+        body[10] ^= 0x04
+        return Box(eph=box.eph, commit=box.commit, slots=box.slots, body=bytes(body))
+
+    return make
+
+
 def test_a_changed_box_is_undecryptable_never_altered_text(tmp_path):
     """Alice signs a box whose body she changed after sealing: the entry is valid, the box shown as
     undecryptable to bob, with no text."""
-    box = seal(to(BOB), author=ALICE.public_key, seq=1, backlink=None, rng=RNG)
-    body = bytearray(box.body)
-    body[10] ^= 0x04
-    bad = Box(eph=box.eph, commit=box.commit, slots=box.slots, body=bytes(body))
-    payload = encode_content(bad)
+    payload = encode_content(changed(to(BOB))(1, None))
     entry = create_entry(ALICE, seq=1, backlink=None, skiplink=None, timestamp=5, payload=payload)
     with opened_store(tmp_path, BOB) as store:
         store.append(BOB, Follow(feed=ALICE.public_key), now=1)
@@ -239,3 +251,61 @@ def test_unread_counts_what_the_inbox_and_the_requests_count(tmp_path):
             "requests": 0,
             "newest": entry_id_text(alice_log[1][0].hash),
         }
+
+
+def bulk_with_boxes():
+    """A bulk batch of alice's (it goes to worker processes): posts, boxes to bob, to carol, and one
+    box to bob whose body was changed."""
+    items: list = []
+    for i in range(PROCESS_MIN + 40):
+        items.append(
+            to(BOB, text=f"to bob {i}") if i % 50 == 7 else to(CAROL) if i % 10 == 3 else Post(text=f"{i}")
+        )
+    items[100] = changed(to(BOB))
+    return log(ALICE, items)
+
+
+def test_the_boxes_of_a_bulk_batch_are_opened_in_the_worker_processes(tmp_path):
+    """A store with the key and worker processes opens the boxes of a bulk batch there, with the
+    signatures, and records the same as opening them here: bob's messages, the changed one
+    undecryptable, carol's nothing. A new key stops the pool; the next one opens with the new key."""
+    alice_log = bulk_with_boxes()
+    expected = sorted(f"to bob {i}" for i in range(len(alice_log)) if i % 50 == 7)
+    with Store(tmp_path / "bob.db", verify_processes=2, box_key=BoxKey(BOB)) as store:
+        store.append(BOB, Follow(feed=ALICE.public_key), now=1)
+        prepared = store.prepare(raw(alice_log))
+        assert prepared.verdicts.box_key is not None and prepared.verdicts.box_key.feed == BOB.public_key
+        assert prepared.verdicts.opened == {}  # nothing opened on this thread
+        boxes = [i for i in range(len(alice_log)) if i % 10 == 3 or i % 50 == 7 or i == 100]
+        assert len(prepared.opened) == len(boxes)
+        assert len(store.ingest_prepared(prepared).added) == len(alice_log)
+        (conv, odd) = messages.inbox(store, BOB.public_key)
+        shown = messages.conversation(store, BOB.public_key, {ALICE.public_key})
+        assert sorted(m["text"] for m in shown) == expected and conv["messages"] == len(expected)
+        assert odd["undecryptable"] is True and "text" not in odd
+        assert store.read("SELECT count(*) FROM messages")[0][0] == len(expected) + 1
+        assert messages.pending_count(store) == 0
+        pool = store.verifier._processes
+        assert pool is not None
+        store.box_key = BoxKey(BOB)  # the same key: the pool stays
+        assert store.verifier._processes is pool
+        store.box_key = BoxKey(CAROL)  # another: its workers hold the old one, so they stop
+        assert store.verifier._processes is None
+        prepared = store.prepare(raw(log(ALICE, [Post(text="more")] * PROCESS_MIN, start=alice_log)))
+        assert prepared.verdicts.box_key is not None and prepared.verdicts.box_key.feed == CAROL.public_key
+
+
+def test_boxes_sent_to_a_pool_that_broke_are_opened_here(tmp_path):
+    """A worker killed under a bulk batch costs neither a verdict nor a box: both are done here."""
+    alice_log = bulk_with_boxes()
+    with Store(tmp_path / "bob.db", verify_processes=2, box_key=BoxKey(BOB)) as store:
+        store.append(BOB, Follow(feed=ALICE.public_key), now=1)
+        store.verifier.verify([e for e, _ in alice_log])  # starts the pool
+        pool = store.verifier._processes
+        assert pool is not None
+        for pid in list(pool._processes):
+            os.kill(pid, signal.SIGKILL)
+        prepared = store.prepare(raw(alice_log))
+        assert len(store.ingest_prepared(prepared).added) == len(alice_log)
+        shown = messages.conversation(store, BOB.public_key, {ALICE.public_key})
+        assert len(shown) == len([i for i in range(len(alice_log)) if i % 50 == 7])
