@@ -7,8 +7,6 @@ that carry your log see that you wrote one, and nothing of what or to whom. The 
 
 from __future__ import annotations
 
-from typing import Any
-
 import click
 
 from .common import CliError, FeedType, Session, common_options, emit, emit_lines, json_option, pass_session
@@ -57,13 +55,6 @@ def dm(ctx: click.Context, session: Session, args: tuple[str, ...], reply: str |
         click.echo(f"sent {sent['id']} (seq {sent['seq']}) to {_names(session, sent['to'])}")
 
 
-def _key_if_needed(session: Session) -> Any:
-    """The key, asked for only when boxes wait to be opened (stored by a process without it)."""
-    from tidings.storage import messages
-
-    return session.key() if messages.pending_count(session.store()) else None
-
-
 @click.command()
 @click.option(
     "--requests", is_flag=True, help="Conversations of feeds you neither follow nor are followed by."
@@ -78,7 +69,7 @@ def inbox(session: Session, requests: bool, as_json: bool) -> None:
     from .render import short, when
 
     store = session.store()
-    items = private.inbox(store, _key_if_needed(session), session.me(), requests=requests)
+    items = private.inbox(store, session.key(), requests=requests)
     if as_json:
         emit_lines(items)
         return
@@ -109,7 +100,7 @@ def conversation(session: Session, feeds: tuple[bytes, ...], as_json: bool) -> N
     from .render import short, when
 
     store = session.store()
-    items = private.conversation(store, _key_if_needed(session), session.me(), feeds)
+    items = private.conversation(store, session.key(), feeds)
     if as_json:
         emit_lines(items)
         return

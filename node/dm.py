@@ -36,12 +36,19 @@ class DmError(TidingsError):
         super().__init__(message, code=code)
 
 
+def _box_key(store: Store, key: SigningKey) -> BoxKey:
+    """The store's ``BoxKey``, made of ``key`` when it has none (or another's)."""
+    box_key = store.box_key
+    if box_key is None or box_key.feed != key.public_key:
+        box_key = store.box_key = BoxKey(key)
+    return box_key
+
+
 def catch_up(store: Store, key: SigningKey) -> int:
     """Open the boxes stored while the key was not at hand; returns how many were tried."""
-    store.box_key = BoxKey(key)
+    box_key = _box_key(store, key)
     if not messages.pending_count(store):
         return 0
-    box_key = store.box_key
     return store.run(lambda cur: messages.open_pending(cur, box_key))
 
 
@@ -70,7 +77,7 @@ def send(
         from tidings.node.actions import resolve  # only for replies: it loads the media tools
 
         answered = resolve(store, reply)
-        found = messages.message_of(store, answered)
+        found = messages.message_of(store, _box_key(store, key), answered)
         if found is None:
             raise DmError(f"{reply} is not a private message you can read", code="not_a_message")
         author, recipients = found
@@ -84,23 +91,19 @@ def send(
             code="too_many_recipients",
         )
     message = Message(text=text, to=tuple(people), reply=answered)
-    store.box_key = BoxKey(key)  # our own slot: the message is in our inbox at once
+    _box_key(store, key)  # our own slot: the message is in our inbox at once
     entry = store.append(key, message, now=now, rng=os.urandom)
     return {**entry_written(entry, "box"), "to": [feed_id_text(f) for f in people]}
 
 
-def inbox(store: Store, key: SigningKey | None, me: bytes, *, requests: bool = False) -> list[dict[str, Any]]:
+def inbox(store: Store, key: SigningKey, *, requests: bool = False) -> list[dict[str, Any]]:
     """Conversations, newest first (``storage.messages.inbox``); boxes waiting for the key are opened
-    first when ``key`` is given."""
-    if key is not None:
-        catch_up(store, key)
-    return messages.inbox(store, me, requests=requests)
+    first. The key also unseals what was read (kept sealed at rest)."""
+    catch_up(store, key)
+    return messages.inbox(store, _box_key(store, key), requests=requests)
 
 
-def conversation(
-    store: Store, key: SigningKey | None, me: bytes, others: Sequence[bytes]
-) -> list[dict[str, Any]]:
-    """The messages between ``me`` and ``others``, oldest first; marks them read."""
-    if key is not None:
-        catch_up(store, key)
-    return messages.conversation(store, me, set(others) - {me})
+def conversation(store: Store, key: SigningKey, others: Sequence[bytes]) -> list[dict[str, Any]]:
+    """The messages between us and ``others``, oldest first; marks them read."""
+    catch_up(store, key)
+    return messages.conversation(store, _box_key(store, key), set(others) - {key.public_key})

@@ -55,6 +55,7 @@ from .identity import KEY_SIZE, SigningKey
 
 __all__ = [
     "BODY_BUCKETS",
+    "LOCAL_OVERHEAD",
     "MAX_BOX_TEXT",
     "MAX_PARTICIPANTS",
     "SLOT_BUCKETS",
@@ -66,7 +67,6 @@ __all__ = [
     "Rng",
     "Undecryptable",
     "box_context",
-    "conversation_key",
     "open_box",
     "seal",
 ]
@@ -91,6 +91,9 @@ _WRAP = b"tidings-box-wrap"
 _BODY = b"tidings-box-body"
 _COMMIT = b"tidings-box-cmt"
 _CONVERSATION = b"tidings-convers"
+_LOCAL = b"tidings-box-home"  # the key of what a home keeps of its opened messages (``BoxKey.seal_local``)
+#: Bytes ``BoxKey.seal_local`` adds: the nonce and the tag
+LOCAL_OVERHEAD = 12 + 16
 
 
 def _bad(message: str) -> InvalidContent:
@@ -224,7 +227,7 @@ class BoxKey:
     """What a reader needs to open boxes: its feed key and the X25519 keys converted from its
     Ed25519 identity (spec §8.6)."""
 
-    __slots__ = ("_exchange", "_secret", "feed", "public")
+    __slots__ = ("_exchange", "_local", "_names", "_secret", "feed", "public")
 
     def __init__(self, key: SigningKey) -> None:
         _, secret = sodium.crypto_sign_seed_keypair(key.seed)
@@ -237,6 +240,8 @@ class BoxKey:
         # one, so each call waited for the writer to hand the GIL back (bench/RESULTS.md, private).
         self._secret = x25519
         self._exchange = X25519PrivateKey.from_private_bytes(x25519).exchange
+        self._local = ChaCha20Poly1305(_kdf(x25519, _LOCAL))
+        self._names = _kdf(x25519, _LOCAL, b"names")
         self.feed = feed
         self.public = x25519_public(feed)
 
@@ -256,6 +261,28 @@ class BoxKey:
         except ValueError:
             return None
 
+    # What a home keeps of the messages it opened is sealed with a key of its own, derived from the
+    # X25519 secret (so from the identity, and behind its passphrase when the key file has one): the
+    # database alone tells neither what was written nor to whom (storage/messages.py). Not on the wire.
+    def seal_local(self, data: bytes, *, ad: bytes, nonce: bytes) -> bytes:
+        """``data`` sealed for this home only, bound to ``ad``: ``nonce`` (12 random bytes, never
+        used twice) then the ChaCha20-Poly1305 ciphertext and tag."""
+        if len(nonce) != 12:
+            raise LocalProtocolError("a local seal needs a 12-byte nonce", code="bad_nonce")
+        return nonce + self._local.encrypt(nonce, data, ad)
+
+    def open_local(self, sealed: bytes, *, ad: bytes) -> bytes | None:
+        """What ``seal_local`` sealed with this key and ``ad``; None when it was not, or was changed."""
+        try:
+            return self._local.decrypt(sealed[:12], sealed[12:], ad)
+        except (InvalidTag, ValueError):
+            return None
+
+    def local_name(self, participants: Sequence[bytes]) -> bytes:
+        """A name for the conversation of ``participants`` that only this key can compute (a plain
+        hash of the keys could be matched against every pair of known feeds)."""
+        return _kdf(self._names, _CONVERSATION, b"".join(sorted(set(participants))))
+
     def __repr__(self) -> str:
         return f"BoxKey(feed={self.feed.hex()[:16]}…)"
 
@@ -269,12 +296,6 @@ def _box_key(x25519: bytes, feed: bytes) -> BoxKey:
 def box_context(author: bytes, seq: int, backlink: bytes | None, eph: bytes, commit: bytes) -> bytes:
     """The associated data of every slot (spec §8.6): the place of the entry and the box's header."""
     return DOMAIN + b"\x00" + encode([author, seq, backlink, eph, commit])
-
-
-def conversation_key(participants: Sequence[bytes]) -> bytes:
-    """A local name for the conversation of a set of feeds (never on the wire): BLAKE2b of the keys
-    in byte order."""
-    return hashlib.blake2b(b"".join(sorted(set(participants))), digest_size=32, person=_CONVERSATION).digest()
 
 
 def _draw(rng: Rng, n: int) -> bytes:
@@ -337,10 +358,6 @@ class Opened:
     message: Message
     author: bytes
     participants: tuple[bytes, ...]
-
-    @property
-    def conversation(self) -> bytes:
-        return conversation_key(self.participants)
 
     @property
     def recipients(self) -> tuple[bytes, ...]:

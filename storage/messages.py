@@ -10,6 +10,15 @@ a payload that came late, our own box just sealed — waits in ``box_pending`` u
 runs with a key (at the end of every write of a store that has one, and before the inbox is read).
 Deleting a box (spec §8.2.9) drops its row with its payload (``projections.drop_payload``).
 
+At rest, what was opened is sealed with a key of the home's own (``BoxKey.seal_local``, derived from
+the identity, so behind its passphrase when the key file has one): a row holds the author (public:
+the entry is signed), the time, the read flag and ``sealed`` — the recipients, the text and the reply,
+bound to the entry's hash — and ``conversation`` is a name only the key computes (a plain hash of the
+participants could be matched against every pair of known feeds). So the database alone shows which
+boxes opened here and who wrote them, not what they say nor to whom; reading needs the key, and a row
+whose seal does not open under it (another identity's, or changed) is shown as undecryptable. The
+badge (``unread``) counts without the key.
+
 Reading groups messages by conversation (the set of participants). A conversation is in the inbox
 when this home wrote in it or one of its authors is a feed this home follows or that follows it;
 otherwise it is a *request*, listed only by ``inbox(requests=True)``. Messages of blocked feeds are
@@ -18,7 +27,9 @@ not shown.
 
 from __future__ import annotations
 
+import os
 import sqlite3
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tidings.protocol import (
@@ -32,7 +43,8 @@ from tidings.protocol import (
     entry_id_text,
     feed_id_text,
 )
-from tidings.protocol.box import conversation_key, open_box
+from tidings.protocol.box import open_box
+from tidings.protocol.encoding import decode, encode
 
 from .verifier import Outcome
 
@@ -63,31 +75,26 @@ def open_one(entry: Entry, box: Box, key: BoxKey) -> Outcome:
     return open_box(box, author=entry.author, seq=entry.seq, backlink=entry.backlink, key=key)
 
 
-def record(cur: sqlite3.Cursor, items: list[tuple[int, Entry, Outcome]], me: bytes | None) -> None:
-    """Write what opening boxes gave: ``(row id, entry, outcome)``; our own messages are read."""
+def record(cur: sqlite3.Cursor, items: list[tuple[int, Entry, Outcome]], key: BoxKey) -> None:
+    """Write what opening boxes with ``key`` gave: ``(row id, entry, outcome)``, sealed at rest; our
+    own messages are read. A row kept from before (schema 12) keeps its read flag."""
     rows: list[tuple[Any, ...]] = []
     for rowid, entry, outcome in items:
         if isinstance(outcome, Opened):
             message = outcome.message
+            inner = encode([b"".join(message.to), message.text, message.reply])
+            sealed = key.seal_local(inner, ad=entry.hash, nonce=os.urandom(12))
+            name = key.local_name(outcome.participants)
             rows.append(
-                (
-                    rowid,
-                    outcome.conversation,
-                    entry.author,
-                    b"".join(message.to),
-                    message.text,
-                    message.reply,
-                    entry.timestamp,
-                    int(entry.author == me),
-                    None,
-                )
+                (rowid, name, entry.author, sealed, entry.timestamp, int(entry.author == key.feed), None)
             )
         elif isinstance(outcome, Undecryptable):
-            rows.append((rowid, None, entry.author, None, None, None, entry.timestamp, 0, outcome.reason))
+            rows.append((rowid, None, entry.author, None, entry.timestamp, 0, outcome.reason))
     if rows:
         cur.executemany(
-            "INSERT OR REPLACE INTO messages (entry, conversation, author, recipients, text, reply, ts, read, "
-            "problem) VALUES (?,?,?,?,?,?,?,?,?)",
+            "INSERT INTO messages (entry, conversation, author, sealed, ts, read, problem) VALUES (?,?,?,?,?,?,?) "
+            "ON CONFLICT (entry) DO UPDATE SET conversation = excluded.conversation, sealed = excluded.sealed, "
+            "problem = excluded.problem, read = max(read, excluded.read)",
             rows,
         )
 
@@ -120,7 +127,7 @@ def open_pending(cur: sqlite3.Cursor, key: BoxKey) -> int:
                 continue
             if isinstance(box, Box):
                 items.append((rowid, entry, open_one(entry, box, key)))
-        record(cur, items, key.feed)
+        record(cur, items, key)
         cur.executemany("DELETE FROM box_pending WHERE entry = ?", [(r[0],) for r in rows])
         tried += len(rows)
 
@@ -149,79 +156,113 @@ def _relations(store: Reads, me: bytes) -> tuple[set[bytes], set[bytes]]:
     return known, blocked
 
 
-_COLS = "e.hash, m.author, m.recipients, m.text, m.reply, m.ts, m.read, m.conversation, m.problem"
+_COLS = "e.hash, m.author, m.sealed, m.ts, m.read, m.conversation, m.problem, m.entry"
+_SHOWN = "e.deleted = 0 AND (m.sealed IS NOT NULL OR m.problem IS NOT NULL)"  # not waiting to be opened again
 
 
-def _message(row: Any) -> dict[str, Any]:
-    hash_, author, _, text, reply, ts, read, _, problem = row
-    out: dict[str, Any] = {"id": entry_id_text(bytes(hash_)), "feed": feed_id_text(bytes(author)), "ts": ts}
-    if problem is not None:
-        out.update(undecryptable=True, reason=problem)
-        return out
-    out.update(text=text, read=bool(read))
-    if reply is not None:
-        out["reply"] = entry_id_text(bytes(reply))
+@dataclass(slots=True)
+class _Row:
+    """A row of ``messages`` as its key reads it."""
+
+    hash: bytes
+    author: bytes
+    ts: int
+    read: bool
+    conversation: bytes | None
+    problem: str | None
+    rowid: int
+    to: list[bytes] = field(default_factory=list)
+    text: str = ""
+    reply: bytes | None = None
+
+
+def _rows(
+    store: Reads, key: BoxKey, where: str = "", args: tuple[Any, ...] = (), order: str = "DESC"
+) -> list[_Row]:
+    """The shown rows (``where`` narrows them), newest first or (``order`` ASC) oldest first, unsealed
+    with ``key``; a seal that does not open under it is a row with its ``problem``."""
+    out = []
+    for hash_, author, sealed, ts, read, conversation, problem, rowid in store.read(
+        f"SELECT {_COLS} FROM messages m JOIN entries e ON e.id = m.entry WHERE {_SHOWN} {where} "
+        f"ORDER BY m.ts {order}, m.entry {order}",
+        args,
+    ):
+        row = _Row(
+            bytes(hash_), bytes(author), ts, bool(read), conversation and bytes(conversation), problem, rowid
+        )
+        if problem is None:
+            inner = key.open_local(bytes(sealed), ad=row.hash)
+            try:
+                to, row.text, reply = decode(inner, max_size=len(inner))  # type: ignore[arg-type, misc]
+                row.to, row.reply = _feeds(to), reply
+            except (DecodeError, TypeError, ValueError):
+                row.conversation, row.problem = None, "kept sealed under another key, or changed at rest"
+        out.append(row)
     return out
 
 
-def inbox(store: Reads, me: bytes, *, requests: bool = False) -> list[dict[str, Any]]:
+def _message(row: _Row) -> dict[str, Any]:
+    out: dict[str, Any] = {"id": entry_id_text(row.hash), "feed": feed_id_text(row.author), "ts": row.ts}
+    if row.problem is not None:
+        out.update(undecryptable=True, reason=row.problem)
+        return out
+    out.update(text=row.text, read=row.read)
+    if row.reply is not None:
+        out["reply"] = entry_id_text(row.reply)
+    return out
+
+
+def inbox(store: Reads, key: BoxKey, *, requests: bool = False) -> list[dict[str, Any]]:
     """Conversations newest first: ``{"with", "messages", "unread", "ts", "last"}`` (``with``: the
     other participants); with ``requests``, those of strangers instead. Undecryptable boxes from
     feeds of the same standing follow, one line each with ``"undecryptable": true``."""
+    me = key.feed
     known, blocked = _relations(store, me)
-    rows = store.read(
-        f"SELECT {_COLS} FROM messages m JOIN entries e ON e.id = m.entry WHERE e.deleted = 0 "
-        "ORDER BY m.ts DESC, m.entry DESC"
-    )
-    groups: dict[bytes, list[Any]] = {}
-    odd: list[Any] = []
-    for row in rows:
-        if bytes(row[1]) in blocked:
+    groups: dict[bytes, list[_Row]] = {}
+    odd: list[_Row] = []
+    for row in _rows(store, key):
+        if row.author in blocked:
             continue
-        if row[7] is None:
+        if row.conversation is None:
             odd.append(row)
         else:
-            groups.setdefault(bytes(row[7]), []).append(row)
+            groups.setdefault(row.conversation, []).append(row)
     out = []
-    for messages in groups.values():
-        authors = {bytes(r[1]) for r in messages}
+    for rows in groups.values():
+        authors = {r.author for r in rows}
         if (me in authors or bool(authors & known)) == requests:
             continue
-        latest = messages[0]
-        others = sorted({bytes(latest[1]), *_feeds(latest[2])} - {me})
+        latest = rows[0]
+        others = sorted({latest.author, *latest.to} - {me})
         out.append(
             {
                 "with": [feed_id_text(f) for f in others],
-                "messages": len(messages),
-                "unread": sum(1 for r in messages if not r[6]),
-                "ts": latest[5],
+                "messages": len(rows),
+                "unread": sum(1 for r in rows if not r.read),
+                "ts": latest.ts,
                 "last": _message(latest),
             }
         )
-    out += [_message(r) for r in odd if (bytes(r[1]) in known) != requests]
+    out += [_message(r) for r in odd if (r.author in known) != requests]
     return out
 
 
 def conversation(
-    store: Reads, me: bytes, others: set[bytes], *, mark_read: bool = True
+    store: Reads, key: BoxKey, others: set[bytes], *, mark_read: bool = True
 ) -> list[dict[str, Any]]:
-    """The messages of the conversation of ``me`` with ``others``, oldest first; marks them read."""
-    key = conversation_key([me, *others])
-    _, blocked = _relations(store, me)
+    """The messages of the conversation of this key's feed with ``others``, oldest first; marks them read."""
+    _, blocked = _relations(store, key.feed)
+    name = key.local_name([key.feed, *others])
     rows = [
         r
-        for r in store.read(
-            f"SELECT {_COLS}, m.entry FROM messages m JOIN entries e ON e.id = m.entry "
-            "WHERE m.conversation = ? AND e.deleted = 0 ORDER BY m.ts, m.entry",
-            (key,),
-        )
-        if bytes(r[1]) not in blocked
+        for r in _rows(store, key, "AND m.conversation = ?", (name,), order="ASC")
+        if r.author not in blocked and r.problem is None
     ]
-    unread = [(r[9],) for r in rows if not r[6]]
+    unread = [(r.rowid,) for r in rows if not r.read]
     if mark_read and unread:
         with store.transaction() as cur:
             cur.executemany("UPDATE messages SET read = 1 WHERE entry = ?", unread)
-    return [_message(r[:9]) for r in rows]
+    return [_message(r) for r in rows]
 
 
 def unread(store: Reads, me: bytes) -> dict[str, Any]:
@@ -253,17 +294,11 @@ def unread(store: Reads, me: bytes) -> dict[str, Any]:
     }
 
 
-def message_of(store: Reads, entry_hash: bytes) -> tuple[bytes, list[bytes]] | None:
+def message_of(store: Reads, key: BoxKey, entry_hash: bytes) -> tuple[bytes, list[bytes]] | None:
     """The author and the recipients of the opened message of entry ``entry_hash``; None when this
     home holds no opened message there."""
-    rows = store.read(
-        "SELECT m.author, m.recipients FROM messages m JOIN entries e ON e.id = m.entry "
-        "WHERE e.hash = ? AND m.conversation IS NOT NULL AND e.deleted = 0",
-        (entry_hash,),
-    )
-    if not rows:
-        return None
-    return bytes(rows[0][0]), _feeds(rows[0][1])
+    found = [r for r in _rows(store, key, "AND e.hash = ?", (entry_hash,)) if r.problem is None]
+    return (found[0].author, found[0].to) if found else None
 
 
 def known_feed(store: Reads, feed: bytes) -> bool:

@@ -270,6 +270,27 @@ _MIGRATIONS: list[str] = [
     CREATE TABLE IF NOT EXISTS box_pending (entry INTEGER PRIMARY KEY REFERENCES entries (id));
     INSERT OR IGNORE INTO box_pending (entry) SELECT id FROM entries WHERE type = 'box' AND deleted = 0;
     """,
+    # 12: what was opened is sealed at rest (storage/messages.py): ``sealed`` holds the recipients, the
+    #     text and the reply, sealed with the home's own key (``BoxKey.seal_local``), and
+    #     ``conversation`` is a name only that key computes. Rows of version 11 keep their read flag
+    #     and wait in ``box_pending`` to be opened again and sealed (by the next process with the key).
+    """
+    CREATE TABLE messages_sealed (
+        entry INTEGER PRIMARY KEY REFERENCES entries (id),
+        conversation BLOB,
+        author BLOB NOT NULL,
+        sealed BLOB,
+        ts INTEGER NOT NULL,
+        read INTEGER NOT NULL DEFAULT 0,
+        problem TEXT
+    );
+    INSERT INTO messages_sealed (entry, author, ts, read, problem)
+        SELECT entry, author, ts, read, problem FROM messages;
+    INSERT OR IGNORE INTO box_pending (entry) SELECT entry FROM messages WHERE problem IS NULL;
+    DROP TABLE messages;
+    ALTER TABLE messages_sealed RENAME TO messages;
+    CREATE INDEX messages_conversation ON messages (conversation, ts);
+    """,
 ]
 
 SCHEMA_VERSION = len(_MIGRATIONS)

@@ -188,7 +188,7 @@ class Store(Reads):
                 raise FeedForked("your feed is marked forked; resolve the fork before posting")
             if row is None:
                 cur.execute("INSERT INTO feeds (author, kind) VALUES (?, 'own')", (author,))
-            writer = RowWriter(cur, received=stamp, me=author)  # received as stamped: spec/ranking.md §1.1
+            writer = RowWriter(cur, received=stamp)  # received as stamped: spec/ranking.md §1.1
             recent: dict[int, bytes] = {}
             for item in items:
                 seq += 1
@@ -315,8 +315,7 @@ class Store(Reads):
                 dropped |= _fill_payload(cur, held, late_payload)
             if todo:
                 view = BatchView(cur, [e for e, _, _ in todo])
-                me = None if self.box_key is None else self.box_key.feed
-                writer = RowWriter(cur, opened=prepared.opened, me=me)
+                writer = RowWriter(cur, opened=prepared.opened, key=self.box_key)
                 for entry, payload, content in todo:
                     if prepared.verdicts.ok(entry):
                         self._ingest_one(cur, view, writer, entry, payload, content, result, kind)

@@ -23,7 +23,7 @@ import sqlite3
 from collections.abc import Mapping
 from itertools import chain
 
-from tidings.protocol import Box, Content, Entry, Post, Reaction, Repost, type_of
+from tidings.protocol import Box, BoxKey, Content, Entry, Post, Reaction, Repost, type_of
 
 from .blob_refs import named_blobs, payload_blobs
 from .clock import wall_ms
@@ -72,13 +72,13 @@ class RowWriter:
         *,
         received: int | None = None,
         opened: Mapping[bytes, Outcome] | None = None,
-        me: bytes | None = None,
+        key: BoxKey | None = None,
     ) -> None:
         """``opened``: what opening the boxes of the batch gave, by entry hash (``Store.prepare``); a
-        box without an outcome there waits in ``box_pending`` (storage/messages.py). ``me``: our feed."""
+        box without an outcome there (or without ``key``, the home's) waits in ``box_pending`` (storage/messages.py)."""
         self.cur = cur
         self.opened = opened or {}
-        self.me = me
+        self.key = key
         self._boxes: list[tuple[int, Entry]] = []
         self.next_id: int = cur.execute("SELECT coalesce(max(id), 0) + 1 FROM entries").fetchone()[0]
         self.received = wall_ms() if received is None else received
@@ -163,9 +163,11 @@ class RowWriter:
         insert_rows(cur, "INSERT INTO reposts (entry, author, target, ts)", self._reposts)
         self._entries, self._posts, self._reactions, self._reposts = [], [], [], []
         if self._boxes:
-            tried = [(r, e, self.opened[e.hash]) for r, e in self._boxes if e.hash in self.opened]
-            record(cur, tried, self.me)
-            waiting = [(r,) for r, e in self._boxes if e.hash not in self.opened]
+            key = self.key
+            tried = [(r, e, self.opened[e.hash]) for r, e in self._boxes if key and e.hash in self.opened]
+            if key is not None:
+                record(cur, tried, key)
+            waiting = [(r,) for r, e in self._boxes if not (key and e.hash in self.opened)]
             cur.executemany("INSERT OR IGNORE INTO box_pending (entry) VALUES (?)", waiting)
             self._boxes = []
         if self._heads:

@@ -47,7 +47,7 @@ def _feeds(values: list[str]) -> list[bytes]:
 
 
 async def get_inbox(ctx: WebContext, args: Args) -> Any:
-    items = await ctx.node.db.call(dm.inbox, ctx.node.key, ctx.me, requests=args["requests"])
+    items = await ctx.node.db.call(dm.inbox, ctx.node.key, requests=args["requests"])
     return {"items": items}
 
 
@@ -55,7 +55,7 @@ async def get_conversation(ctx: WebContext, args: Args) -> Any:
     others = set(_feeds(args["with"])) - {ctx.me}
     if not others:
         raise ApiError("name at least one feed besides yourself", code="no_recipients")
-    return {"items": await ctx.node.db.call(dm.conversation, ctx.node.key, ctx.me, sorted(others))}
+    return {"items": await ctx.node.db.call(dm.conversation, ctx.node.key, sorted(others))}
 
 
 async def get_unread(ctx: WebContext, args: Args) -> Any:

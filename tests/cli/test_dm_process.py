@@ -33,6 +33,19 @@ def opened(home: Path) -> tuple[int, int]:
         return read, conn.execute("SELECT count(*) FROM box_pending").fetchone()[0]
 
 
+def feed_hex(feed_id: str) -> str:
+    from tidings.protocol import FeedId
+
+    return FeedId.parse(feed_id).key.hex()
+
+
+def messages_table(home: Path) -> bytes:
+    """Every byte of the ``messages`` rows, as the database file gives them without the key."""
+    with sqlite3.connect(home / "store.db") as conn:
+        rows = conn.execute("SELECT * FROM messages").fetchall()
+    return b"".join(v if isinstance(v, bytes) else str(v).encode() for row in rows for v in row)
+
+
 def store_bytes(home: Path) -> bytes:
     """Everything the store holds on disk (the database and its write-ahead log)."""
     return b"".join(p.read_bytes() for p in home.glob("*.db*") if p.is_file())
@@ -88,7 +101,11 @@ def test_alice_writes_bob_and_carol_read_dave_carries_it_blind(tmp_path):
                 assert conn.execute("SELECT count(*) FROM messages").fetchone()[0] == 0
             assert size == 560  # 4 slots and 256 bytes of body: one recipient or three, short or long
             assert SECRET.encode() not in store_bytes(dave)
-            assert SECRET.encode() in store_bytes(bob)  # the reader keeps what it read (not at rest yet)
+            for reader in (bob, carol):  # what they read is kept sealed with their key: not in the files
+                assert SECRET.encode() not in store_bytes(reader)
+                assert bytes.fromhex(
+                    feed_hex(ids["carol"] if reader == bob else ids["bob"])
+                ) not in messages_table(reader)
             for command in (("search", "mill"), ("timeline",)):
                 assert SECRET not in tidings(dave, *command, "--json").stdout
                 assert SECRET not in tidings(bob, *command, "--json").stdout
@@ -116,3 +133,35 @@ def test_alice_writes_bob_and_carol_read_dave_carries_it_blind(tmp_path):
         node.stop()
     finally:
         node.kill()
+
+
+def test_an_encrypted_home_keeps_its_messages_behind_its_passphrase(tmp_path):
+    """What a home with a passphrase-protected key read is sealed at rest: the files do not hold it,
+    and the inbox and the conversation need the passphrase (a clear error without it)."""
+    import os
+    import subprocess
+
+    from tests.support.processes import TIDINGS
+
+    alice, bob = tmp_path / "alice", tmp_path / "bob"
+    secret = {**os.environ, "TIDINGS_PASSPHRASE": "correct horse"}
+    plain = {k: v for k, v in os.environ.items() if k != "TIDINGS_PASSPHRASE"}
+
+    def run(home: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*TIDINGS, "--home", str(home), *args], capture_output=True, text=True, timeout=60, env=env
+        )
+
+    assert run(alice, "init", "--encrypt", env=secret).returncode == 0
+    tidings(bob, "init")
+    assert run(alice, "follow", feed(bob), env=secret).returncode == 0
+    sent = run(alice, "dm", feed(bob), SECRET, "--json", env=secret)
+    assert sent.returncode == 0, sent.stderr
+    for command in (("inbox",), ("conversation", feed(bob))):
+        refused = run(alice, *command, env=plain)
+        assert refused.returncode == 1 and "TIDINGS_PASSPHRASE" in refused.stderr
+        assert "Traceback" not in refused.stderr
+    shown = run(alice, "conversation", feed(bob), "--json", env=secret)
+    assert json.loads(shown.stdout)["text"] == SECRET
+    assert SECRET.encode() not in store_bytes(alice)
+    assert bytes.fromhex(feed_hex(feed(bob))) not in messages_table(alice)

@@ -86,7 +86,7 @@ def test_alice_writes_bob_and_carol_read_dave_holds_only_the_box(tmp_path):
             result = store.ingest_prepared(prepared)
             assert len(result.added) == 2
         for reader in (BOB, CAROL):
-            (conv,) = messages.inbox(stores[reader], reader.public_key)
+            (conv,) = messages.inbox(stores[reader], BoxKey(reader))
             others = {feed_id_text(k.public_key) for k in (ALICE, BOB, CAROL)} - {
                 feed_id_text(reader.public_key)
             }
@@ -94,12 +94,12 @@ def test_alice_writes_bob_and_carol_read_dave_holds_only_the_box(tmp_path):
             assert (conv["messages"], conv["unread"]) == (1, 1)
             assert conv["last"]["text"] == "the key is under the mat"
             others_keys = {ALICE.public_key, BOB.public_key, CAROL.public_key} - {reader.public_key}
-            shown = messages.conversation(stores[reader], reader.public_key, others_keys)
+            shown = messages.conversation(stores[reader], BoxKey(reader), others_keys)
             assert [m["text"] for m in shown] == ["the key is under the mat"]
-            assert messages.inbox(stores[reader], reader.public_key)[0]["unread"] == 0  # read now
+            assert messages.inbox(stores[reader], BoxKey(reader))[0]["unread"] == 0  # read now
         dave = stores[DAVE]
-        assert messages.inbox(dave, DAVE.public_key) == []
-        assert messages.inbox(dave, DAVE.public_key, requests=True) == []
+        assert messages.inbox(dave, BoxKey(DAVE)) == []
+        assert messages.inbox(dave, BoxKey(DAVE), requests=True) == []
         assert dave.read("SELECT count(*) FROM messages")[0][0] == 0
         assert dave.read("SELECT count(*) FROM box_pending")[0][0] == 0  # tried once, not ours
         ((payload, kind),) = dave.read("SELECT payload, type FROM entries WHERE seq = 2")
@@ -115,7 +115,7 @@ def test_the_author_reads_its_own_message_and_it_is_read(tmp_path):
         entry = store.append(ALICE, to(BOB), rng=RNG, now=5)
         box = decode_content(store.raw_entry(entry.hash)[1])
         assert isinstance(box, Box)
-        (conv,) = messages.inbox(store, ALICE.public_key)
+        (conv,) = messages.inbox(store, BoxKey(ALICE))
         assert conv["with"] == [feed_id_text(BOB.public_key)] and conv["unread"] == 0
         assert conv["last"]["id"] == entry_id_text(entry.hash)
         # the box is bound to the seq and backlink it was sealed for
@@ -131,7 +131,7 @@ def test_without_the_key_boxes_wait_and_are_opened_once_it_comes(tmp_path):
         with store.transaction() as cur:
             assert messages.open_pending(cur, BoxKey(BOB)) == 2
         assert messages.pending_count(store) == 0
-        assert messages.inbox(store, BOB.public_key, requests=True)[0]["messages"] == 2
+        assert messages.inbox(store, BoxKey(BOB), requests=True)[0]["messages"] == 2
 
 
 def test_a_payload_that_comes_late_is_opened(tmp_path):
@@ -141,8 +141,7 @@ def test_a_payload_that_comes_late_is_opened(tmp_path):
         assert store.read("SELECT count(*) FROM messages")[0][0] == 0
         store.ingest(raw(alice_log))
         assert (
-            messages.inbox(store, BOB.public_key, requests=True)[0]["last"]["text"]
-            == "the key is under the mat"
+            messages.inbox(store, BoxKey(BOB), requests=True)[0]["last"]["text"] == "the key is under the mat"
         )
 
 
@@ -152,13 +151,13 @@ def test_a_deleted_box_is_dropped_with_what_was_read_of_it(tmp_path):
     with opened_store(tmp_path, ALICE) as alice:
         entry = alice.append(ALICE, to(BOB), rng=RNG, now=5)
         alice.append(ALICE, Delete(target=entry.hash), now=6)
-        assert messages.inbox(alice, ALICE.public_key) == []
+        assert messages.inbox(alice, BoxKey(ALICE)) == []
         assert alice.read("SELECT payload FROM entries WHERE seq = 1")[0][0] is None
     with opened_store(tmp_path, BOB) as bob:
         bob.ingest(raw(first))
-        assert messages.inbox(bob, BOB.public_key, requests=True)
+        assert messages.inbox(bob, BoxKey(BOB), requests=True)
         bob.ingest(raw(deletion))
-        assert messages.inbox(bob, BOB.public_key, requests=True) == []
+        assert messages.inbox(bob, BoxKey(BOB), requests=True) == []
         assert bob.read("SELECT count(*) FROM messages")[0][0] == 0
     with opened_store(tmp_path, CAROL) as late:  # the delete first, then the box: never opened
         late.box_key = BoxKey(BOB)
@@ -188,7 +187,7 @@ def test_a_changed_box_is_undecryptable_never_altered_text(tmp_path):
     with opened_store(tmp_path, BOB) as store:
         store.append(BOB, Follow(feed=ALICE.public_key), now=1)
         assert len(store.ingest([(entry.raw, payload)]).added) == 1
-        (line,) = messages.inbox(store, BOB.public_key)
+        (line,) = messages.inbox(store, BoxKey(BOB))
         assert line["undecryptable"] is True and "text" not in line
         assert line["feed"] == feed_id_text(ALICE.public_key)
 
@@ -196,20 +195,20 @@ def test_a_changed_box_is_undecryptable_never_altered_text(tmp_path):
 def test_strangers_go_to_requests_and_blocked_feeds_nowhere(tmp_path):
     with opened_store(tmp_path, BOB) as store:
         store.ingest(raw(log(ERIN, [to(BOB, text="buy my bees")])))
-        assert messages.inbox(store, BOB.public_key) == []
-        (request,) = messages.inbox(store, BOB.public_key, requests=True)
+        assert messages.inbox(store, BoxKey(BOB)) == []
+        (request,) = messages.inbox(store, BoxKey(BOB), requests=True)
         assert request["last"]["text"] == "buy my bees"
         # a feed that follows bob is not a stranger
         store.ingest(raw(log(CAROL, [Follow(feed=BOB.public_key), to(BOB, text="hi from carol")])))
-        assert [c["last"]["text"] for c in messages.inbox(store, BOB.public_key)] == ["hi from carol"]
+        assert [c["last"]["text"] for c in messages.inbox(store, BoxKey(BOB))] == ["hi from carol"]
         # answering a request moves it to the inbox
         store.append(BOB, to(ERIN, text="no thanks"), rng=RNG, now=10_000_000)
-        assert [c["last"]["text"] for c in messages.inbox(store, BOB.public_key)] == [
+        assert [c["last"]["text"] for c in messages.inbox(store, BoxKey(BOB))] == [
             "no thanks",
             "hi from carol",
         ]
         store.append(BOB, Block(feed=CAROL.public_key), now=10_000_001)
-        assert [c["last"]["text"] for c in messages.inbox(store, BOB.public_key)] == ["no thanks"]
+        assert [c["last"]["text"] for c in messages.inbox(store, BoxKey(BOB))] == ["no thanks"]
 
 
 def test_boxes_never_reach_search_timelines_or_the_ranked_candidates(tmp_path):
@@ -237,13 +236,13 @@ def test_unread_counts_what_the_inbox_and_the_requests_count(tmp_path):
         store.ingest(raw(alice_log + erin_log))
         badge = messages.unread(store, BOB.public_key)
         inbox, requests = (
-            messages.inbox(store, BOB.public_key),
-            messages.inbox(store, BOB.public_key, requests=True),
+            messages.inbox(store, BoxKey(BOB)),
+            messages.inbox(store, BoxKey(BOB), requests=True),
         )
         assert (badge["unread"], badge["requests"]) == (2, 1)
         assert (sum(c["unread"] for c in inbox), sum(c["unread"] for c in requests)) == (2, 1)
         assert badge["newest"] == entry_id_text(erin_log[0][0].hash)  # the last to arrive
-        messages.conversation(store, BOB.public_key, {ALICE.public_key})
+        messages.conversation(store, BoxKey(BOB), {ALICE.public_key})
         assert messages.unread(store, BOB.public_key)["unread"] == 0
         store.append(BOB, Block(feed=ERIN.public_key), now=2)  # blocked feeds are not shown, nor counted
         assert messages.unread(store, BOB.public_key) == {
@@ -279,8 +278,8 @@ def test_the_boxes_of_a_bulk_batch_are_opened_in_the_worker_processes(tmp_path):
         boxes = [i for i in range(len(alice_log)) if i % 10 == 3 or i % 50 == 7 or i == 100]
         assert len(prepared.opened) == len(boxes)
         assert len(store.ingest_prepared(prepared).added) == len(alice_log)
-        (conv, odd) = messages.inbox(store, BOB.public_key)
-        shown = messages.conversation(store, BOB.public_key, {ALICE.public_key})
+        (conv, odd) = messages.inbox(store, BoxKey(BOB))
+        shown = messages.conversation(store, BoxKey(BOB), {ALICE.public_key})
         assert sorted(m["text"] for m in shown) == expected and conv["messages"] == len(expected)
         assert odd["undecryptable"] is True and "text" not in odd
         assert store.read("SELECT count(*) FROM messages")[0][0] == len(expected) + 1
@@ -307,5 +306,89 @@ def test_boxes_sent_to_a_pool_that_broke_are_opened_here(tmp_path):
             os.kill(pid, signal.SIGKILL)
         prepared = store.prepare(raw(alice_log))
         assert len(store.ingest_prepared(prepared).added) == len(alice_log)
-        shown = messages.conversation(store, BOB.public_key, {ALICE.public_key})
+        shown = messages.conversation(store, BoxKey(BOB), {ALICE.public_key})
         assert len(shown) == len([i for i in range(len(alice_log)) if i % 50 == 7])
+
+
+def test_what_was_read_is_sealed_at_rest_with_the_home_key(tmp_path):
+    """A row holds the author, the time and the read flag in the open, and the recipients, text and
+    reply sealed under the home's key, bound to the entry; the conversation is a name only that key
+    computes. Under another key (or changed at rest) a row is shown undecryptable, never as text."""
+    alice_log = log(ALICE, [to(BOB, CAROL, text="sealed here"), to(BOB, text="and here")])
+    with opened_store(tmp_path, BOB) as store:
+        store.append(BOB, Follow(feed=ALICE.public_key), now=1)
+        store.ingest(raw(alice_log))
+        rows = store.read("SELECT * FROM messages")
+        on_disk = b"".join(v if isinstance(v, bytes) else str(v).encode() for row in rows for v in row)
+        assert len(rows) == 2 and b"sealed here" not in on_disk and CAROL.public_key not in on_disk
+        names = {bytes(r[0]) for r in store.read("SELECT conversation FROM messages")}
+        plain_name = hashlib.blake2b(b"".join(sorted([ALICE.public_key, BOB.public_key])), digest_size=32)
+        assert len(names) == 2 and plain_name.digest() not in names
+        assert BoxKey(BOB).local_name([BOB.public_key, ALICE.public_key]) in names
+        assert BoxKey(CAROL).local_name([BOB.public_key, ALICE.public_key]) not in names
+        # the same database read with another key: undecryptable lines, no text
+        lines = [*messages.inbox(store, BoxKey(CAROL)), *messages.inbox(store, BoxKey(CAROL), requests=True)]
+        assert lines and all(line.get("undecryptable") and "text" not in line for line in lines)
+        assert messages.conversation(store, BoxKey(CAROL), {ALICE.public_key}) == []
+        # a seal changed at rest, or moved to another entry's row, does not open
+        ((first, sealed),) = store.read("SELECT entry, sealed FROM messages ORDER BY entry LIMIT 1")
+        changed = bytearray(sealed)
+        changed[-1] ^= 1
+        with store.transaction() as cur:
+            cur.execute("UPDATE messages SET sealed = ? WHERE entry = ?", (bytes(changed), first))
+        texts = [m.get("text") for m in messages.conversation(store, BoxKey(BOB), {ALICE.public_key})]
+        assert texts == ["and here"]
+        (odd,) = [line for line in messages.inbox(store, BoxKey(BOB)) if line.get("undecryptable")]
+        assert "at rest" in odd["reason"]
+        with store.transaction() as cur:  # the second row's seal put in the first row
+            cur.execute(
+                "UPDATE messages SET sealed = (SELECT sealed FROM messages WHERE entry != ?1) WHERE entry = ?1",
+                (first,),
+            )
+        assert len([line for line in messages.inbox(store, BoxKey(BOB)) if line.get("undecryptable")]) == 1
+
+
+def test_schema_12_seals_the_messages_read_before_and_keeps_their_read_flags(tmp_path):
+    """A store of schema 11 kept opened messages in plain: the migration drops the plain columns,
+    keeps who wrote them, when and whether they were read, and the next process with the key opens
+    and seals them again."""
+    import sqlite3
+
+    from tidings.storage import schema
+
+    path = tmp_path / "bob.db"
+    alice_log = log(ALICE, [to(BOB, text="read before"), to(BOB, text="not read yet")])
+    with Store(path, box_key=BoxKey(BOB)) as store:
+        store.set_meta("self", BOB.public_key)
+        store.append(BOB, Follow(feed=ALICE.public_key), now=1)
+        store.ingest(raw(alice_log))
+        rows = store.read("SELECT m.entry, m.author, m.ts FROM messages m ORDER BY m.entry")
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        """
+        DROP TABLE messages;
+        CREATE TABLE messages (entry INTEGER PRIMARY KEY REFERENCES entries (id), conversation BLOB,
+            author BLOB NOT NULL, recipients BLOB, text TEXT, reply BLOB, ts INTEGER NOT NULL,
+            read INTEGER NOT NULL DEFAULT 0, problem TEXT);
+        CREATE INDEX messages_conversation ON messages (conversation, ts);
+        PRAGMA user_version = 11;
+        """
+    )
+    for (entry, author, ts), text, read in zip(rows, ("read before", "not read yet"), (1, 0), strict=True):
+        conn.execute(
+            "INSERT INTO messages VALUES (?, ?, ?, ?, ?, NULL, ?, ?, NULL)",
+            (entry, b"c" * 32, author, BOB.public_key, text, ts, read),
+        )
+    conn.commit()
+    conn.close()
+    with Store(path) as store:  # a process without the key: migrated, the plain text gone
+        assert store.read("PRAGMA user_version")[0][0] == schema.SCHEMA_VERSION == 12
+        columns = [r[1] for r in store.read("PRAGMA table_info(messages)")]
+        assert "text" not in columns and "recipients" not in columns
+        assert messages.pending_count(store) == 2
+        assert messages.unread(store, BOB.public_key)["unread"] == 0  # nothing shown until opened again
+    with Store(path, box_key=BoxKey(BOB)) as store:
+        with store.transaction() as cur:
+            assert messages.open_pending(cur, BoxKey(BOB)) == 2
+        shown = messages.conversation(store, BoxKey(BOB), {ALICE.public_key}, mark_read=False)
+        assert [(m["text"], m["read"]) for m in shown] == [("read before", True), ("not read yet", False)]

@@ -122,7 +122,7 @@ def test_migration_8_indexes_the_profiles_already_stored(tmp_path):
     conn.execute("PRAGMA user_version = 7")
     conn.close()
     with Store(path) as s:
-        assert s.read("PRAGMA user_version")[0][0] == schema.SCHEMA_VERSION == 11
+        assert s.read("PRAGMA user_version")[0][0] == schema.SCHEMA_VERSION == 12
         assert s.search("bees")[0]["profile"]["name"] == "ann"
         assert s.search("bob")[0]["feed"] == feed_id_text(BOB.public_key)
         s.ingest(raw(chain(ME, [Profile(name="me", bio="keeps bees too")])))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import trio
 from tidings.node import dm
 from tidings.node.clock import SYSTEM_CLOCK
+from tidings.protocol import BoxKey
 from tidings.storage import messages
 from tidings.storage.store import Store
 
@@ -47,8 +48,8 @@ async def test_a_followers_message_reaches_bob_through_a_node_that_carries_it(tm
         assert kr.public_key not in bob.wanted  # the relay replicates bob but does not follow him
         nursery.cancel_scope.cancel()
     with Store(hb.store_path) as store:
-        inbox = messages.inbox(store, bob_feed)
-        requests = messages.inbox(store, bob_feed, requests=True)
+        inbox = messages.inbox(store, BoxKey(kb))
+        requests = messages.inbox(store, BoxKey(kb), requests=True)
     # a follower is not a stranger: the conversation is in the inbox, not among the requests
     assert [c["last"]["text"] for c in inbox] == ["hello bob, from a follower"]
     assert requests == []

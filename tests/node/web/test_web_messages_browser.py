@@ -141,7 +141,7 @@ async def test_the_messages_view_in_a_real_browser(tmp_path, browser):
                 log = await w.node.db.call(lambda s: s.log(ka.public_key))
                 assert [e["type"] for e in log].count("box") == 1
                 with Store(hb.store_path) as s:
-                    got = dm.conversation(s, None, kb.public_key, [ka.public_key])
+                    got = dm.conversation(s, kb, [ka.public_key])
                 assert got[0]["text"] == WRITTEN
                 assert len(list(shots.glob("*.png"))) == 5 and all(
                     p.stat().st_size for p in shots.glob("*.png")
