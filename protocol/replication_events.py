@@ -25,6 +25,7 @@ from .reach_events import REACH_EVENTS, ReachEvent
 __all__ = [
     "MAX_ADDRESS_TEXT",
     "MAX_CLOCK_ITEMS",
+    "MAX_FOLLOWER_NOTES",
     "MAX_HAVE_ITEMS",
     "MAX_MEMBER_RECORDS",
     "MAX_MEMBER_RECORD_SIZE",
@@ -44,7 +45,9 @@ __all__ = [
     "Peers",
 ]
 
-PROTOCOL_VERSIONS = (1, 2, 3, 4)
+PROTOCOL_VERSIONS = (1, 2, 3, 4, 5)
+#: Most follow entries a node sends as follower notes on one connection, and looks at (version 5, §12.3).
+MAX_FOLLOWER_NOTES = 8
 #: Most items in one ``have`` message, and addresses in one ``peers`` message (version 2).
 MAX_HAVE_ITEMS = 1000
 MAX_PEER_ADDRESSES = 32

@@ -72,6 +72,21 @@ def heads(store: Store, feeds: set[bytes]) -> dict[bytes, int]:
     return out
 
 
+def follow_entries(store: Store, target: bytes, skip: set[bytes], limit: int) -> list[tuple[bytes, bytes]]:
+    """The active follow entries held that name ``target`` (with their payloads), of at most ``limit``
+    authors not in ``skip``, newest first: follower notes (spec §12.3, version 5)."""
+    out: list[tuple[bytes, bytes]] = []
+    for author, raw, payload in store.read(
+        "SELECT g.author, e.raw, e.payload FROM graph g JOIN entries e ON e.author = g.author AND e.seq = g.seq "
+        "WHERE g.target = ? AND g.kind = 'follow' AND g.active = 1 AND e.payload IS NOT NULL "
+        "ORDER BY e.ts DESC LIMIT ?",
+        (target, limit + len(skip)),
+    ):
+        if bytes(author) not in skip and bytes(author) != target:
+            out.append((bytes(raw), bytes(payload)))
+    return out[:limit]
+
+
 def entries_after(
     store: Store, feed: bytes, after: int, *, limit: int = 1000, newest: int = 0
 ) -> list[tuple[bytes, bytes | None]]:

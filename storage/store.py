@@ -202,7 +202,7 @@ class Store(Reads):
                 skiplink = None
                 skip_seq = skip_target(seq)
                 if skip_seq is not None:
-                    skiplink = recent.get(skip_seq) or self._own_hash(cur, author, skip_seq)
+                    skiplink = recent.get(skip_seq) or _own_hash(cur, author, skip_seq)
                 entry = create_entry(
                     key,
                     seq=seq,
@@ -220,13 +220,6 @@ class Store(Reads):
             if self.box_key is not None:
                 open_pending(cur, self.box_key)
             return mark_unnamed(cur, writer.dropped_blobs)
-
-    @staticmethod
-    def _own_hash(cur: sqlite3.Cursor, author: bytes, seq: int) -> bytes:
-        found = cur.execute("SELECT hash FROM entries WHERE author = ? AND seq = ?", (author, seq)).fetchone()
-        if found is None:
-            raise StoreError(f"own log is missing seq {seq}; restore it before posting", code="gap")
-        return bytes(found[0])
 
     # -- ingesting other feeds -------------------------------------------------------------------------
     def ingest(self, items: list[tuple[bytes, bytes | None]], *, kind: str = "remote") -> IngestResult:
@@ -360,7 +353,7 @@ class Store(Reads):
             stored = same if isinstance(same, Entry) else Entry.decode(bytes(same.raw))
             proof = check_fork(stored, entry)
             assert proof is not None
-            self._record_fork(cur, proof)
+            _record_fork(cur, proof)
             view.feeds[author] = 1
             result.forks.append(proof)
             result.rejected.append(Rejected(author, seq, "fork", "a different entry is stored at this seq"))
@@ -385,18 +378,26 @@ class Store(Reads):
         if seq > 1 and previous is None:
             result.gaps.append((author, seq))
 
-    def _record_fork(self, cur: sqlite3.Cursor, proof: ForkProof) -> None:
-        cur.execute(
-            "INSERT OR IGNORE INTO forks (author, seq, proof, found) VALUES (?,?,?,?)",
-            (proof.author, proof.seq, proof.encode(), wall_ms()),
-        )
-        cur.execute("UPDATE feeds SET forked = 1 WHERE author = ?", (proof.author,))
-
     def add_fork_proof(self, proof: ForkProof) -> None:
         """Record a fork proof received from elsewhere (spec §7) and mark the feed forked."""
         with self.transaction() as cur:
             cur.execute("INSERT OR IGNORE INTO feeds (author) VALUES (?)", (proof.author,))
-            self._record_fork(cur, proof)
+            _record_fork(cur, proof)
+
+
+def _own_hash(cur: sqlite3.Cursor, author: bytes, seq: int) -> bytes:
+    found = cur.execute("SELECT hash FROM entries WHERE author = ? AND seq = ?", (author, seq)).fetchone()
+    if found is None:
+        raise StoreError(f"own log is missing seq {seq}; restore it before posting", code="gap")
+    return bytes(found[0])
+
+
+def _record_fork(cur: sqlite3.Cursor, proof: ForkProof) -> None:
+    cur.execute(
+        "INSERT OR IGNORE INTO forks (author, seq, proof, found) VALUES (?,?,?,?)",
+        (proof.author, proof.seq, proof.encode(), wall_ms()),
+    )
+    cur.execute("UPDATE feeds SET forked = 1 WHERE author = ?", (proof.author,))
 
 
 def _known(store: Store, items: list[tuple[bytes, bytes | None]], hashes: list[bytes]) -> dict[bytes, bool]:

@@ -111,6 +111,7 @@ class PeerConnection:
         self._entries = RateLimit(limits["entries_per_second"], limits["entries_per_second"] * 2, clock)
         self._asked: set[bytes] = set()
         self.candidate = False  # its clock named our feed: we asked for its own (node/net/followers.py)
+        self.notes = followers.Notes()  # follower notes sent and taken (version 5)
         #: what the peer asked and was sent here, and its work budget (spec §12.8.6)
         self.work = Ledger(limits["work_budget"])
         self.connected_at = clock.monotonic()
@@ -261,12 +262,12 @@ class PeerConnection:
             if isinstance(event, Entries):
                 if not self._entries.take(len(event.items)):
                     raise PeerMisbehaved("flood", "too many entries per second")
-                keep = self._filter(event.items)
+                keep = _filter(self, event.items)
                 if keep:
                     await self.ingest.submit(keep)
-            elif isinstance(event, Clock):
-                await self.feeder.wants(event.items)
+            elif isinstance(event, Clock):  # follower notes (version 5) go before the answer
                 await followers.on_clock(self, event.items)
+                await self.feeder.wants(event.items)
             elif isinstance(event, CaughtUp):
                 await self.ingest.wait_stored()  # what it sent before caught_up is stored first
                 if self.once:
@@ -344,40 +345,45 @@ class PeerConnection:
             await self.channel.wait_sent()  # the writer ends with the nursery: let it write the bye
             self._nursery.cancel_scope.cancel()
 
-    def _filter(self, items: tuple[tuple[bytes, bytes | None], ...]) -> list[tuple[bytes, bytes | None]]:
-        """Keep entries of feeds we want; note that the peer holds what it sent (no echo by push)."""
-        wants = self.node.wanted | ({self.feed} if self.once or self.candidate else set())
-        keep: list[tuple[bytes, bytes | None]] = []
-        live = not self.once and self._caught_up_in >= self._clocks_out > 0
-        now = self.node.clock.monotonic()
-        useless = 0
-        for raw, payload in items:
-            try:
-                author, seq = peek_position(raw)
-            except ProtocolError as exc:
-                raise PeerMisbehaved(exc.code, f"undecodable entry: {exc.args[0]}") from None
-            held = self.rep.peer_wants.get(author)
-            if held is not None and seq > held:
-                self.rep.peer_wants[author] = seq
-            self.work.shown(author, seq)
-            if author not in wants:
-                if author not in self._asked:
-                    useless += 1  # never asked for on this connection: spam (a dropped follow is not)
-            else:  # a live budget per feed (spec §12.8.5); a paused feed is asked for again later
-                admission = self.node.gossip.admit(id(self), author, live=live, now=now)
-                if admission is Admission.TAKE:
-                    keep.append((raw, payload))
-                elif admission is Admission.PAUSE:
-                    log.info(
-                        "feed %s sends faster than its budget; pausing it on %s",
-                        feed_id_text(author),
-                        self.address,
-                    )
-                    self.node.wake_gossip()
-        if useless:
-            self.useless += useless
-            self.node.penalize(self.host, "useless", useless)
-        return keep
+
+def _filter(
+    self: PeerConnection, items: tuple[tuple[bytes, bytes | None], ...]
+) -> list[tuple[bytes, bytes | None]]:
+    """Keep entries of feeds we want; note that the peer holds what it sent (no echo by push)."""
+    wants = self.node.wanted | ({self.feed} if self.once or self.candidate else set())
+    keep: list[tuple[bytes, bytes | None]] = []
+    live = not self.once and self._caught_up_in >= self._clocks_out > 0
+    now = self.node.clock.monotonic()
+    useless = 0
+    for raw, payload in items:
+        try:
+            author, seq = peek_position(raw)
+        except ProtocolError as exc:
+            raise PeerMisbehaved(exc.code, f"undecodable entry: {exc.args[0]}") from None
+        held = self.rep.peer_wants.get(author)
+        if held is not None and seq > held:
+            self.rep.peer_wants[author] = seq
+        self.work.shown(author, seq)
+        if author not in wants:
+            if followers.keep_note(self, author, payload):  # a follower's follow of us (version 5)
+                keep.append((raw, payload))
+            elif author not in self._asked:
+                useless += 1  # never asked for on this connection: spam (a dropped follow is not)
+        else:  # a live budget per feed (spec §12.8.5); a paused feed is asked for again later
+            admission = self.node.gossip.admit(id(self), author, live=live, now=now)
+            if admission is Admission.TAKE:
+                keep.append((raw, payload))
+            elif admission is Admission.PAUSE:
+                log.info(
+                    "feed %s sends faster than its budget; pausing it on %s",
+                    feed_id_text(author),
+                    self.address,
+                )
+                self.node.wake_gossip()
+    if useless:
+        self.useless += useless
+        self.node.penalize(self.host, "useless", useless)
+    return keep
 
 
 async def _stored(self: PeerConnection, result: IngestResult, authors: set[bytes]) -> None:

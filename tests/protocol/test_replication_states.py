@@ -191,7 +191,7 @@ def test_sending_follows_the_table(config: str, name: str) -> None:
 
 def test_a_hello_we_cannot_keep_is_refused() -> None:
     with pytest.raises(LocalProtocolError) as info:
-        Replication().send(Hello(agent="x", versions=(5,)))
+        Replication().send(Hello(agent="x", versions=(6,)))
     assert info.value.code == "version"
     rep = Replication()
     rep.receive(encode(["hello", [1, 2], "peer"]))  # version 2 agreed before our hello
@@ -302,7 +302,7 @@ def test_a_whole_exchange_between_two_machines() -> None:
         Clock(items=(ClockItem(KEY.public_key, 0), ClockItem(G, 4, 0))),
     ]
     assert link.deliver("a") == [Hello(agent="b")]
-    assert (a.version, b.version, a.state, b.state) == (4, 4, State.ACTIVE, State.ACTIVE)
+    assert (a.version, b.version, a.state, b.state) == (5, 5, State.ACTIVE, State.ACTIVE)
     assert (a.peer_agent, b.peer_agent) == ("b", "a")
     assert b.peer_wants == {KEY.public_key: 0, G: 4} and b.peer_lazy == set()
 

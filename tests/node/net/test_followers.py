@@ -54,3 +54,107 @@ async def test_a_followers_message_reaches_bob_through_a_node_that_carries_it(tm
     assert [c["last"]["text"] for c in inbox] == ["hello bob, from a follower"]
     assert requests == []
     assert count(hb, carol_feed) == count(hc, carol_feed)  # her whole log: profile, follow, message
+
+
+async def _carried(tmp_path, *, notes_to: str):
+    """carol follows bob and writes to him; only the relay ever meets carol's node, and bob's node
+    never meets hers. Returns (bob's home and key, carol's key, the box's hash, relay home and key)."""
+    hb, kb = make_home(tmp_path, "bob")
+    hc, kc = make_home(tmp_path, "carol")
+    hr, kr = make_home(tmp_path, "relay")
+    follow(hc, kc, kb)
+    follow(hr, kr, kc)  # the relay replicates carol, not bob
+    with Store(hc.store_path) as store:
+        dm.send(store, kc, [kb.public_key], f"hello bob, {notes_to}", now=SYSTEM_CLOCK.wall_ms())
+        (raw,) = store.read("SELECT hash FROM entries WHERE author = ? AND type = 'box'", (kc.public_key,))[0]
+    return hb, kb, hc, kc, hr, kr, bytes(raw)
+
+
+def _inbox_texts(hb, kb) -> tuple[list[str], list]:
+    with Store(hb.store_path) as store:
+        return [c["last"]["text"] for c in messages.inbox(store, BoxKey(kb))], messages.inbox(
+            store, BoxKey(kb), requests=True
+        )
+
+
+async def test_a_node_that_carries_a_followers_log_tells_bob_of_the_follow(tmp_path):
+    """Follower notes (spec §12.3, version 5): bob's node and carol's never meet; the relay, which holds
+    carol's follow of bob, sends it to bob when his first clock arrives, and bob then fetches her log
+    after it, her message among it, and lists it in his inbox (she follows him: not a request)."""
+    hb, kb, hc, kc, hr, kr, box = await _carried(tmp_path, notes_to="via a carrier")
+    async with trio.open_nursery() as nursery:
+        relay = await start_node(nursery, hr, kr)
+        async with trio.open_nursery() as visit:  # carol's node meets the relay only, then goes away
+            await start_node(visit, hc, kc, peers=[relay.address])
+            await wait_until(lambda: has_entry(hr, box))
+            visit.cancel_scope.cancel()
+        bob = await start_node(nursery, hb, kb, peers=[relay.address])
+        await wait_until(lambda: has_entry(hb, box))
+        assert kc.public_key in bob.wanted
+        (conn,) = bob.connections.values()
+        assert conn.feed == kr.public_key and conn.notes.looked_at == 1 and conn.useless == 0
+        nursery.cancel_scope.cancel()
+    inbox, requests = _inbox_texts(hb, kb)
+    assert inbox == ["hello bob, via a carrier"] and requests == []
+
+
+async def test_follower_notes_reach_a_one_shot_sync_too(tmp_path):
+    """bob was offline when carol wrote and she is offline now: a one-shot sync with the relay brings
+    him the follow, then her message, in the same sync."""
+    hb, kb, hc, kc, hr, kr, box = await _carried(tmp_path, notes_to="in one sync")
+    async with trio.open_nursery() as nursery:
+        relay = await start_node(nursery, hr, kr)
+        async with trio.open_nursery() as visit:
+            await start_node(visit, hc, kc, peers=[relay.address])
+            await wait_until(lambda: has_entry(hr, box))
+            visit.cancel_scope.cancel()
+        from tidings.node.net.node import Node
+
+        bob = Node(hb, kb, listen="127.0.0.1:0")
+        with trio.fail_after(20):
+            await bob.sync_once(relay.address)
+        nursery.cancel_scope.cancel()
+    assert has_entry(hb, box)
+    inbox, _ = _inbox_texts(hb, kb)
+    assert inbox == ["hello bob, in one sync"]
+
+
+async def test_follower_notes_are_bounded_and_only_follows_of_us_are_kept(tmp_path, nursery):
+    """A scripted peer sends entries nobody asked for: follows of another feed, then ten follows of
+    the node. The node looks at MAX_FOLLOWER_NOTES of them: the follows of itself among those are
+    stored and their authors wanted; everything else counts as useless, as before version 5."""
+    import os
+
+    from tidings.protocol import Follow, SigningKey, create_entry, encode_content
+    from tidings.protocol.replication import Entries, Hello, Replication
+    from tidings.protocol.replication_events import MAX_FOLLOWER_NOTES
+
+    from tests.node.net.test_hostile_peers import evil_session
+    from tests.support.nodes import next_host
+
+    hv, kv = make_home(tmp_path, "victim")
+    victim = await start_node(nursery, hv, kv)
+    other = SigningKey(os.urandom(32))
+
+    def follow_entry(key: SigningKey, target: bytes) -> tuple[bytes, bytes]:
+        payload = encode_content(Follow(feed=target))
+        entry = create_entry(key, seq=1, backlink=None, skiplink=None, timestamp=1_000, payload=payload)
+        return entry.raw, payload
+
+    outsiders = [SigningKey(os.urandom(32)) for _ in range(2)]
+    strangers = [follow_entry(k, other.public_key) for k in outsiders]
+    fans = [SigningKey(os.urandom(32)) for _ in range(10)]
+    notes = [follow_entry(k, kv.public_key) for k in fans]
+    channel = await evil_session(victim.address, SigningKey(os.urandom(32)), next_host(), nursery)
+    rep = Replication()
+    rep.send(Hello(agent="tidings"))  # evil_session sent it
+    await channel.send(rep.send(Entries(items=tuple(strangers + notes))))
+    kept = MAX_FOLLOWER_NOTES - len(strangers)
+    await wait_until(lambda: all(f.public_key in victim.wanted for f in fans[:kept]))
+    (conn,) = victim.connections.values()
+    assert conn.notes.looked_at == MAX_FOLLOWER_NOTES
+    assert conn.useless == len(strangers) + len(fans) - kept
+    assert not any(f.public_key in victim.wanted for f in fans[kept:])
+    assert all(count(hv, f.public_key) == (1 if i < kept else 0) for i, f in enumerate(fans))
+    assert all(count(hv, k.public_key) == 0 for k in outsiders)
+    await channel.aclose()

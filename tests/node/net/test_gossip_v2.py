@@ -84,17 +84,17 @@ def local_code(fn: Any) -> str:
 
 
 def test_reference_hello_bytes() -> None:
-    assert PROTOCOL_VERSIONS == (1, 2, 3, 4)
+    assert PROTOCOL_VERSIONS == (1, 2, 3, 4, 5)
     frame = hello(Replication(), "tidings/0.1")
-    assert frame.hex(" ") == "93 a5 68 65 6c 6c 6f 94 01 02 03 04 ab 74 69 64 69 6e 67 73 2f 30 2e 31"
+    assert frame.hex(" ") == "93 a5 68 65 6c 6c 6f 95 01 02 03 04 05 ab 74 69 64 69 6e 67 73 2f 30 2e 31"
 
 
-def test_two_current_nodes_negotiate_version_4() -> None:
+def test_two_current_nodes_negotiate_version_5() -> None:
     a, b = Replication(), Replication()
     assert a.version == 0 and a.state == "HELLO"
-    assert a.receive(hello(b, "b")) == Hello(agent="b", versions=(1, 2, 3, 4)) and a.version == 4
-    assert b.receive(hello(a, "a")) == Hello(agent="a", versions=(1, 2, 3, 4)) and b.version == 4
-    assert (a.version, b.version, a.state, b.state) == (4, 4, "ACTIVE", "ACTIVE")
+    assert a.receive(hello(b, "b")) == Hello(agent="b", versions=(1, 2, 3, 4, 5)) and a.version == 5
+    assert b.receive(hello(a, "a")) == Hello(agent="a", versions=(1, 2, 3, 4, 5)) and b.version == 5
+    assert (a.version, b.version, a.state, b.state) == (5, 5, "ACTIVE", "ACTIVE")
 
 
 def test_a_version_2_peer_gives_version_2() -> None:
@@ -115,7 +115,8 @@ def test_a_version_1_peer_gives_version_1() -> None:
         ([2, 1], 2),
         ([1, 2, 3], 3),
         ([1, 2, 3, 4], 4),
-        ([5, 1], 1),
+        ([1, 2, 3, 4, 5], 5),
+        ([6, 1], 1),
         (["2", 1], 1),
         ([True, 1], 1),
         ([1, 1], 1),
@@ -128,7 +129,7 @@ def test_highest_common_version(versions: list[Any], expected: int) -> None:
     assert a.version == expected
 
 
-@pytest.mark.parametrize("versions", [[], [5], [True], ["1"], [0, 5]])
+@pytest.mark.parametrize("versions", [[], [6], [True], ["1"], [0, 6]])
 def test_no_common_version_is_refused(versions: list[Any]) -> None:
     assert remote_code(Replication(), ["hello", versions, "x"]) == "version"
 
