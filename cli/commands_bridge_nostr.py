@@ -11,7 +11,6 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import click
-import trio
 from tidings.node.bridges.base import BridgeError
 from tidings.node.bridges.nostr import NostrBridge
 from tidings.node.bridges.nostr_sync import NAME, Call, nostr_secret, publish_pending, pull_follows
@@ -20,7 +19,7 @@ from tidings.node.bridges.sources import follow_source, unfollow_source
 from tidings.protocol import nostr as wire
 from tidings.storage.clock import wall_ms
 
-from .common import CliError, Session, common_options, emit, emit_lines, json_option, pass_session
+from .common import CliError, Session, common_options, emit, emit_lines, json_option, pass_session, run_trio
 
 if TYPE_CHECKING:
     from tidings.storage.store import Store
@@ -199,7 +198,7 @@ def _each_relay(
     rows = []
     for relay in _relays(store):
         try:
-            row = trio.run(one, call, relay, timeout)
+            row = run_trio(one, call, relay, timeout)
         except BridgeError as exc:
             row = {**failed, "error": str(exc)}
         rows.append({"relay": relay["source"], **row})

@@ -26,7 +26,7 @@ from tidings.node.bridges.rss import (
 from tidings.node.bridges.sources import follow_source, unfollow_source
 from tidings.storage.clock import wall_ms
 
-from .common import CliError, Session, common_options, emit, emit_lines, json_option, pass_session
+from .common import CliError, Session, common_options, emit, emit_lines, json_option, pass_session, run_trio
 
 __all__ = ["rss_group"]
 
@@ -145,7 +145,7 @@ def rss_poll(session: Session, url: str | None, as_json: bool) -> None:
         return [o for o in outcomes if o is not None]
 
     try:
-        outcomes = trio.run(main)
+        outcomes = run_trio(main)
     finally:
         media.close()
     if as_json:

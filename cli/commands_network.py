@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from .common import CliError, Session, common_options, emit, emit_lines, json_option, pass_session
+from .common import CliError, Session, common_options, emit, emit_lines, json_option, pass_session, run_trio
 
 if TYPE_CHECKING:
     from tidings.node.home import Home
@@ -282,7 +282,7 @@ def sync(session: Session, address: str, network_key: str | None, timeout: float
                 return conn
 
     try:
-        conn = trio.run(main)
+        conn = run_trio(main)
     except trio.TooSlowError:
         raise CliError(f"sync with {address} did not finish in {timeout:g} s", code="timeout") from None
     except OSError as exc:

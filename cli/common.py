@@ -10,7 +10,7 @@ import errno
 import json
 import os
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
@@ -37,6 +37,7 @@ __all__ = [
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 
 class CliError(click.ClickException, TidingsError):
@@ -213,6 +214,45 @@ def read_stdin_text() -> str:
             code="invalid_content",
         ) from None
     return text.rstrip("\r\n")
+
+
+def run_trio(main: Callable[..., Awaitable[T]], *args: Any) -> T:
+    """``trio.run(main, *args)`` that a Ctrl-C stops cleanly: SIGINT is taken as a signal (trio's
+    default turns it into ``KeyboardInterrupt`` wherever the run happens to be, its own internals
+    included, which then fail as ``TrioInternalError``), cancels ``main`` at its next checkpoint, and
+    is raised as ``KeyboardInterrupt`` once the run has unwound (click prints "Aborted!", exit 1)."""
+    import signal
+
+    import trio
+
+    interrupted = False
+    result: list[T] = []
+
+    async def guarded() -> None:
+        nonlocal interrupted
+        with trio.open_signal_receiver(signal.SIGINT) as signals:
+            try:
+                async with trio.open_nursery() as nursery:
+
+                    async def watch() -> None:
+                        nonlocal interrupted
+                        async for _ in signals:
+                            interrupted = True
+                            nursery.cancel_scope.cancel()
+                            return
+
+                    nursery.start_soon(watch)
+                    result.append(await main(*args))
+                    nursery.cancel_scope.cancel()
+            except BaseExceptionGroup as group:  # main's own failure, as trio.run(main) raises it
+                if len(group.exceptions) == 1:
+                    raise group.exceptions[0] from None
+                raise
+
+    trio.run(guarded)
+    if interrupted or not result:
+        raise KeyboardInterrupt
+    return result[0]
 
 
 # -- output -------------------------------------------------------------------------------------------

@@ -2,8 +2,8 @@
 
 Theory of operation. A box is opened once, when it is stored, with the store's ``box_key`` (the home's
 X25519 key, ``protocol.box.BoxKey``); the cryptography is ``protocol.box``, the SQL is here. Ingest
-opens the boxes of a batch off the database thread (``Store.prepare``, beside signature checks) and
-the writer records the outcomes with the entries (``record``): an opened message becomes a row of
+opens the boxes of a batch off the database thread, with its signature checks (``Store.prepare``; in
+the verify worker processes for a bulk batch, storage/verifier.py), and the writer records the outcomes with the entries (``record``): an opened message becomes a row of
 ``messages``; a box that opened for us but not its message a row with its ``problem``; a box that is
 not ours nothing at all. A box stored with no outcome — written by a process that had no key at hand,
 a payload that came late, our own box just sealed — waits in ``box_pending`` until ``open_pending``
