@@ -35,11 +35,7 @@ async def test_a_followers_message_reaches_bob_through_a_node_that_carries_it(tm
         (raw,) = store.read("SELECT hash FROM entries WHERE author = ? AND type = 'box'", (carol_feed,))[0]
     entry_hash = bytes(raw)
     async with trio.open_nursery() as nursery:
-        relay = await start_node(nursery, hr, kr)
-        async with trio.open_nursery() as visit:
-            await start_node(visit, hc, kc, peers=[relay.address])
-            await wait_until(lambda: has_entry(hr, entry_hash))
-            visit.cancel_scope.cancel()
+        relay = await carol_visits(nursery, hr, kr, hc, kc, entry_hash)
         assert not has_entry(hb, entry_hash)
         # bob comes back while carol is offline: the relay has her log, and bob wants it as a follower's
         bob = await start_node(nursery, hb, kb, peers=[relay.address])
@@ -56,7 +52,17 @@ async def test_a_followers_message_reaches_bob_through_a_node_that_carries_it(tm
     assert count(hb, carol_feed) == count(hc, carol_feed)  # her whole log: profile, follow, message
 
 
-async def _carried(tmp_path, *, notes_to: str):
+async def carol_visits(nursery, hr, kr, hc, kc, box: bytes):
+    """Start the relay; carol's node meets it (only it) until it holds ``box``, then goes away."""
+    relay = await start_node(nursery, hr, kr)
+    async with trio.open_nursery() as visit:
+        await start_node(visit, hc, kc, peers=[relay.address])
+        await wait_until(lambda: has_entry(hr, box))
+        visit.cancel_scope.cancel()
+    return relay
+
+
+def _carried(tmp_path, *, notes_to: str):
     """carol follows bob and writes to him; only the relay ever meets carol's node, and bob's node
     never meets hers. Returns (bob's home and key, carol's key, the box's hash, relay home and key)."""
     hb, kb = make_home(tmp_path, "bob")
@@ -81,13 +87,9 @@ async def test_a_node_that_carries_a_followers_log_tells_bob_of_the_follow(tmp_p
     """Follower notes (spec §12.3, version 5): bob's node and carol's never meet; the relay, which holds
     carol's follow of bob, sends it to bob when his first clock arrives, and bob then fetches her log
     after it, her message among it, and lists it in his inbox (she follows him: not a request)."""
-    hb, kb, hc, kc, hr, kr, box = await _carried(tmp_path, notes_to="via a carrier")
+    hb, kb, hc, kc, hr, kr, box = _carried(tmp_path, notes_to="via a carrier")
     async with trio.open_nursery() as nursery:
-        relay = await start_node(nursery, hr, kr)
-        async with trio.open_nursery() as visit:  # carol's node meets the relay only, then goes away
-            await start_node(visit, hc, kc, peers=[relay.address])
-            await wait_until(lambda: has_entry(hr, box))
-            visit.cancel_scope.cancel()
+        relay = await carol_visits(nursery, hr, kr, hc, kc, box)
         bob = await start_node(nursery, hb, kb, peers=[relay.address])
         await wait_until(lambda: has_entry(hb, box))
         assert kc.public_key in bob.wanted
@@ -101,13 +103,9 @@ async def test_a_node_that_carries_a_followers_log_tells_bob_of_the_follow(tmp_p
 async def test_follower_notes_reach_a_one_shot_sync_too(tmp_path):
     """bob was offline when carol wrote and she is offline now: a one-shot sync with the relay brings
     him the follow, then her message, in the same sync."""
-    hb, kb, hc, kc, hr, kr, box = await _carried(tmp_path, notes_to="in one sync")
+    hb, kb, hc, kc, hr, kr, box = _carried(tmp_path, notes_to="in one sync")
     async with trio.open_nursery() as nursery:
-        relay = await start_node(nursery, hr, kr)
-        async with trio.open_nursery() as visit:
-            await start_node(visit, hc, kc, peers=[relay.address])
-            await wait_until(lambda: has_entry(hr, box))
-            visit.cancel_scope.cancel()
+        relay = await carol_visits(nursery, hr, kr, hc, kc, box)
         from tidings.node.net.node import Node
 
         bob = Node(hb, kb, listen="127.0.0.1:0")
