@@ -85,8 +85,13 @@ def test_a_follower_that_has_just_started_punches_through_too(natlab: NatLab, la
 def test_behind_a_symmetric_nat_the_post_arrives_over_a_relay(natlab: NatLab, lab_nodes: LabNodes) -> None:
     pub, (alice, sym) = _homes(natlab, lab_nodes, ("alice", PRESERVING), ("sym", SYMMETRIC))
     _post_arrives(alice, sym)
-    peer = _peer(sym, alice.feed)
-    assert peer is not None and peer["path"] == "relayed" and peer["relay"] == pub.feed
+
+    def relayed() -> bool:  # read again while it is being (re)connected, never direct
+        peer = _peer(sym, alice.feed)
+        assert peer is None or peer["path"] == "relayed", peer
+        return peer is not None and peer["relay"] == pub.feed
+
+    sym.wait_for(relayed, DIRECT, "a connection to alice relayed by pub")
     assert pub.log_ids(alice.feed) == set()
 
 
