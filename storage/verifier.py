@@ -44,7 +44,7 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, TypeAlias
 
-from tidings.protocol import Box, Opened, Undecryptable, decode_content
+from tidings.protocol import Box, DecodeError, InvalidContent, Opened, Undecryptable, decode_content
 from tidings.protocol.box import open_box
 from tidings.protocol.entry import SIGNING_DOMAIN
 from tidings.protocol.identity import verify_signature
@@ -98,7 +98,10 @@ def open_boxes(boxes: list[Sealed], key: BoxKey | None) -> list[Outcome]:
     """Open each box with ``key`` (spec §8.6); a payload that is not a box opens nothing."""
     out: list[Outcome] = []
     for author, seq, backlink, payload in boxes:
-        box = decode_content(payload)
+        try:
+            box = decode_content(payload)
+        except (DecodeError, InvalidContent):  # checked before it was sent here: never, but no guess
+            box = None
         ours = key is not None and isinstance(box, Box)
         out.append(open_box(box, author=author, seq=seq, backlink=backlink, key=key) if ours else None)  # type: ignore[arg-type]
     return out
