@@ -152,7 +152,6 @@ class Verifier:
     ) -> None:
         self.threads = max(1, threads)
         self._box_key = box_key
-        self._pool_key: BoxKey | None = None  # the key the worker processes were started with
         self.processes = max(0, processes)
         self.idle = idle
         self._threads: ThreadPoolExecutor | None = None
@@ -176,7 +175,6 @@ class Verifier:
                             initializer=_start_worker,
                             initargs=(self._box_key,),
                         )
-                        self._pool_key = self._box_key
                         self.pools_started += 1
                     except (OSError, ImportError, ValueError) as exc:  # e.g. no working sem_open here
                         log.warning(
@@ -212,9 +210,8 @@ class Verifier:
         """The key whose boxes ``pool`` opens: the store's, when ``pool`` is its worker processes
         started with it; else None (boxes are opened by the caller)."""
         with self._lock:
-            if pool is not None and pool is self._processes and self._pool_key is not None:
-                return self._pool_key if self._pool_key.same(self._box_key) else None
-            return None
+            # the workers were started with the current key: a new key stops them (``box_key``)
+            return self._box_key if pool is not None and pool is self._processes else None
 
     def _reap_later(self, delay: float) -> None:
         """(Under the lock.) Look again in ``delay`` seconds whether the worker processes sit idle."""
