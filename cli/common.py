@@ -282,6 +282,8 @@ def describe(exc: BaseException, session: Session | None) -> tuple[str, str]:
     import sqlite3
 
     store_path = session.home.store_path if session is not None else "the store"
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]  # a failure inside trio nurseries: what failed, not the nurseries
     if isinstance(exc, TidingsError):  # every error of ours: its message and code, a hint for some
         hint = _HINTS.get(exc.code)
         return (hint.format(message=exc.message, store=store_path) if hint else exc.message), exc.code

@@ -83,5 +83,9 @@ def test_a_follower_gets_the_photo_without_its_metadata_and_its_page_shows_it(tm
         assert size == (640, 480)
         assert shot.read_bytes().startswith(b"\x89PNG")
     finally:
-        b.stop()
-        a.stop()
+        try:
+            b.stop()
+            a.stop()
+        finally:  # a node that failed to stop cleanly is not left running for the tests after this one
+            b.kill()
+            a.kill()

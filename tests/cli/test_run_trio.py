@@ -60,3 +60,15 @@ def test_results_and_failures_pass_through():
     assert run_trio(answer, 41) == 42
     with pytest.raises(trio.TooSlowError):  # itself, not wrapped in an exception group
         run_trio(fails)
+
+
+def test_a_failure_inside_nurseries_is_described_by_what_failed():
+    """The one ``error:`` line names the exception that failed, not the trio nurseries around it."""
+    from tidings.cli.common import describe
+
+    inner = ValueError("the real reason")
+    wrapped = BaseExceptionGroup("Exceptions from Trio nursery", [ExceptionGroup("nested", [inner])])
+    message, code = describe(wrapped, None)
+    assert code == "internal" and message.startswith("unexpected ValueError: the real reason")
+    two = ExceptionGroup("Exceptions from Trio nursery", [ValueError("a"), KeyError("b")])
+    assert describe(two, None)[0].startswith("unexpected ExceptionGroup")
