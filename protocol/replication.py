@@ -81,6 +81,7 @@ from .replication_events import (
     ClockItem,
     Entries,
     Event,
+    Followers,
     Forks,
     Have,
     Hello,
@@ -105,6 +106,7 @@ __all__ = [
     "ClockItem",
     "Entries",
     "Event",
+    "Followers",
     "Forks",
     "Have",
     "Hello",
@@ -133,6 +135,8 @@ _VERSION_3: frozenset[type[Event]] = frozenset(
 )
 #: Messages that exist only in version 4 (spec §12.12): blob transfer.
 _VERSION_4: frozenset[type[Event]] = frozenset(BLOB_EVENTS.values())
+#: Messages that exist only in version 5 (spec §12.3): follower notes.
+_VERSION_5: frozenset[type[Event]] = frozenset({Followers})
 _ACTIVE_MESSAGES: tuple[type[Event], ...] = (
     Clock,
     Entries,
@@ -143,6 +147,7 @@ _ACTIVE_MESSAGES: tuple[type[Event], ...] = (
     Members,
     *sorted(_VERSION_3, key=lambda cls: cls.NAME),
     *sorted(_VERSION_4, key=lambda cls: cls.NAME),
+    Followers,
 )
 
 #: spec/protocol.md §12.2: (state of a side, event it sends) -> its next state; the same for both sides.
@@ -231,6 +236,8 @@ class Replication:
             raise LocalProtocolError(f"{cls.NAME} needs protocol version 3", code="version")
         if cls in _VERSION_4 and self.version < 4:
             raise LocalProtocolError(f"{cls.NAME} needs protocol version 4", code="version")
+        if cls in _VERSION_5 and self.version < 5:
+            raise LocalProtocolError(f"{cls.NAME} needs protocol version 5", code="version")
         if cls is Connected and self.their_state is not State.RELAY:
             raise LocalProtocolError("connected answers connect or accept only", code="replication_state")
         if isinstance(event, Hello):
@@ -286,6 +293,7 @@ class Replication:
             (cls in _VERSION_2 and self.version < 2)
             or (cls in _VERSION_3 and self.version < 3)
             or (cls in _VERSION_4 and self.version < 4)
+            or (cls in _VERSION_5 and self.version < 5)
         ):
             # the version first, whatever the arguments (§12.1)
             raise RemoteProtocolError(f"unexpected message {name!r}", code="bad_message")

@@ -38,6 +38,7 @@ __all__ = [
     "ClockItem",
     "Entries",
     "Event",
+    "Followers",
     "Forks",
     "Have",
     "Hello",
@@ -153,6 +154,29 @@ class Entries:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Followers:
+    """``followers`` (version 5): follower notes (§12.3): follow entries, with their payloads, that
+    name the receiver's feed; at most ``MAX_FOLLOWER_NOTES``. Never stored as they come: the receiver
+    checks each and fetches the whole log of its author."""
+
+    NAME: ClassVar[str] = "followers"
+    items: tuple[tuple[bytes, bytes], ...]
+
+    def __post_init__(self) -> None:
+        rows = _as_tuple(self, "items", self.items)
+        if len(rows) > MAX_FOLLOWER_NOTES or not all(
+            type(row) is tuple
+            and len(row) == 2
+            and type(row[0]) is bytes
+            and len(row[0]) <= MAX_ENTRY_SIZE
+            and type(row[1]) is bytes
+            and len(row[1]) <= MAX_PAYLOAD_SIZE
+            for row in rows
+        ):
+            raise _bad(f"followers is at most {MAX_FOLLOWER_NOTES} [raw, payload] within size limits")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Have:
     """``have`` (version 2): the sender holds these feeds up to these seqs (lazy notes, §12.7); sent in
     frames of at most ``MAX_HAVE_ITEMS`` items, and not at all when there are none."""
@@ -226,11 +250,27 @@ class Bye:
             raise _bad("bye code and reason are text")
 
 
-Event = Hello | Clock | Entries | Have | Peers | Members | CaughtUp | Forks | Bye | ReachEvent | BlobEvent
+Event = (
+    Hello
+    | Clock
+    | Entries
+    | Followers
+    | Have
+    | Peers
+    | Members
+    | CaughtUp
+    | Forks
+    | Bye
+    | ReachEvent
+    | BlobEvent
+)
 
 #: message name -> event class (spec §12.1; the version-3 messages are in ``reach_events``)
 EVENT_TYPES: dict[str, type[Event]] = {
-    **{cls.NAME: cls for cls in (Hello, Clock, Entries, Have, Peers, Members, CaughtUp, Forks, Bye)},
+    **{
+        cls.NAME: cls
+        for cls in (Hello, Clock, Entries, Followers, Have, Peers, Members, CaughtUp, Forks, Bye)
+    },
     **REACH_EVENTS,
     **BLOB_EVENTS,
 }

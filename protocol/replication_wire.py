@@ -20,6 +20,7 @@ from .reach_events import WireMessage
 from .replication_events import (
     MAX_ADDRESS_TEXT,
     MAX_CLOCK_ITEMS,
+    MAX_FOLLOWER_NOTES,
     MAX_HAVE_ITEMS,
     MAX_MEMBER_RECORD_SIZE,
     MAX_MEMBER_RECORDS,
@@ -30,6 +31,7 @@ from .replication_events import (
     ClockItem,
     Entries,
     Event,
+    Followers,
     Forks,
     Have,
     Hello,
@@ -107,10 +109,27 @@ def _members_frames(event: Members) -> list[bytes]:
     return frames
 
 
+def _followers_frames(event: Followers) -> list[bytes]:
+    # a new message when the next note would pass the frame limit (16 bytes of framing per note)
+    frames: list[bytes] = []
+    batch: list[list[bytes]] = []
+    size = 16
+    for raw, payload in event.items:
+        if batch and size + len(raw) + len(payload) + 16 > MAX_PLAINTEXT:
+            frames.append(encode(["followers", batch]))
+            batch, size = [], 16
+        batch.append([raw, payload])
+        size += len(raw) + len(payload) + 16
+    if batch:
+        frames.append(encode(["followers", batch]))
+    return frames
+
+
 _ENCODERS: dict[type[Event], Callable[[Any], list[bytes]]] = {
     Hello: lambda e: [encode(["hello", list(e.versions), e.agent])],
     Clock: _clock_frames,
     Entries: lambda e: pack_entries(e.items),
+    Followers: _followers_frames,
     Have: lambda e: _chunks("have", [[feed, seq] for feed, seq in e.items], MAX_HAVE_ITEMS),
     Peers: _peers_frames,
     Members: _members_frames,
@@ -234,6 +253,11 @@ def _entries(args: list[Any], version: int = 0) -> Entries:
         raise RemoteProtocolError(str(exc.args[0]), code=exc.code) from None
 
 
+def _followers(args: list[Any], version: int) -> Followers:
+    shape = f"followers is at most {MAX_FOLLOWER_NOTES} [raw, payload]"
+    return Followers(items=_pairs(_one_list(args, MAX_FOLLOWER_NOTES, shape), shape))
+
+
 def _caught_up(args: list[Any], version: int) -> CaughtUp:
     if args:
         raise _bad("caught_up has no arguments")
@@ -255,6 +279,7 @@ _PARSERS: dict[type[Event], Callable[[list[Any], int], Event]] = {
     Hello: _hello,
     Clock: _clock,
     Entries: _entries,
+    Followers: _followers,
     Have: _have,
     Peers: _peers,
     Members: _members,

@@ -98,6 +98,7 @@ class Node:
         self.wanted: set[bytes] = {key.public_key}
         self.followed: set[bytes] = set()
         self.blocked: set[bytes] = set()
+        self.noted: set[bytes] = set()  # followers told of by follower notes (node/net/followers.py)
         self.address: str | None = None
         self._ingested = 0
         #: reachability, relays and hole punching (spec §12.9-§12.11)
@@ -121,8 +122,10 @@ class Node:
     async def current_wants(self, extra: set[bytes] | None = None) -> set[bytes]:
         """Feeds to replicate (spec §12.3); ``extra`` (a synced peer's own feed) unless we block it."""
         me = self.key.public_key
-        self.wanted = await self.db.call(gossip.wanted_feeds, me, self.limits["hops"])
         self.blocked = set(await self.db.call(Store.graph_targets, me, "block"))
+        found = await self.db.call(gossip.wanted_feeds, me, self.limits["hops"])
+        self.noted -= found | self.blocked  # a stored follow makes a follower like any other
+        self.wanted = found | self.noted
         self.followed = set(await self.db.call(Store.graph_targets, me, "follow"))
         return self.wanted | ((extra or set()) - self.blocked)
 

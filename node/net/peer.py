@@ -52,6 +52,7 @@ from tidings.protocol.replication import (
     ClockItem,
     Entries,
     Event,
+    Followers,
     Forks,
     Have,
     Hello,
@@ -276,6 +277,8 @@ class PeerConnection:
                     await self.send_wants(await self.node.current_wants(extra={self.feed}))
                 self._caught_up_in += 1
                 await self.maybe_finish()
+            elif isinstance(event, Followers):  # version 5: follower notes (§12.3)
+                await followers.on_notes(self, event.items)
             elif isinstance(event, Forks):
                 refusals = self.work.budget.refusals
                 await take_forks(self.node, self.work.budget, self.address, event.proofs)
@@ -365,9 +368,7 @@ def _filter(
             self.rep.peer_wants[author] = seq
         self.work.shown(author, seq)
         if author not in wants:
-            if followers.keep_note(self, author, payload):  # a follower's follow of us (version 5)
-                keep.append((raw, payload))
-            elif author not in self._asked:
+            if author not in self._asked:
                 useless += 1  # never asked for on this connection: spam (a dropped follow is not)
         else:  # a live budget per feed (spec §12.8.5); a paused feed is asked for again later
             admission = self.node.gossip.admit(id(self), author, live=live, now=now)

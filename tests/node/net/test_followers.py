@@ -95,9 +95,12 @@ async def test_a_node_that_carries_a_followers_log_tells_bob_of_the_follow(tmp_p
         assert kc.public_key in bob.wanted
         (conn,) = bob.connections.values()
         assert conn.feed == kr.public_key and conn.notes.looked_at == 1 and conn.useless == 0
+        # her follow, now stored, makes her a follower like any other: no longer only noted
+        await wait_until(lambda: kc.public_key not in bob.noted and kc.public_key in bob.wanted)
         nursery.cancel_scope.cancel()
     inbox, requests = _inbox_texts(hb, kb)
     assert inbox == ["hello bob, via a carrier"] and requests == []
+    assert count(hb, kc.public_key) == count(hc, kc.public_key)  # her whole log, not from the follow on
 
 
 async def test_follower_notes_reach_a_one_shot_sync_too(tmp_path):
@@ -112,19 +115,21 @@ async def test_follower_notes_reach_a_one_shot_sync_too(tmp_path):
         with trio.fail_after(20):
             await bob.sync_once(relay.address)
         nursery.cancel_scope.cancel()
-    assert has_entry(hb, box)
+    assert has_entry(hb, box) and count(hb, kc.public_key) == count(hc, kc.public_key)
     inbox, _ = _inbox_texts(hb, kb)
     assert inbox == ["hello bob, in one sync"]
 
 
-async def test_follower_notes_are_bounded_and_only_follows_of_us_are_kept(tmp_path, nursery):
-    """A scripted peer sends entries nobody asked for: follows of another feed, then ten follows of
-    the node. The node looks at MAX_FOLLOWER_NOTES of them: the follows of itself among those are
-    stored and their authors wanted; everything else counts as useless, as before version 5."""
+async def test_follower_notes_are_bounded_and_only_signed_follows_of_us_are_taken(tmp_path, nursery):
+    """A scripted peer sends follower notes: follows of another feed, a follow of the node with a
+    broken signature, then ten follows of the node, in two messages. The node looks at
+    MAX_FOLLOWER_NOTES of them: the validly signed follows of itself among those make their authors
+    wanted (noted, not stored: their whole logs are to be fetched); everything else costs the peer as
+    useless entries. Nothing is stored."""
     import os
 
     from tidings.protocol import Follow, SigningKey, create_entry, encode_content
-    from tidings.protocol.replication import Entries, Hello, Replication
+    from tidings.protocol.replication import Followers, Hello, Replication
     from tidings.protocol.replication_events import MAX_FOLLOWER_NOTES
 
     from tests.node.net.test_hostile_peers import evil_session
@@ -141,18 +146,22 @@ async def test_follower_notes_are_bounded_and_only_follows_of_us_are_kept(tmp_pa
 
     outsiders = [SigningKey(os.urandom(32)) for _ in range(2)]
     strangers = [follow_entry(k, other.public_key) for k in outsiders]
+    liar = SigningKey(os.urandom(32))
+    raw, payload = follow_entry(liar, kv.public_key)
+    forged = (raw[:-1] + bytes([raw[-1] ^ 1]), payload)  # the last byte of its signature
     fans = [SigningKey(os.urandom(32)) for _ in range(10)]
-    notes = [follow_entry(k, kv.public_key) for k in fans]
+    notes = [*strangers, forged, *(follow_entry(k, kv.public_key) for k in fans)]
     channel = await evil_session(victim.address, SigningKey(os.urandom(32)), next_host(), nursery)
     rep = Replication()
     rep.send(Hello(agent="tidings"))  # evil_session sent it
-    await channel.send(rep.send(Entries(items=tuple(strangers + notes))))
-    kept = MAX_FOLLOWER_NOTES - len(strangers)
-    await wait_until(lambda: all(f.public_key in victim.wanted for f in fans[:kept]))
+    rep.receive(Replication().send(Hello(agent="victim"))[0])  # as the victim's, which it read: version 5
+    await channel.send(rep.send(Followers(items=tuple(notes[:MAX_FOLLOWER_NOTES]))))
+    await channel.send(rep.send(Followers(items=tuple(notes[MAX_FOLLOWER_NOTES:]))))
+    taken = MAX_FOLLOWER_NOTES - len(strangers) - 1
     (conn,) = victim.connections.values()
-    assert conn.notes.looked_at == MAX_FOLLOWER_NOTES
-    assert conn.useless == len(strangers) + len(fans) - kept
-    assert not any(f.public_key in victim.wanted for f in fans[kept:])
-    assert all(count(hv, f.public_key) == (1 if i < kept else 0) for i, f in enumerate(fans))
-    assert all(count(hv, k.public_key) == 0 for k in outsiders)
+    await wait_until(lambda: conn.useless == len(notes) - taken)
+    assert conn.notes.looked_at == MAX_FOLLOWER_NOTES and conn.notes.taken == taken
+    assert victim.noted == {f.public_key for f in fans[:taken]} <= victim.wanted
+    assert not any(f.public_key in victim.wanted for f in [liar, *fans[taken:], *outsiders])
+    assert all(count(hv, k.public_key) == 0 for k in [liar, *fans, *outsiders])  # nothing stored
     await channel.aclose()
